@@ -1,0 +1,67 @@
+/**
+ * Error type and exit codes shared by every module.
+ *
+ * Every failure the user can cause or meet in the field is a {@linkcode BootError}
+ * carrying an exit code; `main.ts` prints its message on one line and exits with
+ * that code. Anything else is a bug and exits with {@linkcode ExitCode.Internal}.
+ *
+ * @module
+ */
+
+/** Exit codes of the bootloader (documented in the README). */
+export const ExitCode = {
+  /** Success (also: plan printed, local boot decided, `--no-kexec` done). */
+  Ok: 0,
+  /** Unexpected internal error (a bug). */
+  Internal: 1,
+  /** Bad command line, environment or configuration file. */
+  Usage: 2,
+  /** The iPXE script failed or booted nothing. */
+  Script: 3,
+  /** The InfraEnv API or SSO refused or failed (auth, 4xx/5xx on the script). */
+  Api: 4,
+  /** An artifact could not be downloaded (network, HTTP status, size, scheme). */
+  Download: 5,
+  /** An artifact failed verification (digest pin, length, format check). */
+  Verify: 6,
+  /** Refused to start: not root, unsupported architecture. */
+  Refused: 7,
+  /** The work directory cannot be written (permissions, disk full). */
+  Disk: 8,
+  /** kexec_file_load: EPERM (not root, or kernel lockdown). */
+  KexecPermission: 10,
+  /** kexec_file_load: EKEYREJECTED/ENOKEY (signature required). */
+  KexecSignature: 11,
+  /** kexec_file_load: ENOEXEC (not a kernel for this machine). */
+  KexecFormat: 12,
+  /** kexec_file_load: EBUSY (a kexec image is already loaded or in use). */
+  KexecBusy: 13,
+  /** kexec_file_load: ENOMEM (not enough memory for kernel + initrd). */
+  KexecMemory: 14,
+  /** kexec_file_load: ENOSYS/EINVAL (kexec_file_load unsupported). */
+  KexecUnsupported: 15,
+  /** kexec_file_load failed with another errno. */
+  KexecOther: 16,
+  /** The hand-off (systemctl kexec, reboot) failed after a successful load. */
+  Handoff: 17,
+} as const;
+
+/** One of the values of {@linkcode ExitCode}. */
+export type ExitCodeValue = typeof ExitCode[keyof typeof ExitCode];
+
+/** A failure with a one-line, user-facing message and an exit code. */
+export class BootError extends Error {
+  /** Process exit code for this failure. */
+  readonly exitCode: ExitCodeValue;
+
+  /** Creates an error; `message` is one sentence, sentence case, no trailing period. */
+  constructor(
+    message: string,
+    exitCode: ExitCodeValue,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = "BootError";
+    this.exitCode = exitCode;
+  }
+}

@@ -1,0 +1,280 @@
+/**
+ * HTTP policy shared by the InfraEnv client and the artifact downloader:
+ * manual redirects with a cap, an `Authorization` header that never leaves the
+ * origin it was meant for, per-request timeouts, and retries with exponential
+ * backoff and jitter.
+ *
+ * @module
+ */
+
+import { redact } from "./log.ts";
+
+/** A non-success HTTP answer. */
+export class HttpStatusError extends Error {
+  /** HTTP status code. */
+  readonly status: number;
+  /** The URL that answered (after redirects). */
+  readonly url: string;
+  /** Start of the response body, for error messages. */
+  readonly body: string;
+  /** Delay the server asked for with `Retry-After`, in milliseconds. */
+  readonly retryAfterMs?: number;
+
+  /** Creates the error from the parts of a response. */
+  constructor(status: number, url: string, body = "", retryAfterMs?: number) {
+    super(`HTTP ${status} from ${redact(url)}`);
+    this.name = "HttpStatusError";
+    this.status = status;
+    this.url = url;
+    this.body = body;
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+/** The connection failed, timed out or was cut: worth a retry. */
+export class NetworkError extends Error {
+  /** The URL being fetched. */
+  readonly url: string;
+
+  /** Creates the error; `cause` is the runtime's error. */
+  constructor(message: string, url: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "NetworkError";
+    this.url = url;
+  }
+}
+
+/** Options for {@linkcode request}. */
+export interface RequestOptions {
+  /** HTTP method (default GET). */
+  method?: string;
+  /** Request headers; never put credentials here, use `authorization`. */
+  headers?: Record<string, string>;
+  /** Request body (for POST). */
+  body?: BodyInit;
+  /** Value of the `Authorization` header, sent only to the origin of the first URL. */
+  authorization?: string;
+  /** Redirects followed before giving up (default 5). */
+  maxRedirects?: number;
+  /** Milliseconds until the response headers must have arrived (default 30 s). */
+  timeoutMs?: number;
+  /** Aborts the request (and the body read). */
+  signal?: AbortSignal;
+  /** Client carrying extra CA certificates. */
+  client?: Deno.HttpClient;
+}
+
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+
+/**
+ * Fetches `url` following redirects by hand so the policy is explicit: at most
+ * `maxRedirects` hops, and the `Authorization` header is sent only while the
+ * request stays on the origin of `url`. Returns the final response whatever its
+ * status; the caller decides what a status means.
+ */
+export async function request(
+  url: string,
+  options: RequestOptions = {},
+): Promise<Response> {
+  const maxRedirects = options.maxRedirects ?? 5;
+  const authOrigin = new URL(url).origin;
+  let current = url;
+  let method = options.method ?? "GET";
+  let body = options.body;
+  for (let hop = 0;; hop++) {
+    const headers = new Headers(options.headers);
+    if (options.authorization && new URL(current).origin === authOrigin) {
+      headers.set("Authorization", options.authorization);
+    }
+    const timeout = AbortSignal.timeout(options.timeoutMs ?? 30_000);
+    const signal = options.signal
+      ? AbortSignal.any([options.signal, timeout])
+      : timeout;
+    let response: Response;
+    try {
+      response = await fetch(current, {
+        method,
+        headers,
+        body,
+        redirect: "manual",
+        signal,
+        client: options.client,
+      });
+    } catch (err) {
+      if (options.signal?.aborted) throw err;
+      const why = timeout.aborted
+        ? `no answer within ${
+          Math.round((options.timeoutMs ?? 30_000) / 1000)
+        } s`
+        : errorText(err);
+      throw new NetworkError(`${redact(current)}: ${why}`, current, {
+        cause: err,
+      });
+    }
+    if (!REDIRECTS.has(response.status)) return response;
+    await response.body?.cancel();
+    const location = response.headers.get("location");
+    if (!location) {
+      throw new HttpStatusError(
+        response.status,
+        current,
+        "redirect without Location",
+      );
+    }
+    if (hop >= maxRedirects) {
+      throw new NetworkError(
+        `${redact(url)}: more than ${maxRedirects} redirects`,
+        url,
+      );
+    }
+    current = new URL(location, current).href;
+    if (
+      response.status === 303 || (response.status <= 302 && method === "POST")
+    ) {
+      method = "GET";
+      body = undefined;
+    }
+  }
+}
+
+/** Reads at most `limit` bytes of an error body as text, for messages. */
+export async function readErrorBody(
+  response: Response,
+  limit = 4096,
+): Promise<string> {
+  if (!response.body) return "";
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    while (size < limit) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      size += value.length;
+    }
+  } catch {
+    // A cut error body still says something.
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) bytes.set(c, (at += c.length) - c.length);
+  return new TextDecoder().decode(bytes.subarray(0, limit));
+}
+
+/** Parses `Retry-After` (seconds or an HTTP date) into milliseconds. */
+export function parseRetryAfter(
+  value: string | null,
+  now = Date.now(),
+): number | undefined {
+  if (!value) return undefined;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
+/** Builds an {@linkcode HttpStatusError} from a response, consuming a little of its body. */
+export async function statusError(
+  response: Response,
+  url: string,
+): Promise<HttpStatusError> {
+  const body = await readErrorBody(response);
+  return new HttpStatusError(
+    response.status,
+    url,
+    body,
+    parseRetryAfter(response.headers.get("retry-after")),
+  );
+}
+
+/** True for failures a retry may cure: network errors, timeouts, 5xx, 429. */
+export function isTransient(err: unknown): boolean {
+  if (err instanceof NetworkError) return true;
+  if (err instanceof HttpStatusError) {
+    return err.status >= 500 || err.status === 429;
+  }
+  return false;
+}
+
+/** Options for {@linkcode withRetries}. */
+export interface RetryOptions {
+  /** Attempts after the first one (default 5). */
+  retries?: number;
+  /** First backoff delay in milliseconds (default 500). */
+  baseDelayMs?: number;
+  /** Longest backoff delay in milliseconds (default 30 s). */
+  maxDelayMs?: number;
+  /** Decides whether a failure is retried (default {@linkcode isTransient}). */
+  retryable?: (err: unknown) => boolean;
+  /** Told about each retry before its delay. */
+  onRetry?: (err: unknown, attempt: number, delayMs: number) => void;
+  /** Stops waiting. */
+  signal?: AbortSignal;
+  /** Random source in [0, 1) for the jitter (tests make it deterministic). */
+  random?: () => number;
+}
+
+/** The delay before retry number `attempt` (1-based): exponential, capped, with full jitter. */
+export function backoffDelay(
+  attempt: number,
+  options: RetryOptions = {},
+): number {
+  const base = options.baseDelayMs ?? 500;
+  const max = options.maxDelayMs ?? 30_000;
+  const ceiling = Math.min(max, base * 2 ** (attempt - 1));
+  const random = options.random ?? Math.random;
+  return Math.round(ceiling / 2 + random() * ceiling / 2);
+}
+
+/**
+ * Runs `fn` until it succeeds, it fails with a non-retryable error, or the
+ * retries are spent. A server's `Retry-After` wins over the computed backoff
+ * (within `maxDelayMs`).
+ */
+export async function withRetries<T>(
+  fn: (attempt: number) => Promise<T>,
+  options: RetryOptions = {},
+): Promise<T> {
+  const retries = options.retries ?? 5;
+  const retryable = options.retryable ?? isTransient;
+  for (let attempt = 0;; attempt++) {
+    try {
+      return await fn(attempt);
+    } catch (err) {
+      if (attempt >= retries || !retryable(err) || options.signal?.aborted) {
+        throw err;
+      }
+      let delay = backoffDelay(attempt + 1, options);
+      if (err instanceof HttpStatusError && err.retryAfterMs !== undefined) {
+        delay = Math.min(err.retryAfterMs, options.maxDelayMs ?? 30_000);
+      }
+      options.onRetry?.(err, attempt + 1, delay);
+      await sleep(delay, options.signal);
+    }
+  }
+}
+
+/** Waits `ms` milliseconds (resolves early when `signal` aborts). */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (ms <= 0 || signal?.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+  });
+}
+
+/** A short description of any thrown value. */
+export function errorText(err: unknown): string {
+  if (err instanceof Error) {
+    const cause = err.cause instanceof Error ? `: ${err.cause.message}` : "";
+    return redact(`${err.message}${cause}`.split("\n")[0]);
+  }
+  return redact(String(err));
+}
