@@ -1,0 +1,766 @@
+/**
+ * A mock assisted-service + assisted-image-service + Red Hat SSO, faithful to
+ * `shared/reference/assisted-service.md`: the same paths, the exact iPXE
+ * template, the three auth modes, HEAD/Range/Content-Length on artifacts and
+ * the documented error bodies. It binds 127.0.0.1 only.
+ *
+ * Used by the integration tests, `deno task dev`, `make run-vm` and the VM
+ * tests. As a program it prints one JSON line with its URLs and serves until
+ * killed:
+ *
+ * ```sh
+ * deno run -A tests/mock_infraenv.ts --kernel build/vm/vmlinuz --initrd marker.img --karg marker=abc
+ * ```
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+
+/** How the mock authenticates requests (assisted-service `AUTH_TYPE`). */
+export type AuthMode = "none" | "local" | "rhsso";
+
+/** Bytes served for an artifact: a file path or the bytes themselves. */
+export type ArtifactSource = string | Uint8Array;
+
+/** An extra image the boot script registers before `boot` (not in the real template; for tests). */
+export interface ExtraInitrd {
+  /** File name under `/extra/` on the image service. */
+  name: string;
+  /** The bytes served. */
+  body: ArtifactSource;
+  /** When set, the script line is `initrd URL <wrapAs>` so iPXE wraps it in cpio. */
+  wrapAs?: string;
+}
+
+/** A request as the mock saw it. */
+export interface RecordedRequest {
+  /** Which server answered. */
+  server: "api" | "image";
+  /** HTTP method. */
+  method: string;
+  /** Path and query. */
+  path: string;
+  /** Request headers, lower-case names. */
+  headers: Record<string, string>;
+  /** Status sent. */
+  status: number;
+}
+
+/** Options for {@linkcode startMock}. */
+export interface MockOptions {
+  /** Auth mode (default `rhsso`, the SaaS). */
+  authMode?: AuthMode;
+  /** InfraEnv id (a fixed UUID by default). */
+  infraEnvId?: string;
+  /** Port of the API server (0: any free port). */
+  port?: number;
+  /** Port of the image service (0: any; ignored when `sameOrigin`). */
+  imagePort?: number;
+  /** Serve the image service from the API server's origin (like the SaaS); default false. */
+  sameOrigin?: boolean;
+  /** Base URL written into rendered URLs for the API (`SERVICE_BASE_URL`); default: the real one. */
+  publicBaseUrl?: string;
+  /** Base URL written into rendered URLs for the image service; default: the real one, or `publicBaseUrl` when `sameOrigin`. */
+  publicImageBaseUrl?: string;
+  /** Kernel served at `boot-artifacts/kernel` (default: a small fake bzImage). */
+  kernel?: ArtifactSource;
+  /** Base initrd of `pxe-initrd` (default: a small gzip'd cpio); the mock appends the ignition cpio. */
+  initrd?: ArtifactSource;
+  /** Rootfs served at `boot-artifacts/rootfs` (default: a few bytes). */
+  rootfs?: ArtifactSource;
+  /** OpenShift version in URLs (default 4.18). */
+  openshiftVersion?: string;
+  /** Architecture in URLs (default x86_64). */
+  arch?: string;
+  /** InfraEnv `kernel_arguments` (append), each added with one space. */
+  extraKargs?: string[];
+  /** Extra images registered by the boot script. */
+  extraInitrds?: ExtraInitrd[];
+  /** MACs of hosts that are installed: a MAC-specific script request gets the 404 "boot from disk". */
+  installedMacs?: string[];
+  /** Serve this exact text as the boot script instead of the template. */
+  scriptOverride?: string;
+  /** Extra static routes on the API server: path -> bytes or file path. */
+  files?: Record<string, ArtifactSource>;
+  /** Every request before this time (epoch ms) gets 503. */
+  downUntil?: number;
+  /** `expires_in` of SSO access tokens, seconds (default 900). */
+  accessTokenTtl?: number;
+  /** Offline token the SSO accepts (default: a fixed value). */
+  refreshToken?: string;
+}
+
+/** A running mock. */
+export interface MockInfraEnv {
+  /** Origin of the API server, e.g. `http://127.0.0.1:41234`. */
+  baseUrl: string;
+  /** What `--api-url` takes (`<baseUrl>/api`). */
+  apiUrl: string;
+  /** Origin of the image service. */
+  imageBaseUrl: string;
+  /** The SSO token endpoint (`--sso-url`). */
+  ssoUrl: string;
+  /** The InfraEnv id. */
+  infraEnvId: string;
+  /** The offline token the SSO accepts. */
+  refreshToken: string;
+  /** A valid access token, for `--token`. */
+  accessToken: string;
+  /** The hub-style signed script URL (`status.bootArtifacts.ipxeScript`), with `api_key` in local mode. */
+  ipxeScriptUrl: string;
+  /** Every request seen, in order. */
+  requests: RecordedRequest[];
+  /** Invalidates every access token issued so far (they "expire"). */
+  expireAccessTokens(): void;
+  /** Invalidates every image token issued so far (signed URLs "expire"). */
+  expireImageTokens(): void;
+  /** Changes options while running (faults, scripts, installed MACs). */
+  update(options: Partial<MockOptions>): void;
+  /** Stops both servers. */
+  close(): Promise<void>;
+}
+
+const DEFAULT_ID = "6f2a3c1e-8d4b-4e7a-9c1f-2b3d4e5f6a7b";
+const SSO_PATH = "/auth/realms/redhat-external/protocol/openid-connect/token";
+const enc = new TextEncoder();
+
+/** A tiny stand-in bzImage: 1 KiB with the `HdrS` magic at 0x202. */
+export function fakeKernel(size = 4096): Uint8Array {
+  const bytes = new Uint8Array(size);
+  bytes.set([0x4d, 0x5a], 0);
+  bytes.set(enc.encode("HdrS"), 0x202);
+  bytes.set([0x55, 0xaa], 0x1fe);
+  return bytes;
+}
+
+/** One newc cpio entry (header + name + data, padded), and a trailer when `trailer`. */
+export function newcArchive(
+  files: { name: string; data: Uint8Array; mode?: number }[],
+): Uint8Array {
+  const parts: Uint8Array[] = [];
+  const pad4 = (n: number) => (4 - (n % 4)) % 4;
+  const entry = (name: string, data: Uint8Array, mode: number, ino: number) => {
+    const hex = (n: number) => n.toString(16).padStart(8, "0");
+    const header = "070701" + hex(ino) + hex(mode) + hex(0) + hex(0) + hex(1) +
+      hex(0) +
+      hex(data.length) + hex(0) + hex(0) + hex(0) + hex(0) +
+      hex(name.length + 1) + hex(0);
+    const head = enc.encode(header + name + "\0");
+    parts.push(
+      head,
+      new Uint8Array(pad4(head.length)),
+      data,
+      new Uint8Array(pad4(data.length)),
+    );
+  };
+  files.forEach((f, i) => entry(f.name, f.data, f.mode ?? 0o100644, i + 1));
+  entry("TRAILER!!!", new Uint8Array(0), 0, 0);
+  return concat(parts);
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+async function gzip(data: Uint8Array): Promise<Uint8Array> {
+  const stream = new Blob([data as BlobPart]).stream().pipeThrough(
+    new CompressionStream("gzip"),
+  );
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+function randomToken(prefix: string): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(18));
+  return prefix + btoa(String.fromCharCode(...bytes)).replace(/[+/=]/g, "x");
+}
+
+/** The exact boot script assisted-service renders (reference §2), plus optional extra initrds. */
+export function renderBootScript(urls: {
+  initrd: string;
+  kernel: string;
+  rootfs: string;
+  extraKargs?: string[];
+  extraInitrds?: { url: string; wrapAs?: string }[];
+}): string {
+  const extra = (urls.extraKargs ?? []).map((a) => " " + a).join("");
+  const lines = ["#!ipxe", `initrd --name initrd ${urls.initrd}`];
+  for (const e of urls.extraInitrds ?? []) {
+    lines.push(e.wrapAs ? `initrd ${e.url} ${e.wrapAs}` : `initrd ${e.url}`);
+  }
+  lines.push(
+    `kernel ${urls.kernel} initrd=initrd coreos.live.rootfs_url=${urls.rootfs} random.trust_cpu=on ` +
+      `rd.luks.options=discard ignition.firstboot ignition.platform.id=metal console=tty1 ` +
+      `console=ttyS1,115200n8 coreos.inst.persistent-kargs="console=tty1 console=ttyS1,115200n8"${extra}`,
+    "boot",
+  );
+  return lines.join("\n") + "\n";
+}
+
+function jsonResponse(
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/json", ...headers },
+  });
+}
+
+/** assisted-service `GenerateError` shape (`code` is a string). */
+function serviceError(status: number, reason: string): Response {
+  return jsonResponse(status, {
+    code: String(status),
+    href: "",
+    id: status,
+    kind: "Error",
+    reason,
+  });
+}
+
+/** go-openapi / infra error shape (`code` is a number). */
+function authError(status: number, message: string): Response {
+  return jsonResponse(status, { code: status, message });
+}
+
+async function artifactBytes(
+  source: ArtifactSource,
+): Promise<Uint8Array | { path: string; size: number }> {
+  if (typeof source !== "string") return source;
+  return { path: source, size: (await Deno.stat(source)).size };
+}
+
+/** Serves bytes or a file with HEAD, single `Range`, `Content-Length`, `Accept-Ranges`, `Last-Modified`. */
+async function serveArtifact(
+  req: Request,
+  source: Uint8Array | { path: string; size: number },
+  lastModified: string,
+): Promise<Response> {
+  const size = source instanceof Uint8Array ? source.length : source.size;
+  const headers: Record<string, string> = {
+    "accept-ranges": "bytes",
+    "content-type": "application/octet-stream",
+    "last-modified": lastModified,
+  };
+  let start = 0;
+  let end = size - 1;
+  let status = 200;
+  const range = req.headers.get("range");
+  if (range) {
+    const m = /^bytes=(\d*)-(\d*)$/.exec(range.trim());
+    if (!m || (m[1] === "" && m[2] === "")) {
+      return new Response("invalid range", {
+        status: 416,
+        headers: { "content-range": `bytes */${size}` },
+      });
+    }
+    if (m[1] === "") {
+      start = Math.max(0, size - Number(m[2]));
+    } else {
+      start = Number(m[1]);
+      if (m[2] !== "") end = Math.min(end, Number(m[2]));
+    }
+    if (start >= size || start > end) {
+      return new Response("invalid range", {
+        status: 416,
+        headers: { "content-range": `bytes */${size}` },
+      });
+    }
+    status = 206;
+    headers["content-range"] = `bytes ${start}-${end}/${size}`;
+  }
+  headers["content-length"] = String(end - start + 1);
+  if (req.method === "HEAD") return new Response(null, { status, headers });
+  if (source instanceof Uint8Array) {
+    return new Response(source.slice(start, end + 1), { status, headers });
+  }
+  const file = await Deno.open(source.path);
+  await file.seek(start, Deno.SeekMode.Start);
+  let left = end - start + 1;
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (left <= 0) {
+        file.close();
+        controller.close();
+        return;
+      }
+      const buf = new Uint8Array(Math.min(left, 256 * 1024));
+      const n = await file.read(buf);
+      if (n === null) {
+        file.close();
+        controller.close();
+        return;
+      }
+      left -= n;
+      controller.enqueue(buf.subarray(0, n));
+    },
+    cancel() {
+      file.close();
+    },
+  }, { highWaterMark: 0 });
+  return new Response(body, { status, headers });
+}
+
+/** Starts the mock on 127.0.0.1. */
+export async function startMock(
+  options: MockOptions = {},
+): Promise<MockInfraEnv> {
+  let opts: MockOptions = { ...options };
+  const id = opts.infraEnvId ?? DEFAULT_ID;
+  const refreshToken = opts.refreshToken ?? "offline-refresh-token-0123456789";
+  const accessTokens = new Map<string, number>();
+  const imageTokens = new Set<string>();
+  const requests: RecordedRequest[] = [];
+  const apiKey = "eyJhbGciOiJFUzI1NiJ9.local-api-key." + id.slice(0, 8);
+  const lastModified = new Date(Date.UTC(2025, 0, 1)).toUTCString();
+  const issueAccess = () => {
+    const token = randomToken("access-");
+    accessTokens.set(token, Date.now() + (opts.accessTokenTtl ?? 900) * 1000);
+    return token;
+  };
+  const accessToken = issueAccess();
+
+  const servers: Deno.HttpServer[] = [];
+  const listen = (
+    port: number,
+    handler: (req: Request) => Promise<Response>,
+    server: "api" | "image",
+  ) => {
+    const { promise, resolve } = Promise.withResolvers<number>();
+    const s = Deno.serve({
+      hostname: "127.0.0.1",
+      port,
+      onListen: ({ port }) => resolve(port),
+    }, async (req) => {
+      const url = new URL(req.url);
+      let res: Response;
+      if (opts.downUntil && Date.now() < opts.downUntil) {
+        res = new Response("service unavailable", { status: 503 });
+      } else {
+        try {
+          res = await handler(req);
+        } catch (err) {
+          res = serviceError(500, String(err));
+        }
+      }
+      requests.push({
+        server,
+        method: req.method,
+        path: url.pathname + url.search,
+        headers: Object.fromEntries(req.headers),
+        status: res.status,
+      });
+      return res;
+    });
+    servers.push(s);
+    return promise;
+  };
+
+  // URL builders use the public bases, set once the ports are known.
+  let apiPublic = "";
+  let imagePublic = "";
+  const version = () => opts.openshiftVersion ?? "4.18";
+  const arch = () => opts.arch ?? "x86_64";
+  const signImage = (url: URL) => {
+    const mode = opts.authMode ?? "rhsso";
+    if (mode === "local") url.searchParams.set("api_key", apiKey);
+    if (mode === "rhsso") {
+      const token = randomToken("imgtok-");
+      imageTokens.add(token);
+      url.searchParams.set("image_token", token);
+    }
+    url.searchParams.sort();
+    return url.href;
+  };
+  const artifactUrl = (kind: string) => {
+    const u = new URL(
+      `${imagePublic}/api/assisted-images/boot-artifacts/${kind}`,
+    );
+    u.searchParams.set("arch", arch());
+    u.searchParams.set("version", version());
+    u.searchParams.sort();
+    return u.href;
+  };
+  const scriptPath =
+    `/api/assisted-install/v2/infra-envs/${id}/downloads/files`;
+
+  const bootScript = () => {
+    if (opts.scriptOverride !== undefined) return opts.scriptOverride;
+    const initrd = new URL(
+      `${imagePublic}/api/assisted-images/images/${id}/pxe-initrd`,
+    );
+    initrd.searchParams.set("arch", arch());
+    initrd.searchParams.set("version", version());
+    return renderBootScript({
+      initrd: signImage(initrd),
+      kernel: artifactUrl("kernel"),
+      rootfs: artifactUrl("rootfs"),
+      extraKargs: opts.extraKargs,
+      extraInitrds: (opts.extraInitrds ?? []).map((e) => ({
+        url: `${imagePublic}/api/assisted-images/extra/${e.name}`,
+        wrapAs: e.wrapAs,
+      })),
+    });
+  };
+
+  const userAuthorized = (req: Request, url: URL): Response | undefined => {
+    const mode = opts.authMode ?? "rhsso";
+    if (mode === "none") return undefined;
+    if (mode === "local") {
+      if (url.searchParams.get("api_key") === apiKey) return undefined;
+      return authError(401, "unauthenticated for invalid credentials");
+    }
+    const imageToken = url.searchParams.get("image_token");
+    if (imageToken !== null) {
+      return imageTokens.has(imageToken)
+        ? undefined
+        : authError(401, "unauthenticated for invalid credentials");
+    }
+    const header = req.headers.get("authorization");
+    if (!header) {
+      return authError(401, "unauthenticated for invalid credentials");
+    }
+    const parts = header.split(" ");
+    if (parts.length !== 2 || parts[0] !== "Bearer") {
+      return authError(
+        401,
+        "Authorization header format must be Bearer {token}",
+      );
+    }
+    const expiry = accessTokens.get(parts[1]);
+    if (expiry === undefined || expiry < Date.now()) {
+      return authError(401, "unauthenticated for invalid credentials");
+    }
+    return undefined;
+  };
+
+  const api = async (req: Request): Promise<Response> => {
+    const url = new URL(req.url);
+    if (url.pathname === SSO_PATH) return await sso(req);
+    const file = opts.files?.[url.pathname];
+    if (file !== undefined) {
+      return await serveArtifact(req, await artifactBytes(file), lastModified);
+    }
+    if (opts.sameOrigin && url.pathname.startsWith("/api/assisted-images/")) {
+      return await image(req);
+    }
+    const infraEnvs = "/api/assisted-install/v2/infra-envs/";
+    if (!url.pathname.startsWith(infraEnvs)) {
+      return serviceError(404, "Not found");
+    }
+    if (!url.pathname.startsWith(infraEnvs + id + "/")) {
+      const denied = userAuthorized(req, url);
+      return denied ?? serviceError(404, "Object Not Found");
+    }
+    if (url.pathname !== scriptPath) return serviceError(404, "Not found");
+    if (req.method !== "GET") return serviceError(405, "Method not allowed");
+    const denied = userAuthorized(req, url);
+    if (denied) return denied;
+    const fileName = url.searchParams.get("file_name");
+    if (!fileName) {
+      return authError(400, "query parameter file_name is required");
+    }
+    if (
+      !["discovery.ign", "ipxe-script", "static-network-config"].includes(
+        fileName,
+      )
+    ) {
+      return authError(
+        400,
+        `file_name in query should be one of [discovery.ign ipxe-script static-network-config]`,
+      );
+    }
+    const scriptType = url.searchParams.get("ipxe_script_type");
+    if (scriptType && fileName !== "ipxe-script") {
+      return serviceError(
+        400,
+        "ipxe_script_type is only valid for the ipxe-script file",
+      );
+    }
+    if (
+      scriptType &&
+      !["discovery-image-always", "boot-order-control"].includes(scriptType)
+    ) {
+      return authError(
+        400,
+        "ipxe_script_type in query should be one of [discovery-image-always boot-order-control]",
+      );
+    }
+    if (fileName !== "ipxe-script") {
+      return serviceError(400, "only ipxe-script is served by this mock");
+    }
+    const mac = url.searchParams.get("mac");
+    let body: string;
+    if (mac !== null) {
+      const installed = (opts.installedMacs ?? []).some((m) =>
+        m.toLowerCase() === mac.toLowerCase()
+      );
+      if (installed) {
+        return serviceError(
+          404,
+          `IPXE booting skipped. InfraEnv ${id} host 0d4c4c4c-0000-0000-0000-${
+            mac.replace(/:/g, "").padStart(12, "0")
+          } is already installed`,
+        );
+      }
+      body = bootScript();
+    } else if (scriptType === "boot-order-control") {
+      const chained = new URL(`${apiPublic}${scriptPath}`);
+      chained.searchParams.set("file_name", "ipxe-script");
+      body = `#!ipxe\nchain ${signImage(chained)}&mac=\${net0/mac}\n`;
+    } else {
+      body = bootScript();
+    }
+    return new Response(body, {
+      headers: {
+        "content-type": "application/octet-stream",
+        "content-disposition": `attachment; filename="${id}-ipxe-script"`,
+        "last-modified": lastModified,
+      },
+    });
+  };
+
+  const sso = async (req: Request): Promise<Response> => {
+    if (req.method !== "POST") {
+      return jsonResponse(405, { error: "method_not_allowed" });
+    }
+    const form = new URLSearchParams(await req.text());
+    if (
+      form.get("grant_type") !== "refresh_token" ||
+      form.get("client_id") !== "cloud-services"
+    ) {
+      return jsonResponse(400, {
+        error: "invalid_request",
+        error_description: "Invalid grant or client",
+      });
+    }
+    if (form.get("refresh_token") !== refreshToken) {
+      return jsonResponse(400, {
+        error: "invalid_grant",
+        error_description: "Invalid refresh token",
+      });
+    }
+    const ttl = opts.accessTokenTtl ?? 900;
+    return jsonResponse(200, {
+      access_token: issueAccess(),
+      expires_in: ttl,
+      refresh_expires_in: 0,
+      refresh_token: refreshToken,
+      token_type: "Bearer",
+      "not-before-policy": 0,
+      scope: "openid offline_access",
+    });
+  };
+
+  const image = async (req: Request): Promise<Response> => {
+    const url = new URL(req.url);
+    const path = url.pathname.replace(/^\/api\/assisted-images/, "");
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      return new Response("method not allowed\n", { status: 405 });
+    }
+    const extra = /^\/extra\/([^/]+)$/.exec(path);
+    if (extra) {
+      const e = (opts.extraInitrds ?? []).find((x) => x.name === extra[1]);
+      if (!e) return new Response("not found\n", { status: 404 });
+      return await serveArtifact(
+        req,
+        await artifactBytes(e.body),
+        lastModified,
+      );
+    }
+    const needVersion = () => {
+      if (!url.searchParams.get("version")) {
+        return new Response("'version' parameter required for this request\n", {
+          status: 400,
+        });
+      }
+      const a = url.searchParams.get("arch") ?? "x86_64";
+      if (url.searchParams.get("version") !== version() || a !== arch()) {
+        return new Response(
+          `version for ${url.searchParams.get("version")} ${a}, not found\n`,
+          { status: 400 },
+        );
+      }
+      return undefined;
+    };
+    const boot = /^\/boot-artifacts\/([^/]+)$/.exec(path);
+    if (boot) {
+      const bad = needVersion();
+      if (bad) return bad;
+      if (boot[1] === "kernel") {
+        return await serveArtifact(
+          req,
+          await artifactBytes(opts.kernel ?? fakeKernel()),
+          lastModified,
+        );
+      }
+      if (boot[1] === "rootfs") {
+        return await serveArtifact(
+          req,
+          await artifactBytes(opts.rootfs ?? enc.encode("rootfs")),
+          lastModified,
+        );
+      }
+      return new Response("not found\n", { status: 404 });
+    }
+    const initrd = /^\/images\/([^/]+)\/pxe-initrd$/.exec(path);
+    if (initrd) {
+      const bad = needVersion();
+      if (bad) return bad;
+      if (initrd[1] !== id) {
+        return new Response("error retrieving ignition content: 404\n", {
+          status: 404,
+        });
+      }
+      const mode = opts.authMode ?? "rhsso";
+      const token = url.searchParams.get("image_token");
+      const key = url.searchParams.get("api_key");
+      const ok = mode === "none" || (mode === "local" && key === apiKey) ||
+        (mode === "rhsso" && token !== null && imageTokens.has(token));
+      if (!ok) {
+        const status = 401;
+        return new Response(
+          `error retrieving ignition content: ignition request to ${apiPublic}${scriptPath}?file_name=discovery.ign returned status ${status}\n`,
+          { status },
+        );
+      }
+      // Like the real service: a freshly minted agent token in every answer.
+      const ignition = JSON.stringify({
+        ignition: { version: "3.1.0" },
+        agentToken: randomToken("agent-"),
+      });
+      const appended = await gzip(
+        newcArchive([{ name: "config.ign", data: enc.encode(ignition) }]),
+      );
+      const base = await artifactBytes(
+        opts.initrd ??
+          await gzip(newcArchive([{ name: "init", data: enc.encode("base") }])),
+      );
+      const baseBytes = base instanceof Uint8Array
+        ? base
+        : await Deno.readFile(base.path);
+      return await serveArtifact(
+        req,
+        concat([baseBytes, appended]),
+        lastModified,
+      );
+    }
+    return new Response("not found\n", { status: 404 });
+  };
+
+  const apiPort = await listen(opts.port ?? 0, api, "api");
+  const baseUrl = `http://127.0.0.1:${apiPort}`;
+  let imageBaseUrl = baseUrl;
+  if (!opts.sameOrigin) {
+    const imagePort = await listen(opts.imagePort ?? 0, image, "image");
+    imageBaseUrl = `http://127.0.0.1:${imagePort}`;
+  }
+  apiPublic = opts.publicBaseUrl ?? baseUrl;
+  imagePublic = opts.publicImageBaseUrl ??
+    (opts.sameOrigin ? apiPublic : imageBaseUrl);
+  const hub = new URL(`${apiPublic}${scriptPath}`);
+  hub.searchParams.set("file_name", "ipxe-script");
+  if ((opts.authMode ?? "rhsso") === "local") {
+    hub.searchParams.set("api_key", apiKey);
+  }
+  hub.searchParams.sort();
+
+  return {
+    baseUrl,
+    apiUrl: `${baseUrl}/api`,
+    imageBaseUrl,
+    ssoUrl: `${baseUrl}${SSO_PATH}`,
+    infraEnvId: id,
+    refreshToken,
+    accessToken,
+    ipxeScriptUrl: hub.href,
+    requests,
+    expireAccessTokens: () => accessTokens.clear(),
+    expireImageTokens: () => imageTokens.clear(),
+    update: (changes) => {
+      opts = { ...opts, ...changes };
+    },
+    close: async () => {
+      for (const s of servers) await s.shutdown();
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      port: { type: "string", default: "0" },
+      "image-port": { type: "string", default: "0" },
+      "same-origin": { type: "boolean", default: false },
+      "public-base-url": { type: "string" },
+      "auth-mode": { type: "string", default: "none" },
+      kernel: { type: "string" },
+      initrd: { type: "string" },
+      karg: { type: "string", multiple: true, default: [] },
+      "extra-initrd": { type: "string", multiple: true, default: [] },
+      file: { type: "string", multiple: true, default: [] },
+      "installed-mac": { type: "string", multiple: true, default: [] },
+      "down-for": { type: "string" },
+      help: { type: "boolean", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(
+      "usage: mock_infraenv.ts [--port N] [--same-origin] [--public-base-url URL] [--auth-mode none|local|rhsso]\n" +
+        "  [--kernel PATH] [--initrd PATH] [--karg ARG]... [--extra-initrd PATH[:/wrap/path]]...\n" +
+        "  [--file /url/path=PATH]... [--installed-mac MAC]... [--down-for SECONDS]",
+    );
+    return;
+  }
+  const mode = values["auth-mode"] as AuthMode;
+  if (!["none", "local", "rhsso"].includes(mode)) {
+    throw new Error(`unknown auth mode ${mode}`);
+  }
+  const files: Record<string, string> = {};
+  for (const f of values.file) {
+    const at = f.indexOf("=");
+    files[f.slice(0, at)] = f.slice(at + 1);
+  }
+  const mock = await startMock({
+    port: Number(values.port),
+    imagePort: Number(values["image-port"]),
+    sameOrigin: values["same-origin"],
+    publicBaseUrl: values["public-base-url"],
+    authMode: mode,
+    kernel: values.kernel,
+    initrd: values.initrd,
+    extraKargs: values.karg,
+    extraInitrds: values["extra-initrd"].map((spec) => {
+      const [path, wrapAs] = spec.split(":");
+      return { name: path.split("/").pop()!, body: path, wrapAs };
+    }),
+    files,
+    installedMacs: values["installed-mac"],
+    downUntil: values["down-for"]
+      ? Date.now() + Number(values["down-for"]) * 1000
+      : undefined,
+  });
+  const { requests: _r, ...shown } = mock;
+  console.log(
+    JSON.stringify(Object.fromEntries(
+      Object.entries(shown).filter(([, v]) => typeof v === "string"),
+    )),
+  );
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    Deno.addSignalListener(signal, () => mock.close().then(() => Deno.exit(0)));
+  }
+}
+
+if (import.meta.main) {
+  main().catch((err) => {
+    console.error(`mock_infraenv: ${err instanceof Error ? err.message : err}`);
+    Deno.exit(2);
+  });
+}
