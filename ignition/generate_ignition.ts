@@ -1,0 +1,220 @@
+/**
+ * `make generate-ignition`: writes the Ignition config for the assisted-bootloader disk image.
+ *
+ * Every parameter is a flag or the environment variable of the same name in
+ * upper snake case (flags win): `--bootloader-url` / `BOOTLOADER_URL`, and so
+ * on. Secrets are read from files on this machine and embedded as 0600 files
+ * on the target; they never appear on a command line.
+ *
+ * ```sh
+ * deno run --allow-read --allow-write --allow-env ignition/generate_ignition.ts \
+ *   --bootloader-url https://example.com/assisted-bootloader --bootloader-sha256 <hex> \
+ *   --api-url https://api.openshift.com --infra-env-id <id> --refresh-token-file ~/.ocm-token
+ * ```
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { dirname } from "node:path";
+import { BootError, ExitCode } from "../lib/errors.ts";
+import { type IgnitionOptions, renderIgnition } from "./mod.ts";
+
+/** Default output path, relative to the working directory. */
+export const DEFAULT_OUTPUT = "build/assisted-bootloader.ign";
+
+const HELP =
+  `Usage: generate_ignition.ts [options]   (each option also reads the env var in CAPS)
+
+  --bootloader-url URL        BOOTLOADER_URL     http(s) URL of the bootloader binary (required)
+  --bootloader-sha256 HEX     BOOTLOADER_SHA256  its sha256 (required)
+  --api-url URL               API_URL            Assisted Service API URL
+  --infra-env-id ID           INFRA_ENV_ID       InfraEnv id (this or --ipxe-url)
+  --ipxe-url URL              IPXE_URL           direct iPXE script URL
+  --token-file PATH           TOKEN_FILE         file holding the token (embedded, mode 0600)
+  --refresh-token-file PATH   REFRESH_TOKEN_FILE file holding an offline refresh token (mode 0600)
+  --sso-url URL               SSO_URL            SSO token endpoint for the refresh token
+  --ca-bundle PATH            CA_BUNDLE          PEM CA bundle to trust
+  --ssh-keys PATH             SSH_KEYS           authorized_keys file for the core user
+  --password-hash-file PATH   PASSWORD_HASH_FILE file holding a crypt(3) hash for core
+  --password-hash HASH        PASSWORD_HASH      the hash itself
+  --extra-kargs "A B"         EXTRA_KARGS        kernel args appended to the discovery kernel
+  --setting KEY=VALUE         (repeatable)       extra ASSISTED_* line in config.env
+  --output PATH               IGNITION_OUT       output file (default ${DEFAULT_OUTPUT}, "-" for stdout)
+`;
+
+const FLAGS = {
+  "bootloader-url": "BOOTLOADER_URL",
+  "bootloader-sha256": "BOOTLOADER_SHA256",
+  "api-url": "API_URL",
+  "infra-env-id": "INFRA_ENV_ID",
+  "ipxe-url": "IPXE_URL",
+  "token-file": "TOKEN_FILE",
+  "refresh-token-file": "REFRESH_TOKEN_FILE",
+  "sso-url": "SSO_URL",
+  "ca-bundle": "CA_BUNDLE",
+  "ssh-keys": "SSH_KEYS",
+  "password-hash-file": "PASSWORD_HASH_FILE",
+  "password-hash": "PASSWORD_HASH",
+  "extra-kargs": "EXTRA_KARGS",
+  "output": "IGNITION_OUT",
+} as const;
+
+type Flag = keyof typeof FLAGS;
+
+async function readInput(name: string, path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (err) {
+    const why = err instanceof Deno.errors.NotFound
+      ? "no such file"
+      : (err as Error).message;
+    throw new BootError(`Cannot read ${name} ${path}: ${why}`, ExitCode.Usage);
+  }
+}
+
+/** Result of {@linkcode optionsFromArgs}: the options and where to write. */
+export interface ParsedArgs {
+  /** Generator options (files already read). */
+  options: IgnitionOptions;
+  /** Output path, or "-" for stdout. */
+  output: string;
+}
+
+/**
+ * Turns command-line flags and environment variables (flags win; empty
+ * values count as unset) into generator options, reading the referenced files.
+ */
+export async function optionsFromArgs(
+  args: string[],
+  env: Record<string, string | undefined>,
+): Promise<ParsedArgs> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      options: {
+        ...Object.fromEntries(
+          Object.keys(FLAGS).map((k) => [k, { type: "string" as const }]),
+        ),
+        setting: { type: "string", multiple: true },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+      allowPositionals: false,
+    });
+  } catch (err) {
+    throw new BootError((err as Error).message.split("\n")[0], ExitCode.Usage);
+  }
+  const values = parsed.values as Record<
+    string,
+    string | string[] | boolean | undefined
+  >;
+  if (values.help) {
+    console.log(HELP);
+    Deno.exit(0);
+  }
+  const get = (flag: Flag): string | undefined => {
+    const v = (values[flag] as string | undefined) ?? env[FLAGS[flag]];
+    return v === undefined || v === "" ? undefined : v;
+  };
+  const options: IgnitionOptions = {
+    bootloaderUrl: get("bootloader-url") ?? "",
+    bootloaderSha256: get("bootloader-sha256") ?? "",
+    apiUrl: get("api-url"),
+    infraEnvId: get("infra-env-id"),
+    ipxeUrl: get("ipxe-url"),
+    ssoUrl: get("sso-url"),
+  };
+  const tokenFile = get("token-file");
+  if (tokenFile) options.token = await readInput("TOKEN_FILE", tokenFile);
+  const refreshFile = get("refresh-token-file");
+  if (refreshFile) {
+    options.refreshToken = await readInput("REFRESH_TOKEN_FILE", refreshFile);
+  }
+  const ca = get("ca-bundle");
+  if (ca) options.caBundle = await readInput("CA_BUNDLE", ca);
+  const keys = get("ssh-keys");
+  if (keys) {
+    options.sshKeys = (await readInput("SSH_KEYS", keys)).split("\n").map((l) =>
+      l.trim()
+    )
+      .filter((l) => l && !l.startsWith("#"));
+    if (!options.sshKeys.length) {
+      throw new BootError(`SSH_KEYS ${keys} holds no key`, ExitCode.Usage);
+    }
+  }
+  const hashFile = get("password-hash-file");
+  if (hashFile) {
+    options.passwordHash = (await readInput("PASSWORD_HASH_FILE", hashFile))
+      .replace(/\r?\n$/, "");
+  }
+  const hash = get("password-hash");
+  if (hash) {
+    if (hashFile) {
+      throw new BootError(
+        "Give PASSWORD_HASH or PASSWORD_HASH_FILE, not both",
+        ExitCode.Usage,
+      );
+    }
+    options.passwordHash = hash;
+  }
+  const kargs = get("extra-kargs");
+  if (kargs) options.extraKargs = kargs.trim().split(/\s+/);
+  for (const s of (values.setting as string[] | undefined) ?? []) {
+    const eq = s.indexOf("=");
+    if (eq <= 0) {
+      throw new BootError(`--setting ${s} is not KEY=VALUE`, ExitCode.Usage);
+    }
+    (options.settings ??= {})[s.slice(0, eq)] = s.slice(eq + 1);
+  }
+  return { options, output: get("output") ?? DEFAULT_OUTPUT };
+}
+
+/** Writes `text` to `path` atomically (temp file + rename), mode 0600: it holds secrets. */
+export async function writeSecretFile(
+  path: string,
+  text: string,
+): Promise<void> {
+  await Deno.mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${Deno.pid}`;
+  try {
+    await Deno.writeTextFile(tmp, text, { mode: 0o600 });
+    await Deno.chmod(tmp, 0o600);
+    await Deno.rename(tmp, path);
+  } catch (err) {
+    await Deno.remove(tmp).catch(() => {});
+    throw new BootError(
+      `Cannot write ${path}: ${(err as Error).message}`,
+      ExitCode.Disk,
+    );
+  }
+}
+
+/** CLI entry point; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  try {
+    const { options, output } = await optionsFromArgs(
+      args,
+      Deno.env.toObject(),
+    );
+    const text = await renderIgnition(options);
+    if (output === "-") {
+      await Deno.stdout.write(new TextEncoder().encode(text));
+    } else {
+      await writeSecretFile(output, text);
+      console.error(
+        `generate-ignition: wrote ${output} (mode 0600: it embeds the bootloader's secrets)`,
+      );
+    }
+    return 0;
+  } catch (err) {
+    if (err instanceof BootError) {
+      console.error(`generate-ignition: ${err.message}`);
+      return err.exitCode;
+    }
+    throw err;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
