@@ -1,0 +1,380 @@
+/**
+ * The InfraEnv client: builds the script URL, authenticates (Bearer access
+ * token, or an offline token exchanged at the SSO), fetches scripts for the
+ * iPXE interpreter, and recognises the service's "boot from local disk"
+ * answer (404 to a MAC-specific script request).
+ *
+ * The bearer token is sent only to the API's own origin and path, never to a
+ * URL that carries its own credential (`image_token`, `api_key`), and never to
+ * image-service URLs: the artifact downloader sends no `Authorization` at all.
+ *
+ * @module
+ */
+
+import type { ApiAuth, ScriptSource } from "./config.ts";
+import { BootError, ExitCode } from "./errors.ts";
+import {
+  errorText,
+  HttpStatusError,
+  isTransient,
+  readErrorBody,
+  request,
+  withRetries,
+} from "./http.ts";
+import { addSecret, log, redact } from "./log.ts";
+
+/** Options shared by the client's requests. */
+export interface ClientOptions {
+  /** Client with extra CA certificates. */
+  client?: Deno.HttpClient;
+  /** Retries on network errors and 5xx. */
+  retries?: number;
+  /** Per-request timeout in milliseconds. */
+  timeoutMs?: number;
+  /** Base backoff delay in milliseconds (tests shorten it). */
+  baseDelayMs?: number;
+}
+
+/** Builds the InfraEnv's iPXE script URL (`…/downloads/files?file_name=ipxe-script`). */
+export function scriptUrl(
+  apiUrl: string,
+  infraEnvId: string,
+  options: { scriptType?: string; mac?: string } = {},
+): string {
+  const url = new URL(
+    `${apiUrl.replace(/\/+$/, "")}/assisted-install/v2/infra-envs/${
+      encodeURIComponent(infraEnvId)
+    }/downloads/files`,
+  );
+  url.searchParams.set("file_name", "ipxe-script");
+  if (options.scriptType) {
+    url.searchParams.set("ipxe_script_type", options.scriptType);
+  }
+  if (options.mac) url.searchParams.set("mac", options.mac);
+  return url.href;
+}
+
+/**
+ * Turns an error body of assisted-service (`{"code","reason"}` or
+ * `{"code","message"}`), SSO (`error_description`) or the image service
+ * (plain text) into one line.
+ */
+export function errorBodyText(body: string): string {
+  const text = body.trim();
+  try {
+    const json = JSON.parse(text);
+    if (json && typeof json === "object") {
+      const parts = [
+        json.reason,
+        json.message,
+        json.error_description,
+        json.error,
+      ].filter((v) => typeof v === "string" && v !== "");
+      if (parts.length > 0) return redact(parts[0]).slice(0, 300);
+    }
+  } catch {
+    // Not JSON: plain text.
+  }
+  const line = text.split("\n")[0].replace(/<[^>]*>/g, " ").replace(/\s+/g, " ")
+    .trim();
+  return redact(line).slice(0, 300);
+}
+
+/** An access token and when it stops being valid. */
+interface AccessToken {
+  token: string;
+  expiresAt: number;
+}
+
+/**
+ * Exchanges an offline (refresh) token for an access token at the SSO token
+ * endpoint (`grant_type=refresh_token`, `client_id=cloud-services`).
+ */
+export async function exchangeRefreshToken(
+  ssoUrl: string,
+  refreshToken: string,
+  options: ClientOptions = {},
+): Promise<AccessToken> {
+  const started = Date.now();
+  const response = await withRetries(async () => {
+    const res = await request(ssoUrl, {
+      method: "POST",
+      headers: {
+        "content-type": "application/x-www-form-urlencoded",
+        accept: "application/json",
+      },
+      body: new URLSearchParams({
+        grant_type: "refresh_token",
+        client_id: "cloud-services",
+        refresh_token: refreshToken,
+      }).toString(),
+      client: options.client,
+      timeoutMs: options.timeoutMs,
+    });
+    if (res.status >= 500 || res.status === 429) {
+      throw new HttpStatusError(res.status, ssoUrl, await readErrorBody(res));
+    }
+    return res;
+  }, {
+    retries: options.retries,
+    baseDelayMs: options.baseDelayMs,
+    onRetry: (err, n, ms) =>
+      log.warn(`SSO token exchange: ${errorText(err)}; retry ${n} in ${ms} ms`),
+  }).catch((err) => {
+    throw new BootError(
+      `SSO token exchange at ${redact(ssoUrl)} failed: ${describe(err)}`,
+      ExitCode.Api,
+    );
+  });
+  const text = await response.text();
+  if (!response.ok) {
+    throw new BootError(
+      `SSO refused the refresh token (HTTP ${response.status}): ${
+        errorBodyText(text)
+      }`,
+      ExitCode.Api,
+    );
+  }
+  let json: { access_token?: unknown; expires_in?: unknown };
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new BootError(
+      `SSO at ${redact(ssoUrl)} answered with something that is not JSON`,
+      ExitCode.Api,
+    );
+  }
+  if (typeof json.access_token !== "string" || json.access_token === "") {
+    throw new BootError(
+      `SSO at ${redact(ssoUrl)} answered without an access_token`,
+      ExitCode.Api,
+    );
+  }
+  addSecret(json.access_token);
+  const ttl = typeof json.expires_in === "number" && json.expires_in > 0
+    ? json.expires_in
+    : 300;
+  log.info(`SSO: access token obtained, valid for ${ttl} s`);
+  return { token: json.access_token, expiresAt: started + ttl * 1000 };
+}
+
+function describe(err: unknown): string {
+  if (err instanceof HttpStatusError) {
+    return `HTTP ${err.status}: ${errorBodyText(err.body)}`;
+  }
+  return errorText(err);
+}
+
+/** Supplies `Authorization` values, exchanging the offline token when needed. */
+export interface TokenProvider {
+  /** The header value, or undefined when the API needs none. */
+  authorization(): Promise<string | undefined>;
+  /** Forgets the cached access token; true when a new one can be obtained (refresh-token auth). */
+  invalidate(): boolean;
+}
+
+/** Creates the {@linkcode TokenProvider} for an auth mode. */
+export function createTokenProvider(
+  auth: ApiAuth,
+  options: ClientOptions = {},
+): TokenProvider {
+  let cached: AccessToken | undefined;
+  return {
+    authorization: async () => {
+      if (auth.kind === "none") return undefined;
+      if (auth.kind === "token") return `Bearer ${auth.token}`;
+      if (!cached || Date.now() > cached.expiresAt - 30_000) {
+        cached = await exchangeRefreshToken(
+          auth.ssoUrl,
+          auth.refreshToken,
+          options,
+        );
+      }
+      return `Bearer ${cached.token}`;
+    },
+    invalidate: () => {
+      cached = undefined;
+      return auth.kind === "refresh";
+    },
+  };
+}
+
+/** True when `url` is an assisted script request for one MAC (the one that can answer "boot from disk"). */
+export function isMacScriptRequest(url: string): boolean {
+  try {
+    const u = new URL(url);
+    return u.pathname.endsWith("/downloads/files") &&
+      u.searchParams.get("file_name") === "ipxe-script" &&
+      u.searchParams.has("mac");
+  } catch {
+    return false;
+  }
+}
+
+/** Fetches scripts for the iPXE interpreter and remembers a "boot from local disk" answer. */
+export interface ScriptClient {
+  /** URL of the first script. */
+  firstUrl: string;
+  /** The interpreter's fetcher (see `lib/ipxe/mod.ts`). */
+  fetch(
+    url: string,
+    options: { maxBytes: number; timeoutMs?: number },
+  ): Promise<{ url: string; body: Uint8Array }>;
+  /** Set when the service answered 404 to a MAC-specific script request. */
+  localBootReason?: string;
+}
+
+async function readBounded(
+  body: ReadableStream<Uint8Array> | null,
+  limit: number,
+): Promise<Uint8Array> {
+  if (!body) return new Uint8Array(0);
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    while (size <= limit) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      size += value.length;
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+  const out = new Uint8Array(Math.min(size, limit + 1));
+  let at = 0;
+  for (const c of chunks) {
+    if (at >= out.length) break;
+    const part = c.subarray(0, out.length - at);
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+/**
+ * Creates the script client for a source. The first URL is the InfraEnv's
+ * script URL (API mode) or `--ipxe-url`; chained URLs go through the same
+ * fetcher, with the bearer token only where the API expects it.
+ */
+export function createScriptClient(
+  source: ScriptSource,
+  options: ClientOptions = {},
+): ScriptClient {
+  const auth = source.kind === "infraenv"
+    ? source.auth
+    : { kind: "none" as const };
+  const tokens = createTokenProvider(auth, options);
+  const apiBase = source.kind === "infraenv"
+    ? new URL(source.apiUrl + "/")
+    : undefined;
+  const firstUrl = source.kind === "infraenv"
+    ? scriptUrl(source.apiUrl, source.infraEnvId, {
+      scriptType: source.scriptType,
+    })
+    : source.url;
+
+  const wantsBearer = (url: URL) =>
+    apiBase !== undefined && url.origin === apiBase.origin &&
+    url.pathname.startsWith(apiBase.pathname) &&
+    !url.searchParams.has("image_token") && !url.searchParams.has("api_key");
+
+  const client: ScriptClient = {
+    firstUrl,
+    fetch: async (url, fetchOptions) => {
+      const parsed = new URL(url);
+      const scheme = parsed.protocol.slice(0, -1);
+      if (scheme === "file") {
+        try {
+          const file = await Deno.open(parsed);
+          return {
+            url,
+            body: await readBounded(file.readable, fetchOptions.maxBytes),
+          };
+        } catch (err) {
+          const why = err instanceof Deno.errors.NotFound
+            ? "no such file"
+            : errorText(err);
+          throw new BootError(`cannot read ${url}: ${why}`, ExitCode.Api);
+        }
+      }
+      if (scheme !== "http" && scheme !== "https") {
+        throw new BootError(
+          `unsupported URL scheme "${scheme}" in ${
+            redact(url)
+          } (only http, https and file)`,
+          ExitCode.Api,
+        );
+      }
+      const bearer = wantsBearer(parsed);
+      let reauthenticated = false;
+      for (;;) {
+        const authorization = bearer ? await tokens.authorization() : undefined;
+        let response: Response;
+        try {
+          response = await withRetries(async () => {
+            const res = await request(url, {
+              authorization,
+              client: options.client,
+              timeoutMs: fetchOptions.timeoutMs ?? options.timeoutMs,
+            });
+            if (res.status >= 500 || res.status === 429) {
+              throw new HttpStatusError(
+                res.status,
+                url,
+                await readErrorBody(res),
+              );
+            }
+            return res;
+          }, {
+            retries: options.retries,
+            baseDelayMs: options.baseDelayMs,
+            retryable: isTransient,
+            onRetry: (err, n, ms) =>
+              log.warn(
+                `script ${redact(url)}: ${
+                  describe(err)
+                }; retry ${n} in ${ms} ms`,
+              ),
+          });
+        } catch (err) {
+          throw new BootError(
+            `cannot fetch ${redact(url)}: ${describe(err)}`,
+            ExitCode.Api,
+          );
+        }
+        if (
+          response.status === 401 && bearer && !reauthenticated &&
+          tokens.invalidate()
+        ) {
+          await response.body?.cancel();
+          log.warn("the API answered 401: exchanging the refresh token again");
+          reauthenticated = true;
+          continue;
+        }
+        if (!response.ok) {
+          const text = errorBodyText(await readErrorBody(response));
+          if (response.status === 404 && isMacScriptRequest(url)) {
+            client.localBootReason = text ||
+              "the service answered 404 for this host";
+          }
+          const hint = response.status === 401 || response.status === 403
+            ? bearer
+              ? " (check the token)"
+              : " (the URL's credential was refused or has expired)"
+            : "";
+          throw new BootError(
+            `${redact(url)} answered HTTP ${response.status}: ${
+              text || response.statusText
+            }${hint}`,
+            ExitCode.Api,
+          );
+        }
+        const body = await readBounded(response.body, fetchOptions.maxBytes);
+        return { url: response.url || url, body };
+      }
+    },
+  };
+  return client;
+}

@@ -1,0 +1,71 @@
+/**
+ * Resolves a script source into a boot plan: fetch the first script, run it
+ * (and whatever it chains) through the iPXE interpreter, apply the user's
+ * kernel-argument edits, and turn the service's "boot from local disk"
+ * answer into a {@linkcode LocalBootPlan}.
+ *
+ * @module
+ */
+
+import type { ScriptClient } from "./infraenv.ts";
+import { runScriptSource } from "./ipxe/mod.ts";
+import { type BootPlan, editCmdline, type LocalBootPlan } from "./plan.ts";
+
+/** Largest script accepted, in bytes. */
+export const MAX_SCRIPT_BYTES = 1024 * 1024;
+
+/** Options for {@linkcode resolvePlan}. */
+export interface ResolveOptions {
+  /** iPXE settings (host settings and `--set` presets). */
+  settings: Record<string, string>;
+  /** `--append-karg` values. */
+  appendKargs?: string[];
+  /** `--delete-karg` values. */
+  deleteKargs?: string[];
+  /** How `sleep` waits (nothing in plan mode). */
+  sleep?: (ms: number) => Promise<void>;
+  /** Where `echo` output goes. */
+  print?: (line: string) => void;
+  /** iPXE `${buildarch}`. */
+  buildarch?: string;
+}
+
+/** The iPXE `${buildarch}` name for a Deno architecture. */
+export function ipxeArch(arch: string = Deno.build.arch): string {
+  return arch === "aarch64" ? "arm64" : arch;
+}
+
+/** Runs the scripts of `client` and returns what to boot. */
+export async function resolvePlan(
+  client: ScriptClient,
+  options: ResolveOptions,
+): Promise<BootPlan> {
+  try {
+    const first = await client.fetch(client.firstUrl, {
+      maxBytes: MAX_SCRIPT_BYTES,
+    });
+    const plan = await runScriptSource(first.body, {
+      url: first.url,
+      fetch: client.fetch,
+      settings: options.settings,
+      buildarch: options.buildarch ?? ipxeArch(),
+      sleep: options.sleep,
+      print: options.print,
+      maxScriptBytes: MAX_SCRIPT_BYTES,
+    });
+    plan.cmdline = editCmdline(plan.cmdline, {
+      append: options.appendKargs,
+      remove: options.deleteKargs,
+    });
+    return plan;
+  } catch (err) {
+    if (client.localBootReason !== undefined) {
+      const local: LocalBootPlan = {
+        action: "local-boot",
+        reason: client.localBootReason,
+      };
+      return local;
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,217 @@
+import assert from "node:assert/strict";
+import {
+  helpText,
+  normalizeMac,
+  parseConfig,
+  parseEnvFile,
+  splitKernelCmdline,
+} from "../lib/config.ts";
+import { BootError, ExitCode } from "../lib/errors.ts";
+
+const none = {
+  env: {},
+  cmdline: "",
+  readTextFile: (p: string): string => (files[p] ?? missing(p)),
+};
+const files: Record<string, string> = {};
+function missing(p: string): never {
+  throw new Deno.errors.NotFound(p);
+}
+
+function run(argv: string[], sources = none) {
+  const r = parseConfig(argv, sources);
+  assert.equal(r.kind, "run");
+  return (r as Extract<typeof r, { kind: "run" }>).config;
+}
+
+function usageError(argv: string[], pattern: RegExp, sources = none) {
+  assert.throws(() => parseConfig(argv, sources), (err: unknown) => {
+    assert.ok(err instanceof BootError, String(err));
+    assert.equal(err.exitCode, ExitCode.Usage);
+    assert.match(err.message, pattern);
+    assert.ok(!err.message.includes("\n"), "one line");
+    return true;
+  });
+}
+
+Deno.test("config: --ipxe-url with plan mode and defaults", () => {
+  const c = run(["--ipxe-url", "http://h/boot.ipxe", "--print-plan"]);
+  assert.deepEqual(c.source, { kind: "ipxe-url", url: "http://h/boot.ipxe" });
+  assert.equal(c.mode, "print-plan");
+  assert.equal(c.workDir, "/var/lib/assisted-bootloader");
+  assert.equal(c.retries, 5);
+  assert.equal(c.timeoutMs, 30_000);
+  assert.equal(c.hostSettings, true);
+});
+
+Deno.test("config: InfraEnv with a refresh token file uses the SSO default", () => {
+  files["/rt"] = "offline-token-abcdef\n";
+  const c = run([
+    "--infra-env-id",
+    "6F2A3C1E-8D4B-4E7A-9C1F-2B3D4E5F6A7B",
+    "--refresh-token-file",
+    "/rt",
+  ]);
+  assert.equal(c.source.kind, "infraenv");
+  if (c.source.kind !== "infraenv") return;
+  assert.equal(c.source.apiUrl, "https://api.openshift.com/api");
+  assert.equal(c.source.infraEnvId, "6f2a3c1e-8d4b-4e7a-9c1f-2b3d4e5f6a7b");
+  assert.deepEqual(c.source.auth, {
+    kind: "refresh",
+    refreshToken: "offline-token-abcdef",
+    ssoUrl:
+      "https://sso.redhat.com/auth/realms/redhat-external/protocol/openid-connect/token",
+  });
+});
+
+Deno.test("config: precedence is flag > env > file > cmdline", () => {
+  files["/cfg"] =
+    '# comment\nASSISTED_WORK_DIR=/from-file\nASSISTED_RETRIES="7"\nASSISTED_TIMEOUT=9\n';
+  const sources = {
+    ...none,
+    env: {
+      ASSISTED_CONFIG: "/cfg",
+      ASSISTED_RETRIES: "3",
+      ASSISTED_IPXE_URL: "http://env/x",
+    },
+    cmdline:
+      "quiet assisted.work_dir=/from-cmdline assisted.timeout=1 assisted.mac=52:54:00:aa:bb:cc",
+  };
+  const c = run(["--retries", "2"], sources);
+  assert.equal(c.retries, 2, "flag wins");
+  assert.equal(c.workDir, "/from-file", "file beats cmdline");
+  assert.equal(c.timeoutMs, 9000, "file beats cmdline");
+  assert.equal(
+    c.mac,
+    "52:54:00:aa:bb:cc",
+    "cmdline used when nothing else says",
+  );
+  assert.deepEqual(c.source, { kind: "ipxe-url", url: "http://env/x" });
+  const c2 = run([], {
+    ...sources,
+    env: { ASSISTED_CONFIG: "/cfg", ASSISTED_IPXE_URL: "http://env/x" },
+  });
+  assert.equal(c2.retries, 7, "file beats cmdline for retries");
+});
+
+Deno.test("config: kernel command line options, quoted values and repeats", () => {
+  const c = run([], {
+    ...none,
+    cmdline:
+      "BOOT_IMAGE=/vmlinuz assisted.ipxe_url=http://10.0.2.100/s.ipxe assisted.append_karg=a=1 " +
+      'assisted.append_karg="b=two words" assisted.force_reboot assisted.no_host_settings=0',
+  });
+  assert.equal(c.source.kind, "ipxe-url");
+  assert.deepEqual(c.appendKargs, ["a=1", 'b="two words"']);
+  assert.equal(c.forceReboot, true);
+  assert.equal(c.hostSettings, true);
+  assert.deepEqual(splitKernelCmdline('a "b c" d="e f"g'), [
+    "a",
+    "b c",
+    "d=e fg",
+  ]);
+});
+
+Deno.test("config: env lists are split on whitespace", () => {
+  const c = run([], {
+    ...none,
+    env: {
+      ASSISTED_IPXE_URL: "file:///x",
+      ASSISTED_SET: "a=1 b=2",
+      ASSISTED_CA_CERT: "/a /b",
+    },
+  });
+  assert.deepEqual(c.settings, { a: "1", b: "2" });
+  assert.deepEqual(c.caCerts, ["/a", "/b"]);
+});
+
+Deno.test("config: bad input is one clear usage error", () => {
+  usageError([], /no script source/);
+  usageError(
+    ["--ipxe-url", "tftp://h/x"],
+    /--ipxe-url must be http or https or file/,
+  );
+  usageError(["--ipxe-url", "not a url"], /not a valid URL/);
+  usageError(
+    ["--ipxe-url", "http://h/x", "--infra-env-id", "6f2a3c1e-8d4b"],
+    /not both/,
+  );
+  usageError(["--infra-env-id", "x y"], /must be a UUID/);
+  usageError(
+    ["--ipxe-url", "http://h/x", "--bogus"],
+    /Unknown option '--bogus' \(see --help\)/,
+  );
+  usageError(
+    ["--ipxe-url", "http://h/x", "extra"],
+    /unexpected argument "extra"/,
+  );
+  usageError(
+    ["--ipxe-url", "http://h/x", "--kernel-sha256", "abc"],
+    /64 hexadecimal/,
+  );
+  usageError(
+    ["--ipxe-url", "http://h/x", "--mac", "52:54:00"],
+    /--mac must look like/,
+  );
+  usageError(["--ipxe-url", "http://h/x", "--set", "novalue"], /NAME=VALUE/);
+  usageError(
+    ["--ipxe-url", "http://h/x", "--retries", "-1"],
+    /--retries must be a number/,
+  );
+  usageError(
+    ["--ipxe-url", "http://h/x", "--print-plan", "--no-kexec"],
+    /not both/,
+  );
+  usageError([
+    "--infra-env-id",
+    "6f2a3c1e-8d4b",
+    "--token",
+    "a",
+    "--token-file",
+    "/t",
+  ], /give one of/);
+  usageError(
+    ["--infra-env-id", "6f2a3c1e-8d4b", "--token-file", "/nope"],
+    /cannot read token file \/nope: no such file/,
+  );
+  files["/empty"] = " \n";
+  usageError(
+    ["--infra-env-id", "6f2a3c1e-8d4b", "--token-file", "/empty"],
+    /token file \/empty is empty/,
+  );
+  files["/cfgbad"] = "this is not a pair\n";
+  usageError(
+    ["--config", "/cfgbad"],
+    /config file \/cfgbad line 1: expected KEY=VALUE/,
+  );
+  usageError(["--ipxe-url", "http://h/x"], /must be a boolean/, {
+    ...none,
+    env: { ASSISTED_INSECURE: "maybe" },
+  });
+});
+
+Deno.test("config: --help lists every documented option and --version", () => {
+  const r = parseConfig(["--help"], none);
+  assert.equal(r.kind, "help");
+  for (
+    const flag of [
+      "--api-url",
+      "--infra-env-id-file",
+      "--refresh-token-file",
+      "--ipxe-url",
+      "--print-plan",
+      "--no-kexec",
+    ]
+  ) {
+    assert.ok(helpText().includes(flag), flag);
+  }
+  assert.equal(parseConfig(["--version"], none).kind, "version");
+});
+
+Deno.test("config: MAC normalisation and env file parsing", () => {
+  assert.equal(normalizeMac("52-54-00-AA-BB-CC"), "52:54:00:aa:bb:cc");
+  assert.deepEqual(parseEnvFile("export A=1\nB='x y'\n\n# c\n", "f"), [[
+    "A",
+    "1",
+  ], ["B", "x y"]]);
+});
