@@ -155,7 +155,7 @@ Deno.test("config: bad input is one clear usage error", () => {
   );
   usageError(["--ipxe-url", "http://h/x", "--set", "novalue"], /NAME=VALUE/);
   usageError(
-    ["--ipxe-url", "http://h/x", "--retries", "-1"],
+    ["--ipxe-url", "http://h/x", "--retries", "x"],
     /--retries must be a number/,
   );
   usageError(
