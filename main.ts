@@ -1,0 +1,144 @@
+/**
+ * assisted-bootloader: boot this machine into an Assisted Installer InfraEnv.
+ *
+ * The boot sequence: configuration → refuse early if kexec cannot work →
+ * resolve the iPXE script into a plan → (print it) → load: download, verify
+ * and assemble → (print the result) → kexec load → hand off.
+ *
+ * @module
+ */
+
+import { parseConfig } from "./lib/config.ts";
+import { BootError, ExitCode } from "./lib/errors.ts";
+import { createClient, errorText, sleep } from "./lib/http.ts";
+import { readHostSettings } from "./lib/host_settings.ts";
+import { createScriptClient } from "./lib/infraenv.ts";
+import {
+  checkCanKexec,
+  handoffMode,
+  kexecExecute,
+  kexecLoad,
+} from "./lib/kexec.ts";
+import { load } from "./lib/load.ts";
+import { configureLog, log, redact } from "./lib/log.ts";
+import type { KexecPlan } from "./lib/plan.ts";
+import { resolvePlan } from "./lib/resolve_plan.ts";
+
+function printJson(value: unknown): void {
+  console.log(JSON.stringify(value, null, 2));
+}
+
+/** Runs the bootloader with `args`; resolves to the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const parsed = parseConfig(args);
+  if (parsed.kind !== "run") {
+    console.log(parsed.text);
+    return ExitCode.Ok;
+  }
+  const config = parsed.config;
+  configureLog({ level: config.verbose ? "debug" : "info" });
+  if (config.mode === "kexec") checkCanKexec();
+
+  const client = await createClient({
+    caCertFiles: config.caCerts,
+    insecure: config.insecure,
+  });
+  const clientOptions = {
+    client,
+    retries: config.retries,
+    timeoutMs: config.timeoutMs,
+  };
+  const settings = {
+    ...(config.hostSettings
+      ? readHostSettings(config.mac)
+      : config.mac
+      ? { "net0/mac": config.mac }
+      : {}),
+    ...config.settings,
+  };
+  const resolve = async (): Promise<KexecPlan> => {
+    const scripts = createScriptClient(config.source, clientOptions);
+    log.info(`fetching the iPXE script ${redact(scripts.firstUrl)}`);
+    const plan = await resolvePlan(scripts, {
+      settings,
+      appendKargs: config.appendKargs,
+      deleteKargs: config.deleteKargs,
+      sleep: config.mode === "print-plan" ? undefined : (ms) => sleep(ms),
+      print: (line) => log.info(`script: ${line}`),
+    });
+    if (plan.action === "local-boot") throw new LocalBoot(plan.reason);
+    return plan;
+  };
+
+  let plan: KexecPlan;
+  try {
+    plan = await resolve();
+  } catch (err) {
+    if (!(err instanceof LocalBoot)) throw err;
+    log.info(
+      `the service says this host is installed: boot from the local disk (${err.message})`,
+    );
+    if (config.mode !== "kexec") {
+      printJson({ action: "local-boot", reason: err.message });
+    }
+    return ExitCode.Ok;
+  }
+  log.info(
+    `plan: kernel ${redact(plan.kernel.url)}, ${plan.initrds.length} initrd(s)`,
+  );
+  if (config.mode === "print-plan") {
+    printJson(plan);
+    return ExitCode.Ok;
+  }
+
+  const image = await load(plan, {
+    workDir: config.workDir,
+    client,
+    retries: config.retries,
+    timeoutMs: config.timeoutMs,
+    kernelSha256: config.kernelSha256,
+    initrdSha256: config.initrdSha256,
+    artifactSha256: config.artifactSha256,
+    progress: config.progress,
+    refetchPlan: resolve,
+  });
+  if (config.mode === "no-kexec") {
+    printJson({
+      ...image.plan,
+      kernel: { ...image.plan.kernel, ...image.kernel },
+      initrd: image.initrd,
+    });
+    return ExitCode.Ok;
+  }
+
+  kexecLoad(image);
+  const mode = handoffMode({
+    loadOnly: config.loadOnly,
+    forceReboot: config.forceReboot,
+  });
+  if (mode === "none") {
+    log.info(
+      "kernel loaded; run `systemctl kexec` (or reboot with kexec) to start it",
+    );
+    return ExitCode.Ok;
+  }
+  await kexecExecute(mode);
+  return ExitCode.Ok;
+}
+
+/** Thrown inside plan resolution when the service answers "boot from local disk". */
+class LocalBoot extends Error {}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (err) {
+    if (err instanceof BootError) {
+      log.error(err.message);
+      Deno.exit(err.exitCode);
+    }
+    log.error(`internal error: ${errorText(err)}`);
+    if (Deno.env.get("ASSISTED_DEBUG")) console.error(err);
+    Deno.exit(ExitCode.Internal);
+  }
+}

@@ -1,0 +1,217 @@
+import assert from "node:assert/strict";
+import { BootError, ExitCode } from "../lib/errors.ts";
+import {
+  createScriptClient,
+  errorBodyText,
+  exchangeRefreshToken,
+  isMacScriptRequest,
+  scriptUrl,
+} from "../lib/infraenv.ts";
+import { startMock } from "./mock_infraenv.ts";
+
+const fast = { retries: 2, baseDelayMs: 10, timeoutMs: 5000 };
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+Deno.test("infraenv: script URL shape", () => {
+  assert.equal(
+    scriptUrl("https://api.openshift.com/api/", "abc-123"),
+    "https://api.openshift.com/api/assisted-install/v2/infra-envs/abc-123/downloads/files?file_name=ipxe-script",
+  );
+  assert.equal(
+    scriptUrl("http://h/api", "x", { scriptType: "boot-order-control" }),
+    "http://h/api/assisted-install/v2/infra-envs/x/downloads/files?file_name=ipxe-script&ipxe_script_type=boot-order-control",
+  );
+  assert.ok(
+    isMacScriptRequest(
+      "http://h/api/assisted-install/v2/infra-envs/x/downloads/files?file_name=ipxe-script&mac=aa",
+    ),
+  );
+  assert.ok(
+    !isMacScriptRequest(
+      "http://h/api/assisted-install/v2/infra-envs/x/downloads/files?file_name=ipxe-script",
+    ),
+  );
+});
+
+Deno.test("infraenv: error bodies become one line", () => {
+  assert.equal(
+    errorBodyText(
+      '{"code":"404","href":"","id":404,"kind":"Error","reason":"IPXE booting skipped."}',
+    ),
+    "IPXE booting skipped.",
+  );
+  assert.equal(
+    errorBodyText(
+      '{"code":401,"message":"unauthenticated for invalid credentials"}',
+    ),
+    "unauthenticated for invalid credentials",
+  );
+  assert.equal(
+    errorBodyText(
+      '{"error":"invalid_grant","error_description":"Invalid refresh token"}',
+    ),
+    "Invalid refresh token",
+  );
+  assert.equal(
+    errorBodyText("<html><body><h1>502 Bad Gateway</h1>\n</body></html>"),
+    "502 Bad Gateway",
+  );
+  assert.equal(errorBodyText("x?api_key=secret123"), "x?api_key=REDACTED");
+});
+
+Deno.test("infraenv: SaaS flow: refresh token → access token → script, bearer only on the API", async () => {
+  const mock = await startMock({ authMode: "rhsso" });
+  try {
+    const client = createScriptClient({
+      kind: "infraenv",
+      apiUrl: mock.apiUrl,
+      infraEnvId: mock.infraEnvId,
+      auth: {
+        kind: "refresh",
+        refreshToken: mock.refreshToken,
+        ssoUrl: mock.ssoUrl,
+      },
+    }, fast);
+    const { body } = await client.fetch(client.firstUrl, { maxBytes: 65536 });
+    const script = text(body);
+    assert.match(
+      script,
+      /^#!ipxe\ninitrd --name initrd http:\/\/127\.0\.0\.1:\d+\/api\/assisted-images\/images\//,
+    );
+    const sso = mock.requests.find((r) => r.path.includes("openid-connect"));
+    assert.ok(sso, "the SSO was asked");
+    const api = mock.requests.find((r) => r.path.includes("downloads/files"));
+    assert.match(api!.headers.authorization, /^Bearer access-/);
+  } finally {
+    await mock.close();
+  }
+});
+
+Deno.test("infraenv: a 401 from the API exchanges the token again once and retries", async () => {
+  const mock = await startMock({ authMode: "rhsso" });
+  try {
+    const client = createScriptClient({
+      kind: "infraenv",
+      apiUrl: mock.apiUrl,
+      infraEnvId: mock.infraEnvId,
+      auth: {
+        kind: "refresh",
+        refreshToken: mock.refreshToken,
+        ssoUrl: mock.ssoUrl,
+      },
+    }, fast);
+    await client.fetch(client.firstUrl, { maxBytes: 65536 });
+    mock.expireAccessTokens();
+    const { body } = await client.fetch(client.firstUrl, { maxBytes: 65536 });
+    assert.match(text(body), /^#!ipxe/);
+    const ssoCalls = mock.requests.filter((r) =>
+      r.path.includes("openid-connect")
+    ).length;
+    assert.equal(ssoCalls, 2);
+    assert.deepEqual(
+      mock.requests.filter((r) => r.path.includes("downloads/files")).map((r) =>
+        r.status
+      ),
+      [200, 401, 200],
+    );
+  } finally {
+    await mock.close();
+  }
+});
+
+Deno.test("infraenv: a bad token is a clear API error, not retried forever", async () => {
+  const mock = await startMock({ authMode: "rhsso" });
+  try {
+    const client = createScriptClient({
+      kind: "infraenv",
+      apiUrl: mock.apiUrl,
+      infraEnvId: mock.infraEnvId,
+      auth: { kind: "token", token: "not-a-valid-token" },
+    }, fast);
+    await assert.rejects(
+      client.fetch(client.firstUrl, { maxBytes: 65536 }),
+      (err: unknown) => {
+        assert.ok(err instanceof BootError);
+        assert.equal(err.exitCode, ExitCode.Api);
+        assert.match(
+          err.message,
+          /answered HTTP 401: unauthenticated for invalid credentials \(check the token\)/,
+        );
+        return true;
+      },
+    );
+    await assert.rejects(
+      exchangeRefreshToken(mock.ssoUrl, "wrong", fast),
+      /SSO refused the refresh token \(HTTP 400\): Invalid refresh token/,
+    );
+  } finally {
+    await mock.close();
+  }
+});
+
+Deno.test("infraenv: 404 to a MAC-specific request is the local-boot signal", async () => {
+  const mock = await startMock({
+    authMode: "none",
+    installedMacs: ["52:54:00:12:34:56"],
+  });
+  try {
+    const client = createScriptClient({
+      kind: "ipxe-url",
+      url: mock.ipxeScriptUrl,
+    }, fast);
+    const url = `${mock.ipxeScriptUrl}&mac=52:54:00:12:34:56`;
+    await assert.rejects(client.fetch(url, { maxBytes: 65536 }), /HTTP 404/);
+    assert.match(
+      client.localBootReason!,
+      /IPXE booting skipped\. InfraEnv .* is already installed/,
+    );
+    const other = createScriptClient({
+      kind: "ipxe-url",
+      url: mock.ipxeScriptUrl,
+    }, fast);
+    await other.fetch(`${mock.ipxeScriptUrl}&mac=52:54:00:00:00:01`, {
+      maxBytes: 65536,
+    });
+    assert.equal(other.localBootReason, undefined);
+  } finally {
+    await mock.close();
+  }
+});
+
+Deno.test("infraenv: hub URL with api_key: no bearer, bounded body, 5xx retried", async () => {
+  const mock = await startMock({
+    authMode: "local",
+    downUntil: Date.now() + 150,
+  });
+  try {
+    const client = createScriptClient({
+      kind: "ipxe-url",
+      url: mock.ipxeScriptUrl,
+    }, { ...fast, retries: 5, baseDelayMs: 60 });
+    const { body } = await client.fetch(client.firstUrl, { maxBytes: 16 });
+    assert.equal(body.length, 17, "at most maxBytes + 1 bytes are read");
+    const statuses = mock.requests.map((r) => r.status);
+    assert.equal(statuses.at(-1), 200);
+    assert.ok(statuses.includes(503), "the 503 was retried");
+    assert.ok(
+      mock.requests.every((r) => r.headers.authorization === undefined),
+    );
+  } finally {
+    await mock.close();
+  }
+});
+
+Deno.test("infraenv: unsupported schemes and missing files are named", async () => {
+  const client = createScriptClient({
+    kind: "ipxe-url",
+    url: "file:///nonexistent/boot.ipxe",
+  }, fast);
+  await assert.rejects(
+    client.fetch("tftp://10.0.0.1/boot.ipxe", { maxBytes: 10 }),
+    /unsupported URL scheme "tftp"/,
+  );
+  await assert.rejects(
+    client.fetch(client.firstUrl, { maxBytes: 10 }),
+    /cannot read file:\/\/\/nonexistent\/boot\.ipxe: no such file/,
+  );
+});
