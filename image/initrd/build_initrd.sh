@@ -1,0 +1,81 @@
+#!/bin/bash
+# Builds the assisted-bootloader initramfs (newc cpio):
+#   build_initrd.sh OUT MODULES_DIR BOOTLOADER [BUNDLE_JS]
+# BOOTLOADER is the `deno compile` binary, or the deno executable when BUNDLE_JS (the
+# `deno bundle` output) is given. Content: static busybox (Debian busybox-static) and its
+# applets, the bootloader, the shared libraries `ldd` lists (real files at the paths ldd
+# prints), the NIC modules of MODULES_DIR (+ load-order), /init, /init-bootloader and the
+# udhcpc script. COMPRESS=gzip|zstd|none (default: gzip).
+set -euo pipefail
+out=$1 modules=$2 bootloader=$3 bundle=${4:-}
+compress=${COMPRESS:-gzip}
+here=$(dirname "$(readlink -f "$0")")
+"$here/require_tools.sh" cpio:cpio ldd:libc-bin dpkg=busybox-static:busybox-static /bin/busybox:busybox-static
+[[ $compress == zstd ]] && "$here/require_tools.sh" zstd:zstd
+
+mkdir -p "$(dirname "$out")"
+root=$(mktemp -d "$(dirname "$out")/.root.XXXXXX")
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root"/{bin,dev,etc,proc,sys,tmp,run,root,var/lib,var/cache,lib/modules/assisted,usr/share/udhcpc}
+ln -s bin "$root/sbin"
+ln -s ../bin "$root/usr/bin"
+ln -s ../bin "$root/usr/sbin"
+chmod 1777 "$root/tmp"
+
+# busybox: `--list` names busybox itself; linking it would make /bin/busybox a loop (-40 on /init).
+cp /bin/busybox "$root/bin/busybox"
+for applet in $(/bin/busybox --list); do
+  [[ $applet == busybox ]] && continue
+  ln -s busybox "$root/bin/$applet"
+done
+
+copy_libs() {
+  # Copies every library the dynamic binary $1 loads, real files at the paths ldd prints.
+  local line path
+  ldd "$1" >/dev/null 2>&1 || return 0 # static
+  while read -r line; do
+    case $line in
+      *"=> /"*) path=${line#*=> } path=${path%% (*} ;;
+      /*) path=${line%% (*} ;;
+      *) continue ;;
+    esac
+    mkdir -p "$root$(dirname "$path")"
+    cp "$(readlink -f "$path")" "$root$path"
+  done < <(ldd "$1")
+}
+
+if [[ -n $bundle ]]; then
+  cp "$(readlink -f "$bootloader")" "$root/bin/deno"
+  mkdir -p "$root/opt/assisted-bootloader"
+  cp "$bundle" "$root/opt/assisted-bootloader/assisted-bootloader.js"
+  copy_libs "$root/bin/deno"
+else
+  cp "$(readlink -f "$bootloader")" "$root/bin/assisted-bootloader"
+  copy_libs "$root/bin/assisted-bootloader"
+fi
+# Deno.dlopen("libc.so.6") and friends resolve through the default search path.
+for lib in libc.so.6; do
+  path=$(ldconfig -p | awk -v l="$lib" '$1 == l && /x86-64|x86_64/ {print $NF; exit}')
+  [[ -n $path && ! -e $root$path ]] && { mkdir -p "$root$(dirname "$path")"; cp "$(readlink -f "$path")" "$root$path"; }
+done
+
+cp "$modules"/*.ko "$modules/load-order" "$root/lib/modules/assisted/"
+install -m 0755 "$here/init" "$root/init"
+install -m 0755 "$here/init-bootloader" "$root/init-bootloader"
+install -m 0755 "$here/udhcpc.script" "$root/usr/share/udhcpc/default.script"
+echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
+echo "root:x:0:" >"$root/etc/group"
+: >"$root/etc/resolv.conf"
+# The kernel opens /dev/console before /init runs; /init reopens it after mounting devtmpfs.
+mknod -m 600 "$root/dev/console" c 5 1 2>/dev/null || true
+
+case $compress in
+  gzip) filter=(gzip -1 -n) ;;
+  zstd) filter=(zstd -q -T0 -3) ;;
+  none) filter=(cat) ;;
+  *) echo "error: COMPRESS must be gzip, zstd or none, not $compress" >&2; exit 2 ;;
+esac
+(cd "$root" && find . -mindepth 1 -print0 | LC_ALL=C sort -z |
+  cpio --null -o -H newc --reproducible -R 0:0 --quiet) | "${filter[@]}" >"$out.tmp"
+mv "$out.tmp" "$out"
+echo "initrd: $out ($(du -h "$out" | cut -f1), $compress)" >&2

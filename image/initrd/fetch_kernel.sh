@@ -1,0 +1,66 @@
+#!/bin/bash
+# Fetches the Debian kernel package and extracts what the VMs need:
+#   fetch_kernel.sh OUT_DIR CACHE_DIR
+# OUT_DIR/vmlinuz, OUT_DIR/modules/*.ko (NIC drivers), OUT_DIR/modules/load-order,
+# OUT_DIR/kernel.stamp ("package version sha256"). The .deb is cached in
+# CACHE_DIR/debs/ and checked against the SHA256 apt knows. Outputs are rewritten only
+# when the package changes, so make rebuilds dependants only then.
+# KERNEL_PACKAGE=linux-image-X overrides the package (default: what linux-image-amd64 depends on).
+set -euo pipefail
+out=$1
+cache=$2/debs
+here=$(dirname "$(readlink -f "$0")")
+"$here/require_tools.sh" apt-get:apt dpkg-deb:dpkg sha256sum:coreutils
+mkdir -p "$out" "$cache"
+
+# NIC drivers, in the order busybox insmod needs them (no modules.dep in the .deb).
+modules=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net e1000)
+
+pkg=${KERNEL_PACKAGE:-$(apt-cache depends linux-image-amd64 2>/dev/null |
+  awk '/Depends: linux-image-[0-9]/ {print $2; exit}')}
+deb="" sha="" version=""
+if [[ -n $pkg ]]; then
+  info=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null || true)
+  version=$(awk '/^Version:/ {print $2; exit}' <<<"$info")
+  sha=$(awk '/^SHA256:/ {print $2; exit}' <<<"$info")
+  file=$(awk '/^Filename:/ {print $2; exit}' <<<"$info")
+  [[ -n $file ]] && deb=$cache/$(basename "$file")
+fi
+if [[ -z $deb ]]; then
+  # No apt metadata (offline machine): reuse the newest cached kernel package.
+  deb=$(ls -1 "$cache"/linux-image-*_amd64.deb 2>/dev/null | sort -V | tail -n 1 || true)
+  [[ -n $deb ]] || { echo "error: cannot resolve the Debian kernel package (run apt-get update, or set KERNEL_PACKAGE)" >&2; exit 1; }
+  sha=$(sha256sum "$deb" | cut -d' ' -f1)
+  pkg=$(dpkg-deb -f "$deb" Package)
+  version=$(dpkg-deb -f "$deb" Version)
+  echo "warning: no apt metadata for the kernel package, using cached $deb" >&2
+fi
+stamp="$pkg $version $sha"
+if [[ -f $out/kernel.stamp && $(cat "$out/kernel.stamp") == "$stamp" && -f $out/vmlinuz ]]; then
+  exit 0
+fi
+
+if [[ ! -f $deb ]] || [[ $(sha256sum "$deb" | cut -d' ' -f1) != "$sha" ]]; then
+  echo "downloading $pkg $version" >&2
+  rm -f "$deb"
+  (cd "$cache" && apt-get download -q -o APT::Sandbox::User="$(id -un)" "$pkg=$version" >&2)
+  got=$(sha256sum "$deb" | cut -d' ' -f1)
+  [[ $got == "$sha" ]] || { echo "error: $deb has SHA256 $got, apt expects $sha" >&2; rm -f "$deb"; exit 1; }
+fi
+
+tmp=$(mktemp -d "$out/.extract.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+dpkg-deb -x "$deb" "$tmp"
+kver=$(basename "$(ls -d "$tmp"/lib/modules/*/ | head -n 1)")
+rm -rf "$out/modules"
+mkdir -p "$out/modules"
+for m in "${modules[@]}"; do
+  ko=$(find "$tmp/lib/modules/$kver" -name "$m.ko" -print -quit)
+  [[ -n $ko ]] || { echo "error: module $m.ko is not in $pkg" >&2; exit 1; }
+  cp "$ko" "$out/modules/"
+  echo "$m" >>"$out/modules/load-order"
+done
+cp "$tmp/boot/vmlinuz-$kver" "$out/vmlinuz.new"
+mv "$out/vmlinuz.new" "$out/vmlinuz"
+echo "$stamp" >"$out/kernel.stamp"
+echo "kernel: $pkg $version ($kver)" >&2
