@@ -1,0 +1,21 @@
+/**
+ * The error the iPXE interpreter throws.
+ *
+ * @module
+ */
+
+import { BootError, ExitCode } from "../errors.ts";
+import { redact } from "../log.ts";
+
+/**
+ * The script failed, booted nothing, or hit a safety cap. The message is one
+ * line naming the script URL (redacted) and line, e.g.
+ * `script http://h/boot.ipxe line 7: goto: label "x" not found`.
+ */
+export class IpxeError extends BootError {
+  /** Creates the error; the message is redacted. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(redact(message), ExitCode.Script, options);
+    this.name = "IpxeError";
+  }
+}

@@ -1,0 +1,515 @@
+/**
+ * The iPXE script engine: script execution (`image/script.c`), command lines
+ * (`core/exec.c: system`), the shell stop states, the registered-image list and
+ * image execution (`core/image.c: image_exec`) in plan mode.
+ *
+ * Plan mode: `kernel`/`initrd` images are registered without being
+ * downloaded; only executed URLs are fetched, to tell a script from a kernel.
+ * Booting a kernel ends the run with a {@linkcode KexecPlan}.
+ *
+ * @module
+ */
+
+import type { CpioWrap, KexecPlan, PlannedInitrd } from "../plan.ts";
+import { fromBinary, strtoul, toBinary } from "./bytes.ts";
+import { IpxeError } from "./error.ts";
+import { UsageError } from "./getopt.ts";
+import {
+  ExpansionLimitError,
+  SettingParseError,
+  Settings,
+  type StoredSetting,
+} from "./settings.ts";
+import {
+  hasScriptMagic,
+  lineNumberAt,
+  readLine,
+  splitCommands,
+  splitTokens,
+} from "./tokenize.ts";
+import { imageNameFromUri, parseUri, resolveUri } from "./uri.ts";
+
+/** Fetches a script-or-image URL that is being executed. */
+export type ScriptFetcher = (
+  url: string,
+  options: { maxBytes: number; timeoutMs?: number },
+) => Promise<{ url: string; body: Uint8Array }>;
+
+/** Options of an interpreter run (see `mod.ts` for the documentation of each). */
+export interface EngineOptions {
+  /** Fetcher for executed URLs. */
+  fetch: ScriptFetcher;
+  /** Preset settings (`net0/mac`, `menu`, …). */
+  settings?: Record<string, string>;
+  /** `${buildarch}`. */
+  buildarch?: string;
+  /** `${platform}`. */
+  platform?: string;
+  /** Called by `sleep`. */
+  sleep?: (ms: number) => Promise<void>;
+  /** Receives `echo` output and command diagnostics, one line at a time. */
+  print?: (line: string) => void;
+  /** Cap on executed commands. */
+  maxSteps?: number;
+  /** Cap on nested scripts. */
+  maxChainDepth?: number;
+  /** Largest script accepted. */
+  maxScriptBytes?: number;
+}
+
+/** A registered (or executing) image. */
+export interface Image {
+  /** Image name (binary string). */
+  name: string;
+  /** Absolute URL (binary string). */
+  url: string;
+  /** Command line, or null for none. */
+  cmdline: string | null;
+  /** What the image is: not fetched yet, a kernel (assumed or probed), or a fetched script. */
+  kind: "unknown" | "kernel" | "script";
+  /** Script text (binary string) when kind is "script". */
+  body?: string;
+  /** Selected by `kernel`/`imgselect`. */
+  selected: boolean;
+  /** `--autofree`: unregister after execution. */
+  autofree: boolean;
+  /** Set by `chain --replace` on the running script: what to execute instead. */
+  replacement?: Image;
+}
+
+/** A command failed; the message is one line, the status is the command's non-zero return value. */
+export class CommandFailure extends Error {
+  /** Non-zero status. */
+  readonly status: number;
+  /** Creates the failure. */
+  constructor(message: string, status = 1) {
+    super(message);
+    this.name = "CommandFailure";
+    this.status = status || 1;
+  }
+}
+
+/** Internal: a kernel was booted; unwinds every script. */
+class Booted {
+  constructor(readonly plan: KexecPlan) {}
+}
+
+/** A command implementation: returns a status (0 = success) or throws {@linkcode CommandFailure}. */
+export type Command = (
+  argv: string[],
+  engine: Engine,
+) => Promise<number> | number;
+
+interface Frame {
+  image: Image;
+  text: string;
+  offset: number;
+  lineOffset: number;
+}
+
+/** A menu built by `menu`/`item`. */
+export interface Menu {
+  /** Title. */
+  title: string;
+  /** Items in order. */
+  items: Array<
+    { label: string; text: string; gap: boolean; isDefault: boolean }
+  >;
+}
+
+/** Status iPXE-style commands return for generic errors (any non-zero value works). */
+export const FAILED = 1;
+
+/** One interpreter run. */
+export class Engine {
+  /** Settings tree. */
+  readonly settings: Settings;
+  /** Registered images, in registration order. */
+  readonly images: Image[] = [];
+  /** Menus by name. */
+  readonly menus = new Map<string, Menu>();
+  /** Every script executed, in order (JS strings). */
+  readonly scripts: string[] = [];
+  /** Build architecture reported by `${buildarch}`. */
+  readonly buildarch: string;
+  readonly #options: EngineOptions;
+  readonly #commands: Map<string, Command>;
+  readonly #frames: Frame[] = [];
+  readonly #maxSteps: number;
+  readonly #maxDepth: number;
+  readonly maxScriptBytes: number;
+  #stopState = 0;
+  #steps = 0;
+  #pending = "";
+  /** Last failure, formatted with its location. */
+  lastFailure?: string;
+
+  /** Creates an engine with a command table. */
+  constructor(options: EngineOptions, commands: Map<string, Command>) {
+    this.#options = options;
+    this.#commands = commands;
+    this.#maxSteps = options.maxSteps ?? 100_000;
+    this.#maxDepth = options.maxChainDepth ?? 16;
+    this.maxScriptBytes = options.maxScriptBytes ?? 1 << 20;
+    this.buildarch = options.buildarch ??
+      (Deno.build.arch === "aarch64" ? "arm64" : "x86_64");
+    const platform = options.platform ??
+      (this.buildarch === "arm64" ? "efi" : "pcbios");
+    const str = (v: string): StoredSetting => ({ raw: v, type: "string" });
+    this.settings = new Settings({
+      builtin: (name) => {
+        switch (name) {
+          case "buildarch":
+            return str(toBinary(this.buildarch));
+          case "platform":
+            return str(toBinary(platform));
+          case "version":
+            return str("2.0.0+");
+          case "cwuri": {
+            const uri = this.cwuri();
+            return uri === undefined
+              ? undefined
+              : { raw: uri, type: "uristring" };
+          }
+          case "cwduri": {
+            const uri = this.cwuri();
+            return uri === undefined
+              ? undefined
+              : { raw: resolveUri(uri, "."), type: "uristring" };
+          }
+          default:
+            return undefined;
+        }
+      },
+    });
+    for (const [key, value] of Object.entries(options.settings ?? {})) {
+      try {
+        this.settings.storeFormatted(toBinary(key), toBinary(value));
+      } catch (e) {
+        throw new IpxeError(`Setting "${key}": ${(e as Error).message}`);
+      }
+    }
+  }
+
+  /** Current working URI: the URL of the running script (binary string). */
+  cwuri(): string | undefined {
+    return this.#frames.at(-1)?.image.url;
+  }
+
+  /** Writes output (binary string) through `print`; `newline` false keeps it pending (`echo -n`). */
+  print(text: string, newline = true): void {
+    if (!newline) {
+      this.#pending += text;
+      return;
+    }
+    const line = this.#pending + text;
+    this.#pending = "";
+    this.#options.print?.(fromBinary(line));
+  }
+
+  /** Sleeps through the `sleep` option (no waiting by default). */
+  async sleep(ms: number): Promise<void> {
+    await this.#options.sleep?.(ms);
+  }
+
+  /** iPXE `shell_stop`. */
+  shellStop(state: 1 | 2): void {
+    this.#stopState = state;
+  }
+
+  #shellStopped(state: 1 | 2): boolean {
+    const stopped = this.#stopState >= state;
+    if (this.#stopState <= state) this.#stopState = 0;
+    return stopped;
+  }
+
+  #where(): string {
+    const frame = this.#frames.at(-1);
+    if (!frame) return "script";
+    const url = fromBinary(frame.image.url);
+    return `script ${url} line ${lineNumberAt(frame.text, frame.lineOffset)}`;
+  }
+
+  /** A fatal error at the current location (not catchable by `||`). */
+  fatal(message: string): IpxeError {
+    return new IpxeError(`${this.#where()}: ${message}`);
+  }
+
+  /** Records a failure message (binary or JS string) at the current location. */
+  recordFailure(message: string): void {
+    this.lastFailure = `${this.#where()}: ${fromBinary(message)}`;
+  }
+
+  // ---- images ----
+
+  /** First registered image with that name. */
+  findImage(name: string): Image | undefined {
+    return this.images.find((image) => image.name === name);
+  }
+
+  /** The selected image, if any. */
+  selectedImage(): Image | undefined {
+    return this.images.find((image) => image.selected);
+  }
+
+  /** Appends an image to the list (moving it to the end if registered). */
+  register(image: Image): void {
+    this.unregister(image);
+    this.images.push(image);
+  }
+
+  /** Removes an image from the list. */
+  unregister(image: Image): void {
+    const i = this.images.indexOf(image);
+    if (i >= 0) this.images.splice(i, 1);
+  }
+
+  /** A new, unregistered image for a URI resolved against the current script. */
+  newImage(uri: string, kind: Image["kind"]): Image {
+    const url = resolveUri(this.cwuri(), uri);
+    return {
+      name: imageNameFromUri(url),
+      url,
+      cmdline: null,
+      kind,
+      selected: false,
+      autofree: false,
+    };
+  }
+
+  /** Fetches an image to learn whether it is a script or a kernel (plan mode "download"). */
+  async probe(image: Image, timeoutMs?: number): Promise<void> {
+    const url = fromBinary(image.url);
+    const scheme = parseUri(url).scheme;
+    if (scheme === undefined) {
+      throw new CommandFailure(`${url}: not an absolute URL`);
+    }
+    let result: { url: string; body: Uint8Array };
+    try {
+      result = await this.#options.fetch(url, {
+        maxBytes: this.maxScriptBytes,
+        timeoutMs,
+      });
+    } catch (e) {
+      throw new CommandFailure(
+        `${url}: ${e instanceof Error ? e.message : String(e)}`,
+      );
+    }
+    const body = toBinary(result.body.subarray(0, this.maxScriptBytes + 1));
+    image.url = toBinary(result.url);
+    if (hasScriptMagic(body)) {
+      if (body.length > this.maxScriptBytes) {
+        throw new CommandFailure(
+          `${url}: script is larger than ${this.maxScriptBytes} bytes`,
+        );
+      }
+      image.kind = "script";
+      image.body = body;
+    } else {
+      image.kind = "kernel";
+    }
+  }
+
+  /**
+   * iPXE `image_exec`: runs a script nested (unregistered while it runs,
+   * re-registered at the end of the list afterwards unless `--autofree` or
+   * replaced), or boots a kernel (which ends the run).
+   */
+  async execImage(image: Image, timeoutMs?: number): Promise<number> {
+    if (image.kind === "unknown") await this.probe(image, timeoutMs);
+    if (image.kind === "kernel") this.#boot(image);
+    if (this.#frames.length >= this.#maxDepth) {
+      throw this.fatal(
+        `chaining ${
+          fromBinary(image.url)
+        } exceeds the cap of ${this.#maxDepth} nested scripts`,
+      );
+    }
+    this.unregister(image);
+    this.scripts.push(fromBinary(image.url));
+    const frame: Frame = {
+      image,
+      text: image.body ?? "",
+      offset: 0,
+      lineOffset: 0,
+    };
+    this.#frames.push(frame);
+    let rc: number;
+    try {
+      rc = await this.#processScript(frame);
+    } finally {
+      this.#frames.pop();
+    }
+    const replacement = image.replacement;
+    image.replacement = undefined;
+    if (!replacement && !image.autofree) this.register(image);
+    if (replacement) return await this.execImage(replacement);
+    return rc;
+  }
+
+  /** `chain --replace`: the running script is replaced by `image` when it stops. */
+  replaceCurrent(image: Image): void {
+    const frame = this.#frames.at(-1);
+    if (!frame) throw new CommandFailure("no script is running");
+    frame.image.replacement = image;
+    this.shellStop(2);
+  }
+
+  #boot(kernel: Image): never {
+    this.unregister(kernel);
+    const initrds: PlannedInitrd[] = this.images.map((image) => {
+      const out: PlannedInitrd = {
+        url: fromBinary(image.url),
+        name: fromBinary(image.name),
+      };
+      const cpio = cpioWrap(image.cmdline);
+      if (cpio) out.cpio = cpio;
+      return out;
+    });
+    throw new Booted({
+      action: "kexec",
+      kernel: { url: fromBinary(kernel.url), name: fromBinary(kernel.name) },
+      initrds,
+      cmdline: fromBinary(kernel.cmdline ?? ""),
+      scripts: [...this.scripts],
+    });
+  }
+
+  // ---- scripts ----
+
+  async #processScript(frame: Frame): Promise<number> {
+    let rc = 0;
+    frame.offset = 0;
+    do {
+      const line = readLine(frame.text, frame.offset);
+      frame.offset = line.next;
+      frame.lineOffset = line.offset;
+      if (line.unterminated) {
+        this.recordFailure("the script ends inside a \\ line continuation");
+        return FAILED;
+      }
+      rc = await this.#system(line.command);
+      if (this.#shellStopped(2) || rc !== 0) break;
+    } while (frame.offset < frame.text.length);
+    return rc;
+  }
+
+  /** `goto`: moves the current script to the first line labelled `label`. */
+  gotoLabel(label: string): void {
+    const frame = this.#frames.at(-1);
+    if (!frame) throw new CommandFailure("not in a script");
+    let offset = 0;
+    do {
+      const line = readLine(frame.text, offset);
+      offset = line.next;
+      if (line.unterminated) break;
+      if (line.label === label) {
+        frame.offset = line.offset;
+        this.shellStop(1);
+        return;
+      }
+    } while (offset < frame.text.length);
+    throw new CommandFailure(`label "${label}" not found`);
+  }
+
+  async #system(command: string): Promise<number> {
+    const segments = splitCommands(splitTokens(command));
+    let rc = 0;
+    let process = true;
+    for (const segment of segments) {
+      if (process) {
+        if (++this.#steps > this.#maxSteps) {
+          throw this.fatal(
+            `more than ${this.#maxSteps} commands executed (an endless goto loop?)`,
+          );
+        }
+        let argv: string[];
+        try {
+          argv = segment.tokens.map((token) => this.settings.expand(token));
+        } catch (e) {
+          if (e instanceof ExpansionLimitError) throw this.fatal(e.message);
+          throw e;
+        }
+        rc = await this.#execv(argv);
+      }
+      if (this.#shellStopped(1)) break;
+      if (!segment.next) break;
+      process = segment.next === "||"
+        ? rc !== 0
+        : segment.next === "&&"
+        ? rc === 0
+        : true;
+    }
+    return rc;
+  }
+
+  async #execv(argv: string[]): Promise<number> {
+    if (argv.length === 0) return 0;
+    const command = this.#commands.get(argv[0]);
+    try {
+      if (!command) throw new CommandFailure(`${argv[0]}: command not found`);
+      return await command(argv, this);
+    } catch (e) {
+      if (e instanceof CommandFailure) {
+        this.print(e.message);
+        this.recordFailure(e.message);
+        return e.status;
+      }
+      if (e instanceof UsageError || e instanceof SettingParseError) {
+        const message = `${argv[0]}: ${e.message}`;
+        this.print(message);
+        this.recordFailure(message);
+        return FAILED;
+      }
+      throw e;
+    }
+  }
+
+  /** Runs the first script and returns the plan, or throws {@linkcode IpxeError}. */
+  async run(root: Image): Promise<KexecPlan> {
+    let rc: number;
+    try {
+      rc = await this.execImage(root);
+    } catch (e) {
+      if (e instanceof Booted) return e.plan;
+      throw e;
+    }
+    const url = fromBinary(root.url);
+    if (rc === 0) {
+      throw new IpxeError(`script ${url} ended without booting a kernel`);
+    }
+    throw new IpxeError(
+      this.lastFailure ?? `script ${url} failed with status ${rc}`,
+    );
+  }
+}
+
+/** The value after `key` in a command line, when `key` starts an argument (iPXE `image_argument`). */
+function imageArgument(cmdline: string, key: string): string | undefined {
+  let from = 0;
+  for (;;) {
+    const match = cmdline.indexOf(key, from);
+    if (match < 0) return undefined;
+    if (match === 0 || cmdline[match - 1] === " ") {
+      return cmdline.slice(match + key.length);
+    }
+    from = match + key.length;
+  }
+}
+
+/** How iPXE wraps an image with this command line in cpio (`core/cpio.c`), if at all. */
+export function cpioWrap(cmdline: string | null): CpioWrap | undefined {
+  if (!cmdline) return undefined;
+  const path = cmdline.split(" ")[0];
+  if (path === "") return undefined;
+  let mode = 0o644;
+  const modeArg = imageArgument(cmdline, "mode=");
+  if (modeArg !== undefined) mode = Number(strtoul(modeArg, 8).value & 0o7777n);
+  let mkdir = 0;
+  const mkdirArg = imageArgument(cmdline, "mkdir=");
+  if (mkdirArg !== undefined) {
+    const n = strtoul(mkdirArg, 10).value;
+    mkdir = n > 0x7fffffffn ? -1 : Number(n);
+  }
+  return { path: fromBinary(path), mode, mkdir };
+}

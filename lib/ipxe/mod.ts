@@ -1,0 +1,118 @@
+/**
+ * The iPXE script interpreter (plan mode): runs an InfraEnv's (or any) iPXE
+ * script like iPXE would and returns the kernel, initrds and command line it
+ * would boot, without downloading them. Pure: the only I/O is through the
+ * `fetch`, `sleep` and `print` callbacks.
+ *
+ * @example
+ * ```ts
+ * const plan = await runScriptSource("#!ipxe\nkernel http://h/vmlinuz a=1\nboot\n", {
+ *   url: "http://h/boot.ipxe",
+ *   fetch: () => Promise.reject(new Error("no network")),
+ * });
+ * plan.kernel.url; // "http://h/vmlinuz"
+ * ```
+ *
+ * @module
+ */
+
+import type { KexecPlan } from "../plan.ts";
+import { toBinary } from "./bytes.ts";
+import { createCommands } from "./commands.ts";
+import { IpxeError } from "./error.ts";
+import { Engine, type Image, type ScriptFetcher } from "./interpreter.ts";
+import { hasScriptMagic } from "./tokenize.ts";
+import { imageNameFromUri } from "./uri.ts";
+
+export { IpxeError } from "./error.ts";
+export type { ScriptFetcher } from "./interpreter.ts";
+export { resolveUri } from "./uri.ts";
+
+/** Options of {@linkcode runScript} and {@linkcode runScriptSource}. */
+export interface RunOptions {
+  /** Fetches a script-or-image URL that is executed (`chain`/`boot`/`imgexec` of a URL). */
+  fetch: ScriptFetcher;
+  /** Preset settings: `net0/mac` → `52:54:00:12:34:56`, `menu` → `stable`, …; they override built-ins. */
+  settings?: Record<string, string>;
+  /** `${buildarch}`: default `x86_64` (`arm64` on aarch64). */
+  buildarch?: string;
+  /** `${platform}`: default `pcbios` on x86_64, `efi` on arm64. */
+  platform?: string;
+  /** Called by `sleep N` with N*1000; default: no waiting. */
+  sleep?: (ms: number) => Promise<void>;
+  /** Receives `echo` output and command diagnostics; default: nothing. */
+  print?: (line: string) => void;
+  /** Cap on executed commands (default 100000). */
+  maxSteps?: number;
+  /** Cap on nested chained scripts (default 16). */
+  maxChainDepth?: number;
+  /** Largest script accepted (default 1 MiB). */
+  maxScriptBytes?: number;
+}
+
+function start(options: RunOptions): Engine {
+  const buildarch = options.buildarch ??
+    (Deno.build.arch === "aarch64" ? "arm64" : "x86_64");
+  return new Engine({ ...options, buildarch }, createCommands(buildarch));
+}
+
+function rootImage(url: string, body: string): Image {
+  const binUrl = toBinary(url);
+  if (!hasScriptMagic(body)) {
+    throw new IpxeError(
+      `script ${url} is not an iPXE script (it does not start with "#!ipxe")`,
+    );
+  }
+  return {
+    name: imageNameFromUri(binUrl),
+    url: binUrl,
+    cmdline: null,
+    kind: "script",
+    body,
+    selected: false,
+    autofree: false,
+  };
+}
+
+/**
+ * Fetches `url` as the first script and runs it. Returns the plan of the
+ * first kernel it boots; throws {@linkcode IpxeError} when the script fails,
+ * ends without booting, or hits a cap.
+ */
+export async function runScript(
+  url: string,
+  options: RunOptions,
+): Promise<KexecPlan> {
+  const maxBytes = options.maxScriptBytes ?? 1 << 20;
+  let fetched: { url: string; body: Uint8Array };
+  try {
+    fetched = await options.fetch(url, { maxBytes });
+  } catch (e) {
+    throw new IpxeError(
+      `script ${url}: ${e instanceof Error ? e.message : String(e)}`,
+      { cause: e },
+    );
+  }
+  if (fetched.body.length > maxBytes) {
+    throw new IpxeError(
+      `script ${fetched.url} is larger than ${maxBytes} bytes`,
+    );
+  }
+  return await runScriptSource(fetched.body, { ...options, url: fetched.url });
+}
+
+/** Runs `source` as the first script, with `url` as its own URL (the base of its relative URLs). */
+export async function runScriptSource(
+  source: Uint8Array | string,
+  options: RunOptions & { url: string },
+): Promise<KexecPlan> {
+  const body = toBinary(source);
+  const maxBytes = options.maxScriptBytes ?? 1 << 20;
+  if (body.length > maxBytes) {
+    throw new IpxeError(
+      `script ${options.url} is larger than ${maxBytes} bytes`,
+    );
+  }
+  const root = rootImage(options.url, body);
+  return await start(options).run(root);
+}
