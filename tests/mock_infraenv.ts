@@ -89,6 +89,8 @@ export interface MockOptions {
   accessTokenTtl?: number;
   /** Offline token the SSO accepts (default: a fixed value). */
   refreshToken?: string;
+  /** Answer the next N bearer-authenticated API requests with 401, as if the token had expired. */
+  rejectBearer?: number;
 }
 
 /** A running mock. */
@@ -433,6 +435,10 @@ export async function startMock(
         401,
         "Authorization header format must be Bearer {token}",
       );
+    }
+    if ((opts.rejectBearer ?? 0) > 0) {
+      opts.rejectBearer!--;
+      return authError(401, "unauthenticated for invalid credentials");
     }
     const expiry = accessTokens.get(parts[1]);
     if (expiry === undefined || expiry < Date.now()) {
