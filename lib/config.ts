@@ -166,7 +166,7 @@ const OPTIONS = {
   progress: {
     kind: "string",
     arg: "MODE",
-    help: "auto, bar, lines or none (default auto)",
+    help: "auto, tty (a live bar), lines or none (default auto)",
   },
   verbose: { kind: "boolean", short: "v", help: "debug logging" },
   help: { kind: "boolean", short: "h", help: "show this help" },
@@ -233,7 +233,7 @@ export interface Config {
   /** Skip TLS verification. */
   insecure: boolean;
   /** Progress display. */
-  progress: "auto" | "bar" | "lines" | "none";
+  progress: "auto" | "tty" | "lines" | "none";
   /** Debug logging. */
   verbose: boolean;
 }
@@ -675,9 +675,9 @@ export function parseConfig(
     throw usage("give --print-plan or --no-kexec, not both");
   }
   const progress = str("progress") ?? "auto";
-  if (!["auto", "bar", "lines", "none"].includes(progress)) {
+  if (!["auto", "tty", "lines", "none"].includes(progress)) {
     throw usage(
-      `--progress must be auto, bar, lines or none, got "${progress}"`,
+      `--progress must be auto, tty, lines or none, got "${progress}"`,
     );
   }
   const kargs = (name: OptionName) =>
