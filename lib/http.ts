@@ -7,7 +7,10 @@
  * @module
  */
 
-import { redact } from "./log.ts";
+import https from "node:https";
+import { Readable } from "node:stream";
+import { BootError, ExitCode } from "./errors.ts";
+import { log, redact } from "./log.ts";
 
 /** A non-success HTTP answer. */
 export class HttpStatusError extends Error {
@@ -86,23 +89,34 @@ export async function request(
     if (options.authorization && new URL(current).origin === authOrigin) {
       headers.set("Authorization", options.authorization);
     }
-    const timeout = AbortSignal.timeout(options.timeoutMs ?? 30_000);
+    // The timeout covers the wait for the response headers only: a fetch
+    // signal also aborts the body, and a large body may take much longer.
+    const timeout = new AbortController();
+    const timer = setTimeout(
+      () => timeout.abort(),
+      options.timeoutMs ?? 30_000,
+    );
     const signal = options.signal
-      ? AbortSignal.any([options.signal, timeout])
-      : timeout;
+      ? AbortSignal.any([options.signal, timeout.signal])
+      : timeout.signal;
+    const insecure = options.client !== undefined &&
+      insecureClients.has(options.client) && current.startsWith("https:");
     let response: Response;
     try {
-      response = await fetch(current, {
+      const init = {
         method,
         headers,
         body,
-        redirect: "manual",
+        redirect: "manual" as const,
         signal,
         client: options.client,
-      });
+      };
+      response = insecure
+        ? await insecureFetch(current, init)
+        : await fetch(current, init);
     } catch (err) {
       if (options.signal?.aborted) throw err;
-      const why = timeout.aborted
+      const why = timeout.signal.aborted
         ? `no answer within ${
           Math.round((options.timeoutMs ?? 30_000) / 1000)
         } s`
@@ -110,6 +124,8 @@ export async function request(
       throw new NetworkError(`${redact(current)}: ${why}`, current, {
         cause: err,
       });
+    } finally {
+      clearTimeout(timer);
     }
     if (!REDIRECTS.has(response.status)) return response;
     await response.body?.cancel();
@@ -277,4 +293,131 @@ export function errorText(err: unknown): string {
     return redact(`${err.message}${cause}`.split("\n")[0]);
   }
   return redact(String(err));
+}
+
+/** Clients made by {@linkcode createClient} with `insecure: true`. */
+const insecureClients = new WeakSet<Deno.HttpClient>();
+
+/** Options for {@linkcode createClient}. */
+export interface CreateClientOptions {
+  /** PEM files whose certificates are trusted in addition to the system roots (`--ca-cert`). */
+  caCertFiles?: string[];
+  /** Skip TLS certificate verification (`--insecure`); every connection is logged as a warning. */
+  insecure?: boolean;
+}
+
+/**
+ * Builds the HTTP client for `--ca-cert` and `--insecure`; returns `undefined`
+ * when neither is given (the runtime's default client verifies TLS against
+ * the system roots).
+ *
+ * `Deno.createHttpClient` has no switch to skip verification, so a client made
+ * with `insecure: true` is remembered here and {@linkcode request} sends its
+ * `https:` requests through `node:https` with `rejectUnauthorized: false`,
+ * warning on every connection.
+ */
+export function createClient(
+  options: CreateClientOptions = {},
+): Deno.HttpClient | undefined {
+  const files = options.caCertFiles ?? [];
+  if (files.length === 0 && !options.insecure) return undefined;
+  const caCerts = files.map((file) => {
+    let text: string;
+    try {
+      text = Deno.readTextFileSync(file);
+    } catch (err) {
+      throw new BootError(
+        `Cannot read CA certificate ${file}: ${errorText(err)}`,
+        ExitCode.Usage,
+      );
+    }
+    if (!text.includes("-----BEGIN CERTIFICATE-----")) {
+      throw new BootError(
+        `CA certificate ${file} holds no PEM certificate`,
+        ExitCode.Usage,
+      );
+    }
+    return text;
+  });
+  const client = Deno.createHttpClient({ caCerts });
+  if (options.insecure) {
+    insecureClients.add(client);
+    log.warn(
+      "--insecure: TLS certificates are NOT verified; anyone on the path can serve you a kernel",
+    );
+  }
+  return client;
+}
+
+/** True when `client` was made by {@linkcode createClient} with `insecure: true`. */
+export function isInsecureClient(client?: Deno.HttpClient): boolean {
+  return client !== undefined && insecureClients.has(client);
+}
+
+interface FetchInit {
+  method: string;
+  headers: Headers;
+  body?: BodyInit;
+  signal: AbortSignal;
+}
+
+/** One HTTPS request without certificate verification, answered as a fetch `Response`. */
+function insecureFetch(url: string, init: FetchInit): Promise<Response> {
+  log.warn(
+    `--insecure: not verifying the TLS certificate of ${
+      redact(new URL(url).origin)
+    }`,
+  );
+  let payload: string | Uint8Array | undefined;
+  const headers = new Headers(init.headers);
+  const body = init.body;
+  if (body === undefined || body === null) payload = undefined;
+  else if (typeof body === "string") payload = body;
+  else if (body instanceof URLSearchParams) {
+    payload = body.toString();
+    if (!headers.has("content-type")) {
+      headers.set(
+        "content-type",
+        "application/x-www-form-urlencoded;charset=UTF-8",
+      );
+    }
+  } else if (body instanceof Uint8Array) payload = body;
+  else if (body instanceof ArrayBuffer) payload = new Uint8Array(body);
+  else {
+    return Promise.reject(
+      new TypeError("this request body type is not supported with --insecure"),
+    );
+  }
+  return new Promise((resolve, reject) => {
+    if (init.signal.aborted) return reject(init.signal.reason);
+    const req = https.request(url, {
+      method: init.method,
+      headers: Object.fromEntries(headers),
+      rejectUnauthorized: false,
+      agent: false,
+    }, (res) => {
+      const out = new Headers();
+      for (const [name, value] of Object.entries(res.headers)) {
+        if (Array.isArray(value)) value.forEach((v) => out.append(name, v));
+        else if (value !== undefined) out.set(name, String(value));
+      }
+      const status = res.statusCode ?? 500;
+      const noBody = init.method === "HEAD" || status === 204 ||
+        status === 304;
+      if (noBody) res.resume();
+      const stream = noBody
+        ? null
+        : Readable.toWeb(res) as unknown as ReadableStream<Uint8Array>;
+      init.signal.addEventListener(
+        "abort",
+        () => res.destroy(init.signal.reason),
+        { once: true },
+      );
+      resolve(new Response(stream, { status, headers: out }));
+    });
+    const onAbort = () => req.destroy(init.signal.reason);
+    init.signal.addEventListener("abort", onAbort, { once: true });
+    req.on("error", reject);
+    req.end(payload);
+  });
 }

@@ -1,0 +1,434 @@
+/**
+ * The kexec binding: `kexec_file_load`, `reboot(LINUX_REBOOT_CMD_KEXEC)` and
+ * `sync` through `Deno.dlopen` of libc. This is the only module that knows
+ * syscall numbers.
+ *
+ * Every libc call goes through a {@linkcode LibcSymbols} object, so tests
+ * inject fakes and never load a kernel or reboot the machine running them.
+ *
+ * @module
+ */
+
+import { BootError, ExitCode, type ExitCodeValue } from "./errors.ts";
+import { log } from "./log.ts";
+
+/** `kexec_file_load` syscall numbers by `Deno.build.arch` / `uname -m` name. */
+export const KEXEC_FILE_LOAD: Readonly<Record<string, number>> = {
+  x86_64: 320,
+  aarch64: 294,
+  s390x: 381,
+  ppc64le: 382,
+};
+
+/** `KEXEC_FILE_NO_INITRAMFS`: load without an initrd. */
+export const KEXEC_FILE_NO_INITRAMFS = 4;
+/** `LINUX_REBOOT_CMD_KEXEC`: start the loaded kernel. */
+export const LINUX_REBOOT_CMD_KEXEC = 0x45584543;
+
+const O_RDONLY = 0;
+const O_CLOEXEC = 0o2000000;
+
+/** The libc functions the binding uses (the real ones, or fakes in tests). */
+export interface LibcSymbols {
+  /** `open(path, flags)`: `path` is NUL-terminated; returns a fd or -1. */
+  open(path: Uint8Array, flags: number): number;
+  /** `close(fd)`. */
+  close(fd: number): number;
+  /** `syscall(nr, a1…a5)`: `cmdline` is NUL-terminated; returns the result or -1. */
+  syscall(
+    nr: bigint,
+    a1: bigint,
+    a2: bigint,
+    a3: bigint,
+    a4: Uint8Array,
+    a5: bigint,
+  ): bigint;
+  /** `reboot(cmd)`: returns only on failure (-1). */
+  reboot(cmd: number): number;
+  /** `sync()`. */
+  sync(): void;
+  /** The calling thread's `errno`, read right after a failed call. */
+  errno(): number;
+  /** `strerror(errno)`. */
+  strerror(errno: number): string;
+}
+
+let realLibc: LibcSymbols | undefined;
+
+/**
+ * Opens libc with `Deno.dlopen` and returns its symbols (cached). Needs
+ * `--allow-ffi`; throws a {@linkcode BootError} (KexecUnsupported) when libc
+ * cannot be opened.
+ */
+export function openLibc(): LibcSymbols {
+  if (realLibc) return realLibc;
+  let lib;
+  try {
+    lib = Deno.dlopen(
+      "libc.so.6",
+      {
+        open: { parameters: ["buffer", "i32"], result: "i32" },
+        close: { parameters: ["i32"], result: "i32" },
+        // glibc's syscall() is variadic but an assembly shim reading registers:
+        // declaring the six integer/pointer arguments we pass is safe.
+        syscall: {
+          parameters: ["i64", "i64", "i64", "u64", "buffer", "u64"],
+          result: "i64",
+        },
+        reboot: { parameters: ["i32"], result: "i32" },
+        sync: { parameters: [], result: "void" },
+        __errno_location: { parameters: [], result: "pointer" },
+        strerror: { parameters: ["i32"], result: "pointer" },
+      } as const,
+    );
+  } catch (err) {
+    throw new BootError(
+      `Cannot open libc.so.6 for kexec: ${
+        err instanceof Error ? err.message : String(err)
+      }`,
+      ExitCode.KexecUnsupported,
+    );
+  }
+  const s = lib.symbols;
+  realLibc = {
+    open: (path, flags) => s.open(path as Uint8Array<ArrayBuffer>, flags),
+    close: (fd) => s.close(fd),
+    syscall: (nr, a1, a2, a3, a4, a5) =>
+      s.syscall(nr, a1, a2, a3, a4 as Uint8Array<ArrayBuffer>, a5) as bigint,
+    reboot: (cmd) => s.reboot(cmd),
+    sync: () => s.sync(),
+    errno: () => {
+      const p = s.__errno_location();
+      return p ? new Deno.UnsafePointerView(p).getInt32() : 0;
+    },
+    strerror: (errno) => {
+      const p = s.strerror(errno);
+      return p ? Deno.UnsafePointerView.getCString(p) : `errno ${errno}`;
+    },
+  };
+  return realLibc;
+}
+
+/** errno values (Linux, the same on every architecture we support). */
+export const Errno = {
+  EPERM: 1,
+  ENOENT: 2,
+  ENOEXEC: 8,
+  EBADF: 9,
+  ENOMEM: 12,
+  EACCES: 13,
+  EBUSY: 16,
+  EINVAL: 22,
+  ENOSYS: 38,
+  ENOKEY: 126,
+  EKEYREJECTED: 129,
+} as const;
+
+/**
+ * Turns a failed `kexec_file_load` errno into a {@linkcode BootError} with a
+ * one-sentence explanation and a distinct exit code.
+ */
+export function kexecError(errno: number, text = ""): BootError {
+  const detail = text ? ` (${text})` : ` (errno ${errno})`;
+  const make = (message: string, code: ExitCodeValue) =>
+    new BootError(`kexec_file_load failed: ${message}${detail}`, code);
+  switch (errno) {
+    case Errno.EPERM:
+      return make(
+        "not permitted: run as root, and check that kernel lockdown or kexec_load_disabled does not forbid kexec",
+        ExitCode.KexecPermission,
+      );
+    case Errno.EKEYREJECTED:
+    case Errno.ENOKEY:
+      return make(
+        "the kernel's signature was rejected: Secure Boot or kexec signature enforcement requires a kernel signed with a trusted key",
+        ExitCode.KexecSignature,
+      );
+    case Errno.ENOEXEC:
+      return make(
+        "the running kernel does not recognise the image as a kernel for this machine",
+        ExitCode.KexecFormat,
+      );
+    case Errno.EBUSY:
+      return make(
+        "a kexec image is already loaded or being loaded",
+        ExitCode.KexecBusy,
+      );
+    case Errno.ENOMEM:
+      return make(
+        "not enough memory to place the kernel and initrd",
+        ExitCode.KexecMemory,
+      );
+    case Errno.ENOSYS:
+    case Errno.EINVAL:
+      return make(
+        "kexec_file_load is not supported by the running kernel (or rejected its arguments)",
+        ExitCode.KexecUnsupported,
+      );
+    case Errno.EBADF:
+      return make("a file descriptor was invalid", ExitCode.KexecOther);
+    default:
+      return make("unexpected error", ExitCode.KexecOther);
+  }
+}
+
+/** What {@linkcode kexecLoad} hands to the kernel. */
+export interface KexecImage {
+  /** Kernel file (bzImage, arm64 Image). */
+  kernel: { path: string };
+  /** Assembled initrd file, if any. */
+  initrd?: { path: string };
+  /** Kernel command line (without the trailing NUL). */
+  cmdline: string;
+}
+
+/** Options for {@linkcode kexecLoad}. */
+export interface KexecLoadOptions {
+  /** libc symbols (default: the real libc; tests inject fakes). */
+  libc?: LibcSymbols;
+  /** Architecture (default `Deno.build.arch`). */
+  arch?: string;
+}
+
+function cString(text: string): Uint8Array {
+  const bytes = new TextEncoder().encode(text);
+  const out = new Uint8Array(bytes.length + 1);
+  out.set(bytes);
+  return out;
+}
+
+/**
+ * Loads the kernel, initrd and command line with `kexec_file_load`. Returns
+ * when the image is loaded (start it with {@linkcode kexecExecute}); throws a
+ * {@linkcode BootError} with a Kexec* exit code otherwise.
+ */
+export function kexecLoad(
+  image: KexecImage,
+  options: KexecLoadOptions = {},
+): void {
+  const arch = options.arch ?? Deno.build.arch;
+  const nr = KEXEC_FILE_LOAD[arch];
+  if (nr === undefined) {
+    throw new BootError(
+      `kexec_file_load is not known on ${arch}`,
+      ExitCode.Refused,
+    );
+  }
+  if (image.cmdline.includes("\0")) {
+    throw new BootError(
+      "The kernel command line contains a NUL byte",
+      ExitCode.Usage,
+    );
+  }
+  const libc = options.libc ?? openLibc();
+  const fds: number[] = [];
+  const openRead = (path: string, what: string): number => {
+    const fd = libc.open(cString(path), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      const errno = libc.errno();
+      throw new BootError(
+        `Cannot open the ${what} ${path}: ${libc.strerror(errno)}`,
+        ExitCode.KexecOther,
+      );
+    }
+    fds.push(fd);
+    return fd;
+  };
+  try {
+    const kernelFd = openRead(image.kernel.path, "kernel");
+    const initrdFd = image.initrd ? openRead(image.initrd.path, "initrd") : -1;
+    const cmdline = cString(image.cmdline);
+    const flags = image.initrd ? 0 : KEXEC_FILE_NO_INITRAMFS;
+    log.debug(
+      `kexec_file_load(kernel fd ${kernelFd}, initrd fd ${initrdFd}, ${cmdline.length} bytes of cmdline, flags ${flags})`,
+    );
+    const ret = libc.syscall(
+      BigInt(nr),
+      BigInt(kernelFd),
+      BigInt(initrdFd),
+      BigInt(cmdline.length),
+      cmdline,
+      BigInt(flags),
+    );
+    if (ret !== 0n) {
+      const errno = libc.errno();
+      throw kexecError(errno, libc.strerror(errno));
+    }
+  } finally {
+    for (const fd of fds) libc.close(fd);
+  }
+}
+
+/** How the loaded kernel is started. */
+export type HandoffMode = "none" | "systemctl" | "reboot";
+
+/** Options for {@linkcode handoffMode}. */
+export interface HandoffOptions {
+  /** `--load-only`: load and exit 0. */
+  loadOnly?: boolean;
+  /** `--force-reboot`: `sync` + `reboot(KEXEC)` even under systemd. */
+  forceReboot?: boolean;
+  /** Name of PID 1 (`/proc/1/comm`; read when not given). */
+  pid1?: string;
+  /** Whether this process is PID 1 (default: `Deno.pid === 1`). */
+  isPid1?: boolean;
+}
+
+/**
+ * Chooses the hand-off: `none` for `--load-only`; `reboot` (sync +
+ * `reboot(KEXEC)`) with `--force-reboot`, when the bootloader is PID 1, or when
+ * PID 1 is not systemd; `systemctl` (`systemctl kexec`, a clean shutdown) when
+ * PID 1 is systemd.
+ */
+export function handoffMode(options: HandoffOptions = {}): HandoffMode {
+  if (options.loadOnly) return "none";
+  if (options.forceReboot) return "reboot";
+  if (options.isPid1 ?? Deno.pid === 1) return "reboot";
+  let pid1 = options.pid1;
+  if (pid1 === undefined) {
+    try {
+      pid1 = Deno.readTextFileSync("/proc/1/comm").trim();
+    } catch {
+      pid1 = "";
+    }
+  }
+  return pid1 === "systemd" ? "systemctl" : "reboot";
+}
+
+/** Options for {@linkcode kexecExecute}. */
+export interface KexecExecuteOptions {
+  /** libc symbols (default: the real libc; tests inject fakes). */
+  libc?: LibcSymbols;
+  /** Runs a command and returns its exit code (default: `Deno.Command`). */
+  run?: (command: string, args: string[]) => Promise<number>;
+}
+
+async function runCommand(command: string, args: string[]): Promise<number> {
+  const { code } = await new Deno.Command(command, {
+    args,
+    stdin: "null",
+    stdout: "inherit",
+    stderr: "inherit",
+  }).output();
+  return code;
+}
+
+/**
+ * Starts the loaded kernel. `systemctl`: runs `systemctl kexec` and returns
+ * (systemd shuts down cleanly and then stops this process); `reboot`: `sync`
+ * then `reboot(LINUX_REBOOT_CMD_KEXEC)`, which does not return on success;
+ * `none`: does nothing. Failures are {@linkcode BootError} Handoff (17).
+ */
+export async function kexecExecute(
+  mode: HandoffMode,
+  options: KexecExecuteOptions = {},
+): Promise<void> {
+  if (mode === "none") return;
+  if (mode === "systemctl") {
+    const run = options.run ?? runCommand;
+    let code: number;
+    try {
+      code = await run("systemctl", ["kexec"]);
+    } catch (err) {
+      throw new BootError(
+        `Cannot run systemctl kexec: ${
+          err instanceof Error ? err.message : String(err)
+        }`,
+        ExitCode.Handoff,
+      );
+    }
+    if (code !== 0) {
+      throw new BootError(
+        `systemctl kexec failed with exit code ${code}`,
+        ExitCode.Handoff,
+      );
+    }
+    return;
+  }
+  const libc = options.libc ?? openLibc();
+  libc.sync();
+  const ret = libc.reboot(LINUX_REBOOT_CMD_KEXEC);
+  const errno = libc.errno();
+  throw new BootError(
+    `reboot(LINUX_REBOOT_CMD_KEXEC) returned ${ret}: ${libc.strerror(errno)}`,
+    ExitCode.Handoff,
+  );
+}
+
+/** Options for {@linkcode checkCanKexec}. */
+export interface CheckCanKexecOptions {
+  /** `--no-kexec`: nothing will be loaded. */
+  noKexec?: boolean;
+  /** `--print-plan`: nothing will be downloaded. */
+  printPlan?: boolean;
+  /** Effective user id (default `Deno.uid()`). */
+  uid?: number | null;
+  /** Architecture (default `Deno.build.arch`). */
+  arch?: string;
+  /** Content of `/proc/sys/kernel/kexec_load_disabled` (read when not given; "" = the file is missing). */
+  kexecLoadDisabled?: string;
+}
+
+/**
+ * Refuses, before any download, a run that could never kexec: not root,
+ * an architecture without `kexec_file_load`, a kernel built without kexec, or
+ * kexec disabled by `kexec_load_disabled`. Nothing is checked for `--no-kexec`/`--print-plan`.
+ * Throws a {@linkcode BootError} with exit code Refused (7).
+ */
+export function checkCanKexec(options: CheckCanKexecOptions = {}): void {
+  if (options.noKexec || options.printPlan) return;
+  const arch = options.arch ?? Deno.build.arch;
+  if (KEXEC_FILE_LOAD[arch] === undefined) {
+    throw new BootError(
+      `Unsupported architecture ${arch}: kexec_file_load is known on ${
+        Object.keys(KEXEC_FILE_LOAD).join(", ")
+      }`,
+      ExitCode.Refused,
+    );
+  }
+  const uid = options.uid !== undefined ? options.uid : safeUid();
+  if (uid !== 0) {
+    throw new BootError(
+      "kexec needs root: run as root, or use --no-kexec or --print-plan",
+      ExitCode.Refused,
+    );
+  }
+  let disabled = options.kexecLoadDisabled;
+  if (disabled === undefined) {
+    try {
+      disabled = Deno.readTextFileSync("/proc/sys/kernel/kexec_load_disabled");
+    } catch {
+      // No such sysctl while /proc/sys/kernel is there: no kexec in this kernel.
+      disabled = existsSync("/proc/sys/kernel") ? "" : "0";
+    }
+  }
+  if (disabled === "") {
+    throw new BootError(
+      "The running kernel has no kexec support (no /proc/sys/kernel/kexec_load_disabled)",
+      ExitCode.Refused,
+    );
+  }
+  if (disabled.trim() === "1") {
+    throw new BootError(
+      "kexec is disabled on this machine (kernel.kexec_load_disabled = 1)",
+      ExitCode.Refused,
+    );
+  }
+}
+
+function existsSync(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function safeUid(): number | null {
+  try {
+    return Deno.uid();
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,204 @@
+/**
+ * Download progress on stderr: a live bar per artifact on a terminal, or one
+ * journal-friendly line per 10 % (or per 10 s) otherwise, and a final summary
+ * line per artifact (size, sha256, time, throughput).
+ *
+ * @module
+ */
+
+import { log } from "./log.ts";
+
+/** How progress is shown: `auto` picks `tty` when stderr is a terminal, else `lines`. */
+export type ProgressMode = "auto" | "tty" | "lines" | "none";
+
+/** What a download reports to its tracker. */
+export interface ProgressTracker {
+  /** Bytes on disk so far, and the total when known. */
+  update(bytes: number, total?: number): void;
+  /** The download finished and was verified. */
+  finish(summary: { size: number; sha256: string }): void;
+  /** The download failed (the bar stops). */
+  fail(): void;
+}
+
+/** Options for {@linkcode createProgress}. */
+export interface ProgressOptions {
+  /** Raw terminal output for the bars (default: stderr). */
+  write?: (text: string) => void;
+  /** Line output for `lines` mode and summaries (default: `log.info`). */
+  line?: (text: string) => void;
+  /** Whether stderr is a terminal (default: asks the runtime). */
+  isTerminal?: boolean;
+  /** Clock in milliseconds (tests). */
+  now?: () => number;
+}
+
+/** Shows the progress of several concurrent downloads. */
+export interface Progress {
+  /** Starts tracking one artifact. */
+  track(label: string): ProgressTracker;
+}
+
+/** Formats a byte count for humans (binary units). */
+export function formatBytes(bytes: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+function formatSeconds(s: number): string {
+  if (!Number.isFinite(s)) return "--:--";
+  const total = Math.max(0, Math.round(s));
+  const m = Math.floor(total / 60);
+  return `${String(m).padStart(2, "0")}:${String(total % 60).padStart(2, "0")}`;
+}
+
+interface Bar {
+  label: string;
+  bytes: number;
+  total?: number;
+  start: number;
+  state: "running" | "done" | "failed";
+}
+
+/** Creates the progress display for `mode`. */
+export function createProgress(
+  mode: ProgressMode = "auto",
+  options: ProgressOptions = {},
+): Progress {
+  const now = options.now ?? (() => performance.now());
+  const line = options.line ?? ((text: string) => log.info(text));
+  const encoder = new TextEncoder();
+  const write = options.write ??
+    ((text: string) => Deno.stderr.writeSync(encoder.encode(text)));
+  const terminal = options.isTerminal ?? safeIsTerminal();
+  const effective = mode === "auto" ? (terminal ? "tty" : "lines") : mode;
+
+  const bars: Bar[] = [];
+  let drawn = 0;
+  let lastDraw = -Infinity;
+
+  function render(force: boolean): void {
+    const t = now();
+    if (!force && t - lastDraw < 100) return;
+    lastDraw = t;
+    const columns = safeColumns();
+    let text = drawn > 0 ? `\x1b[${drawn}A` : "";
+    for (const bar of bars) {
+      text += "\r\x1b[2K" + barLine(bar, t, columns) + "\n";
+    }
+    drawn = bars.length;
+    write(text);
+  }
+
+  function summary(bar: Bar, size: number, sha256: string): string {
+    const seconds = Math.max((now() - bar.start) / 1000, 0.001);
+    return `${bar.label}: ${formatBytes(size)} in ${seconds.toFixed(1)} s (${
+      formatBytes(size / seconds)
+    }/s), sha256 ${sha256}`;
+  }
+
+  return {
+    track(label: string): ProgressTracker {
+      const bar: Bar = { label, bytes: 0, start: now(), state: "running" };
+      if (effective === "none") {
+        return { update() {}, finish() {}, fail() {} };
+      }
+      if (effective === "tty") {
+        bars.push(bar);
+        render(true);
+        return {
+          update(bytes, total) {
+            bar.bytes = bytes;
+            bar.total = total;
+            render(false);
+          },
+          finish({ size, sha256 }) {
+            bar.bytes = size;
+            bar.total = size;
+            bar.state = "done";
+            render(true);
+            line(summary(bar, size, sha256));
+            drawn = 0; // the summary line moved the cursor: start a new block
+          },
+          fail() {
+            bar.state = "failed";
+            render(true);
+          },
+        };
+      }
+      let lastLine = bar.start;
+      let lastDecile = 0;
+      line(`${label}: downloading`);
+      return {
+        update(bytes, total) {
+          const t = now();
+          const decile = total ? Math.floor(bytes * 10 / total) : 0;
+          if ((total && decile > lastDecile) || t - lastLine >= 10_000) {
+            lastDecile = Math.max(lastDecile, decile);
+            lastLine = t;
+            const seconds = Math.max((t - bar.start) / 1000, 0.001);
+            const pct = total ? ` (${Math.floor(bytes * 100 / total)}%)` : "";
+            const of = total ? ` of ${formatBytes(total)}` : "";
+            line(
+              `${label}: ${formatBytes(bytes)}${of}${pct}, ${
+                formatBytes(bytes / seconds)
+              }/s`,
+            );
+          }
+        },
+        finish({ size, sha256 }) {
+          line(summary(bar, size, sha256));
+        },
+        fail() {},
+      };
+    },
+  };
+}
+
+function barLine(bar: Bar, t: number, columns: number): string {
+  const seconds = Math.max((t - bar.start) / 1000, 0.001);
+  const rate = bar.bytes / seconds;
+  const total = bar.total;
+  const pct = total ? Math.min(1, bar.bytes / total) : 0;
+  const eta = total && rate > 0 ? (total - bar.bytes) / rate : Infinity;
+  const tail = bar.state === "done"
+    ? "done"
+    : bar.state === "failed"
+    ? "failed"
+    : `ETA ${formatSeconds(eta)}`;
+  const info = ` ${formatBytes(bar.bytes)}${
+    total ? "/" + formatBytes(total) : ""
+  } ${formatBytes(rate)}/s ${tail}`;
+  const label = bar.label.length > 24
+    ? bar.label.slice(0, 23) + "…"
+    : bar.label;
+  const width = Math.max(10, columns - label.length - info.length - 10);
+  const filled = Math.round(pct * width);
+  const gauge = total
+    ? "[" + "#".repeat(filled) + "-".repeat(width - filled) + "]" +
+      ` ${String(Math.floor(pct * 100)).padStart(3)}%`
+    : "[" + " ".repeat(width) + "]     ";
+  return `${label} ${gauge}${info}`.slice(0, Math.max(20, columns - 1));
+}
+
+function safeIsTerminal(): boolean {
+  try {
+    return Deno.stderr.isTerminal();
+  } catch {
+    return false;
+  }
+}
+
+function safeColumns(): number {
+  try {
+    return Deno.consoleSize().columns || 80;
+  } catch {
+    return 80;
+  }
+}

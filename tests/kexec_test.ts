@@ -1,0 +1,307 @@
+/**
+ * The kexec binding through injected libc fakes (arguments, syscall numbers,
+ * errno mapping, hand-off), plus harmless real calls: dlopen, a failing
+ * `open`, and `kexec_file_load` with fd -1 (EBADF, or EPERM when not root).
+ *
+ * SAFETY: no test here calls `kexec_file_load` with a real file or `reboot`.
+ */
+
+import assert from "node:assert/strict";
+import { BootError, ExitCode } from "../lib/errors.ts";
+import {
+  checkCanKexec,
+  Errno,
+  handoffMode,
+  KEXEC_FILE_LOAD,
+  KEXEC_FILE_NO_INITRAMFS,
+  kexecError,
+  kexecExecute,
+  kexecLoad,
+  type LibcSymbols,
+  LINUX_REBOOT_CMD_KEXEC,
+  openLibc,
+} from "../lib/kexec.ts";
+
+interface Call {
+  name: string;
+  args: unknown[];
+}
+
+function fakeLibc(
+  behaviour: { syscall?: bigint; errno?: number; openFails?: string } = {},
+): LibcSymbols & { calls: Call[] } {
+  const calls: Call[] = [];
+  let nextFd = 10;
+  let errno = 0;
+  return {
+    calls,
+    open(path, flags) {
+      const name = new TextDecoder().decode(path);
+      calls.push({ name: "open", args: [name, flags] });
+      if (behaviour.openFails && name.startsWith(behaviour.openFails)) {
+        errno = Errno.ENOENT;
+        return -1;
+      }
+      return nextFd++;
+    },
+    close(fd) {
+      calls.push({ name: "close", args: [fd] });
+      return 0;
+    },
+    syscall(nr, a1, a2, a3, a4, a5) {
+      calls.push({ name: "syscall", args: [nr, a1, a2, a3, a4.slice(), a5] });
+      if ((behaviour.syscall ?? 0n) !== 0n) errno = behaviour.errno ?? 0;
+      return behaviour.syscall ?? 0n;
+    },
+    reboot(cmd) {
+      calls.push({ name: "reboot", args: [cmd] });
+      errno = Errno.EPERM;
+      return -1;
+    },
+    sync() {
+      calls.push({ name: "sync", args: [] });
+    },
+    errno: () => errno,
+    strerror: (n) => `fake strerror ${n}`,
+  };
+}
+
+const O_CLOEXEC = 0o2000000;
+
+Deno.test("kexecLoad: fds, cmdline with NUL, length, flags 0 and x86_64 number", () => {
+  const libc = fakeLibc();
+  kexecLoad({
+    kernel: { path: "/w/kernel" },
+    initrd: { path: "/w/initrd" },
+    cmdline: "console=ttyS0 ü",
+  }, { libc, arch: "x86_64" });
+  const names = libc.calls.map((c) => c.name);
+  assert.deepEqual(names, ["open", "open", "syscall", "close", "close"]);
+  assert.deepEqual(libc.calls[0].args, ["/w/kernel\0", O_CLOEXEC]);
+  assert.deepEqual(libc.calls[1].args, ["/w/initrd\0", O_CLOEXEC]);
+  const [nr, kfd, ifd, len, cmdline, flags] = libc.calls[2].args as [
+    bigint,
+    bigint,
+    bigint,
+    bigint,
+    Uint8Array,
+    bigint,
+  ];
+  assert.equal(nr, 320n);
+  assert.equal(kfd, 10n);
+  assert.equal(ifd, 11n);
+  const expected = new TextEncoder().encode("console=ttyS0 ü\0");
+  assert.deepEqual(cmdline, expected);
+  assert.equal(len, BigInt(expected.length)); // counts the NUL (and UTF-8 bytes)
+  assert.equal(flags, 0n);
+  assert.deepEqual(libc.calls.slice(3).map((c) => c.args[0]), [10, 11]);
+});
+
+Deno.test("kexecLoad: no initrd → KEXEC_FILE_NO_INITRAMFS, fd -1; numbers per arch", () => {
+  for (const [arch, nr] of Object.entries(KEXEC_FILE_LOAD)) {
+    const libc = fakeLibc();
+    kexecLoad({ kernel: { path: "/k" }, cmdline: "" }, { libc, arch });
+    const call = libc.calls.find((c) => c.name === "syscall")!;
+    assert.equal(call.args[0], BigInt(nr));
+    assert.equal(call.args[2], -1n);
+    assert.equal(call.args[3], 1n); // just the NUL
+    assert.equal(call.args[5], BigInt(KEXEC_FILE_NO_INITRAMFS));
+    assert.equal(libc.calls.filter((c) => c.name === "close").length, 1);
+  }
+  assert.deepEqual(KEXEC_FILE_LOAD, {
+    x86_64: 320,
+    aarch64: 294,
+    s390x: 381,
+    ppc64le: 382,
+  });
+});
+
+Deno.test("kexecLoad: each errno gives its exit code; fds are closed", () => {
+  const table: [number, number][] = [
+    [Errno.EPERM, ExitCode.KexecPermission],
+    [Errno.EKEYREJECTED, ExitCode.KexecSignature],
+    [Errno.ENOKEY, ExitCode.KexecSignature],
+    [Errno.ENOEXEC, ExitCode.KexecFormat],
+    [Errno.EBUSY, ExitCode.KexecBusy],
+    [Errno.ENOMEM, ExitCode.KexecMemory],
+    [Errno.ENOSYS, ExitCode.KexecUnsupported],
+    [Errno.EINVAL, ExitCode.KexecUnsupported],
+    [Errno.EBADF, ExitCode.KexecOther],
+    [5, ExitCode.KexecOther],
+  ];
+  for (const [errno, code] of table) {
+    const libc = fakeLibc({ syscall: -1n, errno });
+    assert.throws(
+      () =>
+        kexecLoad({
+          kernel: { path: "/k" },
+          initrd: { path: "/i" },
+          cmdline: "x",
+        }, { libc, arch: "aarch64" }),
+      (err: unknown) => {
+        assert.ok(err instanceof BootError);
+        assert.equal(err.exitCode, code, `errno ${errno}`);
+        assert.match(err.message, new RegExp(`fake strerror ${errno}`));
+        assert.doesNotMatch(err.message, /\n/);
+        return true;
+      },
+    );
+    assert.equal(libc.calls.filter((c) => c.name === "close").length, 2);
+  }
+  assert.match(kexecError(Errno.EPERM).message, /root.*lockdown/);
+  assert.match(kexecError(Errno.EKEYREJECTED).message, /Secure Boot/);
+  assert.match(kexecError(Errno.ENOEXEC).message, /not recognise/);
+});
+
+Deno.test("kexecLoad: an initrd that cannot be opened closes the kernel fd, no syscall", () => {
+  const libc = fakeLibc({ openFails: "/missing" });
+  assert.throws(
+    () =>
+      kexecLoad({
+        kernel: { path: "/k" },
+        initrd: { path: "/missing/initrd" },
+        cmdline: "",
+      }, { libc, arch: "x86_64" }),
+    /Cannot open the initrd \/missing\/initrd/,
+  );
+  assert.deepEqual(libc.calls.map((c) => c.name), ["open", "open", "close"]);
+});
+
+Deno.test("kexecLoad: unknown architecture and NUL in cmdline are refused before libc", () => {
+  const libc = fakeLibc();
+  assert.throws(
+    () =>
+      kexecLoad({ kernel: { path: "/k" }, cmdline: "" }, {
+        libc,
+        arch: "riscv64",
+      }),
+    (err: unknown) =>
+      err instanceof BootError && err.exitCode === ExitCode.Refused,
+  );
+  assert.throws(
+    () =>
+      kexecLoad({ kernel: { path: "/k" }, cmdline: "a\0b" }, {
+        libc,
+        arch: "x86_64",
+      }),
+    /NUL/,
+  );
+  assert.equal(libc.calls.length, 0);
+});
+
+Deno.test("handoffMode: load-only, force-reboot, PID 1, systemd", () => {
+  assert.equal(
+    handoffMode({ loadOnly: true, pid1: "systemd", isPid1: false }),
+    "none",
+  );
+  assert.equal(handoffMode({ loadOnly: true, forceReboot: true }), "none");
+  assert.equal(
+    handoffMode({ forceReboot: true, pid1: "systemd", isPid1: false }),
+    "reboot",
+  );
+  assert.equal(handoffMode({ pid1: "systemd", isPid1: false }), "systemctl");
+  assert.equal(handoffMode({ pid1: "systemd", isPid1: true }), "reboot");
+  assert.equal(handoffMode({ pid1: "init", isPid1: false }), "reboot");
+  assert.equal(handoffMode({ pid1: "deno", isPid1: false }), "reboot");
+});
+
+Deno.test("kexecExecute: systemctl kexec, its failure, and sync before reboot(KEXEC)", async () => {
+  const runs: string[][] = [];
+  await kexecExecute("systemctl", {
+    run: (cmd, args) => {
+      runs.push([cmd, ...args]);
+      return Promise.resolve(0);
+    },
+  });
+  assert.deepEqual(runs, [["systemctl", "kexec"]]);
+  await assert.rejects(
+    kexecExecute("systemctl", { run: () => Promise.resolve(1) }),
+    (err: unknown) =>
+      err instanceof BootError && err.exitCode === ExitCode.Handoff,
+  );
+  const libc = fakeLibc();
+  await assert.rejects(
+    kexecExecute("reboot", { libc }),
+    (err: unknown) =>
+      err instanceof BootError && err.exitCode === ExitCode.Handoff,
+  );
+  assert.deepEqual(libc.calls, [
+    { name: "sync", args: [] },
+    { name: "reboot", args: [LINUX_REBOOT_CMD_KEXEC] },
+  ]);
+  assert.equal(LINUX_REBOOT_CMD_KEXEC, 0x45584543);
+  const untouched = fakeLibc();
+  await kexecExecute("none", {
+    libc: untouched,
+    run: () => Promise.reject(new Error("ran")),
+  });
+  assert.equal(untouched.calls.length, 0);
+});
+
+Deno.test("checkCanKexec: not root, unsupported arch, kexec disabled; skipped for --no-kexec", () => {
+  const refused = (err: unknown) =>
+    err instanceof BootError && err.exitCode === ExitCode.Refused;
+  const ok = { uid: 0, arch: "x86_64", kexecLoadDisabled: "0\n" };
+  checkCanKexec(ok);
+  assert.throws(() => checkCanKexec({ ...ok, uid: 1000 }), refused);
+  assert.throws(() => checkCanKexec({ ...ok, uid: null }), refused);
+  assert.throws(() => checkCanKexec({ ...ok, arch: "riscv64" }), refused);
+  assert.throws(
+    () => checkCanKexec({ ...ok, kexecLoadDisabled: "1\n" }),
+    refused,
+  );
+  assert.throws(
+    () => checkCanKexec({ ...ok, kexecLoadDisabled: "" }),
+    /no kexec support/,
+  );
+  checkCanKexec({ ...ok, uid: 1000, noKexec: true });
+  checkCanKexec({ ...ok, arch: "riscv64", printPlan: true });
+  assert.throws(() => checkCanKexec({ ...ok, uid: 1000 }), /root.*--no-kexec/);
+});
+
+const linux = Deno.build.os === "linux" &&
+  KEXEC_FILE_LOAD[Deno.build.arch] !== undefined;
+
+Deno.test({
+  name:
+    "real libc: dlopen, a failing open with errno, kexec_file_load(-1) → EBADF/EPERM",
+  ignore: !linux,
+  fn() {
+    const libc = openLibc();
+    const fd = libc.open(
+      new TextEncoder().encode("/nonexistent/assisted-bootloader\0"),
+      0,
+    );
+    assert.equal(fd, -1);
+    assert.equal(libc.errno(), Errno.ENOENT);
+    assert.equal(libc.strerror(Errno.ENOENT), "No such file or directory");
+    // kexecLoad with the real libc stops at open: no syscall is made.
+    assert.throws(
+      () => kexecLoad({ kernel: { path: "/nonexistent/kernel" }, cmdline: "" }),
+      /Cannot open the kernel \/nonexistent\/kernel: No such file or directory/,
+    );
+    // The one real syscall: fd -1 fails before anything is read or loaded.
+    const cmdline = new Uint8Array([0]);
+    const ret = libc.syscall(
+      BigInt(KEXEC_FILE_LOAD[Deno.build.arch]),
+      -1n,
+      -1n,
+      1n,
+      cmdline,
+      BigInt(KEXEC_FILE_NO_INITRAMFS),
+    );
+    assert.equal(ret, -1n);
+    const errno = libc.errno();
+    // EBADF: kexec is there and we are root; EPERM: not root (or lockdown);
+    // ENOSYS: a kernel built without kexec (this development VM).
+    const expected: Record<number, [number, RegExp]> = {
+      [Errno.EBADF]: [ExitCode.KexecOther, /Bad file descriptor/],
+      [Errno.EPERM]: [ExitCode.KexecPermission, /Operation not permitted/],
+      [Errno.ENOSYS]: [ExitCode.KexecUnsupported, /Function not implemented/],
+    };
+    assert.ok(expected[errno], `unexpected errno ${errno}`);
+    const err = kexecError(errno, libc.strerror(errno));
+    assert.equal(err.exitCode, expected[errno][0]);
+    assert.match(err.message, expected[errno][1]);
+  },
+});
