@@ -1,0 +1,377 @@
+/**
+ * The bootloader CLI (`main.ts`) against the mock InfraEnv over loopback:
+ * SaaS, hub, boot-order-control, local boot, token re-exchange, bad input.
+ */
+import assert from "node:assert/strict";
+import { type MockOptions, startMock } from "./mock_infraenv.ts";
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+const MAC = "52:54:00:12:34:56";
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+  json?: Record<string, unknown>;
+}
+
+async function cli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<Run> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, ...args],
+    env: {
+      NO_COLOR: "1",
+      ASSISTED_KERNEL_CMDLINE_FILE: "/dev/null",
+      ASSISTED_CONFIG: "/dev/null",
+      ...env,
+    },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stdout = new TextDecoder().decode(out.stdout);
+  const stderr = new TextDecoder().decode(out.stderr);
+  let json: Record<string, unknown> | undefined;
+  try {
+    json = stdout.trim() ? JSON.parse(stdout) : undefined;
+  } catch {
+    json = undefined;
+  }
+  return { code: out.code, stdout, stderr, json };
+}
+
+function assertCleanError(run: Run, code: number, pattern: RegExp) {
+  assert.equal(run.code, code, `exit code; stderr: ${run.stderr}`);
+  const lines = run.stderr.trim().split("\n");
+  const last = lines.at(-1)!;
+  assert.match(last, pattern);
+  assert.match(last, /^assisted-bootloader: error: /);
+  assert.ok(!run.stderr.includes("    at "), `no stack trace: ${run.stderr}`);
+  assert.equal(run.stdout, "", "nothing on stdout");
+}
+
+async function withMock(
+  options: MockOptions,
+  fn: (mock: Awaited<ReturnType<typeof startMock>>) => Promise<void>,
+) {
+  const mock = await startMock(options);
+  try {
+    await fn(mock);
+  } finally {
+    await mock.close();
+  }
+}
+
+async function tokenFile(content: string): Promise<string> {
+  const path = await Deno.makeTempFile({ prefix: "ab-token-" });
+  await Deno.writeTextFile(path, content);
+  return path;
+}
+
+Deno.test("cli: SaaS: refresh token → access token → script → plan, with karg edits", async () => {
+  await withMock({
+    authMode: "rhsso",
+    extraKargs: ["p1", 'p3="this is an argument"'],
+  }, async (mock) => {
+    const rt = await tokenFile(mock.refreshToken + "\n");
+    const run = await cli([
+      "--api-url",
+      mock.apiUrl,
+      "--sso-url",
+      mock.ssoUrl,
+      "--infra-env-id",
+      mock.infraEnvId,
+      "--refresh-token-file",
+      rt,
+      "--print-plan",
+      "--no-host-settings",
+      "--append-karg",
+      "console=ttyS0",
+      "--delete-karg",
+      "rd.luks.options",
+    ]);
+    await Deno.remove(rt);
+    assert.equal(run.code, 0, run.stderr);
+    const plan = run.json!;
+    assert.equal(plan.action, "kexec");
+    const kernel = plan.kernel as { url: string; name: string };
+    assert.equal(
+      kernel.url,
+      `${mock.imageBaseUrl}/api/assisted-images/boot-artifacts/kernel?arch=x86_64&version=4.18`,
+    );
+    assert.equal(kernel.name, "kernel");
+    const initrds = plan.initrds as {
+      url: string;
+      name: string;
+      cpio?: unknown;
+    }[];
+    assert.equal(initrds.length, 1);
+    assert.equal(initrds[0].name, "initrd");
+    assert.match(
+      initrds[0].url,
+      /\/pxe-initrd\?arch=x86_64&image_token=imgtok-[^&]+&version=4\.18$/,
+    );
+    assert.equal(initrds[0].cpio, undefined);
+    assert.equal(
+      plan.cmdline,
+      `initrd=initrd coreos.live.rootfs_url=${mock.imageBaseUrl}/api/assisted-images/boot-artifacts/rootfs?arch=x86_64&version=4.18 ` +
+        `random.trust_cpu=on ignition.firstboot ignition.platform.id=metal console=tty1 console=ttyS1,115200n8 ` +
+        `coreos.inst.persistent-kargs="console=tty1 console=ttyS1,115200n8" p1 p3="this is an argument" console=ttyS0`,
+    );
+    assert.deepEqual(plan.scripts, [
+      `${mock.apiUrl}/assisted-install/v2/infra-envs/${mock.infraEnvId}/downloads/files?file_name=ipxe-script`,
+    ]);
+    assert.ok(
+      !run.stderr.includes(mock.refreshToken),
+      "the refresh token is never logged",
+    );
+    assert.ok(!/imgtok-/.test(run.stderr), "image tokens are redacted in logs");
+    const image = mock.requests.filter((r) => r.server === "image");
+    assert.equal(image.length, 0, "--print-plan downloads no artifact");
+  });
+});
+
+Deno.test("cli: hub: --ipxe-url with api_key, no bearer anywhere", async () => {
+  await withMock({ authMode: "local" }, async (mock) => {
+    const run = await cli([
+      "--ipxe-url",
+      mock.ipxeScriptUrl,
+      "--print-plan",
+      "--no-host-settings",
+    ]);
+    assert.equal(run.code, 0, run.stderr);
+    const initrds = run.json!.initrds as { url: string }[];
+    assert.match(initrds[0].url, /api_key=/);
+    assert.ok(
+      mock.requests.every((r) => r.headers.authorization === undefined),
+    );
+    assert.ok(
+      !run.stderr.includes("local-api-key"),
+      "api_key is redacted in logs",
+    );
+  });
+});
+
+Deno.test("cli: boot-order-control: the redirect chains with the MAC", async () => {
+  await withMock({ authMode: "rhsso" }, async (mock) => {
+    const run = await cli([
+      "--api-url",
+      mock.apiUrl,
+      "--infra-env-id",
+      mock.infraEnvId,
+      "--token",
+      mock.accessToken,
+      "--ipxe-script-type",
+      "boot-order-control",
+      "--mac",
+      MAC,
+      "--no-host-settings",
+      "--print-plan",
+    ]);
+    assert.equal(run.code, 0, run.stderr);
+    const scripts = run.json!.scripts as string[];
+    assert.equal(scripts.length, 2);
+    assert.match(scripts[0], /ipxe_script_type=boot-order-control/);
+    assert.match(
+      scripts[1],
+      /file_name=ipxe-script&image_token=imgtok-[^&]+&mac=52:54:00:12:34:56$/,
+    );
+    const chained = mock.requests.find((r) => r.path.includes("mac="))!;
+    assert.equal(
+      chained.headers.authorization,
+      undefined,
+      "the signed chain URL carries its own credential",
+    );
+  });
+});
+
+Deno.test("cli: 404 to the MAC-specific request → local-boot, exit 0", async () => {
+  await withMock({ authMode: "none", installedMacs: [MAC] }, async (mock) => {
+    const run = await cli([
+      "--api-url",
+      mock.apiUrl,
+      "--infra-env-id",
+      mock.infraEnvId,
+      "--ipxe-script-type",
+      "boot-order-control",
+      "--mac",
+      MAC,
+      "--no-host-settings",
+      "--print-plan",
+    ]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(run.json!.action, "local-boot");
+    assert.match(
+      run.json!.reason as string,
+      /IPXE booting skipped\. InfraEnv .* is already installed/,
+    );
+  });
+});
+
+Deno.test("cli: a 401 from the API → the offline token is exchanged again", async () => {
+  await withMock({ authMode: "rhsso", rejectBearer: 1 }, async (mock) => {
+    const rt = await tokenFile(mock.refreshToken);
+    const run = await cli([
+      "--api-url",
+      mock.apiUrl,
+      "--sso-url",
+      mock.ssoUrl,
+      "--infra-env-id",
+      mock.infraEnvId,
+      "--refresh-token-file",
+      rt,
+      "--print-plan",
+      "--no-host-settings",
+    ]);
+    await Deno.remove(rt);
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(
+      mock.requests.filter((r) => r.path.includes("openid-connect")).length,
+      2,
+    );
+    assert.match(
+      run.stderr,
+      /answered 401: exchanging the refresh token again/,
+    );
+  });
+});
+
+Deno.test("cli: a bad token or offline token is a clear one-line error", async () => {
+  await withMock({ authMode: "rhsso" }, async (mock) => {
+    const base = [
+      "--api-url",
+      mock.apiUrl,
+      "--infra-env-id",
+      mock.infraEnvId,
+      "--print-plan",
+    ];
+    assertCleanError(
+      await cli([...base, "--token", "expired-or-wrong-token"]),
+      4,
+      /answered HTTP 401: unauthenticated for invalid credentials \(check the token\)/,
+    );
+    const rt = await tokenFile("not-the-right-offline-token");
+    assertCleanError(
+      await cli([
+        ...base,
+        "--sso-url",
+        mock.ssoUrl,
+        "--refresh-token-file",
+        rt,
+      ]),
+      4,
+      /SSO refused the refresh token \(HTTP 400\): Invalid refresh token/,
+    );
+    await Deno.remove(rt);
+    assertCleanError(
+      await cli([
+        "--api-url",
+        mock.apiUrl,
+        "--infra-env-id",
+        "00000000-0000-0000-0000-000000000000",
+        "--print-plan",
+        "--token",
+        mock.accessToken,
+      ]),
+      4,
+      /HTTP 404: Object Not Found/,
+    );
+  });
+});
+
+Deno.test("cli: bad input exits 2 with one line, never a stack trace", async () => {
+  assertCleanError(await cli([]), 2, /no script source/);
+  assertCleanError(
+    await cli(["--ipxe-url", "http://127.0.0.1:9/x", "--frobnicate"]),
+    2,
+    /Unknown option '--frobnicate'/,
+  );
+  assertCleanError(
+    await cli(["--ipxe-url", "ftp://h/x"]),
+    2,
+    /--ipxe-url must be http or https or file/,
+  );
+  assertCleanError(
+    await cli(["--print-plan"], {
+      ASSISTED_IPXE_URL: "http://127.0.0.1:9/x",
+      ASSISTED_RETRIES: "many",
+    }),
+    2,
+    /--retries must be a number/,
+  );
+});
+
+Deno.test("cli: a script that fails is exit 3 naming the script", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(
+      `${dir}/s.ipxe`,
+      "#!ipxe\necho hello\ngoto nowhere\n",
+    );
+    const run = await cli([
+      "--ipxe-url",
+      `file://${dir}/s.ipxe`,
+      "--print-plan",
+      "--no-host-settings",
+    ]);
+    assertCleanError(run, 3, /s\.ipxe/);
+    assert.match(run.stderr, /script: hello/);
+    await Deno.writeTextFile(`${dir}/t.ipxe`, "not a script\n");
+    assertCleanError(
+      await cli(["--ipxe-url", `file://${dir}/t.ipxe`, "--print-plan"]),
+      3,
+      /t\.ipxe/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli: --no-kexec downloads and verifies into the work dir", async () => {
+  await withMock({ authMode: "local" }, async (mock) => {
+    const work = await Deno.makeTempDir();
+    try {
+      const run = await cli([
+        "--ipxe-url",
+        mock.ipxeScriptUrl,
+        "--no-kexec",
+        "--work-dir",
+        `${work}/w`,
+        "--no-host-settings",
+        "--progress",
+        "none",
+      ]);
+      assert.equal(run.code, 0, run.stderr);
+      const result = run.json as {
+        kernel: { path: string; sha256: string; size: number };
+        initrd: { path: string; size: number };
+      };
+      const bytes = await Deno.readFile(result.kernel.path);
+      const digest = Array.from(
+        new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)),
+        (b) => b.toString(16).padStart(2, "0"),
+      ).join("");
+      assert.equal(result.kernel.sha256, digest);
+      assert.equal(result.kernel.size, bytes.length);
+      assert.equal(
+        (await Deno.stat(result.initrd.path)).size,
+        result.initrd.size,
+      );
+      assert.equal((await Deno.stat(`${work}/w`)).mode! & 0o777, 0o700);
+    } finally {
+      await Deno.remove(work, { recursive: true });
+    }
+  });
+});
+
+Deno.test("cli: --help and --version", async () => {
+  const help = await cli(["--help"]);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /Usage: assisted-bootloader \[options\]/);
+  assert.match(help.stdout, /Examples:/);
+  const version = await cli(["--version"]);
+  assert.equal(version.code, 0);
+  assert.match(version.stdout, /^assisted-bootloader \d+\.\d+\.\d+/);
+});
