@@ -167,15 +167,13 @@ export class Engine {
             return str("2.0.0+");
           case "cwuri": {
             const uri = this.cwuri();
-            return uri === undefined
-              ? undefined
-              : { raw: uri, type: "uristring" };
+            return uri === undefined ? undefined : { raw: uri, type: "string" };
           }
           case "cwduri": {
             const uri = this.cwuri();
             return uri === undefined
               ? undefined
-              : { raw: resolveUri(uri, "."), type: "uristring" };
+              : { raw: resolveUri(uri, "."), type: "string" };
           }
           default:
             return undefined;
