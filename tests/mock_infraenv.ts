@@ -16,6 +16,7 @@
  */
 
 import { parseArgs } from "node:util";
+import type { FaultLayer } from "./faults.ts";
 
 /** How the mock authenticates requests (assisted-service `AUTH_TYPE`). */
 export type AuthMode = "none" | "local" | "rhsso";
@@ -91,6 +92,8 @@ export interface MockOptions {
   refreshToken?: string;
   /** Answer the next N bearer-authenticated API requests with 401, as if the token had expired. */
   rejectBearer?: number;
+  /** Fault layer every request goes through (`tests/faults.ts`). */
+  faults?: FaultLayer;
 }
 
 /** A running mock. */
@@ -347,7 +350,9 @@ export async function startMock(
         res = new Response("service unavailable", { status: 503 });
       } else {
         try {
-          res = await handler(req);
+          res = opts.faults
+            ? await opts.faults.handle(req, server, handler)
+            : await handler(req);
         } catch (err) {
           res = serviceError(500, String(err));
         }

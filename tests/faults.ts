@@ -1,0 +1,293 @@
+/**
+ * A switchable fault layer for the test servers (the mock InfraEnv, the
+ * benchmark server): rules pick requests by server, method and path, and turn
+ * their answers into the failures a fleet meets on bad networks — a body cut
+ * mid-stream, a body shorter than its `Content-Length`, 5xx bursts, 429 with
+ * `Retry-After`, a stalled or slow server, HTML error pages, redirect loops —
+ * or run a side effect first (expire a token) and answer normally.
+ *
+ * Every answer that goes through the layer is recorded with its size and
+ * sha256, so a test can compare what the client says it verified with what the
+ * server really sent in one complete response.
+ *
+ * ```ts
+ * const faults = createFaults();
+ * const mock = await startMock({ faults });
+ * faults.add({ match: { path: "/boot-artifacts/kernel" }, fault: { kind: "reset", afterBytes: 65536 }, times: 1 });
+ * ```
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+
+/** Which requests a rule applies to; every given field must match. */
+export interface FaultMatch {
+  /** Server name the request came to (`api`, `image`, …). */
+  server?: string;
+  /** HTTP method (default: any; note that clients may send `HEAD`). */
+  method?: string;
+  /** A substring of, or a pattern for, the path and query. */
+  path?: string | RegExp;
+}
+
+/** What happens to a matching request. */
+export type Fault =
+  /** Answer with this status, body and headers instead of the real answer. */
+  | {
+    kind: "status";
+    status: number;
+    body?: string | Uint8Array;
+    headers?: Record<string, string>;
+  }
+  /** Send the real headers and `afterBytes` bytes of the body, then abort the connection. */
+  | { kind: "reset"; afterBytes: number }
+  /** Send the real headers (with the full `Content-Length`) and `afterBytes` bytes, then end the body cleanly. */
+  | { kind: "short"; afterBytes: number }
+  /** Send the real headers and `afterBytes` bytes, then nothing until the client gives up. */
+  | { kind: "stall"; afterBytes: number }
+  /** Never answer (not even headers) until the client gives up. */
+  | { kind: "hang" }
+  /** Send the real answer `chunkBytes` at a time, one chunk every `intervalMs`. */
+  | { kind: "slow"; chunkBytes: number; intervalMs: number }
+  /** Redirect (302 by default) to `location`, a URL or a function of the request URL. */
+  | {
+    kind: "redirect";
+    location: string | ((url: URL) => string);
+    status?: number;
+  }
+  /** Run `run` (expire tokens, change the mock), then answer normally. */
+  | { kind: "before"; run: () => void | Promise<void> };
+
+/** A rule: which requests, what fault, how often. */
+export interface FaultRule {
+  /** Requests the rule applies to (default: all). */
+  match?: FaultMatch;
+  /** The fault. */
+  fault: Fault;
+  /** Matching requests let through untouched before the fault starts (default 0). */
+  skip?: number;
+  /** Matching requests faulted, after `skip` (default: all of them). */
+  times?: number;
+}
+
+/** A rule added to a {@linkcode FaultLayer}, with its counters. */
+export interface ActiveRule extends FaultRule {
+  /** Matching requests seen so far. */
+  seen: number;
+  /** Requests this rule faulted so far. */
+  hits: number;
+}
+
+/** One answer that went through the layer. */
+export interface ServedRecord {
+  /** Server name. */
+  server: string;
+  /** HTTP method. */
+  method: string;
+  /** Path and query. */
+  path: string;
+  /** Status sent. */
+  status: number;
+  /** The fault applied, if any. */
+  fault?: Fault["kind"];
+  /** Body bytes sent. */
+  size: number;
+  /** sha256 (hex) of the body bytes sent. */
+  sha256: string;
+  /** True when the whole body was sent and nothing was cut. */
+  complete: boolean;
+}
+
+/** The fault layer a server routes its requests through. */
+export interface FaultLayer {
+  /** Adds a rule (rules are tried in the order they were added; the first one that fires wins). */
+  add(rule: FaultRule): ActiveRule;
+  /** Removes every rule. */
+  clear(): void;
+  /** Every answer so far, in the order their bodies ended. */
+  served: ServedRecord[];
+  /** Answers `req` arriving at `server`, calling `next` for the real answer. */
+  handle(
+    req: Request,
+    server: string,
+    next: (req: Request) => Promise<Response>,
+  ): Promise<Response>;
+  /** Ends every stalled or hanging answer (call before shutting a server down). */
+  release(): void;
+}
+
+function matches(rule: FaultRule, req: Request, server: string): boolean {
+  const m = rule.match ?? {};
+  if (m.server !== undefined && m.server !== server) return false;
+  if (m.method !== undefined && m.method !== req.method) return false;
+  if (m.path !== undefined) {
+    const url = new URL(req.url);
+    const target = url.pathname + url.search;
+    if (
+      typeof m.path === "string"
+        ? !target.includes(m.path)
+        : !m.path.test(target)
+    ) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/** Resolves after `ms`, or early when `signal` aborts. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+  });
+}
+
+/** Creates an empty fault layer (every request passes through until a rule is added). */
+export function createFaults(): FaultLayer {
+  const rules: ActiveRule[] = [];
+  const served: ServedRecord[] = [];
+  let released = new AbortController();
+
+  const pick = (req: Request, server: string): ActiveRule | undefined => {
+    for (const rule of rules) {
+      if (!matches(rule, req, server)) continue;
+      rule.seen++;
+      if (rule.seen <= (rule.skip ?? 0)) continue;
+      if (rule.hits >= (rule.times ?? Infinity)) continue;
+      rule.hits++;
+      return rule;
+    }
+    return undefined;
+  };
+
+  /** Wraps a body: records it, and applies a body fault. */
+  const wrap = (
+    res: Response,
+    record: Omit<ServedRecord, "size" | "sha256" | "complete">,
+    fault: Fault | undefined,
+    signal: AbortSignal,
+  ): Response => {
+    const hash = createHash("sha256");
+    let size = 0;
+    let done = false;
+    const finish = (complete: boolean) => {
+      if (done) return;
+      done = true;
+      served.push({ ...record, size, sha256: hash.digest("hex"), complete });
+    };
+    if (!res.body) {
+      finish(true);
+      return res;
+    }
+    const reader = res.body.getReader();
+    let pending: Uint8Array | undefined;
+    const limit = fault && "afterBytes" in fault ? fault.afterBytes : Infinity;
+    const step = fault?.kind === "slow" ? fault.chunkBytes : Infinity;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        if (size >= limit) {
+          await reader.cancel().catch(() => {});
+          finish(false);
+          if (fault?.kind === "short") return controller.close();
+          if (fault?.kind === "stall") await pause(3_600_000, signal);
+          return controller.error(
+            new Error(`fault: ${fault?.kind} after ${size} bytes`),
+          );
+        }
+        if (!pending || pending.length === 0) {
+          const next = await reader.read();
+          if (next.done) {
+            finish(true);
+            return controller.close();
+          }
+          pending = next.value;
+        }
+        if (fault?.kind === "slow") await pause(fault.intervalMs, signal);
+        const take = Math.min(pending.length, limit - size, step);
+        const out = pending.subarray(0, take);
+        pending = pending.subarray(take);
+        hash.update(out);
+        size += take;
+        controller.enqueue(out);
+      },
+      async cancel(reason) {
+        finish(false);
+        await reader.cancel(reason).catch(() => {});
+      },
+    }, { highWaterMark: 0 });
+    return new Response(body, {
+      status: res.status,
+      statusText: res.statusText,
+      headers: res.headers,
+    });
+  };
+
+  return {
+    served,
+    add(rule) {
+      const active: ActiveRule = { ...rule, seen: 0, hits: 0 };
+      rules.push(active);
+      return active;
+    },
+    clear() {
+      rules.length = 0;
+    },
+    release() {
+      released.abort();
+      released = new AbortController();
+    },
+    async handle(req, server, next) {
+      const url = new URL(req.url);
+      const rule = pick(req, server);
+      const fault = rule?.fault;
+      const signal = AbortSignal.any([released.signal, req.signal]);
+      const record = {
+        server,
+        method: req.method,
+        path: url.pathname + url.search,
+        fault: fault?.kind,
+      };
+      let res: Response;
+      switch (fault?.kind) {
+        case "status":
+          res = new Response(
+            req.method === "HEAD" ? null : fault.body as BodyInit ?? null,
+            { status: fault.status, headers: fault.headers },
+          );
+          break;
+        case "redirect": {
+          const location = typeof fault.location === "string"
+            ? fault.location
+            : fault.location(url);
+          res = new Response(null, {
+            status: fault.status ?? 302,
+            headers: { location },
+          });
+          break;
+        }
+        case "hang":
+          await pause(3_600_000, signal);
+          res = new Response("fault: hang released", { status: 503 });
+          break;
+        case "before":
+          await fault.run();
+          res = await next(req);
+          break;
+        default:
+          res = await next(req);
+      }
+      const bodyFault =
+        fault && ["reset", "short", "stall", "slow"].includes(fault.kind)
+          ? fault
+          : undefined;
+      return wrap(res, { ...record, status: res.status }, bodyFault, signal);
+    },
+  };
+}
