@@ -1,0 +1,297 @@
+import assert from "node:assert/strict";
+import { IpxeError, runScriptSource } from "../lib/ipxe/mod.ts";
+import type { KexecPlan } from "../lib/plan.ts";
+
+const URL0 = "http://h/dir/boot.ipxe";
+const noFetch = () => Promise.reject(new Error("no network in this test"));
+
+interface Outcome {
+  plan?: KexecPlan;
+  error?: string;
+  lines: string[];
+}
+
+async function run(
+  source: string | Uint8Array,
+  settings: Record<string, string> = {},
+): Promise<Outcome> {
+  const lines: string[] = [];
+  try {
+    const plan = await runScriptSource(source, {
+      url: URL0,
+      fetch: noFetch,
+      settings,
+      print: (l) => lines.push(l),
+    });
+    return { plan, lines };
+  } catch (e) {
+    assert.ok(e instanceof IpxeError, String(e));
+    return { error: e.message, lines };
+  }
+}
+
+Deno.test("magic line: #!ipxe or #!gpxe followed by whitespace", async () => {
+  assert.equal(
+    (await run("#!gpxe\nkernel http://h/k\nboot\n")).plan?.kernel.url,
+    "http://h/k",
+  );
+  assert.equal(
+    (await run("#!ipxe\r\nkernel http://h/k\r\nboot")).plan?.kernel.url,
+    "http://h/k",
+  );
+  assert.match((await run("#!ipxeX\nboot\n")).error!, /is not an iPXE script/);
+  assert.match(
+    (await run("kernel http://h/k\nboot\n")).error!,
+    /is not an iPXE script/,
+  );
+  assert.match(
+    (await run("\uFEFF#!ipxe\nboot\n")).error!,
+    /is not an iPXE script/,
+  );
+});
+
+Deno.test("tokenising: whitespace only, no quoting, literal backslashes", async () => {
+  const { plan } = await run(
+    "#!ipxe\nkernel http://h/k \"quoted   string\" 'x'\ta\\b\nboot\n",
+  );
+  assert.equal(plan?.cmdline, `"quoted string" 'x' a\\b`);
+});
+
+Deno.test("comments: a token starting with # ends the line anywhere", async () => {
+  const { plan, lines } = await run(
+    "#!ipxe\n# a comment\necho x#y # c\n  #indented\nkernel http://h/k a #b c\nboot\n",
+  );
+  assert.deepEqual(lines, ["x#y"]);
+  assert.equal(plan?.cmdline, "a");
+});
+
+Deno.test("CRLF and backslash continuations", async () => {
+  const { plan, lines } = await run(
+    "#!ipxe\r\necho a \\\r\nb\r\nkernel http://h/k x\\\ny \\\n z\r\nboot\r\n",
+  );
+  assert.deepEqual(lines, ["a b"]);
+  assert.equal(plan?.cmdline, "xy z");
+  const eof = await run("#!ipxe\necho a \\");
+  assert.match(
+    eof.error!,
+    /line 2: the script ends inside a \\ line continuation/,
+  );
+});
+
+Deno.test("labels: a labelled command runs when reached, indented labels work", async () => {
+  const { lines } = await run(
+    "#!ipxe\n:first echo one\n   :second\techo two\n:third\necho three\n",
+  );
+  assert.deepEqual(lines, ["one", "two", "three"]);
+});
+
+Deno.test("separators: ||, &&, ; and empty commands", async () => {
+  const { lines, error } = await run(
+    [
+      "#!ipxe",
+      "iseq 1 2 || echo or-ran",
+      "iseq 1 1 && echo and-ran",
+      "iseq 1 2 ; echo always-ran",
+      "iseq 1 2 && echo skipped || echo fallback",
+      "iseq 1 1 || echo skipped2 || echo skipped3",
+      "echo a&&b x;y",
+      "iseq 1 2 || ;",
+      "echo end",
+    ].join("\n"),
+  );
+  assert.deepEqual(lines.filter((l) => !l.startsWith("iseq")), [
+    "or-ran",
+    "and-ran",
+    "always-ran",
+    "fallback",
+    "a&&b x;y",
+    "end",
+  ]);
+  assert.match(
+    error!,
+    /^script http:\/\/h\/dir\/boot.ipxe ended without booting a kernel$/,
+  );
+});
+
+Deno.test("status rule: an unhandled failure ends the script with that failure", async () => {
+  const a = await run("#!ipxe\niseq 1 2 && echo x\necho not reached\n");
+  assert.deepEqual(a.lines, ['iseq: "1" is not "2"']);
+  assert.match(
+    a.error!,
+    /^script http:\/\/h\/dir\/boot.ipxe line 2: iseq: "1" is not "2"$/,
+  );
+  const b = await run("#!ipxe\nnosuchcommand arg\necho not reached\n");
+  assert.match(b.error!, /line 2: nosuchcommand: command not found$/);
+  const c = await run("#!ipxe\nImgfree\n");
+  assert.match(c.error!, /Imgfree: command not found/);
+  const d = await run("#!ipxe\nimgverify k k.sig\n");
+  assert.match(d.error!, /imgverify: command not found/);
+});
+
+Deno.test("goto: rescans from the top, abandons the rest of the line, fails on a missing label", async () => {
+  const { lines, error } = await run(
+    [
+      "#!ipxe",
+      "set n:int32 0",
+      ":top",
+      "inc n",
+      "iseq ${n} 3 && goto done ||",
+      "goto top ; echo never",
+      ":done echo done at ${n}",
+      "goto ${missing}",
+    ].join("\n"),
+  );
+  assert.deepEqual(
+    lines.filter((l) => !l.startsWith("iseq") && !l.startsWith("goto")),
+    ["done at 3"],
+  );
+  assert.match(error!, /line 8: goto: label "" not found$/);
+});
+
+Deno.test("exit: ends the script with its status", async () => {
+  const a = await run("#!ipxe\necho before\nexit\necho after\n");
+  assert.deepEqual(a.lines, ["before"]);
+  assert.match(a.error!, /ended without booting a kernel/);
+  const b = await run("#!ipxe\nexit 3 ; echo after\n");
+  assert.deepEqual(b.lines, []);
+  assert.match(b.error!, /line 2: exit 3$/);
+  const c = await run("#!ipxe\nexit x\n");
+  assert.match(c.error!, /exit: "x": invalid integer value/);
+});
+
+Deno.test("echo: getopt -n and --", async () => {
+  const { lines } = await run(
+    "#!ipxe\necho -n a\necho -n b\necho c\necho -- -n\necho --\necho -x || echo bad option\n",
+  );
+  assert.deepEqual(lines.slice(0, 3), ["abc", "-n", ""]);
+  assert.match(lines[3], /^echo: unrecognised option "-x"/);
+  assert.equal(lines[4], "bad option");
+});
+
+Deno.test("empty expansions keep their spaces; no command line gives an empty one", async () => {
+  const a = await run("#!ipxe\nkernel http://h/k ${a} ${b} x ${c}\nboot\n");
+  assert.equal(a.plan?.cmdline, "  x ");
+  const b = await run("#!ipxe\nkernel http://h/k\nboot\n");
+  assert.equal(b.plan?.cmdline, "");
+});
+
+Deno.test("UTF-8 and odd bytes stay byte-exact", async () => {
+  const source = new Uint8Array([
+    ...new TextEncoder().encode(
+      "#!ipxe\nset s é\necho ${s:hex}\nkernel http://h/k ",
+    ),
+    0xc3,
+    0xa9,
+    10,
+    ...new TextEncoder().encode("boot\n"),
+  ]);
+  const { plan, lines } = await run(source);
+  assert.deepEqual(lines, ["c3:a9"]);
+  assert.equal(plan?.cmdline, "é");
+});
+
+Deno.test("interactive commands never block", async () => {
+  const slept: number[] = [];
+  const lines: string[] = [];
+  const plan = await runScriptSource(
+    [
+      "#!ipxe",
+      "menu Pick one",
+      "item --gap Section",
+      "item first First entry",
+      "item --default second Second entry",
+      "choose --default first sel",
+      "echo chose ${sel}",
+      "menu Again",
+      "item a A",
+      "item b B",
+      "choose --timeout 100 sel2",
+      "echo timed out to ${sel2}",
+      "menu Third",
+      "item x X",
+      "choose sel3 || echo choose needs a default",
+      "prompt --timeout 10 Press a key || echo prompt failed",
+      "read v || echo read failed",
+      "sleep 2",
+      "sleep 0x1",
+      "sleep two || echo bad sleep",
+      "dhcp && ifopen net0 && ifconf && ifstat && route && ntp pool.ntp.org && sync && echo network ok",
+      "kernel http://h/k",
+      "boot",
+    ].join("\n"),
+    {
+      url: URL0,
+      fetch: noFetch,
+      sleep: (ms) => {
+        slept.push(ms);
+        return Promise.resolve();
+      },
+      print: (l) => lines.push(l),
+    },
+  );
+  assert.equal(plan.kernel.url, "http://h/k");
+  assert.deepEqual(slept, [2000, 1000]);
+  for (
+    const want of [
+      "chose first",
+      "timed out to a",
+      "choose needs a default",
+      "Press a key",
+      "prompt failed",
+      "read failed",
+      "bad sleep",
+      "network ok",
+    ]
+  ) {
+    assert.ok(
+      lines.includes(want),
+      `missing ${want} in ${JSON.stringify(lines)}`,
+    );
+  }
+});
+
+Deno.test("commands that leave the loader fail and say so", async () => {
+  for (
+    const [cmd, text] of [
+      ["poweroff", "the script asked to power off"],
+      ["reboot", "the script asked to reboot"],
+      ["shell", "interactive shell"],
+      ["sanboot --no-describe --drive 0x80", "SAN or a local disk"],
+      ["login", "interactive login"],
+    ]
+  ) {
+    const { error } = await run(`#!ipxe\n${cmd}\n`);
+    assert.ok(error?.includes(text), `${cmd}: ${error}`);
+    assert.ok(error?.includes(`line 2: ${cmd.split(" ")[0]}:`), error);
+  }
+  const handled = await run("#!ipxe\nsanboot --no-describe || exit 0\n");
+  assert.match(handled.error!, /ended without booting a kernel/);
+});
+
+Deno.test("caps: an endless goto loop ends with an error naming the cap", async () => {
+  const started = Date.now();
+  const lines: string[] = [];
+  await assert.rejects(
+    runScriptSource("#!ipxe\n:loop\necho spin\ngoto loop\n", {
+      url: URL0,
+      fetch: noFetch,
+      maxSteps: 500,
+      print: (l) => lines.push(l),
+    }),
+    (e) =>
+      e instanceof IpxeError &&
+      /more than 500 commands executed/.test(e.message),
+  );
+  // Three commands per turn: the (empty) `:loop` line, echo and goto.
+  assert.equal(lines.length, 166);
+  assert.ok(Date.now() - started < 5000);
+});
+
+Deno.test("error messages are redacted", async () => {
+  const { error } = await runScriptSource("#!ipxe\nexit 1\n", {
+    url: "http://h/x?api_key=SECRETSECRET&arch=x86_64",
+    fetch: noFetch,
+  }).then(() => ({ error: "" }), (e: Error) => ({ error: e.message }));
+  assert.ok(!error.includes("SECRETSECRET"), error);
+  assert.match(error, /api_key=REDACTED/);
+});
