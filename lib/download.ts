@@ -73,10 +73,19 @@ export function isPxeInitrd(url: string): boolean {
   }
 }
 
-const DISK_CODES = new Set(["ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM"]);
+const DISK_CODES = new Set([
+  "ENOSPC",
+  "EDQUOT",
+  "EROFS",
+  "EACCES",
+  "EPERM",
+  "ENOENT",
+  "ENOTDIR",
+]);
 
 /**
- * Maps a file-system failure (disk full, read-only, permission) on `path` to a
+ * Maps a file-system failure (disk full, read-only, permission, missing
+ * directory) on `path` to a
  * {@linkcode BootError} with exit code Disk; returns any other error unchanged.
  */
 export function diskError(err: unknown, path: string): unknown {
@@ -84,6 +93,7 @@ export function diskError(err: unknown, path: string): unknown {
   const code = (err as { code?: unknown })?.code;
   if (
     err instanceof Deno.errors.PermissionDenied ||
+    err instanceof Deno.errors.NotFound ||
     (typeof code === "string" && DISK_CODES.has(code))
   ) {
     return new BootError(

@@ -1,0 +1,726 @@
+/**
+ * Downloads against loopback servers: a raw HTTP/1.1 server (exact control
+ * over cuts, stalls and headers) and Deno.serve (TLS, a 200 MiB body).
+ */
+
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { download, isPxeInitrd, sha256File } from "../lib/download.ts";
+import { BootError, ExitCode } from "../lib/errors.ts";
+import { createClient, request } from "../lib/http.ts";
+import { configureLog } from "../lib/log.ts";
+
+const enc = new TextEncoder();
+const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+
+interface RawRequest {
+  method: string;
+  path: string;
+  headers: Record<string, string>;
+}
+
+interface RawServer {
+  url: string;
+  requests: RawRequest[];
+  /** Resolves when close() starts: handlers that stall await it. */
+  closing: Promise<void>;
+  close(): Promise<void>;
+}
+
+type RawHandler = (
+  req: RawRequest,
+  conn: Deno.Conn,
+  index: number,
+) => Promise<void>;
+
+/** An HTTP/1.1 server on 127.0.0.1 where each handler writes raw bytes (one request per connection). */
+function startRaw(handler: RawHandler): RawServer {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const requests: RawRequest[] = [];
+  const inflight = new Set<Promise<void>>();
+  const conns = new Set<Deno.Conn>();
+  const { promise: closing, resolve: startClosing } = Promise
+    .withResolvers<void>();
+  const serve = async (conn: Deno.Conn) => {
+    const buf = new Uint8Array(65536);
+    let have = 0;
+    let text = "";
+    for (;;) {
+      const n = await conn.read(buf.subarray(have));
+      if (n === null) return;
+      have += n;
+      text = new TextDecoder().decode(buf.subarray(0, have));
+      if (text.includes("\r\n\r\n")) break;
+    }
+    const [head] = text.split("\r\n\r\n");
+    const [line, ...rest] = head.split("\r\n");
+    const [method, path] = line.split(" ");
+    const headers: Record<string, string> = {};
+    for (const h of rest) {
+      const i = h.indexOf(":");
+      headers[h.slice(0, i).trim().toLowerCase()] = h.slice(i + 1).trim();
+    }
+    const req = { method, path, headers };
+    requests.push(req);
+    await handler(req, conn, requests.length - 1);
+  };
+  const loop = (async () => {
+    try {
+      for await (const conn of listener) {
+        conns.add(conn);
+        const p = serve(conn).catch(() => {}).finally(() => {
+          conns.delete(conn);
+          try {
+            conn.close();
+          } catch {
+            // already closed
+          }
+        });
+        inflight.add(p);
+        p.finally(() => inflight.delete(p));
+      }
+    } catch {
+      // listener closed
+    }
+  })();
+  const { port } = listener.addr as Deno.NetAddr;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    closing,
+    async close() {
+      startClosing();
+      listener.close();
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch {
+          // already closed
+        }
+      }
+      await Promise.allSettled([...inflight]);
+      await loop;
+    },
+  };
+}
+
+/** Writes a response head and (part of) a body. */
+async function respond(
+  conn: Deno.Conn,
+  status: number,
+  headers: Record<string, string | number>,
+  body: Uint8Array = new Uint8Array(),
+): Promise<void> {
+  let head = `HTTP/1.1 ${status} X\r\nconnection: close\r\n`;
+  for (const [k, v] of Object.entries(headers)) head += `${k}: ${v}\r\n`;
+  head += "\r\n";
+  await writeAll(conn, enc.encode(head));
+  await writeAll(conn, body);
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let done = 0;
+  while (done < bytes.length) done += await conn.write(bytes.subarray(done));
+}
+
+/** Serves `body` honouring a single `Range: bytes=N-`. */
+async function serveRange(
+  req: RawRequest,
+  conn: Deno.Conn,
+  body: Uint8Array,
+  options: { cutAt?: number; acceptRanges?: boolean } = {},
+): Promise<void> {
+  const m = /^bytes=(\d+)-$/.exec(req.headers["range"] ?? "");
+  const start = m ? Number(m[1]) : 0;
+  const part = body.subarray(start);
+  const headers: Record<string, string | number> = {
+    "content-length": part.length,
+    "content-type": "application/octet-stream",
+  };
+  if (options.acceptRanges !== false) headers["accept-ranges"] = "bytes";
+  if (m) {
+    headers["content-range"] = `bytes ${start}-${
+      body.length - 1
+    }/${body.length}`;
+  }
+  const cut = options.cutAt === undefined ? part.length : options.cutAt - start;
+  await respond(conn, m ? 206 : 200, headers, part.subarray(0, cut));
+}
+
+function randomBytes(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += 65536) {
+    crypto.getRandomValues(out.subarray(i, Math.min(n, i + 65536)));
+  }
+  return out;
+}
+
+async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await Deno.makeTempDir({ prefix: "download_test_" });
+  try {
+    return await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Captures log lines during `fn`. */
+async function captureLog<T>(fn: () => Promise<T>): Promise<[T, string[]]> {
+  const lines: string[] = [];
+  configureLog({ sink: (line) => lines.push(line) });
+  try {
+    return [await fn(), lines];
+  } finally {
+    configureLog({
+      sink: (line) => Deno.stderr.writeSync(enc.encode(line + "\n")),
+    });
+  }
+}
+
+const fast = { baseDelayMs: 10, maxDelayMs: 50 };
+
+function bootError(code: number, message?: RegExp) {
+  return (err: unknown) => {
+    assert.ok(err instanceof BootError, String(err));
+    assert.equal(err.exitCode, code, err.message);
+    if (message) assert.match(err.message, message);
+    assert.doesNotMatch(err.message, /\n/);
+    return true;
+  };
+}
+
+Deno.test("download: streams to a file, hashes it, no Authorization, identity encoding", async () => {
+  const body = randomBytes(3 * 1024 * 1024 + 5);
+  const server = startRaw((req, conn) => serveRange(req, conn, body));
+  try {
+    await withTemp(async (dir) => {
+      const r = await download(`${server.url}/kernel`, `${dir}/k`, fast);
+      assert.equal(r.size, body.length);
+      assert.equal(r.sha256, sha(body));
+      assert.equal(r.resumed, false);
+      assert.equal(r.attempts, 1);
+      assert.deepEqual(await Deno.readFile(`${dir}/k`), body);
+      assert.equal((await Deno.stat(`${dir}/k`)).mode! & 0o777, 0o600);
+      assert.equal(server.requests.length, 1);
+      assert.equal(server.requests[0].headers["authorization"], undefined);
+      assert.equal(server.requests[0].headers["accept-encoding"], "identity");
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("download: a mid-body reset resumes with Range and re-hashes the whole file", async () => {
+  const body = randomBytes(2 * 1024 * 1024);
+  const cutAt = 700_001;
+  const server = startRaw((req, conn, i) =>
+    serveRange(req, conn, body, i === 0 ? { cutAt } : {})
+  );
+  try {
+    await withTemp(async (dir) => {
+      const [r, lines] = await captureLog(() =>
+        download(
+          `${server.url}/boot-artifacts/kernel?arch=x86_64`,
+          `${dir}/k`,
+          fast,
+        )
+      );
+      assert.equal(r.sha256, sha(body));
+      assert.equal(r.size, body.length);
+      assert.equal(r.resumed, true);
+      assert.equal(r.attempts, 2);
+      assert.equal(server.requests[1].headers["range"], `bytes=${cutAt}-`);
+      assert.equal(await sha256File(`${dir}/k`), sha(body));
+      assert.ok(
+        lines.some((l) => /resuming at byte 700001/.test(l)),
+        lines.join("\n"),
+      );
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("download: pxe-initrd is never resumed: it restarts from byte 0", async () => {
+  // The image service mints a new token per request: the bytes differ.
+  const first = randomBytes(500_000);
+  const second = randomBytes(500_000);
+  const server = startRaw((req, conn, i) =>
+    serveRange(
+      req,
+      conn,
+      i === 0 ? first : second,
+      i === 0 ? { cutAt: 200_000 } : {},
+    )
+  );
+  const url =
+    `${server.url}/api/assisted-images/images/abc/pxe-initrd?arch=x86_64&image_token=SECRETTOKEN`;
+  assert.ok(isPxeInitrd(url));
+  assert.ok(!isPxeInitrd(`${server.url}/boot-artifacts/kernel`));
+  try {
+    await withTemp(async (dir) => {
+      const [r] = await captureLog(() => download(url, `${dir}/i`, fast));
+      assert.equal(server.requests.length, 2);
+      assert.equal(server.requests[1].headers["range"], undefined);
+      assert.equal(r.sha256, sha(second));
+      assert.equal(r.resumed, false);
+      assert.deepEqual(await Deno.readFile(`${dir}/i`), second);
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("download: a server ignoring Range (200) restarts cleanly", async () => {
+  const body = randomBytes(300_000);
+  const server = startRaw((_req, conn, i) =>
+    // Advertises ranges but always answers 200 with the whole body.
+    serveRange(
+      { method: "GET", path: "/", headers: {} },
+      conn,
+      body,
+      i === 0 ? { cutAt: 100_000 } : {},
+    )
+  );
+  try {
+    await withTemp(async (dir) => {
+      const [r] = await captureLog(() =>
+        download(`${server.url}/k`, `${dir}/k`, fast)
+      );
+      assert.equal(server.requests[1].headers["range"], "bytes=100000-");
+      assert.equal(r.sha256, sha(body));
+      assert.deepEqual(await Deno.readFile(`${dir}/k`), body);
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("download: a short body (Content-Length not reached) fails, naming the redacted URL", async () => {
+  const body = randomBytes(100_000);
+  const server = startRaw((req, conn) =>
+    serveRange(req, conn, body, { cutAt: 40_000, acceptRanges: false })
+  );
+  try {
+    await withTemp(async (dir) => {
+      await captureLog(() =>
+        assert.rejects(
+          download(`${server.url}/x?image_token=SECRETTOKEN`, `${dir}/x`, {
+            ...fast,
+            retries: 1,
+          }),
+          bootError(
+            ExitCode.Download,
+            /Cannot download http:\/\/127\.0\.0\.1:\d+\/x\?image_token=REDACTED: .*40000.*\(after 2 attempts\)/,
+          ),
+        )
+      );
+      assert.equal(server.requests.length, 2);
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("download: 503 and 429 are retried (Retry-After honoured), then success", async () => {
+  const body = enc.encode("kernel bytes");
+  const server = startRaw(async (req, conn, i) => {
+    if (i === 0) {
+      return await respond(
+        conn,
+        503,
+        { "content-length": 4 },
+        enc.encode("busy"),
+      );
+    }
+    if (i === 1) {
+      return await respond(conn, 429, {
+        "retry-after": "0",
+        "content-length": 0,
+      });
+    }
+    await serveRange(req, conn, body);
+  });
+  try {
+    await withTemp(async (dir) => {
+      const [r, lines] = await captureLog(() =>
+        download(`${server.url}/k`, `${dir}/k`, { ...fast, retries: 3 })
+      );
+      assert.equal(r.attempts, 3);
+      assert.equal(r.sha256, sha(body));
+      assert.ok(lines.some((l) => /HTTP 503/.test(l)), lines.join("\n"));
+      assert.ok(
+        lines.some((l) => /HTTP 429.*retry 2\/3 in 0\.0 s/.test(l)),
+        lines.join("\n"),
+      );
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("download: 404 is not retried", async () => {
+  const server = startRaw((_req, conn) =>
+    respond(conn, 404, { "content-length": 9 }, enc.encode("not found"))
+  );
+  try {
+    await withTemp(async (dir) => {
+      await assert.rejects(
+        download(`${server.url}/nope`, `${dir}/x`, { ...fast, retries: 5 }),
+        bootError(ExitCode.Download, /\/nope: HTTP 404 \(not found\)$/),
+      );
+      assert.equal(server.requests.length, 1);
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("download: no byte for timeoutMs is a network error (retried, then fatal)", async () => {
+  const server = startRaw(async (_req, conn) => {
+    await respond(conn, 200, { "content-length": 1000 }, new Uint8Array(10));
+    await server.closing; // stall
+  });
+  try {
+    await withTemp(async (dir) => {
+      const started = Date.now();
+      await captureLog(() =>
+        assert.rejects(
+          download(`${server.url}/slow`, `${dir}/x`, {
+            ...fast,
+            retries: 1,
+            timeoutMs: 300,
+          }),
+          bootError(ExitCode.Download, /no data for 0 s after 10 bytes/),
+        )
+      );
+      assert.equal(server.requests.length, 2);
+      assert.ok(Date.now() - started < 5000);
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("download: headers that never come time out", async () => {
+  const server = startRaw(async () => {
+    await server.closing;
+  });
+  try {
+    await withTemp(async (dir) => {
+      await assert.rejects(
+        download(`${server.url}/hang`, `${dir}/x`, {
+          ...fast,
+          retries: 0,
+          timeoutMs: 200,
+        }),
+        bootError(ExitCode.Download, /no answer within/),
+      );
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("download: pin mismatch and empty file are Verify errors; a matching pin passes", async () => {
+  const body = enc.encode("some bytes");
+  const server = startRaw((req, conn) =>
+    req.path === "/empty"
+      ? respond(conn, 200, { "content-length": 0 })
+      : serveRange(req, conn, body)
+  );
+  try {
+    await withTemp(async (dir) => {
+      await assert.rejects(
+        download(`${server.url}/k`, `${dir}/k`, { sha256: "00".repeat(32) }),
+        bootError(
+          ExitCode.Verify,
+          /sha256 mismatch for http:\/\/127\.0\.0\.1:\d+\/k: expected 0{64}, got [0-9a-f]{64}/,
+        ),
+      );
+      const ok = await download(`${server.url}/k`, `${dir}/k`, {
+        sha256: sha(body).toUpperCase(),
+      });
+      assert.equal(ok.sha256, sha(body));
+      await assert.rejects(
+        download(`${server.url}/empty`, `${dir}/e`),
+        bootError(ExitCode.Verify, /\/empty is empty/),
+      );
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("download: a redirect to another origin is followed without credentials", async () => {
+  const body = enc.encode("redirected");
+  const target = startRaw((req, conn) => serveRange(req, conn, body));
+  const origin = startRaw((_req, conn) =>
+    respond(conn, 302, { location: `${target.url}/file`, "content-length": 0 })
+  );
+  try {
+    await withTemp(async (dir) => {
+      const r = await download(`${origin.url}/start`, `${dir}/k`);
+      assert.equal(r.sha256, sha(body));
+      assert.equal(target.requests[0].path, "/file");
+      for (const req of [...origin.requests, ...target.requests]) {
+        assert.equal(req.headers["authorization"], undefined);
+      }
+    });
+  } finally {
+    await origin.close();
+    await target.close();
+  }
+});
+
+Deno.test("download: an unwritable destination is a Disk error", async () => {
+  const server = startRaw((req, conn) =>
+    serveRange(req, conn, enc.encode("x"))
+  );
+  try {
+    await withTemp(async (dir) => {
+      await Deno.writeTextFile(`${dir}/file`, "");
+      await assert.rejects(
+        download(`${server.url}/k`, `${dir}/file/k`),
+        bootError(ExitCode.Disk, /Cannot write/),
+      );
+      assert.equal(server.requests.length, 0, "nothing downloaded");
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("request: the header timeout does not cut a slow body", async () => {
+  // Headers at once, then the body over ~600 ms with a 300 ms header timeout.
+  const server = startRaw(async (_req, conn) => {
+    await respond(conn, 200, { "content-length": 6 }, enc.encode("abc"));
+    await new Promise((r) => setTimeout(r, 600));
+    await writeAll(conn, enc.encode("def"));
+  });
+  try {
+    const res = await request(`${server.url}/slow`, { timeoutMs: 300 });
+    assert.equal(await res.text(), "abcdef");
+  } finally {
+    await server.close();
+  }
+});
+
+// ---- TLS: default refuses a private CA, --ca-cert accepts, --insecure accepts loudly.
+
+async function openssl(args: string[], cwd: string): Promise<void> {
+  const out = await new Deno.Command("openssl", {
+    args,
+    cwd,
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+}
+
+Deno.test("TLS: default verifies, --ca-cert adds trust, --insecure skips verification and warns", async () => {
+  await withTemp(async (dir) => {
+    const ec = [
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+    ];
+    await openssl([
+      "req",
+      "-x509",
+      ...ec,
+      "-keyout",
+      "ca.key",
+      "-out",
+      "ca.pem",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=test CA",
+    ], dir);
+    await openssl([
+      "req",
+      ...ec,
+      "-keyout",
+      "leaf.key",
+      "-out",
+      "leaf.csr",
+      "-subj",
+      "/CN=127.0.0.1",
+    ], dir);
+    await Deno.writeTextFile(
+      `${dir}/ext.cnf`,
+      "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    );
+    await openssl([
+      "x509",
+      "-req",
+      "-in",
+      "leaf.csr",
+      "-CA",
+      "ca.pem",
+      "-CAkey",
+      "ca.key",
+      "-CAcreateserial",
+      "-out",
+      "leaf.pem",
+      "-days",
+      "1",
+      "-extfile",
+      "ext.cnf",
+    ], dir);
+    const body = randomBytes(1024 * 1024 + 3);
+    const seen: Headers[] = [];
+    const server = Deno.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      cert: await Deno.readTextFile(`${dir}/leaf.pem`),
+      key: await Deno.readTextFile(`${dir}/leaf.key`),
+      onListen() {},
+    }, (req) => {
+      seen.push(req.headers);
+      return new Response(body as Uint8Array<ArrayBuffer>, {
+        headers: { "accept-ranges": "bytes" },
+      });
+    });
+    const url = `https://127.0.0.1:${server.addr.port}/kernel`;
+    try {
+      await assert.rejects(
+        download(url, `${dir}/a`, { ...fast, retries: 0 }),
+        bootError(
+          ExitCode.Download,
+          /Cannot download https:\/\/127\.0\.0\.1:\d+\/kernel: .*(certificate|UnknownIssuer)/i,
+        ),
+      );
+      assert.equal(seen.length, 0);
+
+      const trusted = createClient({ caCertFiles: [`${dir}/ca.pem`] })!;
+      try {
+        const r = await download(url, `${dir}/b`, { client: trusted });
+        assert.equal(r.sha256, sha(body));
+      } finally {
+        trusted.close();
+      }
+
+      const [insecure, lines] = await captureLog(() =>
+        Promise.resolve(createClient({ insecure: true })!)
+      );
+      try {
+        assert.ok(
+          lines.some((l) =>
+            /warn: --insecure: TLS certificates are NOT verified/.test(l)
+          ),
+        );
+        const [r, perRequest] = await captureLog(() =>
+          download(url, `${dir}/c`, { client: insecure })
+        );
+        assert.equal(r.sha256, sha(body));
+        assert.deepEqual(await Deno.readFile(`${dir}/c`), body);
+        assert.ok(
+          perRequest.some((l) =>
+            /warn: --insecure: not verifying the TLS certificate of https:\/\/127\.0\.0\.1:\d+$/
+              .test(l)
+          ),
+          perRequest.join("\n"),
+        );
+        assert.equal(seen.at(-1)!.get("authorization"), null);
+      } finally {
+        insecure.close();
+      }
+      assert.throws(
+        () => createClient({ caCertFiles: [`${dir}/ext.cnf`] }),
+        bootError(ExitCode.Usage, /holds no PEM certificate/),
+      );
+      assert.equal(createClient({}), undefined);
+    } finally {
+      await server.shutdown();
+    }
+  });
+});
+
+// ---- 200 MiB with flat memory, in a child process whose peak RSS we read.
+
+const BIG = 200 * 1024 * 1024;
+const CHUNK = 1024 * 1024;
+
+function bigChunk(i: number): Uint8Array {
+  const out = new Uint8Array(CHUNK);
+  const view = new DataView(out.buffer);
+  for (let j = 0; j < CHUNK; j += 4) {
+    view.setUint32(j, (i * 2654435761 + j) >>> 0);
+  }
+  return out;
+}
+
+Deno.test({
+  name: "download: 200 MiB streams with flat memory (child peak RSS bounded)",
+  async fn() {
+    await withTemp(async (dir) => {
+      let expected = "";
+      {
+        const h = createHash("sha256");
+        for (let i = 0; i < BIG / CHUNK; i++) h.update(bigChunk(i));
+        expected = h.digest("hex");
+      }
+      const server = Deno.serve({
+        hostname: "127.0.0.1",
+        port: 0,
+        onListen() {},
+      }, () => {
+        let i = 0;
+        const stream = new ReadableStream<Uint8Array>({
+          pull(c) {
+            if (i === BIG / CHUNK) return c.close();
+            c.enqueue(bigChunk(i++));
+          },
+        }, { highWaterMark: 0 });
+        return new Response(stream, {
+          headers: { "content-length": String(BIG) },
+        });
+      });
+      const script = `${dir}/child.ts`;
+      await Deno.writeTextFile(
+        script,
+        `import { download } from ${
+          JSON.stringify(import.meta.resolve("../lib/download.ts"))
+        };
+const r = await download(Deno.args[0], Deno.args[1], { retries: 0 });
+const hwm = Deno.readTextFileSync("/proc/self/status").match(/VmHWM:\\s+(\\d+) kB/)![1];
+console.log(JSON.stringify({ ...r, hwmKiB: Number(hwm) }));
+`,
+      );
+      try {
+        const out = await new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            "-A",
+            "--no-config",
+            script,
+            `http://127.0.0.1:${server.addr.port}/big`,
+            `${dir}/big`,
+          ],
+          env: { DENO_NO_UPDATE_CHECK: "1" },
+          stdout: "piped",
+          stderr: "piped",
+          signal: AbortSignal.timeout(120_000),
+        }).output();
+        assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+        const result = JSON.parse(new TextDecoder().decode(out.stdout));
+        assert.equal(result.size, BIG);
+        assert.equal(result.sha256, expected);
+        assert.equal((await Deno.stat(`${dir}/big`)).size, BIG);
+        // Deno itself takes ~50-100 MiB; holding the body would take 200+.
+        assert.ok(result.hwmKiB < 200 * 1024, `peak RSS ${result.hwmKiB} KiB`);
+        console.log(
+          `child peak RSS for a 200 MiB download: ${
+            (result.hwmKiB / 1024).toFixed(0)
+          } MiB`,
+        );
+      } finally {
+        await server.shutdown();
+      }
+    });
+  },
+});
