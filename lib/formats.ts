@@ -62,8 +62,9 @@ function bytesAt(head: Uint8Array, offset: number, bytes: number[]): boolean {
 }
 
 function looksLikeHtml(head: Uint8Array): boolean {
-  const text = new TextDecoder("latin1").decode(head.subarray(0, 512))
-    .replace(/^\uFEFF/, "").trimStart().toLowerCase();
+  // UTF-8 decoding drops a byte-order mark by default.
+  const text = new TextDecoder().decode(head.subarray(0, 512)).trimStart()
+    .toLowerCase();
   return /^<(!doctype html|html|head|body|title|\?xml|!--)/.test(text);
 }
 

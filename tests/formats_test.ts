@@ -1,0 +1,227 @@
+/**
+ * Format sniffing against real compressor output (gzip, xz, zstd, lz4 legacy
+ * and frame, bzip2, cpio), kernel checks per architecture, and arm64 unpacking
+ * of gzip'd Images and zboot `vmlinuz` files.
+ */
+
+import assert from "node:assert/strict";
+import { BootError, ExitCode } from "../lib/errors.ts";
+import {
+  checkInitrd,
+  checkKernel,
+  type Format,
+  readHead,
+  sniff,
+  unpackArm64Kernel,
+  zbootHeader,
+} from "../lib/formats.ts";
+
+const enc = new TextEncoder();
+
+async function pipe(cmd: string, args: string[], input: Uint8Array) {
+  const child = new Deno.Command(cmd, {
+    args,
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const w = child.stdin.getWriter();
+  await w.write(input);
+  await w.close();
+  const out = await child.output();
+  assert.equal(out.code, 0, `${cmd}: ${new TextDecoder().decode(out.stderr)}`);
+  return out.stdout;
+}
+
+function fakeBzImage(): Uint8Array {
+  const b = new Uint8Array(8192);
+  b.set([0x4d, 0x5a]);
+  b.set(enc.encode("HdrS"), 0x202);
+  return b;
+}
+
+function fakeArm64Image(size = 70_000): Uint8Array {
+  const b = new Uint8Array(size).map((_, i) => (i * 13) & 0xff);
+  b.set([0x4d, 0x5a], 0); // EFI stub images start with "MZ" too
+  b.set(enc.encode("ARM\x64"), 0x38);
+  return b;
+}
+
+const bootError = (code: number, message: RegExp) => (err: unknown) => {
+  assert.ok(err instanceof BootError, String(err));
+  assert.equal(err.exitCode, code);
+  assert.match(err.message, message);
+  return true;
+};
+
+Deno.test("sniff: real compressor output and archive magics", async () => {
+  const data = enc.encode("initramfs payload ".repeat(100));
+  const table: [Format, Uint8Array][] = [
+    ["gzip", await pipe("gzip", ["-c"], data)],
+    ["xz", await pipe("xz", ["-c", "--check=crc32"], data)],
+    ["zstd", await pipe("zstd", ["-c", "-q"], data)],
+    ["lz4-legacy", await pipe("lz4", ["-l", "-c", "-q"], data)],
+    ["lz4-frame", await pipe("lz4", ["-c", "-q"], data)],
+    ["bzip2", await pipe("bzip2", ["-c"], data)],
+    [
+      "cpio-newc",
+      await pipe("cpio", ["-o", "-H", "newc", "--quiet"], enc.encode("")),
+    ],
+    [
+      "cpio-newc-crc",
+      await pipe("cpio", ["-o", "-H", "crc", "--quiet"], enc.encode("")),
+    ],
+    ["bzimage", fakeBzImage()],
+    ["arm64-image", fakeArm64Image()],
+    ["elf", new Uint8Array([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1])],
+    ["html", enc.encode("\n  <!DOCTYPE html><html><body>Login</body></html>")],
+    ["html", enc.encode("\uFEFF<HTML><HEAD>")],
+    ["empty", new Uint8Array()],
+    ["unknown", enc.encode("just text")],
+    ["pe", enc.encode("MZ\x90\x00")],
+  ];
+  for (const [expected, bytes] of table) {
+    assert.equal(sniff(bytes.subarray(0, 4096)), expected, expected);
+  }
+});
+
+Deno.test("checkKernel: x86_64 wants a bzImage; HTML served as a kernel is named", () => {
+  assert.equal(
+    checkKernel(fakeBzImage(), { url: "http://h/k", arch: "x86_64" }),
+    "bzimage",
+  );
+  assert.throws(
+    () =>
+      checkKernel(enc.encode("<!doctype html><title>Sign in</title>"), {
+        url: "https://h/boot-artifacts/kernel?api_key=SECRET",
+        arch: "x86_64",
+      }),
+    bootError(
+      ExitCode.Verify,
+      /^Kernel https:\/\/h\/boot-artifacts\/kernel\?api_key=REDACTED is an HTML page, not a kernel$/,
+    ),
+  );
+  assert.throws(
+    () => checkKernel(fakeArm64Image(), { url: "http://h/k", arch: "x86_64" }),
+    bootError(ExitCode.Verify, /arm64-image file, not an x86_64 bzImage/),
+  );
+  assert.throws(
+    () => checkKernel(new Uint8Array(), { url: "http://h/k", arch: "x86_64" }),
+    bootError(ExitCode.Verify, /is empty/),
+  );
+});
+
+Deno.test("checkKernel: aarch64 takes Image, gzip and gzip zboot; refuses zstd zboot and bzImage", async () => {
+  const opts = { url: "http://h/k", arch: "aarch64" };
+  assert.equal(checkKernel(fakeArm64Image(), opts), "arm64-image");
+  assert.equal(
+    checkKernel(await pipe("gzip", ["-c"], fakeArm64Image()), opts),
+    "gzip",
+  );
+  assert.equal(checkKernel(zboot(new Uint8Array(100), "gzip"), opts), "zboot");
+  assert.throws(
+    () => checkKernel(zboot(new Uint8Array(100), "zstd"), opts),
+    bootError(ExitCode.Verify, /zboot image compressed with zstd; only gzip/),
+  );
+  assert.throws(
+    () => checkKernel(fakeBzImage(), opts),
+    bootError(ExitCode.Verify, /not an arm64 Image/),
+  );
+});
+
+Deno.test("checkInitrd: compressed and cpio pass, anything else is named", async () => {
+  const url = "http://h/initrd.img";
+  assert.equal(
+    checkInitrd(await pipe("zstd", ["-c", "-q"], enc.encode("x")), { url }),
+    "zstd",
+  );
+  assert.throws(
+    () => checkInitrd(enc.encode("<html>error</html>"), { url }),
+    bootError(
+      ExitCode.Verify,
+      /^Initrd http:\/\/h\/initrd\.img is an HTML page, not a newc cpio/,
+    ),
+  );
+  assert.throws(
+    () => checkInitrd(fakeBzImage(), { url }),
+    bootError(ExitCode.Verify, /is a bzimage file/),
+  );
+});
+
+/** A minimal EFI zboot file: header fields as zboot-header.S lays them out. */
+function zboot(payload: Uint8Array, type: string): Uint8Array {
+  const offset = 0x200;
+  const out = new Uint8Array(offset + payload.length + 64);
+  const view = new DataView(out.buffer);
+  out.set(enc.encode("MZ"), 0);
+  out.set(enc.encode("zimg"), 4);
+  view.setUint32(8, offset, true);
+  view.setUint32(12, payload.length, true);
+  out.set(enc.encode(type + "\0"), 24);
+  view.setUint32(0x3c, 0x40, true);
+  out.set(payload, offset);
+  return out;
+}
+
+Deno.test("unpackArm64Kernel: gzip'd Image and gzip zboot become the plain Image", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "formats_test_" });
+  try {
+    const image = fakeArm64Image(300_000);
+    const gz = await pipe("gzip", ["-c", "-n"], image);
+    const opts = { url: "http://h/vmlinuz", arch: "aarch64" };
+
+    await Deno.writeFile(`${dir}/plain`, image);
+    assert.equal(
+      await unpackArm64Kernel(`${dir}/plain`, `${dir}/out0`, opts),
+      `${dir}/plain`,
+    );
+
+    await Deno.writeFile(`${dir}/gz`, gz);
+    assert.equal(
+      await unpackArm64Kernel(`${dir}/gz`, `${dir}/out1`, opts),
+      `${dir}/out1`,
+    );
+    assert.deepEqual(await Deno.readFile(`${dir}/out1`), image);
+
+    const z = zboot(gz, "gzip");
+    assert.deepEqual(zbootHeader(z), {
+      payloadOffset: 0x200,
+      payloadSize: gz.length,
+      compression: "gzip",
+    });
+    await Deno.writeFile(`${dir}/zboot`, z);
+    assert.equal(sniff(await readHead(`${dir}/zboot`)), "zboot");
+    assert.equal(
+      await unpackArm64Kernel(`${dir}/zboot`, `${dir}/out2`, opts),
+      `${dir}/out2`,
+    );
+    assert.deepEqual(await Deno.readFile(`${dir}/out2`), image);
+
+    // A payload that does not unpack to an arm64 Image is refused.
+    await Deno.writeFile(
+      `${dir}/bad`,
+      zboot(await pipe("gzip", ["-c"], enc.encode("nope")), "gzip"),
+    );
+    await assert.rejects(
+      unpackArm64Kernel(`${dir}/bad`, `${dir}/out3`, opts),
+      bootError(ExitCode.Verify, /does not unpack to an arm64 Image/),
+    );
+    // A header pointing past the end of the file.
+    const broken = zboot(gz, "gzip").subarray(0, 0x300);
+    await Deno.writeFile(`${dir}/broken`, broken);
+    await assert.rejects(
+      unpackArm64Kernel(`${dir}/broken`, `${dir}/out4`, opts),
+      bootError(ExitCode.Verify, /outside the file/),
+    );
+    // Corrupt gzip data.
+    const corrupt = gz.slice();
+    corrupt.fill(0x55, 20, 200);
+    await Deno.writeFile(`${dir}/corrupt`, corrupt);
+    await assert.rejects(
+      unpackArm64Kernel(`${dir}/corrupt`, `${dir}/out5`, opts),
+      bootError(ExitCode.Verify, /could not be decompressed/),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
