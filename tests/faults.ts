@@ -97,6 +97,8 @@ export interface ServedRecord {
   sha256: string;
   /** True when the whole body was sent and nothing was cut. */
   complete: boolean;
+  /** When the request arrived (epoch ms). */
+  at: number;
 }
 
 /** The fault layer a server routes its requests through. */
@@ -249,6 +251,7 @@ export function createFaults(): FaultLayer {
       const fault = rule?.fault;
       const signal = AbortSignal.any([released.signal, req.signal]);
       const record = {
+        at: Date.now(),
         server,
         method: req.method,
         path: url.pathname + url.search,
@@ -282,6 +285,18 @@ export function createFaults(): FaultLayer {
           break;
         default:
           res = await next(req);
+      }
+      if (res.body && !res.headers.has("content-length")) {
+        // Keep the framing Deno.serve uses for a fixed body (a length, not
+        // chunks), so that a cut body stays detectable by the client.
+        const bytes = new Uint8Array(await res.arrayBuffer());
+        const headers = new Headers(res.headers);
+        headers.set("content-length", String(bytes.length));
+        res = new Response(bytes, {
+          status: res.status,
+          statusText: res.statusText,
+          headers,
+        });
       }
       const bodyFault =
         fault && ["reset", "short", "stall", "slow"].includes(fault.kind)
