@@ -1,0 +1,473 @@
+/**
+ * The `load` verb against the mock InfraEnv (real script → plan → verified
+ * files) and small Deno.serve servers for concurrency, pins and arm64.
+ */
+
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { BootError, ExitCode } from "../lib/errors.ts";
+import { createScriptClient } from "../lib/infraenv.ts";
+import { configureLog } from "../lib/log.ts";
+import { artifactPin, isSignedUrl, load } from "../lib/load.ts";
+import type { KexecPlan } from "../lib/plan.ts";
+import { resolvePlan } from "../lib/resolve_plan.ts";
+import { fakeKernel, type MockInfraEnv, startMock } from "./mock_infraenv.ts";
+
+const enc = new TextEncoder();
+const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+
+async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await Deno.makeTempDir({ prefix: "load_test_" });
+  try {
+    return await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+async function quiet<T>(fn: () => Promise<T>): Promise<[T, string[]]> {
+  const lines: string[] = [];
+  configureLog({ sink: (line) => lines.push(line) });
+  try {
+    return [await fn(), lines];
+  } finally {
+    configureLog({
+      sink: (line) => Deno.stderr.writeSync(enc.encode(line + "\n")),
+    });
+  }
+}
+
+/** Fetches and runs the InfraEnv's script, like main does. */
+function resolver(mock: MockInfraEnv): () => Promise<KexecPlan> {
+  return async () => {
+    const scripts = createScriptClient({
+      kind: "infraenv",
+      apiUrl: mock.apiUrl,
+      infraEnvId: mock.infraEnvId,
+      auth: { kind: "token", token: mock.accessToken },
+    }, { retries: 0 });
+    const plan = await resolvePlan(scripts, { settings: {} });
+    assert.equal(plan.action, "kexec");
+    return plan as KexecPlan;
+  };
+}
+
+const bootError = (code: number, message?: RegExp) => (err: unknown) => {
+  assert.ok(err instanceof BootError, String(err));
+  assert.equal(err.exitCode, code, err.message);
+  if (message) assert.match(err.message, message);
+  return true;
+};
+
+Deno.test("load: the mock's plan becomes a verified kernel and an assembled initrd; no bearer on the image service", async () => {
+  const kernel = fakeKernel(300_000);
+  const mock = await startMock({
+    kernel,
+    extraInitrds: [{
+      name: "hello.sh",
+      body: enc.encode("#!/bin/sh\necho hi\n"),
+      wrapAs: "/usr/local/bin/hello.sh mode=0755",
+    }],
+  });
+  try {
+    await withTemp(async (dir) => {
+      const plan = await resolver(mock)();
+      const workDir = `${dir}/work`;
+      const [image] = await quiet(() =>
+        load(plan, { workDir, progress: "lines", retries: 0 })
+      );
+      assert.equal((await Deno.stat(workDir)).mode! & 0o777, 0o700);
+      assert.equal(image.kernel.sha256, sha(kernel));
+      assert.equal(image.kernel.size, kernel.length);
+      assert.equal(image.kernel.format, "bzimage");
+      assert.deepEqual(await Deno.readFile(image.kernel.path), kernel);
+      assert.equal(image.cmdline, plan.cmdline);
+      assert.equal(image.plan, plan);
+      const initrd = image.initrd!;
+      assert.equal(initrd.parts.length, plan.initrds.length);
+      assert.equal(initrd.parts.length, 2);
+      const bytes = await Deno.readFile(initrd.path);
+      assert.equal(initrd.sha256, sha(bytes));
+      assert.equal(initrd.size, bytes.length);
+      // Part 0 (pxe-initrd) raw at 0, part 1 cpio-wrapped at the next page.
+      assert.equal(initrd.parts[0].offset, 0);
+      assert.equal(initrd.parts[1].offset % 4096, 0);
+      assert.ok(initrd.parts[1].offset >= initrd.parts[0].size);
+      assert.equal(
+        sha(bytes.subarray(0, initrd.parts[0].size)),
+        initrd.parts[0].sha256,
+      );
+      const wrapped = new TextDecoder().decode(
+        bytes.subarray(initrd.parts[1].offset),
+      );
+      assert.match(wrapped, /^070701/);
+      assert.ok(wrapped.includes("/usr/local/bin/hello.sh\0"));
+      assert.ok(wrapped.endsWith("#!/bin/sh\necho hi\n"));
+
+      const imageRequests = mock.requests.filter((r) => r.server === "image");
+      assert.ok(imageRequests.length >= 3, "kernel, pxe-initrd, extra");
+      for (const r of imageRequests) {
+        assert.equal(r.headers["authorization"], undefined, r.path);
+      }
+      assert.ok(
+        mock.requests.some((r) =>
+          r.server === "api" && r.headers["authorization"]
+        ),
+        "the API did get the bearer",
+      );
+    });
+  } finally {
+    await mock.close();
+  }
+});
+
+Deno.test("load: an expired signed initrd URL (401) makes load fetch the script again", async () => {
+  const mock = await startMock();
+  try {
+    await withTemp(async (dir) => {
+      const resolve = resolver(mock);
+      const plan = await resolve();
+      mock.expireImageTokens(); // the 4 h signature "expires"
+      let refetches = 0;
+      const [image, lines] = await quiet(() =>
+        load(plan, {
+          workDir: dir,
+          progress: "none",
+          retries: 0,
+          refetchPlan: () => {
+            refetches++;
+            return resolve();
+          },
+        })
+      );
+      assert.equal(refetches, 1);
+      assert.notEqual(image.plan, plan);
+      assert.notEqual(image.plan.initrds[0].url, plan.initrds[0].url);
+      const initrdRequests = mock.requests.filter((r) =>
+        r.path.includes("/pxe-initrd")
+      );
+      assert.deepEqual(initrdRequests.map((r) => r.status), [401, 200]);
+      assert.ok(
+        lines.some((l) =>
+          /image_token=REDACTED.* answered 401: .*fetching the script again/
+            .test(l)
+        ),
+        lines.join("\n"),
+      );
+      assert.ok(!lines.join("\n").includes("imgtok-"), "token redacted");
+    });
+  } finally {
+    await mock.close();
+  }
+});
+
+Deno.test("load: refetching is bounded; without refetchPlan the 401 is a Download error", async () => {
+  const mock = await startMock();
+  try {
+    await withTemp(async (dir) => {
+      const plan = await resolver(mock)();
+      mock.expireImageTokens();
+      let refetches = 0;
+      await quiet(() =>
+        assert.rejects(
+          load(plan, {
+            workDir: dir,
+            progress: "none",
+            retries: 0,
+            refetchPlan: () => {
+              refetches++;
+              return Promise.resolve(plan); // still the expired URL
+            },
+          }),
+          bootError(
+            ExitCode.Download,
+            /pxe-initrd.*image_token=REDACTED.*HTTP 401/,
+          ),
+        )
+      );
+      assert.equal(refetches, 2);
+      await quiet(() =>
+        assert.rejects(
+          load(plan, { workDir: dir, progress: "none", retries: 0 }),
+          bootError(ExitCode.Download, /HTTP 401/),
+        )
+      );
+    });
+  } finally {
+    await mock.close();
+  }
+});
+
+Deno.test("load: an HTML page served as the kernel (status 200) is rejected, naming the URL", async () => {
+  const mock = await startMock({
+    kernel: enc.encode(
+      "<!DOCTYPE html><html><body>Please log in</body></html>",
+    ),
+  });
+  try {
+    await withTemp(async (dir) => {
+      const plan = await resolver(mock)();
+      await quiet(() =>
+        assert.rejects(
+          load(plan, {
+            workDir: dir,
+            progress: "none",
+            retries: 0,
+            arch: "x86_64",
+          }),
+          bootError(
+            ExitCode.Verify,
+            /^Kernel http:\/\/127\.0\.0\.1:\d+\/api\/assisted-images\/boot-artifacts\/kernel\?arch=x86_64&version=[\d.]+ is an HTML page, not a kernel$/,
+          ),
+        )
+      );
+    });
+  } finally {
+    await mock.close();
+  }
+});
+
+/** A tiny artifact server: path → bytes; `gate` can hold a response. */
+function serve(
+  files: Record<string, Uint8Array>,
+  gate?: (path: string) => Promise<void>,
+) {
+  const seen: string[] = [];
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    async (req) => {
+      const path = new URL(req.url).pathname;
+      seen.push(path);
+      await gate?.(path);
+      const body = files[path];
+      return body
+        ? new Response(body as Uint8Array<ArrayBuffer>)
+        : new Response("not found", { status: 404 });
+    },
+  );
+  return {
+    base: `http://127.0.0.1:${server.addr.port}`,
+    seen,
+    close: () => server.shutdown(),
+  };
+}
+
+function plan(base: string, initrds: string[]): KexecPlan {
+  return {
+    action: "kexec",
+    kernel: { url: `${base}/vmlinuz`, name: "vmlinuz" },
+    initrds: initrds.map((p) => ({ url: `${base}${p}`, name: p.slice(1) })),
+    cmdline: "console=ttyS0",
+    scripts: [],
+  };
+}
+
+Deno.test("load: kernel and initrds download concurrently", async () => {
+  const initrdAsked = Promise.withResolvers<void>();
+  const gzip = new Uint8Array([0x1f, 0x8b, 8, 0, 0, 0, 0, 0]);
+  const srv = serve(
+    { "/vmlinuz": fakeKernel(), "/initrd.img": gzip },
+    async (path) => {
+      if (path === "/initrd.img") initrdAsked.resolve();
+      if (path === "/vmlinuz") {
+        // Sequential downloads would never get here: fail instead of hanging.
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          initrdAsked.promise,
+          new Promise((_, reject) => {
+            timer = setTimeout(() => reject(new Error("not concurrent")), 5000);
+          }),
+        ]).finally(() => clearTimeout(timer));
+      }
+    },
+  );
+  try {
+    await withTemp(async (dir) => {
+      const [image] = await quiet(() =>
+        load(plan(srv.base, ["/initrd.img"]), {
+          workDir: dir,
+          progress: "none",
+          retries: 0,
+          arch: "x86_64",
+        })
+      );
+      assert.equal(image.initrd!.size, gzip.length);
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("load: the first failure aborts the other downloads", async () => {
+  const released = Promise.withResolvers<void>();
+  const srv = serve({ "/vmlinuz": fakeKernel() }, async (path) => {
+    if (path === "/vmlinuz") await released.promise; // a stalled kernel
+  });
+  try {
+    await withTemp(async (dir) => {
+      const started = Date.now();
+      await quiet(() =>
+        assert.rejects(
+          load(plan(srv.base, ["/missing.img"]), {
+            workDir: dir,
+            progress: "none",
+            retries: 0,
+            timeoutMs: 20_000,
+          }),
+          bootError(ExitCode.Download, /missing\.img: HTTP 404/),
+        )
+      );
+      assert.ok(Date.now() - started < 5000, "did not wait for the kernel");
+    });
+  } finally {
+    released.resolve();
+    await srv.close();
+  }
+});
+
+Deno.test("load: pins — kernel, artifact (bare URL key) and assembled initrd", async () => {
+  const kernel = fakeKernel();
+  const cpio = enc.encode("070701" + "0".repeat(200));
+  const srv = serve({ "/vmlinuz": kernel, "/a.cpio": cpio });
+  try {
+    await withTemp(async (dir) => {
+      const p = plan(srv.base, ["/a.cpio"]);
+      p.initrds[0].url += "?image_token=SECRET";
+      const base = { workDir: dir, progress: "none" as const, retries: 0 };
+      await quiet(() =>
+        assert.rejects(
+          load(p, { ...base, kernelSha256: "ab".repeat(32) }),
+          bootError(
+            ExitCode.Verify,
+            /sha256 mismatch for .*\/vmlinuz: expected (ab){32}/,
+          ),
+        )
+      );
+      await quiet(() =>
+        assert.rejects(
+          load(p, {
+            ...base,
+            artifactSha256: { [`${srv.base}/a.cpio`]: "cd".repeat(32) },
+          }),
+          bootError(
+            ExitCode.Verify,
+            /a\.cpio\?image_token=REDACTED: expected (cd){32}/,
+          ),
+        )
+      );
+      await quiet(() =>
+        assert.rejects(
+          load(p, { ...base, initrdSha256: "ef".repeat(32) }),
+          bootError(
+            ExitCode.Verify,
+            /assembled initrd: expected (ef){32}, got/,
+          ),
+        )
+      );
+      const [ok] = await quiet(() =>
+        load(p, {
+          ...base,
+          kernelSha256: sha(kernel),
+          artifactSha256: { [p.initrds[0].url]: sha(cpio) },
+          initrdSha256: sha(cpio), // one raw part: the same bytes
+        })
+      );
+      assert.equal(ok.initrd!.sha256, sha(cpio));
+      const noInitrd = plan(srv.base, []);
+      await quiet(() =>
+        assert.rejects(
+          load(noInitrd, { ...base, initrdSha256: sha(cpio) }),
+          bootError(ExitCode.Verify, /no initrd/),
+        )
+      );
+      const [bare] = await quiet(() => load(noInitrd, base));
+      assert.equal(bare.initrd, undefined);
+    });
+  } finally {
+    await srv.close();
+  }
+  assert.equal(artifactPin("http://h/a?x=1", { "http://h/a": "aa" }), "aa");
+  assert.equal(
+    artifactPin("http://h/a?x=1", { "http://h/a?x=2": "aa" }),
+    undefined,
+  );
+  assert.ok(isSignedUrl("http://h/i?arch=x&image_token=t"));
+  assert.ok(isSignedUrl("http://h/i?api_key=k"));
+  assert.ok(!isSignedUrl("http://h/i?arch=x"));
+});
+
+Deno.test("load: an initrd that is not an initramfs is refused unless cpio-wrapped", async () => {
+  const srv = serve({
+    "/vmlinuz": fakeKernel(),
+    "/conf": enc.encode("key=value\n"),
+  });
+  try {
+    await withTemp(async (dir) => {
+      const base = {
+        workDir: dir,
+        progress: "none" as const,
+        retries: 0,
+        arch: "x86_64",
+      };
+      await quiet(() =>
+        assert.rejects(
+          load(plan(srv.base, ["/conf"]), base),
+          bootError(
+            ExitCode.Verify,
+            /^Initrd http:\/\/127\.0\.0\.1:\d+\/conf is of an unknown format/,
+          ),
+        )
+      );
+      const wrapped = plan(srv.base, ["/conf"]);
+      wrapped.initrds[0].cpio = { path: "/etc/conf", mode: 0o644, mkdir: 0 };
+      const [image] = await quiet(() => load(wrapped, base));
+      assert.equal(image.initrd!.parts[0].size, 10);
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("load: on aarch64 a gzip'd Image is unpacked for kexec_file_load", async () => {
+  const arm = new Uint8Array(100_000).map((_, i) => i & 0xff);
+  arm.set(enc.encode("ARM\x64"), 0x38);
+  const gz = new Uint8Array(
+    await new Response(
+      new Blob([arm]).stream().pipeThrough(new CompressionStream("gzip")),
+    ).arrayBuffer(),
+  );
+  const srv = serve({ "/vmlinuz": gz });
+  try {
+    await withTemp(async (dir) => {
+      const [image] = await quiet(() =>
+        load(plan(srv.base, []), {
+          workDir: dir,
+          progress: "none",
+          retries: 0,
+          arch: "aarch64",
+          kernelSha256: sha(gz), // the pin is on the downloaded file
+        })
+      );
+      assert.equal(image.kernel.format, "gzip");
+      assert.equal(image.kernel.path, `${dir}/kernel.Image`);
+      assert.equal(image.kernel.sha256, sha(arm));
+      assert.equal(image.kernel.download!.sha256, sha(gz));
+      assert.deepEqual(await Deno.readFile(image.kernel.path), arm);
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("load: a work dir that cannot be created is a Disk error", async () => {
+  await withTemp(async (dir) => {
+    await Deno.writeTextFile(`${dir}/file`, "");
+    await assert.rejects(
+      load(plan("http://127.0.0.1:9", []), {
+        workDir: `${dir}/file/work`,
+        progress: "none",
+      }),
+      bootError(ExitCode.Disk),
+    );
+  });
+});
