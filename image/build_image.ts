@@ -1,0 +1,514 @@
+/**
+ * `make` (target `image`): the assisted-bootloader Fedora CoreOS disk image.
+ *
+ * Resolves the FCOS stream metadata, downloads the metal `raw.xz` (resumable,
+ * with progress), checks its sha256 and GPG signature, decompresses it and
+ * checks `uncompressed-sha256`, embeds the Ignition config at
+ * `ignition/config.ign` on the `boot` partition (0700/0600, debugfs: no mount,
+ * no root), adds serial console kargs to the BLS entries, grows the file
+ * sparsely to `DISK_SIZE` keeping the GPT disk GUID, and writes the image, an
+ * xz copy and their sha256s. Every step is cached by checksum and restartable.
+ *
+ * Parameters are flags or environment variables (flags win), see `--help`.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { createHash } from "node:crypto";
+import { basename, dirname, resolve } from "node:path";
+import { BootError, ExitCode } from "../lib/errors.ts";
+import {
+  download,
+  resolveMetal,
+  sha256File,
+  streamUrl,
+  verifySignature,
+} from "./stream.ts";
+import {
+  appendKargs,
+  bootPartitionOffset,
+  compressSegments,
+  embedIgnition,
+  enlarge,
+  fsck,
+  fsSpec,
+  grownLayout,
+  readPartitionTable,
+  runTool,
+  type Segment,
+  sha256Segments,
+} from "./disk.ts";
+
+/** Options of {@linkcode buildImage}. */
+export interface BuildImageOptions {
+  /** Path of the Ignition config to embed. */
+  ignition: string;
+  /** Output raw image; the xz copy is `<output>.xz`, checksums `<file>.sha256`. */
+  output: string;
+  /** Download and intermediate cache directory. */
+  cacheDir: string;
+  /** Stream metadata URL (http, https, file: or path). */
+  streamUrl: string;
+  /** FCOS architecture name (`x86_64`, `aarch64`). */
+  arch: string;
+  /** Final image size in bytes. */
+  diskSize: number;
+  /** Kernel arguments added to the BLS entries' options line. */
+  consoleKargs: string[];
+  /** Check the GPG signature (only `false` when asked for explicitly). */
+  verifySignature: boolean;
+  /** File with the OpenPGP keys the image must be signed with. */
+  fedoraKeys?: string;
+  /** Where to fetch the keys when `fedoraKeys` is not given. */
+  fedoraKeysUrl: string;
+  /** xz preset for the compressed copy (default 6). */
+  compressLevel?: number;
+  /** Progress and status lines (default stderr). */
+  log?: (line: string) => void;
+}
+
+/** What {@linkcode buildImage} produced. */
+export interface BuildImageResult {
+  /** FCOS release the image is based on. */
+  release: string;
+  /** Raw image path and sha256. */
+  raw: { path: string; sha256: string; size: number };
+  /** xz copy path and sha256. */
+  compressed: { path: string; sha256: string; size: number };
+  /** GPT disk GUID (unchanged from the FCOS image). */
+  diskGuid: string;
+  /** Whether everything came from the cache. */
+  cached: boolean;
+}
+
+/** Default Fedora keys (the docs' `curl https://fedoraproject.org/fedora.gpg | gpg --import`). */
+export const FEDORA_KEYS_URL = "https://fedoraproject.org/fedora.gpg";
+
+/** Default serial console kargs for an FCOS architecture. */
+export function defaultConsoleKargs(arch: string): string[] {
+  return [
+    "console=tty0",
+    arch === "aarch64" ? "console=ttyAMA0,115200n8" : "console=ttyS0,115200n8",
+  ];
+}
+
+/** Parses a size like `120G`, `512M`, `1T` (powers of 1024, as truncate) or a byte count. */
+export function parseSize(text: string): number {
+  const m = /^\s*(\d+)\s*([KMGT]?)(i?B)?\s*$/i.exec(text);
+  if (!m) {
+    throw new BootError(
+      `DISK_SIZE ${JSON.stringify(text)} is not a size such as 120G`,
+      ExitCode.Usage,
+    );
+  }
+  const power = " KMGT".indexOf((m[2] || " ").toUpperCase());
+  return Number(m[1]) * 1024 ** power;
+}
+
+interface Manifest {
+  key: string;
+  release: string;
+  baseSize: number;
+  diskGuid: string;
+  raw?: { sha256: string; size: number; mtime: number };
+  compressed?: { sha256: string; size: number; mtime: number };
+}
+
+async function fileStamp(
+  path: string,
+): Promise<{ size: number; mtime: number } | undefined> {
+  try {
+    const s = await Deno.stat(path);
+    return { size: s.size, mtime: s.mtime?.getTime() ?? 0 };
+  } catch {
+    return undefined;
+  }
+}
+
+async function sameFile(
+  path: string,
+  stamp?: { size: number; mtime: number },
+): Promise<boolean> {
+  const now = await fileStamp(path);
+  return !!stamp && !!now && now.size === stamp.size &&
+    now.mtime === stamp.mtime;
+}
+
+async function readJson<T>(path: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await Deno.readTextFile(path)) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+async function writeText(path: string, text: string): Promise<void> {
+  await Deno.writeTextFile(`${path}.part`, text);
+  await Deno.rename(`${path}.part`, path);
+}
+
+async function checkIgnition(
+  path: string,
+  say: (l: string) => void,
+): Promise<Uint8Array> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch {
+    throw new BootError(
+      `No Ignition config at ${path}: run make generate-ignition first (or pass BOOTLOADER_URL=… to make)`,
+      ExitCode.Usage,
+    );
+  }
+  let version: unknown;
+  try {
+    version = JSON.parse(new TextDecoder().decode(bytes))?.ignition?.version;
+  } catch { /* reported below */ }
+  if (typeof version !== "string") {
+    throw new BootError(`${path} is not an Ignition config`, ExitCode.Usage);
+  }
+  try {
+    const r = await runTool("ignition-validate", [path]);
+    if (r.code !== 0) {
+      throw new BootError(
+        `${path} fails ignition-validate: ${
+          (r.stdout + r.stderr).trim().split("\n")[0]
+        }`,
+        ExitCode.Usage,
+      );
+    }
+  } catch (err) {
+    if (
+      !(err instanceof BootError) || err.exitCode !== ExitCode.Usage ||
+      !/not installed/.test(err.message)
+    ) throw err;
+    say(
+      "image: ignition-validate is not installed, the config is only checked as JSON",
+    );
+  }
+  return bytes;
+}
+
+function loudWarning(say: (l: string) => void): void {
+  const bar = "image: " + "!".repeat(72);
+  say(bar);
+  say(
+    "image: VERIFY_SIGNATURE=0: the GPG signature of the Fedora CoreOS image is NOT checked.",
+  );
+  say(
+    "image: Only the sha256 from the (unsigned) stream metadata protects this image.",
+  );
+  say(bar);
+}
+
+/** Runs the whole pipeline; see the module documentation. */
+export async function buildImage(
+  options: BuildImageOptions,
+): Promise<BuildImageResult> {
+  const say = options.log ?? ((line: string) => console.error(line));
+  const cache = resolve(options.cacheDir);
+  const output = resolve(options.output);
+  const xzOut = `${output}.xz`;
+  await Deno.mkdir(cache, { recursive: true });
+  await Deno.mkdir(dirname(output), { recursive: true });
+  const config = await checkIgnition(options.ignition, say);
+
+  say(`image: stream metadata ${options.streamUrl} (${options.arch})`);
+  const art = await resolveMetal(options.streamUrl, options.arch);
+  say(`image: Fedora CoreOS ${art.release} metal raw.xz`);
+  const xzName = basename(new URL(art.location, "file:///").pathname);
+  if (!xzName.endsWith(".xz")) {
+    throw new BootError(`Unexpected image name ${xzName}`, ExitCode.Usage);
+  }
+  const xzPath = `${cache}/${xzName}`;
+  await download(art.location, xzPath, { sha256: art.sha256, log: say });
+
+  if (options.verifySignature) {
+    if (!art.signature) {
+      throw new BootError(
+        "The stream metadata has no signature URL for the image",
+        ExitCode.Verify,
+      );
+    }
+    let keys = options.fedoraKeys;
+    if (!keys) {
+      keys = `${cache}/fedora.gpg`;
+      await download(options.fedoraKeysUrl, keys, { log: say });
+    }
+    const sig = `${xzPath}.sig`;
+    await download(art.signature, sig, { log: say });
+    try {
+      const fpr = await verifySignature(xzPath, sig, { keys });
+      say(`image: ${xzName}: good signature from key ${fpr}`);
+    } catch (err) {
+      await Deno.remove(sig).catch(() => {}); // fetched again next time
+      throw err;
+    }
+  } else {
+    loudWarning(say);
+  }
+
+  // Decompress (sparse), check uncompressed-sha256; cached with a stamp.
+  const base = `${cache}/${xzName.slice(0, -3)}`;
+  const stampPath = `${base}.verified`;
+  const stamp = await readJson<{ sha256: string; size: number; mtime: number }>(
+    stampPath,
+  );
+  if (stamp?.sha256 === art.uncompressedSha256 && await sameFile(base, stamp)) {
+    say(`image: ${basename(base)}: cached`);
+  } else {
+    say(`image: decompressing ${xzName}`);
+    const r = await runTool("bash", [
+      "-c",
+      'xz -dc -- "$1" > "$2"',
+      "xz",
+      xzPath,
+      `${base}.part`,
+    ]);
+    if (r.code !== 0) {
+      throw new BootError(
+        `xz cannot decompress ${xzName}: ${r.stderr.trim()}`,
+        ExitCode.Verify,
+      );
+    }
+    const got = await sha256File(`${base}.part`);
+    if (got !== art.uncompressedSha256) {
+      await Deno.remove(`${base}.part`);
+      throw new BootError(
+        `uncompressed-sha256 mismatch for ${
+          basename(base)
+        }: expected ${art.uncompressedSha256}, got ${got}`,
+        ExitCode.Verify,
+      );
+    }
+    await Deno.rename(`${base}.part`, base);
+    await writeText(
+      stampPath,
+      JSON.stringify({ sha256: got, ...(await fileStamp(base))! }),
+    );
+    say(`image: ${basename(base)}: uncompressed-sha256 ${got} verified`);
+  }
+  const baseSize = (await Deno.stat(base)).size;
+
+  const key = createHash("sha256").update(JSON.stringify({
+    base: art.uncompressedSha256,
+    ignition: createHash("sha256").update(config).digest("hex"),
+    kargs: options.consoleKargs,
+    size: options.diskSize,
+    level: options.compressLevel ?? 6,
+  })).digest("hex");
+  const manifestPath = `${output}.json`;
+  let manifest = await readJson<Manifest>(manifestPath);
+  const rawDone = manifest?.key === key && await sameFile(output, manifest.raw);
+  if (rawDone) {
+    say(`image: ${basename(output)}: cached`);
+  } else {
+    manifest = await customize(base, output, config, options, {
+      key,
+      release: art.release,
+      baseSize,
+      cache,
+      say,
+    });
+    await writeText(manifestPath, JSON.stringify(manifest, null, 2) + "\n");
+  }
+  const m = manifest!;
+  const layout: Segment[] = grownLayout(m.baseSize, m.raw!.size);
+  let cached = rawDone;
+  if (m.compressed && await sameFile(xzOut, m.compressed)) {
+    say(`image: ${basename(xzOut)}: cached`);
+  } else {
+    cached = false;
+    say(`image: compressing ${basename(output)} to ${basename(xzOut)}`);
+    await compressSegments(output, layout, `${xzOut}.part`, {
+      level: options.compressLevel,
+      cacheDir: cache,
+    });
+    const sha = await sha256File(`${xzOut}.part`);
+    await Deno.rename(`${xzOut}.part`, xzOut);
+    await writeText(`${xzOut}.sha256`, `${sha}  ${basename(xzOut)}\n`);
+    m.compressed = { sha256: sha, ...(await fileStamp(xzOut))! };
+    await writeText(manifestPath, JSON.stringify(m, null, 2) + "\n");
+  }
+  say(`image: ${output} sha256 ${m.raw!.sha256}`);
+  say(`image: ${xzOut} sha256 ${m.compressed.sha256}`);
+  return {
+    release: m.release,
+    raw: { path: output, sha256: m.raw!.sha256, size: m.raw!.size },
+    compressed: {
+      path: xzOut,
+      sha256: m.compressed.sha256,
+      size: m.compressed.size,
+    },
+    diskGuid: m.diskGuid,
+    cached,
+  };
+}
+
+async function customize(
+  base: string,
+  output: string,
+  config: Uint8Array,
+  options: BuildImageOptions,
+  ctx: {
+    key: string;
+    release: string;
+    baseSize: number;
+    cache: string;
+    say: (l: string) => void;
+  },
+): Promise<Manifest> {
+  const { say } = ctx;
+  const work = `${output}.part`;
+  const tmp = await Deno.makeTempDir({ dir: ctx.cache, prefix: "work-" });
+  try {
+    await Deno.remove(work).catch(() => {});
+    const cp = await runTool("cp", ["--sparse=always", base, work]);
+    if (cp.code !== 0) {
+      throw new BootError(
+        `Cannot copy ${base}: ${cp.stderr.trim()}`,
+        ExitCode.Disk,
+      );
+    }
+    const before = await readPartitionTable(work);
+    const spec = fsSpec(work, await bootPartitionOffset(work, before));
+    await embedIgnition(spec, config, tmp);
+    say(
+      "image: embedded the Ignition config as /ignition/config.ign (0700/0600) on the boot partition",
+    );
+    const entries = await appendKargs(spec, options.consoleKargs, tmp);
+    say(
+      `image: kargs ${options.consoleKargs.join(" ")} in ${entries.join(", ")}`,
+    );
+    await fsck(spec);
+    await enlarge(work, options.diskSize);
+    const after = await readPartitionTable(work);
+    if (after.id !== before.id) {
+      throw new BootError(
+        `The disk GUID changed (${before.id} -> ${after.id})`,
+        ExitCode.Disk,
+      );
+    }
+    say(
+      `image: grown to ${options.diskSize} bytes (sparse), disk GUID ${after.id} kept`,
+    );
+    const sha = await sha256Segments(
+      work,
+      grownLayout(ctx.baseSize, options.diskSize),
+    );
+    await Deno.rename(work, output);
+    await writeText(`${output}.sha256`, `${sha}  ${basename(output)}\n`);
+    return {
+      key: ctx.key,
+      release: ctx.release,
+      baseSize: ctx.baseSize,
+      diskGuid: after.id,
+      raw: { sha256: sha, ...(await fileStamp(output))! },
+    };
+  } finally {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    await Deno.remove(work).catch(() => {}); // left only when a step failed
+  }
+}
+
+const HELP =
+  `Usage: build_image.ts [options]   (each option also reads the env var in CAPS)
+
+  --stream NAME           STREAM            FCOS stream: stable (default), testing, next
+  --stream-url URL        STREAM_URL        stream metadata URL or file (default: from STREAM)
+  --arch ARCH             ARCH              x86_64 or aarch64 (default: this host)
+  --ignition PATH         IGNITION_OUT      config to embed (default build/assisted-bootloader.ign)
+  --disk-size SIZE        DISK_SIZE         final size, sparse (default 120G)
+  --console-kargs "A B"   CONSOLE_KARGS     serial console kargs (default console=tty0 console=ttyS0,115200n8)
+  --verify-signature 0|1  VERIFY_SIGNATURE  0 skips the GPG check (loudly); default 1
+  --fedora-keys PATH      FEDORA_KEYS       OpenPGP keys file (default: fetched from FEDORA_KEYS_URL)
+  --fedora-keys-url URL   FEDORA_KEYS_URL   default ${FEDORA_KEYS_URL}
+  --cache DIR             IMAGE_CACHE       downloads and intermediates (default build/cache)
+  --output PATH           IMAGE_OUT         raw image (default build/assisted-bootloader.raw; + .xz, .sha256)
+  --compress-level N      COMPRESS_LEVEL    xz preset 0-9 (default 6)
+`;
+
+const FLAGS = {
+  "stream": "STREAM",
+  "stream-url": "STREAM_URL",
+  "arch": "ARCH",
+  "ignition": "IGNITION_OUT",
+  "disk-size": "DISK_SIZE",
+  "console-kargs": "CONSOLE_KARGS",
+  "verify-signature": "VERIFY_SIGNATURE",
+  "fedora-keys": "FEDORA_KEYS",
+  "fedora-keys-url": "FEDORA_KEYS_URL",
+  "cache": "IMAGE_CACHE",
+  "output": "IMAGE_OUT",
+  "compress-level": "COMPRESS_LEVEL",
+} as const;
+
+/** Turns flags and environment variables (flags win; empty counts as unset) into options. */
+export function optionsFromArgs(
+  args: string[],
+  env: Record<string, string | undefined>,
+): BuildImageOptions {
+  let values: Record<string, unknown>;
+  try {
+    values = parseArgs({
+      args,
+      options: {
+        ...Object.fromEntries(
+          Object.keys(FLAGS).map((k) => [k, { type: "string" as const }]),
+        ),
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+    }).values;
+  } catch (err) {
+    throw new BootError((err as Error).message.split("\n")[0], ExitCode.Usage);
+  }
+  if (values.help) {
+    console.log(HELP);
+    Deno.exit(0);
+  }
+  const get = (flag: keyof typeof FLAGS): string | undefined => {
+    const v = (values[flag] as string | undefined) ?? env[FLAGS[flag]];
+    return v === undefined || v === "" ? undefined : v;
+  };
+  const arch = get("arch") ?? Deno.build.arch;
+  const verify = get("verify-signature") ?? "1";
+  if (verify !== "0" && verify !== "1") {
+    throw new BootError("VERIFY_SIGNATURE must be 0 or 1", ExitCode.Usage);
+  }
+  const level = Number(get("compress-level") ?? "6");
+  if (!Number.isInteger(level) || level < 0 || level > 9) {
+    throw new BootError("COMPRESS_LEVEL must be 0 to 9", ExitCode.Usage);
+  }
+  const kargs = get("console-kargs");
+  return {
+    ignition: get("ignition") ?? "build/assisted-bootloader.ign",
+    output: get("output") ?? "build/assisted-bootloader.raw",
+    cacheDir: get("cache") ?? "build/cache",
+    streamUrl: get("stream-url") ?? streamUrl(get("stream") ?? "stable"),
+    arch,
+    diskSize: parseSize(get("disk-size") ?? "120G"),
+    consoleKargs: kargs ? kargs.trim().split(/\s+/) : defaultConsoleKargs(arch),
+    verifySignature: verify === "1",
+    fedoraKeys: get("fedora-keys"),
+    fedoraKeysUrl: get("fedora-keys-url") ?? FEDORA_KEYS_URL,
+    compressLevel: level,
+  };
+}
+
+/** CLI entry point; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  try {
+    await buildImage(optionsFromArgs(args, Deno.env.toObject()));
+    return 0;
+  } catch (err) {
+    if (err instanceof BootError) {
+      console.error(`image: error: ${err.message}`);
+      return err.exitCode;
+    }
+    throw err;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,367 @@
+/**
+ * Fedora CoreOS stream metadata, resumable downloads with progress, sha256
+ * checks and GPG signature verification for the disk image pipeline.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { BootError, ExitCode } from "../lib/errors.ts";
+
+/** Default stream metadata URL for a stream name. */
+export function streamUrl(stream: string): string {
+  return `https://builds.coreos.fedoraproject.org/streams/${stream}.json`;
+}
+
+/** The metal `raw.xz` artifact of a stream, as the metadata describes it. */
+export interface MetalArtifact {
+  /** FCOS release, e.g. `42.20250901.3.0`. */
+  release: string;
+  /** URL of the `raw.xz`. */
+  location: string;
+  /** URL of its detached GPG signature (over the compressed bytes). */
+  signature?: string;
+  /** sha256 of the compressed file. */
+  sha256: string;
+  /** sha256 after decompression. */
+  uncompressedSha256: string;
+}
+
+function fail(message: string, code: number = ExitCode.Download): BootError {
+  return new BootError(message, code as typeof ExitCode[keyof typeof ExitCode]);
+}
+
+/** Reads a URL (http, https, file:) or a local path as bytes. */
+export async function readSource(source: string): Promise<Uint8Array> {
+  if (/^https?:\/\//.test(source)) {
+    let res: Response;
+    try {
+      res = await fetch(source, { signal: AbortSignal.timeout(60_000) });
+    } catch (err) {
+      throw fail(
+        `Cannot fetch ${source}: ${(err as Error).message.split("\n")[0]}`,
+      );
+    }
+    if (!res.ok) {
+      await res.body?.cancel();
+      throw fail(`Cannot fetch ${source}: HTTP ${res.status}`);
+    }
+    return new Uint8Array(await res.arrayBuffer());
+  }
+  const path = source.startsWith("file:") ? new URL(source).pathname : source;
+  try {
+    return await Deno.readFile(path);
+  } catch (err) {
+    throw fail(
+      `Cannot read ${path}: ${(err as Error).message.split("\n")[0]}`,
+      ExitCode.Usage,
+    );
+  }
+}
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/**
+ * Picks the metal `raw.xz` disk for `arch` out of parsed stream metadata
+ * (`architectures.<arch>.artifacts.metal.formats["raw.xz"].disk`).
+ */
+export function metalArtifact(metadata: unknown, arch: string): MetalArtifact {
+  // deno-lint-ignore no-explicit-any
+  const m = metadata as any;
+  const metal = m?.architectures?.[arch]?.artifacts?.metal;
+  if (!metal) {
+    const known = Object.keys(m?.architectures ?? {}).join(", ") || "none";
+    throw fail(
+      `The stream metadata has no metal artifact for ${arch} (architectures: ${known})`,
+      ExitCode.Usage,
+    );
+  }
+  const disk = metal.formats?.["raw.xz"]?.disk;
+  if (!disk?.location) {
+    throw fail(
+      `The stream metadata has no metal raw.xz disk for ${arch}`,
+      ExitCode.Usage,
+    );
+  }
+  const sha256 = String(disk.sha256 ?? "").toLowerCase();
+  const uncompressed = String(disk["uncompressed-sha256"] ?? "").toLowerCase();
+  if (!HEX64.test(sha256)) {
+    throw fail(
+      "The stream metadata has no valid sha256 for the metal raw.xz",
+      ExitCode.Verify,
+    );
+  }
+  if (!HEX64.test(uncompressed)) {
+    throw fail(
+      "The stream metadata has no valid uncompressed-sha256 for the metal raw.xz",
+      ExitCode.Verify,
+    );
+  }
+  return {
+    release: String(metal.release ?? "unknown"),
+    location: String(disk.location),
+    signature: disk.signature ? String(disk.signature) : undefined,
+    sha256,
+    uncompressedSha256: uncompressed,
+  };
+}
+
+/** Resolves the stream metadata at `url` (http(s), file: or a path) to the metal raw.xz for `arch`. */
+export async function resolveMetal(
+  url: string,
+  arch: string,
+): Promise<MetalArtifact> {
+  const bytes = await readSource(url);
+  let metadata: unknown;
+  try {
+    metadata = JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    throw fail(`The stream metadata at ${url} is not JSON`, ExitCode.Usage);
+  }
+  return metalArtifact(metadata, arch);
+}
+
+/** sha256 of a file, hex. */
+export async function sha256File(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  using file = await Deno.open(path);
+  const buf = new Uint8Array(8 << 20);
+  for (;;) {
+    const n = await file.read(buf);
+    if (n === null) break;
+    hash.update(buf.subarray(0, n));
+  }
+  return hash.digest("hex");
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return false;
+    throw err;
+  }
+}
+
+function mib(n: number): string {
+  return `${(n / 1048576).toFixed(1)} MiB`;
+}
+
+/** Options for {@linkcode download}. */
+export interface DownloadOptions {
+  /** Expected sha256 (hex); the file is kept only when it matches. */
+  sha256?: string;
+  /** Attempts on network errors and 5xx, resuming each time (default 4). */
+  attempts?: number;
+  /** Where progress lines go (default stderr). */
+  log?: (line: string) => void;
+}
+
+/**
+ * Downloads `url` to `dest`, resuming an interrupted `dest.part` with a
+ * `Range` request, showing progress, and checking the sha256 when given
+ * (a mismatching file is deleted so the next run starts afresh). A `dest`
+ * that already matches is not downloaded again.
+ */
+export async function download(
+  url: string,
+  dest: string,
+  options: DownloadOptions = {},
+): Promise<void> {
+  const say = options.log ?? ((line: string) => console.error(line));
+  const name = dest.slice(dest.lastIndexOf("/") + 1);
+  if (await exists(dest)) {
+    if (!options.sha256 || await sha256File(dest) === options.sha256) {
+      say(`image: ${name}: cached`);
+      return;
+    }
+    say(
+      `image: ${name}: cached copy does not match its sha256, downloading again`,
+    );
+    await Deno.remove(dest);
+  }
+  const part = `${dest}.part`;
+  if (!/^https?:\/\//.test(url)) {
+    await Deno.writeFile(part, await readSource(url));
+  } else {
+    const attempts = options.attempts ?? 4;
+    for (let attempt = 1;; attempt++) {
+      try {
+        await fetchInto(url, part, name, say);
+        break;
+      } catch (err) {
+        const transient = !(err instanceof BootError) ||
+          /HTTP 5\d\d/.test(err.message);
+        if (!transient || attempt >= attempts) {
+          if (err instanceof BootError) throw err;
+          throw fail(
+            `Cannot download ${url}: ${(err as Error).message.split("\n")[0]}`,
+          );
+        }
+        say(
+          `image: ${name}: ${
+            (err as Error).message.split("\n")[0]
+          }; retrying (attempt ${attempt + 1} of ${attempts})`,
+        );
+        await new Promise((r) => setTimeout(r, 1000 * attempt));
+      }
+    }
+  }
+  if (options.sha256) {
+    const got = await sha256File(part);
+    if (got !== options.sha256) {
+      await Deno.remove(part);
+      throw fail(
+        `sha256 mismatch for ${name}: expected ${options.sha256}, got ${got} (deleted; refusing to use it)`,
+        ExitCode.Verify,
+      );
+    }
+    say(`image: ${name}: sha256 ${got} verified`);
+  }
+  await Deno.rename(part, dest);
+}
+
+async function fetchInto(
+  url: string,
+  part: string,
+  name: string,
+  say: (l: string) => void,
+): Promise<void> {
+  let have = 0;
+  try {
+    have = (await Deno.stat(part)).size;
+  } catch { /* nothing yet */ }
+  const headers: Record<string, string> = have > 0
+    ? { Range: `bytes=${have}-` }
+    : {};
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), 60_000);
+  const res = await fetch(url, { headers, signal: controller.signal });
+  clearTimeout(timer);
+  if (res.status === 416 && have > 0) {
+    await res.body?.cancel();
+    return; // already complete
+  }
+  if (res.status !== 200 && res.status !== 206) {
+    await res.body?.cancel();
+    throw fail(`Cannot download ${url}: HTTP ${res.status}`);
+  }
+  const append = res.status === 206;
+  if (append) say(`image: ${name}: resuming at ${mib(have)}`);
+  else have = 0;
+  const length = Number(res.headers.get("content-length") ?? NaN);
+  const total = Number.isFinite(length) ? have + length : undefined;
+  using file = await Deno.open(part, {
+    write: true,
+    create: true,
+    append,
+    truncate: !append,
+  });
+  let done = have;
+  let lastShown = Date.now();
+  const tty = Deno.stderr.isTerminal();
+  const show = (final: boolean) => {
+    const pct = total ? ` (${Math.floor((done / total) * 100)}%)` : "";
+    const text = `image: ${name}: ${mib(done)}${
+      total ? ` of ${mib(total)}` : ""
+    }${pct}`;
+    if (tty) {
+      Deno.stderr.writeSync(
+        new TextEncoder().encode(`\r${text}${final ? "\n" : ""}`),
+      );
+    } else say(text);
+  };
+  // Idle timeout: abort when no byte arrives for 60 s.
+  let idle = setTimeout(() => controller.abort(), 60_000);
+  try {
+    for await (const chunk of res.body!) {
+      clearTimeout(idle);
+      idle = setTimeout(() => controller.abort(), 60_000);
+      let off = 0;
+      while (off < chunk.length) off += await file.write(chunk.subarray(off));
+      done += chunk.length;
+      const now = Date.now();
+      if (now - lastShown > (tty ? 250 : 5000)) {
+        lastShown = now;
+        show(false);
+      }
+    }
+  } finally {
+    clearTimeout(idle);
+  }
+  show(true);
+  if (total !== undefined && done !== total) {
+    throw new Error(`connection closed at ${done} of ${total} bytes`);
+  }
+}
+
+/** Options for {@linkcode verifySignature}. */
+export interface VerifySignatureOptions {
+  /** Public keys (armored or binary OpenPGP) the signature must come from. */
+  keys: string;
+}
+
+/**
+ * Checks a detached GPG signature over `file` with only the given keys, in a
+ * throwaway GNUPGHOME; returns the signing key's fingerprint. Requires a
+ * `VALIDSIG` status from gpg.
+ */
+export async function verifySignature(
+  file: string,
+  signature: string,
+  options: VerifySignatureOptions,
+): Promise<string> {
+  const home = await Deno.makeTempDir({ prefix: "assisted-image-gpg-" });
+  try {
+    await Deno.chmod(home, 0o700);
+    const gpg = async (args: string[]) => {
+      const out = await new Deno.Command("gpg", {
+        args: [
+          "--homedir",
+          home,
+          "--batch",
+          "--no-tty",
+          "--no-auto-key-locate",
+          ...args,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const dec = new TextDecoder();
+      return {
+        code: out.code,
+        stdout: dec.decode(out.stdout),
+        stderr: dec.decode(out.stderr),
+      };
+    };
+    const imported = await gpg(["--import", options.keys]);
+    if (imported.code !== 0) {
+      throw fail(
+        `Cannot import the signing keys ${options.keys}: ${
+          imported.stderr.trim().split("\n")[0]
+        }`,
+        ExitCode.Verify,
+      );
+    }
+    const res = await gpg(["--status-fd", "1", "--verify", signature, file]);
+    const valid = /^\[GNUPG:\] VALIDSIG ([0-9A-F]+)/m.exec(res.stdout);
+    if (
+      res.code !== 0 || !valid ||
+      /^\[GNUPG:\] (BADSIG|ERRSIG|EXPKEYSIG|REVKEYSIG)/m.test(res.stdout)
+    ) {
+      const why =
+        /^\[GNUPG:\] (BADSIG|ERRSIG|NO_PUBKEY|EXPKEYSIG|REVKEYSIG|NODATA)/m
+          .exec(res.stdout)?.[1] ??
+          `gpg exit ${res.code}`;
+      const name = file.slice(file.lastIndexOf("/") + 1);
+      throw fail(
+        `GPG signature check failed for ${name} (${why}); refusing to use it`,
+        ExitCode.Verify,
+      );
+    }
+    return valid[1];
+  } finally {
+    await Deno.remove(home, { recursive: true }).catch(() => {});
+  }
+}
