@@ -150,7 +150,7 @@ Deno.test("registered-image list: duplicates, find-first, stale kernels, imgfree
   const d = await run("#!ipxe\nimgfree nosuch\n");
   assert.match(
     d.error!,
-    /imgfree.*"nosuch": no such image|"nosuch": no such image/,
+    /line 2: imgfree: "nosuch": no such image$/,
   );
 });
 
@@ -171,6 +171,22 @@ Deno.test("imgargs replaces or clears a command line; boot NAME args sets it", a
   assert.deepEqual(c.requested, []);
 });
 
+Deno.test("selection: one selected image, lost when it is freed; nameless images are imgN", async () => {
+  const a = await run(
+    "#!ipxe\nkernel http://h/a\nkernel http://h/b\nimgfree b\nboot || echo x\n",
+  );
+  assert.deepEqual(a.lines, ["No image selected"]);
+  const b = await run(
+    "#!ipxe\ninitrd http://h\ninitrd http://h/dir/\nkernel http://h/k\nboot\n",
+  );
+  assert.deepEqual(b.plan?.initrds.map((i) => i.name), ["img0", ""]);
+  const c = await run(
+    "#!ipxe\nkernel http://h/a a\nkernel http://h/b b\nimgselect a\nboot\n",
+  );
+  assert.equal(c.plan?.kernel.url, "http://h/a");
+  assert.deepEqual(initrdUrls(c.plan), ["http://h/b"]);
+});
+
 Deno.test("boot with nothing selected prints a message and succeeds", async () => {
   const { lines, error } = await run("#!ipxe\nboot && echo still here\n");
   assert.deepEqual(lines, ["No image selected", "still here"]);
@@ -183,7 +199,7 @@ Deno.test("digests and imgstat need existing images", async () => {
   );
   assert.equal(plan?.kernel.url, "http://h/k");
   const missing = await run("#!ipxe\nkernel http://h/k\nmd5sum k nope\n");
-  assert.match(missing.error!, /"nope": no such image/);
+  assert.match(missing.error!, /line 3: md5sum: "nope": no such image$/);
 });
 
 Deno.test("cpio wrap: initrd URL /path mode=… mkdir=…", async () => {
@@ -269,10 +285,10 @@ Deno.test("chain failures: status through ||, exit codes, fetch errors named", a
   ]);
   assert.match(
     a.error!,
-    /^script http:\/\/h\/dir\/boot.ipxe line 4: tftp:\/\/h\/x: unsupported URL scheme "tftp"$/,
+    /^script http:\/\/h\/dir\/boot.ipxe line 4: chain tftp:\/\/h\/x: unsupported URL scheme "tftp"$/,
   );
   const b = await run("#!ipxe\nchain http://h/missing.ipxe\n");
-  assert.match(b.error!, /line 2: http:\/\/h\/missing.ipxe: HTTP 404$/);
+  assert.match(b.error!, /line 2: chain http:\/\/h\/missing.ipxe: HTTP 404$/);
   const c = await run("#!ipxe\nchain c.ipxe\n", {
     "http://h/dir/c.ipxe": "#!ipxe\ngoto nowhere\n",
   });

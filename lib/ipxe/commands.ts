@@ -60,6 +60,19 @@ function imageCommand(
   preaction?: (image: Image) => void,
 ): Command {
   return async (argv, engine) => {
+    try {
+      return await imageCommandBody(argv, engine);
+    } catch (e) {
+      if (e instanceof CommandFailure) {
+        throw new CommandFailure(`${argv[0]} ${e.message}`, e.status);
+      }
+      throw e;
+    }
+  };
+  async function imageCommandBody(
+    argv: string[],
+    engine: Engine,
+  ): Promise<number> {
     const { opts, args } = parseOptions(argv, spec);
     const timeoutMs = timeoutOf(opts);
     let image: Image | undefined;
@@ -80,7 +93,7 @@ function imageCommand(
     if (cmdline !== null) image.cmdline = cmdline;
     if (opts.get("autofree")) image.autofree = true;
     return await action(engine, image, opts, timeoutMs);
-  };
+  }
 }
 
 /** Register a URL without downloading it (plan mode `imgdownload`). */
@@ -127,8 +140,7 @@ async function execAction(
 }
 
 function selectAction(engine: Engine, image: Image): number {
-  for (const other of engine.images) other.selected = false;
-  image.selected = true;
+  engine.select(image);
   return 0;
 }
 
@@ -137,12 +149,15 @@ const noAction = () => 0;
 /** Image names given to `imgfree`/`imgstat`/digests must exist (iPXE `imgmulti_exec`). */
 function namedImages(
   engine: Engine,
+  argv: string[],
   names: string[],
   each: (image: Image) => void,
 ): number {
   for (const name of names) {
     const image = engine.findImage(name);
-    if (!image) throw new CommandFailure(`"${name}": no such image`);
+    if (!image) {
+      throw new CommandFailure(`${argv[0]}: "${name}": no such image`);
+    }
     each(image);
   }
   return 0;
@@ -180,6 +195,7 @@ function digest(argv: string[], engine: Engine): number {
   });
   return namedImages(
     engine,
+    argv,
     args,
     (image) => engine.print(`(not downloaded yet)  ${image.name}`),
   );
@@ -334,7 +350,12 @@ export function createCommands(buildarch: string): Map<string, Command> {
         engine.images.splice(0);
         return 0;
       }
-      return namedImages(engine, args, (image) => engine.unregister(image));
+      return namedImages(
+        engine,
+        ["imgfree"],
+        args,
+        (image) => engine.unregister(image),
+      );
     }),
   );
   add(
@@ -342,15 +363,15 @@ export function createCommands(buildarch: string): Map<string, Command> {
     simple({ min: 0, max: Infinity, usage: "[<image>...]" }, (args, engine) => {
       const show = (image: Image) =>
         engine.print(
-          `${image.name} : ${image.url}${image.selected ? " [SELECTED]" : ""}${
-            image.cmdline !== null ? ` "${image.cmdline}"` : ""
-          }`,
+          `${image.name} : ${image.url}${
+            engine.isSelected(image) ? " [SELECTED]" : ""
+          }${image.cmdline !== null ? ` "${image.cmdline}"` : ""}`,
         );
       if (args.length === 0) {
         engine.images.forEach(show);
         return 0;
       }
-      return namedImages(engine, args, show);
+      return namedImages(engine, ["imgstat"], args, show);
     }),
   );
   add(["md5sum", "sha1sum", "sha256sum"], digest);

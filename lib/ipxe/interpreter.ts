@@ -11,7 +11,7 @@
  */
 
 import type { CpioWrap, KexecPlan, PlannedInitrd } from "../plan.ts";
-import { fromBinary, strtoul, toBinary } from "./bytes.ts";
+import { fromBinary, isSpace, strtoul, toBinary } from "./bytes.ts";
 import { IpxeError } from "./error.ts";
 import { UsageError } from "./getopt.ts";
 import {
@@ -59,8 +59,8 @@ export interface EngineOptions {
 
 /** A registered (or executing) image. */
 export interface Image {
-  /** Image name (binary string). */
-  name: string;
+  /** Image name (binary string); undefined until registered when the URI has no path. */
+  name?: string;
   /** Absolute URL (binary string). */
   url: string;
   /** Command line, or null for none. */
@@ -69,8 +69,6 @@ export interface Image {
   kind: "unknown" | "kernel" | "script";
   /** Script text (binary string) when kind is "script". */
   body?: string;
-  /** Selected by `kernel`/`imgselect`. */
-  selected: boolean;
   /** `--autofree`: unregister after execution. */
   autofree: boolean;
   /** Set by `chain --replace` on the running script: what to execute instead. */
@@ -139,6 +137,8 @@ export class Engine {
   readonly #maxDepth: number;
   readonly maxScriptBytes: number;
   #stopState = 0;
+  #selected?: Image;
+  #imageIndex = 0;
   #steps = 0;
   #pending = "";
   /** Last failure, formatted with its location. */
@@ -245,14 +245,27 @@ export class Engine {
     return this.images.find((image) => image.name === name);
   }
 
-  /** The selected image, if any. */
+  /** The selected image, if it is registered (iPXE `image_find_selected`). */
   selectedImage(): Image | undefined {
-    return this.images.find((image) => image.selected);
+    return this.#selected && this.images.includes(this.#selected)
+      ? this.#selected
+      : undefined;
   }
 
-  /** Appends an image to the list (moving it to the end if registered). */
+  /** Marks an image as the selected one (iPXE `image_select`). */
+  select(image: Image): void {
+    this.#selected = image;
+  }
+
+  /** True when `image` is the selected one. */
+  isSelected(image: Image): boolean {
+    return this.#selected === image;
+  }
+
+  /** Appends an image to the list (moving it to the end if registered); a nameless image becomes `imgN`. */
   register(image: Image): void {
     this.unregister(image);
+    if (image.name === undefined) image.name = `img${this.#imageIndex++}`;
     this.images.push(image);
   }
 
@@ -270,7 +283,6 @@ export class Engine {
       url,
       cmdline: null,
       kind,
-      selected: false,
       autofree: false,
     };
   }
@@ -358,7 +370,7 @@ export class Engine {
     const initrds: PlannedInitrd[] = this.images.map((image) => {
       const out: PlannedInitrd = {
         url: fromBinary(image.url),
-        name: fromBinary(image.name),
+        name: fromBinary(image.name ?? ""),
       };
       const cpio = cpioWrap(image.cmdline);
       if (cpio) out.cpio = cpio;
@@ -366,7 +378,10 @@ export class Engine {
     });
     throw new Booted({
       action: "kexec",
-      kernel: { url: fromBinary(kernel.url), name: fromBinary(kernel.name) },
+      kernel: {
+        url: fromBinary(kernel.url),
+        name: fromBinary(kernel.name ?? ""),
+      },
       initrds,
       cmdline: fromBinary(kernel.cmdline ?? ""),
       scripts: [...this.scripts],

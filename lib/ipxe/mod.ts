@@ -69,7 +69,6 @@ function rootImage(url: string, body: string): Image {
     cmdline: null,
     kind: "script",
     body,
-    selected: false,
     autofree: false,
   };
 }

@@ -144,9 +144,12 @@ export function resolveUri(base: string | undefined, relative: string): string {
   return formatUri(out);
 }
 
-/** Default iPXE image name for a URI: the basename of its path (the query is not included). */
-export function imageNameFromUri(uri: string): string {
+/**
+ * Default iPXE image name for a URI: the basename of its path (the query is
+ * not included), or of its opaque part; undefined when it has neither.
+ */
+export function imageNameFromUri(uri: string): string | undefined {
   const parsed = parseUri(uri);
-  if (parsed.path !== undefined) return basename(parsed.path);
-  return "";
+  const named = parsed.path ?? parsed.opaque;
+  return named === undefined ? undefined : basename(named);
 }
