@@ -154,7 +154,7 @@ Deno.test("exit: ends the script with its status", async () => {
   assert.match(a.error!, /ended without booting a kernel/);
   const b = await run("#!ipxe\nexit 3 ; echo after\n");
   assert.deepEqual(b.lines, []);
-  assert.match(b.error!, /line 2: exit 3$/);
+  assert.match(b.error!, /line 2: exit: the script exited with status 3$/);
   const c = await run("#!ipxe\nexit x\n");
   assert.match(c.error!, /exit: "x": invalid integer value/);
 });
@@ -210,6 +210,14 @@ Deno.test("interactive commands never block", async () => {
       "menu Third",
       "item x X",
       "choose sel3 || echo choose needs a default",
+      "menu Fourth",
+      "item p P",
+      "item --default q Q",
+      "choose sel4",
+      "echo item default ${sel4}",
+      "menu Fifth",
+      "item r R",
+      "choose --default nosuch sel5 || echo unknown default fails",
       "prompt --timeout 10 Press a key || echo prompt failed",
       "read v || echo read failed",
       "sleep 2",
@@ -236,6 +244,8 @@ Deno.test("interactive commands never block", async () => {
       "chose first",
       "timed out to a",
       "choose needs a default",
+      "item default q",
+      "unknown default fails",
       "Press a key",
       "prompt failed",
       "read failed",
@@ -294,4 +304,39 @@ Deno.test("error messages are redacted", async () => {
   }).then(() => ({ error: "" }), (e: Error) => ({ error: e.message }));
   assert.ok(!error.includes("SECRETSECRET"), error);
   assert.match(error, /api_key=REDACTED/);
+});
+
+Deno.test("cpuid: long mode on x86_64, command not found elsewhere", async () => {
+  const script =
+    "#!ipxe\ncpuid --ext 29 && set arch x86_64 || set arch i386\necho ${arch}\n";
+  const seen: string[] = [];
+  for (const buildarch of ["x86_64", "arm64"]) {
+    const lines: string[] = [];
+    await runScriptSource(script, {
+      url: URL0,
+      fetch: noFetch,
+      buildarch,
+      print: (l) => lines.push(l),
+    })
+      .catch(() => {});
+    seen.push(lines.at(-1)!);
+  }
+  assert.deepEqual(seen, ["x86_64", "i386"]);
+});
+
+Deno.test("NUL bytes end a line like in iPXE's C strings", async () => {
+  const { lines } = await run(
+    "#!ipxe\necho a\0b\nset x:hex 61:00:62\necho [${x:string}]\n",
+  );
+  assert.deepEqual(lines, ["a", "[a]"]);
+});
+
+Deno.test("goto in a large script stays fast", async () => {
+  const filler = "echo filler\n".repeat(20_000);
+  const started = Date.now();
+  const { error } = await run(
+    `#!ipxe\nset n:int32 0\n:top\ninc n\niseq \${n} 2000 && exit 5 ||\ngoto end\n${filler}:end goto top\n`,
+  );
+  assert.match(error!, /exited with status 5/);
+  assert.ok(Date.now() - started < 5000, `took ${Date.now() - started} ms`);
 });

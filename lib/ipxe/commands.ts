@@ -266,26 +266,28 @@ const chooseCommand: Command = (argv, engine) => {
   const menu = engine.menus.get(typeof menuName === "string" ? menuName : "");
   if (!menu) throw new CommandFailure(`choose: no such menu`);
   const selectable = menu.items.filter((item) => !item.gap);
+  // Non-interactive: the item a user would get by pressing Enter at once
+  // (--default, else an `item --default`), or, with --timeout, what iPXE
+  // picks when the timeout expires.
   const wanted = opts.get("default");
-  let choice: string | undefined;
-  if (typeof wanted === "string" && wanted !== "") {
-    choice = selectable.find((item) => item.label === wanted)?.label;
-    if (choice === undefined) {
-      throw new CommandFailure(`choose: no item "${wanted}" in the menu`);
-    }
-  } else if (opts.has("timeout")) {
-    choice = (selectable.find((item) => item.isDefault) ?? selectable[0])
-      ?.label;
-  }
+  const named = typeof wanted === "string" && wanted !== ""
+    ? selectable.find((item) => item.label === wanted)
+    : selectable.find((item) => item.isDefault);
+  const choice = named ??
+    (opts.has("timeout")
+      ? selectable.find((i) => i.isDefault) ?? selectable[0]
+      : undefined);
   if (choice === undefined) {
     throw new CommandFailure(
-      "choose: no --default item and no one to choose (non-interactive boot)",
+      typeof wanted === "string" && wanted !== ""
+        ? `choose: no item "${wanted}" in the menu (non-interactive boot)`
+        : "choose: no --default item and nobody to choose (non-interactive boot)",
     );
   }
   if (!opts.get("keep")) {
     engine.menus.delete(typeof menuName === "string" ? menuName : "");
   }
-  return setValue(engine, "choose", args[0], choice);
+  return setValue(engine, "choose", args[0], choice.label);
 };
 
 /** Builds the command table. */
@@ -466,7 +468,9 @@ export function createCommands(buildarch: string): Map<string, Command> {
         code = n | 0;
       }
       engine.shellStop(2);
-      if (code !== 0) engine.recordFailure(`exit ${args[0]}`);
+      if (code !== 0) {
+        engine.recordFailure(`exit: the script exited with status ${code}`);
+      }
       return code;
     }),
   );

@@ -103,6 +103,8 @@ interface Frame {
   text: string;
   offset: number;
   lineOffset: number;
+  /** Label -> offset of its first line, built on the first `goto`. */
+  labels?: Map<string, number>;
 }
 
 /** A menu built by `menu`/`item`. */
@@ -411,17 +413,25 @@ export class Engine {
   gotoLabel(label: string): void {
     const frame = this.#frames.at(-1);
     if (!frame) throw new CommandFailure("not in a script");
-    let offset = 0;
-    do {
-      const line = readLine(frame.text, offset);
-      offset = line.next;
-      if (line.unterminated) break;
-      if (line.label === label) {
-        frame.offset = line.offset;
-        this.shellStop(1);
-        return;
-      }
-    } while (offset < frame.text.length);
+    if (!frame.labels) {
+      // Same scan as iPXE's (continuations included), done once per script.
+      frame.labels = new Map();
+      let offset = 0;
+      do {
+        const line = readLine(frame.text, offset);
+        offset = line.next;
+        if (line.unterminated) break;
+        if (line.label !== undefined && !frame.labels.has(line.label)) {
+          frame.labels.set(line.label, line.offset);
+        }
+      } while (offset < frame.text.length);
+    }
+    const target = frame.labels.get(label);
+    if (target !== undefined) {
+      frame.offset = target;
+      this.shellStop(1);
+      return;
+    }
     throw new CommandFailure(`label "${label}" not found`);
   }
 

@@ -192,12 +192,9 @@ function parseIpv6(value: string): string {
       (v4.charCodeAt(0) << 8) | v4.charCodeAt(1),
       (v4.charCodeAt(2) << 8) | v4.charCodeAt(3),
     );
-    text = text.slice(0, lastColon + 1) +
-      (text[lastColon - 1] === ":" ? "" : "0");
-    if (text.endsWith(":0")) text = text.slice(0, -2);
-    else if (text.endsWith(":") && !text.endsWith("::")) {
-      text = text.slice(0, -1);
-    }
+    // Drop the dotted quad and its separating colon (unless part of "::").
+    const head = text.slice(0, lastColon + 1);
+    text = head.endsWith("::") ? head : head.slice(0, -1);
   }
   const parseGroups = (s: string): number[] => {
     if (s === "") return [];
@@ -592,7 +589,9 @@ export class Settings {
           }" needed more than ${this.#maxExpansions} substitutions (a setting refers to itself?)`,
         );
       }
-      const value = this.fetchFormatted(str.slice(start + 2, end)) ?? "";
+      // The value is a C string: a NUL byte ends it.
+      const value = (this.fetchFormatted(str.slice(start + 2, end)) ?? "")
+        .split("\0")[0];
       str = str.slice(0, start) + value + str.slice(end + 1);
       if (str.length > this.#maxLength) {
         throw new ExpansionLimitError(

@@ -54,6 +54,9 @@ export function readLine(text: string, offset: number): ScriptLine {
     }
     break;
   }
+  // iPXE works on C strings: a NUL byte ends the line.
+  const nul = line.indexOf("\0");
+  if (nul >= 0) line = line.slice(0, nul);
   let i = 0;
   while (isSpace(line[i])) i++;
   if (line[i] === ":") {
