@@ -395,3 +395,50 @@ Deno.test("runScript: fetch failures and non-scripts", async () => {
     /script http:\/\/h\/k is not an iPXE script/,
   );
 });
+
+Deno.test("caps: chain --replace and retry loops end at the fetch cap", async () => {
+  const { fetch, requested } = fakeFetch({
+    "http://h/dir/self.ipxe": "#!ipxe\nchain --replace self.ipxe\n",
+  });
+  await assert.rejects(
+    runScriptSource("#!ipxe\nchain --replace self.ipxe\n", {
+      url: URL0,
+      fetch,
+      maxFetches: 50,
+    }),
+    (e) =>
+      e instanceof IpxeError &&
+      /more than 50 scripts or images fetched/.test(e.message),
+  );
+  assert.equal(requested.length, 50);
+  const retry = fakeFetch({});
+  await assert.rejects(
+    runScriptSource("#!ipxe\n:retry\nchain http://h/missing || goto retry\n", {
+      url: URL0,
+      fetch: retry.fetch,
+    }),
+    /line 3: more than 1000 scripts or images fetched/,
+  );
+  assert.equal(retry.requested.length, 1000);
+});
+
+Deno.test("caps: an oversized chained script fails the chain", async () => {
+  const big = `#!ipxe\n${"echo x\n".repeat(200)}`;
+  const { fetch } = fakeFetch({ "http://h/dir/big.ipxe": big });
+  await assert.rejects(
+    runScriptSource("#!ipxe\nchain big.ipxe\n", {
+      url: URL0,
+      fetch,
+      maxScriptBytes: 1000,
+    }),
+    /line 2: chain http:\/\/h\/dir\/big.ipxe: script is larger than 1000 bytes/,
+  );
+});
+
+Deno.test("an empty URI (unset setting) fails instead of naming the script itself", async () => {
+  const { error } = await run("#!ipxe\nkernel ${memdisk} iso raw\nboot\n");
+  assert.match(
+    error!,
+    /line 2: kernel "" is not a URI \(an unset setting\?\)$/,
+  );
+});

@@ -55,6 +55,8 @@ export interface EngineOptions {
   maxChainDepth?: number;
   /** Largest script accepted. */
   maxScriptBytes?: number;
+  /** Cap on fetches of executed URLs. */
+  maxFetches?: number;
 }
 
 /** A registered (or executing) image. */
@@ -138,6 +140,8 @@ export class Engine {
   readonly #maxSteps: number;
   readonly #maxDepth: number;
   readonly maxScriptBytes: number;
+  readonly #maxFetches: number;
+  #fetches = 0;
   #stopState = 0;
   #selected?: Image;
   #imageIndex = 0;
@@ -153,6 +157,7 @@ export class Engine {
     this.#maxSteps = options.maxSteps ?? 100_000;
     this.#maxDepth = options.maxChainDepth ?? 16;
     this.maxScriptBytes = options.maxScriptBytes ?? 1 << 20;
+    this.#maxFetches = options.maxFetches ?? 1000;
     this.buildarch = options.buildarch ??
       (Deno.build.arch === "aarch64" ? "arm64" : "x86_64");
     const platform = options.platform ??
@@ -277,8 +282,15 @@ export class Engine {
     if (i >= 0) this.images.splice(i, 1);
   }
 
-  /** A new, unregistered image for a URI resolved against the current script. */
+  /**
+   * A new, unregistered image for a URI resolved against the current script.
+   * Deviation: an empty URI fails instead of naming the running script.
+   */
   newImage(uri: string, kind: Image["kind"]): Image {
+    // iPXE would resolve "" to the running script itself; never what was meant.
+    if (uri === "") {
+      throw new CommandFailure(`"" is not a URI (an unset setting?)`);
+    }
     const url = resolveUri(this.cwuri(), uri);
     return {
       name: imageNameFromUri(url),
@@ -295,6 +307,11 @@ export class Engine {
     const scheme = parseUri(url).scheme;
     if (scheme === undefined) {
       throw new CommandFailure(`${url}: not an absolute URL`);
+    }
+    if (++this.#fetches > this.#maxFetches) {
+      throw this.fatal(
+        `more than ${this.#maxFetches} scripts or images fetched (an endless chain or retry loop?)`,
+      );
     }
     let result: { url: string; body: Uint8Array };
     try {

@@ -48,6 +48,8 @@ export interface RunOptions {
   maxChainDepth?: number;
   /** Largest script accepted (default 1 MiB). */
   maxScriptBytes?: number;
+  /** Cap on fetches of executed URLs, the first script excluded (default 1000). */
+  maxFetches?: number;
 }
 
 function start(options: RunOptions): Engine {
