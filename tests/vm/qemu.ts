@@ -148,9 +148,10 @@ export function findQemu(name = "qemu-system-x86_64"): string | null {
 }
 
 /**
- * The QEMU arguments for `options`, with the serial console on `serial`:
- * `{ file }` (no other output) or `"stdio"` (`-nographic`: console and monitor
- * multiplexed on the terminal, Ctrl-A X quits).
+ * The QEMU arguments for `options`, with the serial consoles on `serial`:
+ * `{ file }` (no other output) or `"stdio"` (console and monitor multiplexed
+ * on the terminal, Ctrl-A X quits, Ctrl-A C switches to the monitor). Both
+ * ttyS0 and ttyS1 exist and write to the same place.
  */
 export function qemuArgs(
   options: VmOptions,
@@ -168,18 +169,28 @@ export function qemuArgs(
     String(options.memoryMiB ?? 512),
     "-no-reboot",
   ];
+  // Two serial ports (ttyS0, ttyS1) share one output: assisted-service's kargs name
+  // console=ttyS1,115200n8 before ours, and Linux writes to the first serial console listed.
   if (serial === "stdio") {
-    args.push("-nographic");
+    args.push(
+      "-display",
+      "none",
+      "-chardev",
+      "stdio,id=con,mux=on,signal=off",
+      "-mon",
+      "chardev=con,mode=readline",
+    );
   } else {
     args.push(
       "-display",
       "none",
       "-monitor",
       "none",
-      "-serial",
-      `file:${serial.file}`,
+      "-chardev",
+      `file,id=con,path=${serial.file.replaceAll(",", ",,")},mux=on`,
     );
   }
+  args.push("-serial", "chardev:con", "-serial", "chardev:con");
   if (options.kernel) {
     args.push("-kernel", options.kernel);
     if (options.initrd) args.push("-initrd", options.initrd);
@@ -187,7 +198,12 @@ export function qemuArgs(
   }
   if (options.disk) {
     const snapshot = options.diskWritable ? "" : ",snapshot=on";
-    args.push("-drive", `file=${options.disk},format=raw,if=virtio${snapshot}`);
+    args.push(
+      "-drive",
+      `file=${
+        options.disk.replaceAll(",", ",,")
+      },format=raw,if=virtio${snapshot}`,
+    );
   }
   const forwards = options.forwards ?? [];
   if (forwards.length > 0) {

@@ -1,0 +1,166 @@
+/**
+ * `make run-vm`: boots the bootloader initramfs (or a disk image) in QEMU against
+ * the mock InfraEnv on 127.0.0.1, with the serial console on this terminal.
+ *
+ * The mock serves a real Debian kernel and the marker initrd as the "discovery
+ * image"; the guest reaches it, and nothing else, at http://10.0.2.100
+ * (user-mode networking with `restrict=on` + `guestfwd`). Quit QEMU with
+ * Ctrl-A X; the mock and QEMU are stopped on exit.
+ *
+ * ```sh
+ * deno run -A image/vm/run_vm.ts --kernel build/vm/vmlinuz --marker-initrd build/vm/marker.initrd \
+ *   --initrd build/initrd/assisted-bootloader.initrd [--append ARG]... [--accel kvm|tcg]
+ * deno run -A image/vm/run_vm.ts --kernel build/vm/vmlinuz --marker-initrd build/vm/marker.initrd --image disk.raw
+ * ```
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { startMock } from "../../tests/mock_infraenv.ts";
+import {
+  type Accel,
+  findQemu,
+  probeAccel,
+  qemuArgs,
+  type VmOptions,
+} from "../../tests/vm/qemu.ts";
+
+/** Address and port the guest uses for the mock. */
+export const GUEST_MOCK_ADDRESS = "10.0.2.100";
+
+const USAGE =
+  `usage: run_vm.ts --kernel VMLINUZ --marker-initrd INITRD (--initrd INITRD | --image DISK.raw)
+  [--append ARG]... [--accel kvm|tcg] [--accel-cache FILE] [--memory MiB] [--on-failure shell|poweroff]`;
+
+async function main(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      kernel: { type: "string" },
+      initrd: { type: "string" },
+      image: { type: "string" },
+      "marker-initrd": { type: "string" },
+      append: { type: "string", multiple: true, default: [] },
+      accel: { type: "string" },
+      "accel-cache": { type: "string" },
+      memory: { type: "string", default: "512" },
+      "on-failure": { type: "string", default: "shell" },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const kernel = values.kernel;
+  const marker = values["marker-initrd"];
+  if (!kernel || !marker || (!values.initrd && !values.image)) {
+    console.error(`run-vm: missing arguments\n${USAGE}`);
+    return 2;
+  }
+  if (values.accel && values.accel !== "kvm" && values.accel !== "tcg") {
+    console.error(`run-vm: --accel must be kvm or tcg, not ${values.accel}`);
+    return 2;
+  }
+  for (const file of [kernel, marker, values.initrd ?? values.image!]) {
+    try {
+      Deno.statSync(file);
+    } catch {
+      console.error(`run-vm: ${file} does not exist (run make initrd)`);
+      return 2;
+    }
+  }
+  const qemu = findQemu();
+  if (!qemu) {
+    console.error(
+      "run-vm: qemu-system-x86_64 is not installed (Debian package: qemu-system-x86)",
+    );
+    return 2;
+  }
+
+  const stamp = new Date().toISOString().replace(/[-:.]/g, "").slice(0, 15);
+  const mock = await startMock({
+    authMode: "none",
+    sameOrigin: true,
+    publicBaseUrl: `http://${GUEST_MOCK_ADDRESS}`,
+    kernel,
+    initrd: marker,
+    extraKargs: [
+      "console=ttyS0",
+      "panic=-1",
+      `assisted_marker=run-vm-${stamp}`,
+    ],
+  });
+  let child: Deno.ChildProcess | undefined;
+  const stop = () => {
+    try {
+      child?.kill("SIGTERM");
+    } catch {
+      // already gone
+    }
+  };
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  try {
+    const accel: Accel = (values.accel as Accel | undefined) ??
+      await probeAccel(kernel, { cacheFile: values["accel-cache"] });
+    const port = Number(new URL(mock.baseUrl).port);
+    const options: VmOptions = {
+      accel,
+      memoryMiB: Number(values.memory),
+      forwards: [{
+        guestAddress: GUEST_MOCK_ADDRESS,
+        guestPort: 80,
+        hostPort: port,
+      }],
+    };
+    if (values.image) {
+      options.disk = values.image;
+    } else {
+      options.kernel = kernel;
+      options.initrd = values.initrd;
+      options.append = [
+        "console=ttyS0",
+        "panic=-1",
+        `assisted.ipxe_url=${mock.ipxeScriptUrl}`,
+        `assisted.on_failure=${values["on-failure"]}`,
+        ...values.append,
+      ].join(" ");
+    }
+    console.error(
+      `run-vm: mock InfraEnv on ${mock.baseUrl}, seen by the guest as http://${GUEST_MOCK_ADDRESS}`,
+    );
+    console.error(`run-vm: iPXE script ${mock.ipxeScriptUrl}`);
+    console.error(
+      `run-vm: booting ${
+        values.image ?? values.initrd
+      } with ${accel.toUpperCase()} (quit: Ctrl-A X)`,
+    );
+    child = new Deno.Command(qemu, {
+      args: qemuArgs(options, "stdio"),
+      stdin: "inherit",
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+    const status = await child.status;
+    console.error(`run-vm: QEMU exited with code ${status.code}`);
+    return status.code;
+  } finally {
+    stop();
+    Deno.removeSignalListener("SIGINT", stop);
+    Deno.removeSignalListener("SIGTERM", stop);
+    await mock.close();
+  }
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (err) {
+    console.error(
+      `run-vm: ${err instanceof Error ? err.message : String(err)}`,
+    );
+    Deno.exit(1);
+  }
+}
