@@ -187,3 +187,80 @@ Deno.test("Settings: search order and typed storage", () => {
     "fe80::1",
   );
 });
+
+Deno.test("settings memory and command size are bounded", async () => {
+  const doubling = await echoes(
+    "set a 0123456789abcdef\n:l\nset a ${a}${a}\ngoto l\n",
+  );
+  assert.match(
+    doubling.error!,
+    /line 4: expanding "\$\{a\}\$\{a\}" grew past 1048576 bytes/,
+  );
+  const hoard = await echoes(
+    "set a 0123456789abcdef\nset n:int32 0\n:g\niseq ${n} 16 && goto fill ||\ninc n\nset a ${a}${a}\ngoto g\n" +
+      ":fill\ninc i\nset v${i} ${a}\ngoto fill\n",
+  );
+  assert.match(
+    hoard.error!,
+    /line 11: settings would hold more than 16777216 bytes/,
+  );
+  const wide = await echoes(
+    "set a 0123456789abcdef\nset n:int32 0\n:g\niseq ${n} 15 && goto wide ||\ninc n\nset a ${a}${a}\ngoto g\n" +
+      `:wide\necho ${"${a} ".repeat(10)}\n`,
+  );
+  assert.match(
+    wide.error!,
+    /line 10: the command grew past 4194304 bytes after expansion/,
+  );
+});
+
+Deno.test("expand matches iPXE's character-by-character scan on random strings", () => {
+  const values: Record<string, string> = {
+    a: "A",
+    b: "${",
+    c: "}",
+    ab: "X${a}",
+    "": "E",
+  };
+  const s = new Settings();
+  for (const [k, v] of Object.entries(values)) {
+    if (k !== "") s.storeFormatted(k, v);
+  }
+  // Reference: expand_settings() of core/settings.c, transcribed literally.
+  const reference = (text: string): string => {
+    let str = text;
+    for (let n = 0; n < 1000; n++) {
+      let start = -1;
+      let end = -1;
+      for (let i = 0; i < str.length; i++) {
+        if (str[i] === "$" && str[i + 1] === "{") start = i;
+        if (start >= 0 && str[i] === "}") {
+          end = i;
+          break;
+        }
+      }
+      if (end < 0) return str;
+      const name = str.slice(start + 2, end);
+      const value = name === "" ? "" : values[name] ?? "";
+      str = str.slice(0, start) + value + str.slice(end + 1);
+    }
+    return "LOOP";
+  };
+  const alphabet = ["$", "{", "}", "a", "b", "c", "${", "}"];
+  let seed = 0x9e3779b9;
+  const rand = (n: number) => {
+    // xorshift32
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) % n;
+  };
+  for (let t = 0; t < 5000; t++) {
+    let text = "";
+    const len = rand(12);
+    for (let i = 0; i < len; i++) text += alphabet[rand(alphabet.length)];
+    const want = reference(text);
+    if (want === "LOOP") continue;
+    assert.equal(s.expand(text), want, JSON.stringify(text));
+  }
+});

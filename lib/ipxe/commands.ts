@@ -19,6 +19,7 @@ import {
   denumerate,
   numerate,
   parseSettingName,
+  SettingParseError,
   type SettingType,
 } from "./settings.ts";
 
@@ -210,6 +211,7 @@ function setValue(
   try {
     engine.settings.storeFormatted(name, value);
   } catch (e) {
+    if (!(e instanceof SettingParseError)) throw e;
     throw new CommandFailure(
       `${argv0}: Could not store "${name}": ${(e as Error).message}`,
     );

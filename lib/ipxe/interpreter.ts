@@ -122,6 +122,9 @@ export interface Menu {
 /** Status iPXE-style commands return for generic errors (any non-zero value works). */
 export const FAILED = 1;
 
+/** Cap on the size of one command after `${…}` expansion. */
+const MAX_COMMAND_BYTES = 4 << 20;
+
 /** One interpreter run. */
 export class Engine {
   /** Settings tree. */
@@ -139,6 +142,7 @@ export class Engine {
   readonly #frames: Frame[] = [];
   readonly #maxSteps: number;
   readonly #maxDepth: number;
+  /** Largest script accepted, in bytes. */
   readonly maxScriptBytes: number;
   readonly #maxFetches: number;
   #fetches = 0;
@@ -463,9 +467,19 @@ export class Engine {
             `more than ${this.#maxSteps} commands executed (an endless goto loop?)`,
           );
         }
-        let argv: string[];
+        const argv: string[] = [];
+        let total = 0;
         try {
-          argv = segment.tokens.map((token) => this.settings.expand(token));
+          for (const token of segment.tokens) {
+            const arg = this.settings.expand(token);
+            total += arg.length + 1;
+            if (total > MAX_COMMAND_BYTES) {
+              throw new ExpansionLimitError(
+                `the command grew past ${MAX_COMMAND_BYTES} bytes after expansion`,
+              );
+            }
+            argv.push(arg);
+          }
         } catch (e) {
           if (e instanceof ExpansionLimitError) throw this.fatal(e.message);
           throw e;
@@ -490,6 +504,7 @@ export class Engine {
       if (!command) throw new CommandFailure(`${argv[0]}: command not found`);
       return await command(argv, this);
     } catch (e) {
+      if (e instanceof ExpansionLimitError) throw this.fatal(e.message);
       if (e instanceof CommandFailure) {
         this.print(e.message);
         this.recordFailure(e.message);

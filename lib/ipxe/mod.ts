@@ -26,6 +26,7 @@ import { imageNameFromUri } from "./uri.ts";
 
 export { IpxeError } from "./error.ts";
 export type { ScriptFetcher } from "./interpreter.ts";
+export type { KexecPlan } from "../plan.ts";
 export { resolveUri } from "./uri.ts";
 
 /** Options of {@linkcode runScript} and {@linkcode runScriptSource}. */

@@ -460,9 +460,11 @@ export interface SettingsOptions {
   maxExpansions?: number;
   /** Cap on the length of an expanded string. */
   maxLength?: number;
+  /** Cap on the bytes all stored settings hold together. */
+  maxTotalBytes?: number;
 }
 
-/** Thrown when an expansion exceeds its caps (a self-referencing value). */
+/** Thrown when an expansion or the settings store exceeds its caps (a self-referencing value). */
 export class ExpansionLimitError extends Error {
   /** Creates the error. */
   constructor(message: string) {
@@ -477,12 +479,15 @@ export class Settings {
   #builtin: (name: string) => StoredSetting | undefined;
   #maxExpansions: number;
   #maxLength: number;
+  #maxTotal: number;
+  #totalBytes = 0;
 
   /** Creates the tree with an empty root, `net0` and `net0.dhcp`. */
   constructor(options: SettingsOptions = {}) {
     this.#builtin = options.builtin ?? (() => undefined);
     this.#maxExpansions = options.maxExpansions ?? 10_000;
     this.#maxLength = options.maxLength ?? 1 << 20;
+    this.#maxTotal = options.maxTotalBytes ?? 16 << 20;
     for (const b of ["", "net0", "net0.dhcp"]) this.#blocks.set(b, new Map());
   }
 
@@ -538,6 +543,14 @@ export class Settings {
       map = new Map();
       this.#blocks.set(key, map);
     }
+    const before = map.get(name)?.raw.length ?? 0;
+    const after = stored?.raw.length ?? 0;
+    if (this.#totalBytes - before + after > this.#maxTotal) {
+      throw new ExpansionLimitError(
+        `settings would hold more than ${this.#maxTotal} bytes`,
+      );
+    }
+    this.#totalBytes += after - before;
     if (!stored || stored.raw === "") map.delete(name);
     else map.set(name, stored);
   }
@@ -572,16 +585,13 @@ export class Settings {
   expand(text: string): string {
     let str = text;
     for (let count = 0;; count++) {
-      let start = -1;
-      let end = -1;
-      for (let i = 0; i < str.length; i++) {
-        if (str[i] === "$" && str[i + 1] === "{") start = i;
-        if (start >= 0 && str[i] === "}") {
-          end = i;
-          break;
-        }
-      }
+      // The first "}" after the first "${", and the last "${" before it: the
+      // same pair as iPXE's character-by-character scan, found natively.
+      const first = str.indexOf("${");
+      if (first < 0) return str;
+      const end = str.indexOf("}", first + 2);
       if (end < 0) return str;
+      const start = str.lastIndexOf("${", end - 1);
       if (count >= this.#maxExpansions) {
         throw new ExpansionLimitError(
           `expanding "${
