@@ -47,7 +47,8 @@ export function serveDirectory(dir: string, port = 0): Promise<number> {
     const body = new ReadableStream<Uint8Array>({
       type: "bytes",
       autoAllocateChunkSize: CHUNK,
-      async pull(controller) {
+      async pull(c) {
+        const controller = c as ReadableByteStreamController;
         const view = controller.byobRequest!.view!;
         const n = await file.read(
           new Uint8Array(view.buffer, view.byteOffset, view.byteLength),
