@@ -340,3 +340,19 @@ Deno.test("goto in a large script stays fast", async () => {
   assert.match(error!, /exited with status 5/);
   assert.ok(Date.now() - started < 5000, `took ${Date.now() - started} ms`);
 });
+
+Deno.test("error messages stay on one line", async () => {
+  const { error } = await run("#!ipxe\nbad\x1b[31mcommand\n");
+  assert.equal(
+    error,
+    "script http://h/dir/boot.ipxe line 2: bad\\x1b[31mcommand: command not found",
+  );
+  const fetchError = await runScriptSource("#!ipxe\nchain http://h/x\n", {
+    url: URL0,
+    fetch: () => Promise.reject(new Error("first line\nsecond line")),
+  }).catch((e: Error) => e.message);
+  assert.equal(
+    fetchError,
+    "script http://h/dir/boot.ipxe line 2: chain http://h/x: first line\\x0asecond line",
+  );
+});

@@ -13,9 +13,18 @@ import { redact } from "../log.ts";
  * `script http://h/boot.ipxe line 7: goto: label "x" not found`.
  */
 export class IpxeError extends BootError {
-  /** Creates the error; the message is redacted. */
+  /** Creates the error; the message is redacted and control characters are escaped (one line). */
   constructor(message: string, options?: ErrorOptions) {
-    super(redact(message), ExitCode.Script, options);
+    super(redact(oneLine(message)), ExitCode.Script, options);
     this.name = "IpxeError";
   }
+}
+
+/** Escapes control characters (newlines included) as `\xNN` so a message stays on one line. */
+function oneLine(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return text.replace(
+    /[\x00-\x1f\x7f]/g,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
 }
