@@ -442,3 +442,35 @@ Deno.test("an empty URI (unset setting) fails instead of naming the script itsel
     /line 2: kernel "" is not a URI \(an unset setting\?\)$/,
   );
 });
+
+Deno.test("aliases and --timeout: module/imgfetch, imgload/imgselect, imgexec; timeout reaches the fetcher", async () => {
+  const seen: Array<number | undefined> = [];
+  const plan = await runScriptSource(
+    [
+      "#!ipxe",
+      "module http://h/m1",
+      "imgfetch http://h/m2",
+      "imgload http://h/k1",
+      "imgselect http://h/k2 two",
+      "imgexec --timeout 250 http://h/s.ipxe",
+    ].join("\n"),
+    {
+      url: URL0,
+      fetch: (url, options) => {
+        seen.push(options.timeoutMs);
+        return Promise.resolve({
+          url,
+          body: new TextEncoder().encode("#!ipxe\nboot\n"),
+        });
+      },
+    },
+  );
+  assert.deepEqual(seen, [250]);
+  assert.equal(plan.kernel.url, "http://h/k2");
+  assert.equal(plan.cmdline, "two");
+  assert.deepEqual(initrdUrls(plan), [
+    "http://h/m1",
+    "http://h/m2",
+    "http://h/k1",
+  ]);
+});
