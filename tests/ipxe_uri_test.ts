@@ -46,6 +46,15 @@ Deno.test("resolveUri: empty, dot, absolute and query-only references", () => {
   );
   assert.equal(resolveUri("http://h", "x"), "http://h/x");
   assert.equal(resolveUri(undefined, "x/y"), "x/y");
+  assert.equal(
+    resolveUri("file:///srv/boot.ipxe", "vmlinuz"),
+    "file:///srv/vmlinuz",
+  );
+  assert.equal(
+    resolveUri("http://u:p@h:81/a/b?q#f", "c"),
+    "http://u:p@h:81/a/c",
+  );
+  assert.equal(resolveUri("http://h/a/b?q#f", "#g"), "http://h/a/b?q#g");
 });
 
 Deno.test("resolveUri emulates iPXE's deviations from RFC 3986", () => {
