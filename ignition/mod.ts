@@ -2,7 +2,8 @@
  * The Ignition config (spec 3.3.0) that turns a Fedora CoreOS machine into an
  * assisted-bootloader node: the bootloader's configuration and secrets (mode
  * 0600 under `/etc/assisted-bootloader`, a 0700 directory), the
- * download-and-run script, and the one-shot systemd unit that starts it.
+ * download-and-run script, the one-shot systemd unit that starts it, and a
+ * Zincati drop-in that turns automatic OS updates (and their reboots) off.
  *
  * The unit and the script are real files next to this module
  * (`assisted-bootloader.service`, `assisted-bootloader-run.sh`), embedded
@@ -40,6 +41,8 @@ export const CA_PATH =
   "/etc/pki/ca-trust/source/anchors/assisted-bootloader-ca.pem";
 /** The download-and-run script on the target. */
 export const RUN_SCRIPT_PATH = "/usr/local/bin/assisted-bootloader-run";
+/** Zincati drop-in that turns off automatic OS updates (and their reboots). */
+export const ZINCATI_PATH = "/etc/zincati/config.d/90-assisted-bootloader.toml";
 /** Name of the systemd unit. */
 export const UNIT_NAME = "assisted-bootloader.service";
 

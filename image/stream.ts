@@ -183,7 +183,15 @@ export async function download(
   }
   const part = `${dest}.part`;
   if (!/^https?:\/\//.test(url)) {
-    await Deno.writeFile(part, await readSource(url));
+    const path = url.startsWith("file:") ? new URL(url).pathname : url;
+    try {
+      await Deno.copyFile(path, part);
+    } catch (err) {
+      throw fail(
+        `Cannot read ${path}: ${(err as Error).message.split("\n")[0]}`,
+        ExitCode.Usage,
+      );
+    }
   } else {
     const attempts = options.attempts ?? 4;
     for (let attempt = 1;; attempt++) {

@@ -23,6 +23,7 @@ import {
   RUN_SCRIPT_PATH,
   TOKEN_PATH,
   UNIT_NAME,
+  ZINCATI_PATH,
 } from "../ignition/mod.ts";
 import { optionsFromArgs } from "../ignition/generate_ignition.ts";
 
