@@ -208,7 +208,7 @@ export function qemuArgs(
   const forwards = options.forwards ?? [];
   if (forwards.length > 0) {
     const fwd = forwards.map((f) =>
-      `,guestfwd=tcp:${f.guestAddress}:${f.guestPort}-cmd:nc 127.0.0.1 ${f.hostPort}`
+      `,guestfwd=tcp:${f.guestAddress}:${f.guestPort}-cmd:nc -N 127.0.0.1 ${f.hostPort}`
     ).join("");
     args.push("-netdev", `user,id=n0,restrict=on${fwd}`);
     args.push("-device", `${options.nic ?? "virtio-net-pci"},netdev=n0`);
@@ -297,9 +297,19 @@ export function startVm(options: StartVmOptions): Vm {
     new Response(child.stdout).text(),
     new Response(child.stderr).text(),
   ]);
-  const timer = setInterval(readNew, POLL_MS);
+  // QEMU starts each guestfwd `nc` in its own session, out of the process group: remember
+  // them while QEMU runs, and stop the ones still alive once it has exited.
+  const helpers = new Map<number, string>();
+  const poll = () => {
+    readNew();
+    for (const pid of descendants(child.pid)) {
+      helpers.set(pid, cmdlineOf(pid));
+    }
+  };
+  const timer = setInterval(poll, POLL_MS);
   const exited: Promise<VmExit> = child.status.then(async (status) => {
     clearInterval(timer);
+    stopHelpers(helpers);
     const [out, err] = await output;
     done = true;
     readNew();
@@ -370,6 +380,7 @@ export function startVm(options: StartVmOptions): Vm {
   async function kill(): Promise<VmExit> {
     if (!done) {
       killed = true;
+      poll();
       signalGroup(child.pid, "SIGTERM");
       const grace = setTimeout(() => signalGroup(child.pid, "SIGKILL"), 3000);
       try {
@@ -395,6 +406,50 @@ export function startVm(options: StartVmOptions): Vm {
       await kill();
     },
   };
+}
+
+/** Every descendant of `pid` (through `/proc/<pid>/task/<tid>/children`). */
+function descendants(pid: number): number[] {
+  const out: number[] = [];
+  const todo = [pid];
+  while (todo.length > 0) {
+    const parent = todo.pop()!;
+    try {
+      for (const task of Deno.readDirSync(`/proc/${parent}/task`)) {
+        const text = Deno.readTextFileSync(
+          `/proc/${parent}/task/${task.name}/children`,
+        );
+        for (const child of text.trim().split(/\s+/)) {
+          if (child === "") continue;
+          out.push(Number(child));
+          todo.push(Number(child));
+        }
+      }
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return out;
+}
+
+function cmdlineOf(pid: number): string {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/cmdline`);
+  } catch {
+    return "";
+  }
+}
+
+/** Terminates remembered helpers that still run the same command (never a reused pid). */
+function stopHelpers(helpers: Map<number, string>): void {
+  for (const [pid, cmdline] of helpers) {
+    if (cmdline === "" || cmdlineOf(pid) !== cmdline) continue;
+    try {
+      Deno.kill(pid, "SIGTERM");
+    } catch {
+      // gone
+    }
+  }
 }
 
 function signalGroup(pid: number, signal: Deno.Signal): void {
