@@ -16,8 +16,18 @@ mkdir -p "$out" "$cache"
 # NIC drivers, in the order busybox insmod needs them (no modules.dep in the .deb).
 modules=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net e1000)
 
-pkg=${KERNEL_PACKAGE:-$(apt-cache depends linux-image-amd64 2>/dev/null |
-  awk '/Depends: linux-image-[0-9]/ {print $2; exit}')}
+resolve() {
+  echo "${KERNEL_PACKAGE:-$(apt-cache depends linux-image-amd64 2>/dev/null |
+    awk '/Depends: linux-image-[0-9]/ {print $2; exit}')}"
+}
+pkg=$(resolve)
+has_version() { [[ -n $1 ]] && apt-cache show --no-all-versions "$1" 2>/dev/null | grep -q '^SHA256:'; }
+if ! has_version "$pkg" && [[ $(id -u) == 0 ]] && ! ls "$cache"/linux-image-*_amd64.deb >/dev/null 2>&1; then
+  # A fresh machine (or container) may have no package lists yet.
+  echo "apt has no kernel package metadata: running apt-get update" >&2
+  apt-get update -qq >&2 || true
+  pkg=$(resolve)
+fi
 deb="" sha="" version=""
 if [[ -n $pkg ]]; then
   info=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null || true)
@@ -25,6 +35,10 @@ if [[ -n $pkg ]]; then
   sha=$(awk '/^SHA256:/ {print $2; exit}' <<<"$info")
   file=$(awk '/^Filename:/ {print $2; exit}' <<<"$info")
   [[ -n $file ]] && deb=$cache/$(basename "$file")
+fi
+if [[ -z $deb && -n ${KERNEL_PACKAGE:-} ]]; then
+  echo "error: apt knows no package $KERNEL_PACKAGE (KERNEL_PACKAGE)" >&2
+  exit 1
 fi
 if [[ -z $deb ]]; then
   # No apt metadata (offline machine): reuse the newest cached kernel package.
