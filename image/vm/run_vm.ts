@@ -31,7 +31,7 @@ export const GUEST_MOCK_ADDRESS = "10.0.2.100";
 
 const USAGE =
   `usage: run_vm.ts --kernel VMLINUZ --marker-initrd INITRD (--initrd INITRD | --image DISK.raw)
-  [--append ARG]... [--accel kvm|tcg] [--accel-cache FILE] [--memory MiB] [--on-failure shell|poweroff]`;
+  [--append ARG]... [--accel kvm|tcg] [--accel-cache FILE] [--memory MiB (default 512, 2048 with --image)] [--on-failure shell|poweroff]`;
 
 async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -44,7 +44,7 @@ async function main(args: string[]): Promise<number> {
       append: { type: "string", multiple: true, default: [] },
       accel: { type: "string" },
       "accel-cache": { type: "string" },
-      memory: { type: "string", default: "512" },
+      memory: { type: "string" },
       "on-failure": { type: "string", default: "shell" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -108,7 +108,8 @@ async function main(args: string[]): Promise<number> {
     const port = Number(new URL(mock.baseUrl).port);
     const options: VmOptions = {
       accel,
-      memoryMiB: Number(values.memory),
+      // Fedora CoreOS wants 2 GiB; the bootloader initramfs fits in 512 MiB.
+      memoryMiB: Number(values.memory ?? (values.image ? 2048 : 512)),
       forwards: [{
         guestAddress: GUEST_MOCK_ADDRESS,
         guestPort: 80,
