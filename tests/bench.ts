@@ -322,14 +322,14 @@ async function main(): Promise<void> {
     if (breakdown.length > 0) {
       lines.push("", "Breakdown (one process each, same file and server):", "");
       lines.push(
-        "| Step alone | Wall s | MiB/s | CPU s |",
-        "|---|---:|---:|---:|",
+        "| Step alone | Wall s | MiB/s | Peak RSS MiB | CPU s |",
+        "|---|---:|---:|---:|---:|",
       );
       for (const [name, s] of breakdown) {
         lines.push(
           `| ${name} | ${fmt(s.wall, 2)} | ${fmt(mibs(s), 0)} | ${
-            fmt(s.cpu, 2)
-          } |`,
+            fmt(s.rssMib)
+          } | ${fmt(s.cpu, 2)} |`,
         );
       }
     }
@@ -380,6 +380,36 @@ async function measureBreakdown(url: string): Promise<[string, Sample][]> {
         while (c.length) { const n = Math.min(c.length, buf.length - used); buf.set(c.subarray(0, n), used); used += n; c = c.subarray(n); if (used === buf.length) await flush(); }
       }
       await flush(); f.close();`)),
+  ]);
+  await Deno.remove(sink).catch(() => {});
+  out.push([
+    "Deno fetch, BYOB reads into reused 1 MiB buffers + sha256 + write (suggested loop)",
+    await run(deno(`
+      import { createHash } from "node:crypto";
+      const h = createHash("sha256");
+      const r = await fetch(${JSON.stringify(url)});
+      const f = await Deno.open(${
+      JSON.stringify(sink)
+    }, { write: true, create: true, truncate: true });
+      const reader = r.body.getReader({ mode: "byob" });
+      const size = 1 << 20; const spare = [new ArrayBuffer(size), new ArrayBuffer(size)];
+      let writing = Promise.resolve(); let done = false;
+      const writeAll = async (v) => { let d = 0; while (d < v.length) d += await f.write(v.subarray(d)); };
+      while (!done) {
+        let buf = spare.pop(); let used = 0;
+        while (used < size) {
+          const res = await reader.read(new Uint8Array(buf, used, size - used));
+          if (res.value) buf = res.value.buffer;
+          if (res.done) { done = true; break; }
+          used += res.value.length;
+        }
+        const view = new Uint8Array(buf, 0, used);
+        h.update(view);
+        await writing;
+        writing = writeAll(view).then(() => { spare.push(buf); });
+      }
+      await writing; f.close();
+      console.log(h.digest("hex"));`)),
   ]);
   await Deno.remove(sink).catch(() => {});
   out.push([
