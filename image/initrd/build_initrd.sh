@@ -15,7 +15,7 @@ here=$(dirname "$(readlink -f "$0")")
 
 mkdir -p "$(dirname "$out")"
 root=$(mktemp -d "$(dirname "$out")/.root.XXXXXX")
-trap 'rm -rf "$root"' EXIT
+trap 'rm -rf "$root" "$out.tmp.$$"' EXIT
 mkdir -p "$root"/{bin,dev,etc,proc,sys,tmp,run,root,var/lib,var/cache,lib/modules/assisted,usr/share/udhcpc}
 ln -s bin "$root/sbin"
 ln -s ../bin "$root/usr/bin"
@@ -76,6 +76,6 @@ case $compress in
   *) echo "error: COMPRESS must be gzip, zstd or none, not $compress" >&2; exit 2 ;;
 esac
 (cd "$root" && find . -mindepth 1 -print0 | LC_ALL=C sort -z |
-  cpio --null -o -H newc --reproducible -R 0:0 --quiet) | "${filter[@]}" >"$out.tmp"
-mv "$out.tmp" "$out"
+  cpio --null -o -H newc --reproducible -R 0:0 --quiet) | "${filter[@]}" >"$out.tmp.$$"
+mv "$out.tmp.$$" "$out"
 echo "initrd: $out ($(du -h "$out" | cut -f1), $compress)" >&2

@@ -10,8 +10,11 @@ set -euo pipefail
 out=$1
 cache=$2/debs
 here=$(dirname "$(readlink -f "$0")")
-"$here/require_tools.sh" apt-get:apt dpkg-deb:dpkg sha256sum:coreutils
+"$here/require_tools.sh" apt-get:apt dpkg-deb:dpkg sha256sum:coreutils flock:util-linux
 mkdir -p "$out" "$cache"
+# One fetch at a time per cache (parallel test runs share build/).
+exec 9>"$cache/.lock"
+flock 9
 
 # NIC drivers, in the order busybox insmod needs them (no modules.dep in the .deb).
 modules=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net e1000)
@@ -74,7 +77,7 @@ for m in "${modules[@]}"; do
   cp "$ko" "$out/modules/"
   echo "$m" >>"$out/modules/load-order"
 done
-cp "$tmp/boot/vmlinuz-$kver" "$out/vmlinuz.new"
-mv "$out/vmlinuz.new" "$out/vmlinuz"
+cp "$tmp/boot/vmlinuz-$kver" "$tmp/vmlinuz"
+mv "$tmp/vmlinuz" "$out/vmlinuz"
 echo "$stamp" >"$out/kernel.stamp"
 echo "kernel: $pkg $version ($kver)" >&2
