@@ -539,6 +539,46 @@ export function mutate(rng: Rng, text: string): string {
   return out;
 }
 
+/** A script made to hit a cap or a deep path: long nests, lines, chains, lists. */
+export function stressScript(rng: Rng): string {
+  const n = 100 + rng.int(5000);
+  switch (rng.int(9)) {
+    case 0:
+      return `#!ipxe\necho ${"${".repeat(n)}x${"}".repeat(rng.int(n + 1))}\n`;
+    case 1:
+      return `#!ipxe\necho ${"a ".repeat(n * 4)}\n`;
+    case 2:
+      return `#!ipxe\n${"iseq 1 2 || ".repeat(n)}echo\n`;
+    case 3:
+      return `#!ipxe\n${
+        Array.from({ length: n }, (_, i) => `:l${i}`).join("\n")
+      }\ngoto l${rng.int(n)}\n`;
+    case 4:
+      return `#!ipxe\nset a x\n${
+        "set a ${a}${a}\n".repeat(10 + rng.int(30))
+      }kernel k \${a}\nboot\n`;
+    case 5:
+      return `#!ipxe\n${
+        rng.pick(['"', "'", "\\", "\0", "$", "{"]).repeat(n * 4)
+      }\n`;
+    case 6:
+      return `#!ipxe\n${
+        Array.from({ length: n }, (_, i) =>
+          `initrd ${HOST}/i${i} /f${i} mode=0${rng.int(8)}44`).join("\n")
+      }\nkernel vmlinuz\nboot\n`;
+    case 7:
+      return `#!ipxe\nmenu m\n${
+        Array.from({ length: n }, (_, i) => `item l${i} t${i}`).join("\n")
+      }\nchoose --default l${rng.int(n)} x && goto \${x}\n`;
+    default:
+      return `#!ipxe\nset a:${
+        rng.pick(["hex", "hexhyp", "base64", "int32", "uint8", "ipv4", "uuid"])
+      } ${
+        rng.pick(["ff:", "1.", "-", "A", "9"]).repeat(n)
+      }\necho \${a} \${a:hex} \${a:string}\n`;
+  }
+}
+
 /** A 4 KiB bzImage-looking blob (`HdrS` at 0x202) with seeded contents. */
 function kernelBytes(rng: Rng): Uint8Array {
   const out = new Uint8Array(4096);
@@ -587,7 +627,9 @@ export interface FuzzCase {
 export function makeCase(seed: number, index: number): FuzzCase {
   const s = caseSeed(seed, index);
   const rng = new Rng(s);
-  const script = rng.chance(0.5)
+  const script = rng.chance(0.01)
+    ? stressScript(rng)
+    : rng.chance(0.5)
     ? generateScript(rng)
     : mutate(rng, rng.pick(SEED_SCRIPTS));
   const fetched: string[] = [];
