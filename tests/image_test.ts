@@ -280,24 +280,20 @@ Deno.test({
             `${o.cacheDir}/${f.base}.xz.part`,
             xz.subarray(0, xz.length >> 1),
           );
-          // The CLI, as make runs it, with the environment variables of image.mk.
-          const cli = await run(Deno.execPath(), [
-            "run",
-            "-A",
-            `${ROOT}/image/build_image.ts`,
-          ], {
-            env: {
-              PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
-              STREAM_URL: o.streamUrl,
-              IGNITION_OUT: f.ignition,
-              IMAGE_OUT: o.output,
-              IMAGE_CACHE: o.cacheDir,
-              DISK_SIZE: "1G",
-              FEDORA_KEYS: f.keys,
-              ARCH: "x86_64",
-              COMPRESS_LEVEL: "1",
-            },
-          });
+          // `make` (default target image), as a user runs it.
+          const cli = await run("make", [
+            "-s",
+            "-C",
+            ROOT,
+            `STREAM_URL=${o.streamUrl}`,
+            `IGNITION_OUT=${f.ignition}`,
+            `IMAGE_OUT=${o.output}`,
+            `IMAGE_CACHE=${o.cacheDir}`,
+            "DISK_SIZE=1G",
+            `FEDORA_KEYS=${f.keys}`,
+            "ARCH=x86_64",
+            "COMPRESS_LEVEL=1",
+          ]);
           assert.equal(cli.code, 0, cli.stderr);
           assert.match(cli.stderr, /resuming at 0\.\d MiB|resuming at/);
           assert.ok(
