@@ -7,8 +7,6 @@
  * @module
  */
 
-import https from "node:https";
-import { Readable } from "node:stream";
 import { BootError, ExitCode } from "./errors.ts";
 import { log, redact } from "./log.ts";
 
@@ -304,6 +302,8 @@ export interface CreateClientOptions {
   caCertFiles?: string[];
   /** Skip TLS certificate verification (`--insecure`); every connection is logged as a warning. */
   insecure?: boolean;
+  /** The curl program used for `--insecure` (default `curl` from PATH). */
+  curl?: string;
 }
 
 /**
@@ -311,10 +311,14 @@ export interface CreateClientOptions {
  * when neither is given (the runtime's default client verifies TLS against
  * the system roots).
  *
- * `Deno.createHttpClient` has no switch to skip verification, so a client made
- * with `insecure: true` is remembered here and {@linkcode request} sends its
- * `https:` requests through `node:https` with `rejectUnauthorized: false`,
- * warning on every connection.
+ * Deno has no run-time switch to skip certificate verification
+ * (`Deno.createHttpClient` has none, the `--unsafely-ignore-certificate-errors`
+ * flag is fixed at start-up, and `node:https` with `rejectUnauthorized: false`
+ * works but buffers whole bodies in memory). So a client made with
+ * `insecure: true` is remembered here and {@linkcode request} sends its
+ * `https:` requests through `curl --insecure`, streaming its output through a
+ * pipe (flat memory), and warns on every connection. Throws a
+ * {@linkcode BootError} (Usage) when a CA file is unreadable or curl is missing.
  */
 export function createClient(
   options: CreateClientOptions = {},
@@ -339,6 +343,22 @@ export function createClient(
     }
     return text;
   });
+  if (options.insecure) {
+    curlProgram = options.curl ?? "curl";
+    try {
+      new Deno.Command(curlProgram, {
+        args: ["--version"],
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).outputSync();
+    } catch {
+      throw new BootError(
+        `--insecure needs curl, and ${curlProgram} cannot be run (Deno cannot skip TLS verification by itself)`,
+        ExitCode.Usage,
+      );
+    }
+  }
   const client = Deno.createHttpClient({ caCerts });
   if (options.insecure) {
     insecureClients.add(client);
@@ -354,70 +374,196 @@ export function isInsecureClient(client?: Deno.HttpClient): boolean {
   return client !== undefined && insecureClients.has(client);
 }
 
+let curlProgram = "curl";
+
 interface FetchInit {
   method: string;
   headers: Headers;
-  body?: BodyInit;
+  body?: BodyInit | null;
   signal: AbortSignal;
 }
 
-/** One HTTPS request without certificate verification, answered as a fetch `Response`. */
-function insecureFetch(url: string, init: FetchInit): Promise<Response> {
+/** Quotes a value for a curl config file (`--config`). */
+function curlQuote(value: string): string {
+  return '"' +
+    value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")
+      .replace(/\r/g, "\\r").replace(/\t/g, "\\t") +
+    '"';
+}
+
+function bodyText(body: BodyInit | null | undefined): string | undefined {
+  if (body === undefined || body === null) return undefined;
+  if (typeof body === "string") return body;
+  if (body instanceof URLSearchParams) return body.toString();
+  if (body instanceof Uint8Array) return new TextDecoder().decode(body);
+  throw new TypeError(
+    "this request body type is not supported with --insecure",
+  );
+}
+
+const HEADER_LIMIT = 64 * 1024;
+
+/**
+ * One HTTPS request through `curl --insecure`, answered as a fetch `Response`
+ * whose body streams from curl's stdout. The URL, headers and body go to curl
+ * through its `--config -` stdin, never its command line (other users can
+ * read command lines).
+ */
+async function insecureFetch(url: string, init: FetchInit): Promise<Response> {
   log.warn(
     `--insecure: not verifying the TLS certificate of ${
       redact(new URL(url).origin)
     }`,
   );
-  let payload: string | Uint8Array | undefined;
   const headers = new Headers(init.headers);
-  const body = init.body;
-  if (body === undefined || body === null) payload = undefined;
-  else if (typeof body === "string") payload = body;
-  else if (body instanceof URLSearchParams) {
-    payload = body.toString();
+  let config = `url = ${curlQuote(url)}\n`;
+  config += init.method === "HEAD"
+    ? "head\n"
+    : `request = ${curlQuote(init.method)}\n`;
+  const payload = bodyText(init.body);
+  if (payload !== undefined) {
     if (!headers.has("content-type")) {
       headers.set(
         "content-type",
-        "application/x-www-form-urlencoded;charset=UTF-8",
+        init.body instanceof URLSearchParams
+          ? "application/x-www-form-urlencoded;charset=UTF-8"
+          : "text/plain;charset=UTF-8",
       );
     }
-  } else if (body instanceof Uint8Array) payload = body;
-  else if (body instanceof ArrayBuffer) payload = new Uint8Array(body);
-  else {
-    return Promise.reject(
-      new TypeError("this request body type is not supported with --insecure"),
-    );
+    config += `data-binary = ${curlQuote(payload)}\n`;
   }
-  return new Promise((resolve, reject) => {
-    if (init.signal.aborted) return reject(init.signal.reason);
-    const req = https.request(url, {
-      method: init.method,
-      headers: Object.fromEntries(headers),
-      rejectUnauthorized: false,
-      agent: false,
-    }, (res) => {
-      const out = new Headers();
-      for (const [name, value] of Object.entries(res.headers)) {
-        if (Array.isArray(value)) value.forEach((v) => out.append(name, v));
-        else if (value !== undefined) out.set(name, String(value));
+  if (!headers.has("user-agent")) headers.set("user-agent", "Deno");
+  for (const [name, value] of headers) {
+    config += `header = ${curlQuote(`${name}: ${value}`)}\n`;
+  }
+  if (init.signal.aborted) throw init.signal.reason;
+  const child = new Deno.Command(curlProgram, {
+    args: [
+      "--disable", // no ~/.curlrc
+      "--silent",
+      "--show-error",
+      "--insecure",
+      "--include",
+      "--globoff",
+      "--http1.1",
+      "--max-redirs",
+      "0",
+      "--proto",
+      "=https",
+      "--config",
+      "-",
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const kill = () => {
+    try {
+      child.kill("SIGTERM");
+    } catch {
+      // already gone
+    }
+  };
+  init.signal.addEventListener("abort", kill, { once: true });
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(config));
+  await writer.close();
+  const stderr = new Response(child.stderr).text();
+  const failure = async () => {
+    const status = await child.status;
+    const text = (await stderr).trim().split("\n").at(-1) ?? "";
+    return new Error(text || `curl exited with code ${status.code}`);
+  };
+
+  // Read the header block(s) (skipping 1xx), keep what follows as body.
+  const reader = child.stdout.getReader();
+  const stop = async (err: unknown): Promise<never> => {
+    kill();
+    await reader.cancel().catch(() => {});
+    await child.status;
+    await stderr;
+    throw err;
+  };
+  let buffered = new Uint8Array(0);
+  let status = 0;
+  const responseHeaders = new Headers();
+  for (;;) {
+    const text = new TextDecoder("latin1").decode(buffered);
+    const end = text.indexOf("\r\n\r\n");
+    if (end >= 0) {
+      const [line, ...fields] = text.slice(0, end).split("\r\n");
+      const m = /^HTTP\/[\d.]+ (\d{3})/.exec(line) as RegExpExecArray;
+      if (!m) {
+        await stop(
+          new Error(`unexpected answer from curl: ${line.slice(0, 80)}`),
+        );
       }
-      const status = res.statusCode ?? 500;
-      const noBody = init.method === "HEAD" || status === 204 ||
-        status === 304;
-      if (noBody) res.resume();
-      const stream = noBody
-        ? null
-        : Readable.toWeb(res) as unknown as ReadableStream<Uint8Array>;
-      init.signal.addEventListener(
-        "abort",
-        () => res.destroy(init.signal.reason),
-        { once: true },
-      );
-      resolve(new Response(stream, { status, headers: out }));
-    });
-    const onAbort = () => req.destroy(init.signal.reason);
-    init.signal.addEventListener("abort", onAbort, { once: true });
-    req.on("error", reject);
-    req.end(payload);
+      buffered = buffered.subarray(end + 4);
+      if (Number(m[1]) < 200) continue;
+      status = Number(m[1]);
+      for (const field of fields) {
+        const i = field.indexOf(":");
+        if (i > 0) {
+          responseHeaders.append(
+            field.slice(0, i).trim(),
+            field.slice(i + 1).trim(),
+          );
+        }
+      }
+      break;
+    }
+    if (buffered.length > HEADER_LIMIT) {
+      await stop(new Error("response headers too large"));
+    }
+    let chunk: ReadableStreamReadResult<Uint8Array>;
+    try {
+      chunk = await reader.read();
+    } catch (err) {
+      return await stop(init.signal.aborted ? init.signal.reason : err);
+    }
+    if (chunk.done) {
+      const err = init.signal.aborted ? init.signal.reason : await failure();
+      return await stop(err);
+    }
+    const next = new Uint8Array(buffered.length + chunk.value.length);
+    next.set(buffered);
+    next.set(chunk.value, buffered.length);
+    buffered = next;
+  }
+
+  let first: Uint8Array | undefined = buffered.length ? buffered : undefined;
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (first) {
+        controller.enqueue(first);
+        first = undefined;
+        return;
+      }
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await reader.read();
+      } catch (err) {
+        controller.error(init.signal.aborted ? init.signal.reason : err);
+        return;
+      }
+      if (!chunk.done) return controller.enqueue(chunk.value);
+      const { code } = await child.status;
+      init.signal.removeEventListener("abort", kill);
+      if (code === 0) controller.close();
+      else {controller.error(
+          init.signal.aborted ? init.signal.reason : await failure(),
+        );}
+    },
+    async cancel() {
+      kill();
+      await reader.cancel().catch(() => {});
+      await child.status;
+    },
+  }, { highWaterMark: 0 });
+  const noBody = init.method === "HEAD" || status === 204 || status === 304;
+  if (noBody) await body.cancel();
+  return new Response(noBody ? null : body, {
+    status,
+    headers: responseHeaders,
   });
 }

@@ -222,7 +222,7 @@ async function loadOnce(
     fetchOne(
       plan.kernel.url,
       `${dir}/kernel`,
-      `kernel ${plan.kernel.name}`,
+      plan.kernel.name === "kernel" ? "kernel" : `kernel (${plan.kernel.name})`,
       options.kernelSha256 ?? artifactPin(plan.kernel.url, pins),
       (head) => {
         kernelFormat = checkKernel(head, { url: plan.kernel.url, arch });
@@ -232,7 +232,7 @@ async function loadOnce(
       fetchOne(
         initrd.url,
         `${dir}/initrd-part-${i}`,
-        `initrd ${i + 1}/${total} ${initrd.name}`,
+        `initrd ${i + 1}/${total} (${initrd.name})`,
         artifactPin(initrd.url, pins),
         (head) => {
           // A cpio-wrapped image is any file (a config, a script).

@@ -89,8 +89,12 @@ export function createProgress(
     lastDraw = t;
     const columns = safeColumns();
     let text = drawn > 0 ? `\x1b[${drawn}A` : "";
+    const width = Math.min(
+      24,
+      Math.max(...bars.map((bar) => bar.label.length)),
+    );
     for (const bar of bars) {
-      text += "\r\x1b[2K" + barLine(bar, t, columns) + "\n";
+      text += "\r\x1b[2K" + barLine(bar, t, columns, width) + "\n";
     }
     drawn = bars.length;
     write(text);
@@ -139,6 +143,8 @@ export function createProgress(
         update(bytes, total) {
           const t = now();
           const decile = total ? Math.floor(bytes * 10 / total) : 0;
+          // The summary line follows a complete download: no "100%" line.
+          if (total && bytes >= total) return;
           if ((total && decile > lastDecile) || t - lastLine >= 10_000) {
             lastDecile = Math.max(lastDecile, decile);
             lastLine = t;
@@ -161,7 +167,12 @@ export function createProgress(
   };
 }
 
-function barLine(bar: Bar, t: number, columns: number): string {
+function barLine(
+  bar: Bar,
+  t: number,
+  columns: number,
+  labelWidth: number,
+): string {
   const seconds = Math.max((t - bar.start) / 1000, 0.001);
   const rate = bar.bytes / seconds;
   const total = bar.total;
@@ -175,9 +186,9 @@ function barLine(bar: Bar, t: number, columns: number): string {
   const info = ` ${formatBytes(bar.bytes)}${
     total ? "/" + formatBytes(total) : ""
   } ${formatBytes(rate)}/s ${tail}`;
-  const label = bar.label.length > 24
-    ? bar.label.slice(0, 23) + "…"
-    : bar.label;
+  const label = bar.label.length > labelWidth
+    ? bar.label.slice(0, labelWidth - 1) + "…"
+    : bar.label.padEnd(labelWidth);
   const width = Math.max(10, columns - label.length - info.length - 10);
   const filled = Math.round(pct * width);
   const gauge = total

@@ -9,6 +9,7 @@ import { download, isPxeInitrd, sha256File } from "../lib/download.ts";
 import { BootError, ExitCode } from "../lib/errors.ts";
 import { createClient, request } from "../lib/http.ts";
 import { configureLog } from "../lib/log.ts";
+import { createProgress, formatBytes } from "../lib/progress.ts";
 
 const enc = new TextEncoder();
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
@@ -518,16 +519,13 @@ async function openssl(args: string[], cwd: string): Promise<void> {
   assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
 }
 
-Deno.test("TLS: default verifies, --ca-cert adds trust, --insecure skips verification and warns", async () => {
-  await withTemp(async (dir) => {
-    const ec = [
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-    ];
-    await openssl([
+/** A private CA and a leaf for 127.0.0.1 signed by it, made with openssl now. */
+async function makeCerts(dir: string): Promise<void> {
+  const ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes".split(
+    " ",
+  );
+  await openssl(
+    [
       "req",
       "-x509",
       ...ec,
@@ -539,8 +537,11 @@ Deno.test("TLS: default verifies, --ca-cert adds trust, --insecure skips verific
       "1",
       "-subj",
       "/CN=test CA",
-    ], dir);
-    await openssl([
+    ],
+    dir,
+  );
+  await openssl(
+    [
       "req",
       ...ec,
       "-keyout",
@@ -549,12 +550,15 @@ Deno.test("TLS: default verifies, --ca-cert adds trust, --insecure skips verific
       "leaf.csr",
       "-subj",
       "/CN=127.0.0.1",
-    ], dir);
-    await Deno.writeTextFile(
-      `${dir}/ext.cnf`,
-      "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    );
-    await openssl([
+    ],
+    dir,
+  );
+  await Deno.writeTextFile(
+    `${dir}/ext.cnf`,
+    "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n",
+  );
+  await openssl(
+    [
       "x509",
       "-req",
       "-in",
@@ -570,22 +574,87 @@ Deno.test("TLS: default verifies, --ca-cert adds trust, --insecure skips verific
       "1",
       "-extfile",
       "ext.cnf",
-    ], dir);
-    const body = randomBytes(1024 * 1024 + 3);
-    const seen: Headers[] = [];
-    const server = Deno.serve({
-      hostname: "127.0.0.1",
-      port: 0,
-      cert: await Deno.readTextFile(`${dir}/leaf.pem`),
-      key: await Deno.readTextFile(`${dir}/leaf.key`),
-      onListen() {},
-    }, (req) => {
-      seen.push(req.headers);
-      return new Response(body as Uint8Array<ArrayBuffer>, {
-        headers: { "accept-ranges": "bytes" },
-      });
+    ],
+    dir,
+  );
+}
+
+interface Seen {
+  method: string;
+  path: string;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/** An HTTPS server on 127.0.0.1 with the leaf from {@linkcode makeCerts}. */
+async function startTls(
+  dir: string,
+  handler: (req: Request, index: number) => Response | Promise<Response>,
+) {
+  const seen: Seen[] = [];
+  const server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    cert: await Deno.readTextFile(`${dir}/leaf.pem`),
+    key: await Deno.readTextFile(`${dir}/leaf.key`),
+    onListen() {},
+  }, async (req) => {
+    const url = new URL(req.url);
+    const body = req.method === "POST" ? await req.text() : "";
+    seen.push({
+      method: req.method,
+      path: url.pathname + url.search,
+      headers: Object.fromEntries(req.headers),
+      body,
     });
-    const url = `https://127.0.0.1:${server.addr.port}/kernel`;
+    return await handler(req, seen.length - 1);
+  });
+  return {
+    base: `https://127.0.0.1:${server.addr.port}`,
+    seen,
+    close: () => server.shutdown(),
+  };
+}
+
+/** Serves `body` with Range support; `cutAt` ends the first answer early (a reset). */
+function rangeResponse(
+  req: Request,
+  body: Uint8Array,
+  cutAt?: number,
+): Response {
+  const m = /^bytes=(\d+)-$/.exec(req.headers.get("range") ?? "");
+  const start = m ? Number(m[1]) : 0;
+  const part = body.subarray(start, cutAt ?? body.length);
+  let sent = false;
+  const stream = new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (!sent) {
+        sent = true;
+        c.enqueue(part.slice());
+        return;
+      }
+      if (cutAt !== undefined) c.error(new Error("cut"));
+      else c.close();
+    },
+  });
+  const headers: Record<string, string> = {
+    "accept-ranges": "bytes",
+    "content-length": String(body.length - start),
+  };
+  if (m) {
+    headers["content-range"] = `bytes ${start}-${
+      body.length - 1
+    }/${body.length}`;
+  }
+  return new Response(stream, { status: m ? 206 : 200, headers });
+}
+
+Deno.test("TLS: default verifies, --ca-cert adds trust, --insecure skips verification and warns", async () => {
+  await withTemp(async (dir) => {
+    await makeCerts(dir);
+    const body = randomBytes(1024 * 1024 + 3);
+    const server = await startTls(dir, (req) => rangeResponse(req, body));
+    const url = `${server.base}/kernel`;
     try {
       await assert.rejects(
         download(url, `${dir}/a`, { ...fast, retries: 0 }),
@@ -594,7 +663,7 @@ Deno.test("TLS: default verifies, --ca-cert adds trust, --insecure skips verific
           /Cannot download https:\/\/127\.0\.0\.1:\d+\/kernel: .*(certificate|UnknownIssuer)/i,
         ),
       );
-      assert.equal(seen.length, 0);
+      assert.equal(server.seen.length, 0);
 
       const trusted = createClient({ caCertFiles: [`${dir}/ca.pem`] })!;
       try {
@@ -625,7 +694,11 @@ Deno.test("TLS: default verifies, --ca-cert adds trust, --insecure skips verific
           ),
           perRequest.join("\n"),
         );
-        assert.equal(seen.at(-1)!.get("authorization"), null);
+        assert.equal(server.seen.at(-1)!.headers["authorization"], undefined);
+        assert.equal(
+          server.seen.at(-1)!.headers["accept-encoding"],
+          "identity",
+        );
       } finally {
         insecure.close();
       }
@@ -633,9 +706,93 @@ Deno.test("TLS: default verifies, --ca-cert adds trust, --insecure skips verific
         () => createClient({ caCertFiles: [`${dir}/ext.cnf`] }),
         bootError(ExitCode.Usage, /holds no PEM certificate/),
       );
+      assert.throws(
+        () => createClient({ caCertFiles: [`${dir}/missing.pem`] }),
+        bootError(ExitCode.Usage, /Cannot read CA certificate/),
+      );
       assert.equal(createClient({}), undefined);
     } finally {
-      await server.shutdown();
+      await server.close();
+    }
+  });
+});
+
+Deno.test("TLS --insecure (curl): resume after a cut, status codes, POST form, HEAD, same-origin Authorization", async () => {
+  await withTemp(async (dir) => {
+    await makeCerts(dir);
+    const body = randomBytes(3 * 1024 * 1024);
+    const server = await startTls(dir, (req, i) => {
+      const path = new URL(req.url).pathname;
+      if (path === "/kernel") {
+        return rangeResponse(req, body, i === 0 ? 1_000_000 : undefined);
+      }
+      if (path === "/token") return Response.json({ ok: true });
+      if (path === "/redirect") {
+        return new Response(null, {
+          status: 302,
+          headers: { location: "/kernel" },
+        });
+      }
+      return new Response("no such thing\n", { status: 404 });
+    });
+    const [client] = await captureLog(() =>
+      Promise.resolve(createClient({ insecure: true })!)
+    );
+    try {
+      await captureLog(async () => {
+        const r = await download(
+          `${server.base}/kernel?image_token=SECRET`,
+          `${dir}/k`,
+          { ...fast, client },
+        );
+        assert.equal(r.sha256, sha(body));
+        assert.equal(r.resumed, true);
+        assert.match(server.seen[1].headers["range"] ?? "", /^bytes=\d+-$/);
+
+        await assert.rejects(
+          download(`${server.base}/nope`, `${dir}/n`, { ...fast, client }),
+          bootError(ExitCode.Download, /HTTP 404 \(no such thing\)/),
+        );
+
+        const post = await request(`${server.base}/token`, {
+          method: "POST",
+          client,
+          body: new URLSearchParams({
+            grant_type: "refresh_token",
+            refresh_token: 'a"b\\c',
+          }),
+          authorization: "Bearer abc",
+        });
+        assert.deepEqual(await post.json(), { ok: true });
+        const seenPost = server.seen.at(-1)!;
+        assert.equal(
+          seenPost.body,
+          "grant_type=refresh_token&refresh_token=a%22b%5Cc",
+        );
+        assert.match(seenPost.headers["content-type"], /x-www-form-urlencoded/);
+        assert.equal(seenPost.headers["authorization"], "Bearer abc");
+
+        const head = await request(`${server.base}/token`, {
+          method: "HEAD",
+          client,
+        });
+        assert.equal(head.status, 200);
+        assert.equal(head.body, null);
+
+        const redirected = await request(`${server.base}/redirect`, {
+          client,
+          authorization: "Bearer abc",
+        });
+        assert.equal(redirected.status, 200);
+        assert.equal((await redirected.arrayBuffer()).byteLength, body.length);
+      });
+      assert.throws(
+        () => createClient({ insecure: true, curl: "/nonexistent/curl" }),
+        bootError(ExitCode.Usage, /--insecure needs curl/),
+      );
+    } finally {
+      client.close();
+      await server.close();
     }
   });
 });
@@ -654,73 +811,181 @@ function bigChunk(i: number): Uint8Array {
   return out;
 }
 
-Deno.test({
-  name: "download: 200 MiB streams with flat memory (child peak RSS bounded)",
-  async fn() {
-    await withTemp(async (dir) => {
-      let expected = "";
-      {
-        const h = createHash("sha256");
-        for (let i = 0; i < BIG / CHUNK; i++) h.update(bigChunk(i));
-        expected = h.digest("hex");
+async function bigDownloadInChild(
+  dir: string,
+  tls: boolean,
+): Promise<{ hwmKiB: number }> {
+  let expected = "";
+  {
+    const h = createHash("sha256");
+    for (let i = 0; i < BIG / CHUNK; i++) h.update(bigChunk(i));
+    expected = h.digest("hex");
+  }
+  const server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    onListen() {},
+    ...(tls
+      ? {
+        cert: await Deno.readTextFile(`${dir}/leaf.pem`),
+        key: await Deno.readTextFile(`${dir}/leaf.key`),
       }
-      const server = Deno.serve({
-        hostname: "127.0.0.1",
-        port: 0,
-        onListen() {},
-      }, () => {
-        let i = 0;
-        const stream = new ReadableStream<Uint8Array>({
-          pull(c) {
-            if (i === BIG / CHUNK) return c.close();
-            c.enqueue(bigChunk(i++));
-          },
-        }, { highWaterMark: 0 });
-        return new Response(stream, {
-          headers: { "content-length": String(BIG) },
-        });
-      });
-      const script = `${dir}/child.ts`;
-      await Deno.writeTextFile(
-        script,
-        `import { download } from ${
-          JSON.stringify(import.meta.resolve("../lib/download.ts"))
-        };
-const r = await download(Deno.args[0], Deno.args[1], { retries: 0 });
+      : {}),
+  }, () => {
+    let i = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (i === BIG / CHUNK) return c.close();
+        c.enqueue(bigChunk(i++));
+      },
+    }, { highWaterMark: 0 });
+    return new Response(stream, {
+      headers: { "content-length": String(BIG) },
+    });
+  });
+  const script = `${dir}/child.ts`;
+  await Deno.writeTextFile(
+    script,
+    `import { download } from ${
+      JSON.stringify(import.meta.resolve("../lib/download.ts"))
+    };
+import { createClient } from ${
+      JSON.stringify(import.meta.resolve("../lib/http.ts"))
+    };
+const client = Deno.args[2] === "insecure" ? createClient({ insecure: true }) : undefined;
+const r = await download(Deno.args[0], Deno.args[1], { retries: 0, client });
+client?.close();
 const hwm = Deno.readTextFileSync("/proc/self/status").match(/VmHWM:\\s+(\\d+) kB/)![1];
 console.log(JSON.stringify({ ...r, hwmKiB: Number(hwm) }));
 `,
-      );
-      try {
-        const out = await new Deno.Command(Deno.execPath(), {
-          args: [
-            "run",
-            "-A",
-            "--no-config",
-            script,
-            `http://127.0.0.1:${server.addr.port}/big`,
-            `${dir}/big`,
-          ],
-          env: { DENO_NO_UPDATE_CHECK: "1" },
-          stdout: "piped",
-          stderr: "piped",
-          signal: AbortSignal.timeout(120_000),
-        }).output();
-        assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-        const result = JSON.parse(new TextDecoder().decode(out.stdout));
-        assert.equal(result.size, BIG);
-        assert.equal(result.sha256, expected);
-        assert.equal((await Deno.stat(`${dir}/big`)).size, BIG);
-        // Deno itself takes ~50-100 MiB; holding the body would take 200+.
-        assert.ok(result.hwmKiB < 200 * 1024, `peak RSS ${result.hwmKiB} KiB`);
-        console.log(
-          `child peak RSS for a 200 MiB download: ${
-            (result.hwmKiB / 1024).toFixed(0)
-          } MiB`,
-        );
-      } finally {
-        await server.shutdown();
-      }
-    });
-  },
+  );
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--no-config",
+        script,
+        `${tls ? "https" : "http"}://127.0.0.1:${server.addr.port}/big`,
+        `${dir}/big`,
+        tls ? "insecure" : "",
+      ],
+      env: { DENO_NO_UPDATE_CHECK: "1" },
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(120_000),
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const result = JSON.parse(new TextDecoder().decode(out.stdout));
+    assert.equal(result.size, BIG);
+    assert.equal(result.sha256, expected);
+    assert.equal((await Deno.stat(`${dir}/big`)).size, BIG);
+    // Deno itself takes ~40-100 MiB; holding the body would take 200+.
+    assert.ok(result.hwmKiB < 200 * 1024, `peak RSS ${result.hwmKiB} KiB`);
+    return result;
+  } finally {
+    await server.shutdown();
+    await Deno.remove(`${dir}/big`).catch(() => {});
+  }
+}
+
+Deno.test("download: 200 MiB streams with flat memory (child peak RSS bounded)", async () => {
+  await withTemp(async (dir) => {
+    const plain = await bigDownloadInChild(dir, false);
+    await makeCerts(dir);
+    const insecure = await bigDownloadInChild(dir, true);
+    console.log(
+      `child peak RSS for a 200 MiB download: ${
+        (plain.hwmKiB / 1024).toFixed(0)
+      } MiB (http), ${
+        (insecure.hwmKiB / 1024).toFixed(0)
+      } MiB (https --insecure)`,
+    );
+  });
+});
+
+// ---- Progress display.
+
+Deno.test("progress lines: one line per 10 % or per 10 s, then a summary", () => {
+  let now = 0;
+  const lines: string[] = [];
+  const progress = createProgress("lines", {
+    now: () => now,
+    line: (l) => lines.push(l),
+    isTerminal: false,
+  });
+  const t = progress.track("kernel");
+  const total = 1000 * 1024;
+  for (let b = 0; b <= total; b += 25 * 1024) {
+    now += 100;
+    t.update(b, total);
+  }
+  t.finish({ size: total, sha256: "ab".repeat(32) });
+  assert.equal(lines[0], "kernel: downloading");
+  const pcts = lines.slice(1, -1).map((l) => Number(/\((\d+)%\)/.exec(l)![1]));
+  assert.deepEqual(pcts, [10, 20, 30, 40, 50, 60, 70, 80, 90]);
+  assert.match(
+    lines.at(-1)!,
+    /^kernel: 1000\.0 KiB in 4\.1 s \(243\.9 KiB\/s\), sha256 (ab){32}$/,
+  );
+
+  // Unknown total: one line per 10 s.
+  lines.length = 0;
+  const u = progress.track("initrd");
+  for (let s = 1; s <= 35; s++) {
+    now += 1000;
+    u.update(s * 1024);
+  }
+  assert.equal(lines.filter((l) => /^initrd: \d/.test(l)).length, 3);
+  assert.doesNotMatch(lines.join("\n"), /%/);
+});
+
+Deno.test("progress tty: a redrawn bar per artifact with rate and ETA; none: silent", () => {
+  let now = 0;
+  let out = "";
+  const lines: string[] = [];
+  const progress = createProgress("auto", {
+    now: () => now,
+    write: (s) => (out += s),
+    line: (l) => lines.push(l),
+    isTerminal: true,
+  });
+  const k = progress.track("kernel");
+  const i = progress.track("initrd 1/1 (initrd)");
+  now = 2000;
+  k.update(5 * 1048576, 10 * 1048576);
+  i.update(1048576); // within 100 ms of the last redraw: not drawn yet
+  assert.doesNotMatch(out, /1\.0 MiB/);
+  now = 2200;
+  i.update(1048576);
+  assert.ok(out.includes("\x1b[2A"), "moves up over the two bars to redraw");
+  assert.match(
+    out,
+    /kernel {14}\[#+-+\] {2}50% 5\.0 MiB\/10\.0 MiB 2\.5 MiB\/s ETA 00:02/,
+  );
+  assert.match(
+    out,
+    /initrd 1\/1 \(initrd\) \[ +\] +1\.0 MiB 465\.5 KiB\/s ETA --:--/,
+  );
+  k.finish({ size: 10 * 1048576, sha256: "cd".repeat(32) });
+  assert.match(out, /100% 10\.0 MiB\/10\.0 MiB .* done/);
+  assert.equal(lines.length, 1);
+  assert.match(
+    lines[0],
+    /^kernel: 10\.0 MiB in 2\.2 s \(4\.5 MiB\/s\), sha256 (cd){32}$/,
+  );
+  i.fail();
+  assert.match(out, /failed/);
+
+  const silent: string[] = [];
+  const none = createProgress("none", {
+    write: (s) => silent.push(s),
+    line: (l) => silent.push(l),
+  });
+  const n = none.track("kernel");
+  n.update(1, 2);
+  n.finish({ size: 2, sha256: "00" });
+  assert.deepEqual(silent, []);
+  assert.equal(formatBytes(1023), "1023 B");
+  assert.equal(formatBytes(1536), "1.5 KiB");
 });
