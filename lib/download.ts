@@ -42,6 +42,8 @@ export interface DownloadOptions {
   sha256?: string;
   /** Told about the bytes on disk. */
   tracker?: ProgressTracker;
+  /** Checks the first 4096 bytes (format); throws to reject the file. */
+  check?: (head: Uint8Array) => void;
   /** First backoff delay in milliseconds (default 500; tests use less). */
   baseDelayMs?: number;
   /** Longest backoff delay in milliseconds (default 30 s). */
@@ -148,17 +150,65 @@ function contentLength(response: Response): number | undefined {
 }
 
 /**
- * Downloads `url` to `dest` and verifies it (length, non-empty, pin).
+ * Downloads `url` to `dest` and verifies it (length, non-empty, pin, and the
+ * caller's `check` of the first bytes).
+ *
+ * The bytes go to `dest + ".part"`, which is renamed to `dest` only when every
+ * check passed and removed when one failed: a file at `dest` is always a
+ * verified one.
  *
  * Throws a {@linkcode BootError}: Download (5) when the server or the network
  * fails for good (the cause is the {@linkcode HttpStatusError} or
- * {@linkcode NetworkError}), Verify (6) for an empty file, a short file or a
- * pin mismatch, Disk (8) when `dest` cannot be written.
+ * {@linkcode NetworkError}), Verify (6) for an empty file, a short file, a pin
+ * mismatch or a failed check, Disk (8) when `dest` cannot be written.
  */
 export async function download(
   url: string,
   dest: string,
   options: DownloadOptions = {},
+): Promise<DownloadResult> {
+  const part = `${dest}.part`;
+  try {
+    const result = await downloadTo(url, part, options);
+    if (options.check) {
+      let head: Uint8Array;
+      try {
+        head = await readFirst(part, 4096);
+      } catch (err) {
+        throw diskError(err, part);
+      }
+      options.check(head);
+    }
+    try {
+      await Deno.rename(part, dest);
+    } catch (err) {
+      throw diskError(err, dest);
+    }
+    options.tracker?.finish({ size: result.size, sha256: result.sha256 });
+    return { ...result, path: dest };
+  } catch (err) {
+    options.tracker?.fail();
+    await Deno.remove(part).catch(() => {});
+    throw err;
+  }
+}
+
+async function readFirst(path: string, length: number): Promise<Uint8Array> {
+  using file = await Deno.open(path, { read: true });
+  const buf = new Uint8Array(length);
+  let have = 0;
+  while (have < length) {
+    const n = await file.read(buf.subarray(have));
+    if (n === null) break;
+    have += n;
+  }
+  return buf.subarray(0, have);
+}
+
+async function downloadTo(
+  url: string,
+  dest: string,
+  options: DownloadOptions,
 ): Promise<DownloadResult> {
   const resumable = options.resume ?? !isPxeInitrd(url);
   const retries = options.retries ?? 5;
@@ -196,12 +246,10 @@ export async function download(
       },
     });
   } catch (err) {
-    options.tracker?.fail();
     throw finalError(err, url, attempts);
   }
   const size = state.have;
   if (size === 0) {
-    options.tracker?.fail();
     throw new BootError(`${redact(url)} is empty`, ExitCode.Verify);
   }
   let sha256: string;
@@ -221,11 +269,9 @@ export async function download(
       ? await sha256File(dest)
       : state.hash.digest("hex");
   } catch (err) {
-    options.tracker?.fail();
     throw diskError(err, dest);
   }
   if (options.sha256 && sha256 !== options.sha256.toLowerCase()) {
-    options.tracker?.fail();
     throw new BootError(
       `sha256 mismatch for ${
         redact(url)
@@ -233,7 +279,6 @@ export async function download(
       ExitCode.Verify,
     );
   }
-  options.tracker?.finish({ size, sha256 });
   return { url, path: dest, size, sha256, resumed: state.resumed, attempts };
 }
 

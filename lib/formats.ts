@@ -257,8 +257,9 @@ function sliceStream(
 
 /**
  * Turns a gzip'd arm64 `Image` or a gzip zboot `vmlinuz` at `src` into the
- * plain `Image` at `dest` (streaming), checks the result has the arm64 magic,
- * and returns `dest`. A plain `Image` is returned as is (`src`).
+ * plain `Image` at `dest` (streaming, through `dest + ".part"`, renamed only
+ * once the result has the arm64 magic), and returns `dest`. A plain `Image`
+ * is returned as is (`src`).
  */
 export async function unpackArm64Kernel(
   src: string,
@@ -298,35 +299,37 @@ export async function unpackArm64Kernel(
       ExitCode.Verify,
     );
   }
-  const out = await Deno.open(dest, {
-    write: true,
-    create: true,
-    truncate: true,
-    mode: 0o600,
-  });
+  const part = `${dest}.part`;
   try {
-    const gunzip = new DecompressionStream(
-      "gzip",
-    ) as unknown as TransformStream<
-      Uint8Array,
-      Uint8Array
-    >;
-    await input.pipeThrough(gunzip).pipeTo(
-      out.writable,
-    );
+    const out = await Deno.open(part, {
+      write: true,
+      create: true,
+      truncate: true,
+      mode: 0o600,
+    });
+    try {
+      const gunzip = new DecompressionStream(
+        "gzip",
+      ) as unknown as TransformStream<Uint8Array, Uint8Array>;
+      await input.pipeThrough(gunzip).pipeTo(out.writable);
+    } catch (err) {
+      throw new BootError(
+        `Kernel ${where} could not be decompressed: ${
+          err instanceof Error ? err.message : String(err)
+        }`,
+        ExitCode.Verify,
+      );
+    }
+    if (sniff(await readHead(part)) !== "arm64-image") {
+      throw new BootError(
+        `Kernel ${where} does not unpack to an arm64 Image (no ARM\\x64 magic)`,
+        ExitCode.Verify,
+      );
+    }
+    await Deno.rename(part, dest);
   } catch (err) {
-    throw new BootError(
-      `Kernel ${where} could not be decompressed: ${
-        err instanceof Error ? err.message : String(err)
-      }`,
-      ExitCode.Verify,
-    );
-  }
-  if (sniff(await readHead(dest)) !== "arm64-image") {
-    throw new BootError(
-      `Kernel ${where} does not unpack to an arm64 Image (no ARM\\x64 magic)`,
-      ExitCode.Verify,
-    );
+    await Deno.remove(part).catch(() => {});
+    throw err;
   }
   return dest;
 }

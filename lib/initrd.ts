@@ -10,6 +10,7 @@
 import { createHash } from "node:crypto";
 import type { CpioWrap } from "./plan.ts";
 import { diskError } from "./download.ts";
+import { BootError, ExitCode } from "./errors.ts";
 
 /** Every image of the region starts at a multiple of this (iPXE `INITRD_ALIGN`). */
 export const INITRD_ALIGN = 4096;
@@ -126,11 +127,44 @@ export interface AssembledInitrd {
   layout: InitrdLayout[];
 }
 
+/** Options for {@linkcode assembleInitrd}. */
+export interface AssembleOptions {
+  /** Expected sha256 of the result (`--initrd-sha256`): a mismatch is a Verify error. */
+  sha256?: string;
+}
+
 /**
  * Writes the initrd region for `parts` to `dest`, streaming (no part is ever
- * held in memory whole), and returns its size, sha256 and layout.
+ * held in memory whole), and returns its size, sha256 and layout. The bytes go
+ * to `dest + ".part"`, renamed to `dest` only when the optional pin matches.
  */
 export async function assembleInitrd(
+  parts: InitrdPart[],
+  dest: string,
+  options: AssembleOptions = {},
+): Promise<AssembledInitrd> {
+  const part = `${dest}.part`;
+  try {
+    const result = await assembleTo(parts, part);
+    if (options.sha256 && result.sha256 !== options.sha256.toLowerCase()) {
+      throw new BootError(
+        `sha256 mismatch for the assembled initrd: expected ${options.sha256.toLowerCase()}, got ${result.sha256}`,
+        ExitCode.Verify,
+      );
+    }
+    try {
+      await Deno.rename(part, dest);
+    } catch (err) {
+      throw diskError(err, dest);
+    }
+    return { ...result, path: dest };
+  } catch (err) {
+    await Deno.remove(part).catch(() => {});
+    throw err;
+  }
+}
+
+async function assembleTo(
   parts: InitrdPart[],
   dest: string,
 ): Promise<AssembledInitrd> {

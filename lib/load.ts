@@ -134,6 +134,8 @@ export async function load(
   options: LoadOptions,
 ): Promise<LoadedImage> {
   await prepareWorkDir(options.workDir);
+  // Files from an earlier run must never pass for this run's verified ones.
+  await removeOurFiles(options.workDir);
   const progress = createProgress(options.progress ?? "auto");
   const cache = new Map<string, DownloadResult>();
   let current = plan;
@@ -145,7 +147,11 @@ export async function load(
       if (
         !denied || !isSignedUrl(denied.url) || !options.refetchPlan ||
         refetch >= MAX_REFETCH
-      ) throw err;
+      ) {
+        // Nothing half-done (and no secret initrd) stays behind a failure.
+        await removeOurFiles(options.workDir);
+        throw err;
+      }
       log.warn(
         `${
           redact(denied.url)
@@ -153,6 +159,21 @@ export async function load(
       );
       current = await options.refetchPlan();
     }
+  }
+}
+
+/** The names `load` writes in the work directory (and nothing else is touched). */
+const OUR_FILES = /^(kernel|kernel\.Image|initrd|initrd-part-\d+)(\.part)?$/;
+
+async function removeOurFiles(dir: string): Promise<void> {
+  try {
+    for await (const entry of Deno.readDir(dir)) {
+      if (entry.isFile && OUR_FILES.test(entry.name)) {
+        await Deno.remove(`${dir}/${entry.name}`);
+      }
+    }
+  } catch (err) {
+    throw diskError(err, dir);
   }
 }
 
@@ -197,6 +218,7 @@ async function loadOnce(
     let result: DownloadResult;
     if (cached && cached.path === dest && (!pin || pin === cached.sha256)) {
       log.info(`${label}: already downloaded (${cached.size} bytes)`);
+      check(await readHead(dest));
       result = cached;
     } else {
       for (const [key, value] of cache) {
@@ -210,9 +232,9 @@ async function loadOnce(
         sha256: pin,
         signal,
         tracker: progress.track(label),
+        check,
       });
     }
-    check(await readHead(dest));
     cache.set(url, result);
     return result;
   };
@@ -305,15 +327,13 @@ async function loadOnce(
       cpio: initrd.cpio,
     })),
     `${dir}/initrd`,
+    { sha256: options.initrdSha256 },
   );
-  if (
-    options.initrdSha256 &&
-    assembled.sha256 !== options.initrdSha256.toLowerCase()
-  ) {
-    throw new BootError(
-      `sha256 mismatch for the assembled initrd: expected ${options.initrdSha256.toLowerCase()}, got ${assembled.sha256}`,
-      ExitCode.Verify,
-    );
+  // The parts are inside the assembled file now: free the space (the work
+  // directory may be in RAM) and drop the cache entries pointing at them.
+  for (const r of initrdResults) {
+    await Deno.remove(r.path).catch(() => {});
+    cache.delete(r.url);
   }
   log.info(
     `initrd: ${total} image(s) assembled into ${assembled.path} (${assembled.size} bytes), sha256 ${assembled.sha256}`,

@@ -439,6 +439,17 @@ Deno.test("download: pin mismatch and empty file are Verify errors; a matching p
           /sha256 mismatch for http:\/\/127\.0\.0\.1:\d+\/k: expected 0{64}, got [0-9a-f]{64}/,
         ),
       );
+      // A failed download leaves nothing: no dest, no dest.part.
+      assert.deepEqual([...Deno.readDirSync(dir)], []);
+      await assert.rejects(
+        download(`${server.url}/k`, `${dir}/k`, {
+          check: () => {
+            throw new BootError("rejected by the check", ExitCode.Verify);
+          },
+        }),
+        bootError(ExitCode.Verify, /rejected by the check/),
+      );
+      assert.deepEqual([...Deno.readDirSync(dir)], []);
       const ok = await download(`${server.url}/k`, `${dir}/k`, {
         sha256: sha(body).toUpperCase(),
       });

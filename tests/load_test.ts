@@ -471,3 +471,53 @@ Deno.test("load: a work dir that cannot be created is a Disk error", async () =>
     );
   });
 });
+
+Deno.test("load: a failure leaves no file that could pass for verified; stale files are removed first", async () => {
+  const kernel = fakeKernel();
+  const srv = serve({
+    "/vmlinuz": kernel,
+    "/a.gz": new Uint8Array([0x1f, 0x8b, 8, 0]),
+  });
+  try {
+    await withTemp(async (dir) => {
+      const base = {
+        workDir: dir,
+        progress: "none" as const,
+        retries: 0,
+        arch: "x86_64",
+      };
+      // A previous run's files, and a file that is not ours.
+      for (
+        const name of [
+          "kernel",
+          "initrd",
+          "kernel.Image",
+          "initrd-part-3",
+          "kernel.part",
+        ]
+      ) {
+        await Deno.writeTextFile(`${dir}/${name}`, "stale");
+      }
+      await Deno.writeTextFile(`${dir}/notes.txt`, "mine");
+      // The kernel verifies, the initrd 404s: nothing of ours may remain.
+      await quiet(() =>
+        assert.rejects(
+          load(plan(srv.base, ["/a.gz", "/missing"]), base),
+          bootError(ExitCode.Download, /missing: HTTP 404/),
+        )
+      );
+      const names = [];
+      for await (const e of Deno.readDir(dir)) names.push(e.name);
+      assert.deepEqual(names, ["notes.txt"]);
+      // Success: only the final files, no parts, no .part.
+      const [image] = await quiet(() => load(plan(srv.base, ["/a.gz"]), base));
+      const after = [];
+      for await (const e of Deno.readDir(dir)) after.push(e.name);
+      assert.deepEqual(after.sort(), ["initrd", "kernel", "notes.txt"]);
+      assert.equal(image.initrd!.path, `${dir}/initrd`);
+      assert.equal((await Deno.stat(`${dir}/initrd`)).mode! & 0o777, 0o600);
+    });
+  } finally {
+    await srv.close();
+  }
+});
