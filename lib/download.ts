@@ -398,7 +398,7 @@ async function attempt(
       idle.abort(
         new NetworkError(
           `${redact(url)}: no data for ${
-            Math.round(timeoutMs / 1000)
+            Number((timeoutMs / 1000).toFixed(1))
           } s after ${state.have + used} bytes`,
           url,
         ),

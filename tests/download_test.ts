@@ -392,7 +392,7 @@ Deno.test("download: no byte for timeoutMs is a network error (retried, then fat
             retries: 1,
             timeoutMs: 300,
           }),
-          bootError(ExitCode.Download, /no data for 0 s after 10 bytes/),
+          bootError(ExitCode.Download, /no data for 0\.3 s after 10 bytes/),
         )
       );
       assert.equal(server.requests.length, 2);
