@@ -367,7 +367,14 @@ async function customize(
 ): Promise<Manifest> {
   const { say } = ctx;
   const work = `${output}.part`;
-  const tmp = await Deno.makeTempDir({ dir: ctx.cache, prefix: "work-" });
+  // Local files named in debugfs commands: a path without spaces (debugfs splits on them).
+  const tmp = await Deno.makeTempDir({ prefix: "assisted-image-" });
+  if (/\s/.test(tmp)) {
+    throw new BootError(
+      `The temporary directory ${tmp} has a space in its path`,
+      ExitCode.Disk,
+    );
+  }
   try {
     await Deno.remove(work).catch(() => {});
     const cp = await runTool("cp", ["--sparse=always", base, work]);
