@@ -98,6 +98,19 @@ export function sniff(head: Uint8Array): Format {
   return "unknown";
 }
 
+/**
+ * The longest command line (in bytes, without the NUL) a bzImage accepts: the
+ * setup header's `cmdline_size` (boot protocol 2.06+), 255 for protocols
+ * 2.00–2.05, and 0 (unknown) when the header has no protocol version.
+ */
+export function bzImageCmdlineSize(head: Uint8Array): number {
+  if (head.length < 0x23c) return 0;
+  const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  const version = view.getUint16(0x206, true);
+  if (version >= 0x206) return view.getUint32(0x238, true);
+  return version >= 0x200 ? 255 : 0;
+}
+
 /** Reads the first `length` bytes of a file (fewer when it is shorter). */
 export async function readHead(
   path: string,

@@ -162,7 +162,7 @@ export function kexecError(errno: number, text = ""): BootError {
     case Errno.ENOSYS:
     case Errno.EINVAL:
       return make(
-        "kexec_file_load is not supported by the running kernel (or rejected its arguments)",
+        "kexec_file_load is not supported by the running kernel, or it rejected the image or command line",
         ExitCode.KexecUnsupported,
       );
     case Errno.EBADF:

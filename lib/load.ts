@@ -14,6 +14,7 @@
 
 import { BootError, ExitCode } from "./errors.ts";
 import {
+  bzImageCmdlineSize,
   checkInitrd,
   checkKernel,
   type Format,
@@ -300,6 +301,18 @@ async function loadOnce(
     log.info(
       `kernel: unpacked ${kernelFormat} to an arm64 Image (${kernelFile.size} bytes)`,
     );
+  }
+
+  if (kernelFormat === "bzimage") {
+    // kexec_file_load answers a too long command line with a bare EINVAL.
+    const max = bzImageCmdlineSize(await readHead(kernelFile.path));
+    const length = new TextEncoder().encode(plan.cmdline).length;
+    if (max > 0 && length > max) {
+      throw new BootError(
+        `The kernel command line is ${length} bytes; this kernel accepts at most ${max}`,
+        ExitCode.Verify,
+      );
+    }
   }
 
   const loaded: LoadedImage = {

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { BootError, ExitCode } from "../lib/errors.ts";
 import {
+  bzImageCmdlineSize,
   checkInitrd,
   checkKernel,
   type Format,
@@ -224,4 +225,16 @@ Deno.test("unpackArm64Kernel: gzip'd Image and gzip zboot become the plain Image
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("bzImageCmdlineSize: cmdline_size from protocol 2.06+, 255 before, 0 when unknown", () => {
+  const head = fakeBzImage();
+  const view = new DataView(head.buffer);
+  assert.equal(bzImageCmdlineSize(head), 0); // no protocol version: unknown
+  view.setUint16(0x206, 0x205, true);
+  assert.equal(bzImageCmdlineSize(head), 255);
+  view.setUint16(0x206, 0x20f, true);
+  view.setUint32(0x238, 2047, true);
+  assert.equal(bzImageCmdlineSize(head), 2047);
+  assert.equal(bzImageCmdlineSize(head.subarray(0, 0x200)), 0);
 });

@@ -521,3 +521,36 @@ Deno.test("load: a failure leaves no file that could pass for verified; stale fi
     await srv.close();
   }
 });
+
+Deno.test("load: a command line longer than the bzImage's cmdline_size is refused before kexec", async () => {
+  const kernel = fakeKernel();
+  const view = new DataView(kernel.buffer);
+  view.setUint16(0x206, 0x20f, true);
+  view.setUint32(0x238, 64, true);
+  const srv = serve({ "/vmlinuz": kernel });
+  try {
+    await withTemp(async (dir) => {
+      const p = plan(srv.base, []);
+      const base = {
+        workDir: dir,
+        progress: "none" as const,
+        retries: 0,
+        arch: "x86_64",
+      };
+      p.cmdline = "x".repeat(64);
+      await quiet(() => load(p, base));
+      p.cmdline = "x".repeat(65);
+      await quiet(() =>
+        assert.rejects(
+          load(p, base),
+          bootError(
+            ExitCode.Verify,
+            /command line is 65 bytes; this kernel accepts at most 64$/,
+          ),
+        )
+      );
+    });
+  } finally {
+    await srv.close();
+  }
+});
