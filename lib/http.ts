@@ -115,9 +115,7 @@ export async function request(
     } catch (err) {
       if (options.signal?.aborted) throw err;
       const why = timeout.signal.aborted
-        ? `no answer within ${
-          Math.round((options.timeoutMs ?? 30_000) / 1000)
-        } s`
+        ? `no answer within ${(options.timeoutMs ?? 30_000) / 1000} s`
         : errorText(err);
       throw new NetworkError(`${redact(current)}: ${why}`, current, {
         cause: err,

@@ -17,6 +17,7 @@ import {
   errorText,
   HttpStatusError,
   isTransient,
+  NetworkError,
   readErrorBody,
   request,
   withRetries,
@@ -96,7 +97,7 @@ export async function exchangeRefreshToken(
   options: ClientOptions = {},
 ): Promise<AccessToken> {
   const started = Date.now();
-  const response = await withRetries(async () => {
+  const { response, text } = await withRetries(async () => {
     const res = await request(ssoUrl, {
       method: "POST",
       headers: {
@@ -114,7 +115,17 @@ export async function exchangeRefreshToken(
     if (res.status >= 500 || res.status === 429) {
       throw new HttpStatusError(res.status, ssoUrl, await readErrorBody(res));
     }
-    return res;
+    try {
+      return { response: res, text: await res.text() };
+    } catch (err) {
+      throw new NetworkError(
+        `${redact(ssoUrl)}: connection lost while reading the answer: ${
+          errorText(err)
+        }`,
+        ssoUrl,
+        { cause: err },
+      );
+    }
   }, {
     retries: options.retries,
     baseDelayMs: options.baseDelayMs,
@@ -126,7 +137,6 @@ export async function exchangeRefreshToken(
       ExitCode.Api,
     );
   });
-  const text = await response.text();
   if (!response.ok) {
     throw new BootError(
       `SSO refused the refresh token (HTTP ${response.status}): ${
@@ -312,6 +322,7 @@ export function createScriptClient(
       for (;;) {
         const authorization = bearer ? await tokens.authorization() : undefined;
         let response: Response;
+        let body: Uint8Array | undefined;
         try {
           response = await withRetries(async () => {
             const res = await request(url, {
@@ -325,6 +336,21 @@ export function createScriptClient(
                 url,
                 await readErrorBody(res),
               );
+            }
+            if (res.ok) {
+              // A body cut mid-way (reset, or shorter than Content-Length) is
+              // a network error like any other: retried, never half-run.
+              try {
+                body = await readBounded(res.body, fetchOptions.maxBytes);
+              } catch (err) {
+                throw new NetworkError(
+                  `${redact(url)}: connection lost while reading the body: ${
+                    errorText(err)
+                  }`,
+                  url,
+                  { cause: err },
+                );
+              }
             }
             return res;
           }, {
@@ -371,8 +397,7 @@ export function createScriptClient(
             ExitCode.Api,
           );
         }
-        const body = await readBounded(response.body, fetchOptions.maxBytes);
-        return { url: response.url || url, body };
+        return { url: response.url || url, body: body ?? new Uint8Array(0) };
       }
     },
   };
