@@ -63,7 +63,6 @@ interface Bar {
   bytes: number;
   total?: number;
   start: number;
-  state: "running" | "done" | "failed";
 }
 
 /** Creates the progress display for `mode`. */
@@ -100,6 +99,14 @@ export function createProgress(
     write(text);
   }
 
+  /** Removes a bar and erases the drawn block (the cursor ends where it began). */
+  function retire(bar: Bar): void {
+    const index = bars.indexOf(bar);
+    if (index >= 0) bars.splice(index, 1);
+    if (drawn > 0) write(`\x1b[${drawn}A\r\x1b[J`);
+    drawn = 0;
+  }
+
   function summary(bar: Bar, size: number, sha256: string): string {
     const seconds = Math.max((now() - bar.start) / 1000, 0.001);
     return `${bar.label}: ${formatBytes(size)} in ${seconds.toFixed(1)} s (${
@@ -109,7 +116,7 @@ export function createProgress(
 
   return {
     track(label: string): ProgressTracker {
-      const bar: Bar = { label, bytes: 0, start: now(), state: "running" };
+      const bar: Bar = { label, bytes: 0, start: now() };
       if (effective === "none") {
         return { update() {}, finish() {}, fail() {} };
       }
@@ -123,16 +130,14 @@ export function createProgress(
             render(false);
           },
           finish({ size, sha256 }) {
-            bar.bytes = size;
-            bar.total = size;
-            bar.state = "done";
-            render(true);
+            // The summary goes above the bars still running.
+            retire(bar);
             line(summary(bar, size, sha256));
-            drawn = 0; // the summary line moved the cursor: start a new block
+            if (bars.length) render(true);
           },
           fail() {
-            bar.state = "failed";
-            render(true);
+            retire(bar);
+            if (bars.length) render(true);
           },
         };
       }
@@ -178,25 +183,24 @@ function barLine(
   const total = bar.total;
   const pct = total ? Math.min(1, bar.bytes / total) : 0;
   const eta = total && rate > 0 ? (total - bar.bytes) / rate : Infinity;
-  const tail = bar.state === "done"
-    ? "done"
-    : bar.state === "failed"
-    ? "failed"
-    : `ETA ${formatSeconds(eta)}`;
   const info = ` ${formatBytes(bar.bytes)}${
     total ? "/" + formatBytes(total) : ""
-  } ${formatBytes(rate)}/s ${tail}`;
+  } ${formatBytes(rate)}/s ETA ${formatSeconds(eta)}`.padEnd(INFO_WIDTH);
   const label = bar.label.length > labelWidth
     ? bar.label.slice(0, labelWidth - 1) + "…"
     : bar.label.padEnd(labelWidth);
-  const width = Math.max(10, columns - label.length - info.length - 10);
+  // label + " [" + bar + "] " + "100%" + info fits in columns - 1.
+  const width = Math.max(10, columns - 1 - labelWidth - 8 - INFO_WIDTH);
   const filled = Math.round(pct * width);
   const gauge = total
-    ? "[" + "#".repeat(filled) + "-".repeat(width - filled) + "]" +
-      ` ${String(Math.floor(pct * 100)).padStart(3)}%`
+    ? "[" + "#".repeat(filled) + "-".repeat(width - filled) + "] " +
+      `${String(Math.floor(pct * 100)).padStart(3)}%`
     : "[" + " ".repeat(width) + "]     ";
-  return `${label} ${gauge}${info}`.slice(0, Math.max(20, columns - 1));
+  return `${label} ${gauge}${info}`.trimEnd();
 }
+
+/** Room kept for " 123.4 MiB/567.8 MiB 12.3 MiB/s ETA 00:00". */
+const INFO_WIDTH = 42;
 
 function safeIsTerminal(): boolean {
   try {

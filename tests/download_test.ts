@@ -974,19 +974,30 @@ Deno.test("progress tty: a redrawn bar per artifact with rate and ETA; none: sil
     out,
     /kernel {14}\[#+-+\] {2}50% 5\.0 MiB\/10\.0 MiB 2\.5 MiB\/s ETA 00:02/,
   );
+  const frame = out.slice(out.lastIndexOf("\x1b[2A"));
+  const barWidths = [...frame.matchAll(/\[[#\- ]+\]/g)].map((m) => m[0].length);
+  assert.equal(barWidths.length, 2);
+  assert.equal(new Set(barWidths).size, 1, "all gauges have one width");
   assert.match(
     out,
     /initrd 1\/1 \(initrd\) \[ +\] +1\.0 MiB 465\.5 KiB\/s ETA --:--/,
   );
+  out = "";
   k.finish({ size: 10 * 1048576, sha256: "cd".repeat(32) });
-  assert.match(out, /100% 10\.0 MiB\/10\.0 MiB .* done/);
+  // The block is erased, the summary logged, the running bar redrawn alone.
+  assert.ok(out.startsWith("\x1b[2A\r\x1b[J"), JSON.stringify(out));
+  assert.doesNotMatch(out, /kernel/);
+  assert.match(out, /initrd 1\/1 \(initrd\)/);
   assert.equal(lines.length, 1);
   assert.match(
     lines[0],
     /^kernel: 10\.0 MiB in 2\.2 s \(4\.5 MiB\/s\), sha256 (cd){32}$/,
   );
+  out = "";
   i.fail();
-  assert.match(out, /failed/);
+  assert.equal(out, "\x1b[1A\r\x1b[J"); // erased, nothing left to draw
+  // Every bar line fits the terminal and bars have the same width.
+  for (const l of out.split("\n")) assert.ok(l.length < 80);
 
   const silent: string[] = [];
   const none = createProgress("none", {
