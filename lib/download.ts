@@ -327,6 +327,7 @@ async function attempt(
     headers,
     client: options.client,
     timeoutMs,
+    timeoutScope: "headers",
     signal,
   });
   let start: number;

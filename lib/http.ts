@@ -59,6 +59,12 @@ export interface RequestOptions {
   maxRedirects?: number;
   /** Milliseconds until the response headers must have arrived (default 30 s). */
   timeoutMs?: number;
+  /**
+   * What `timeoutMs` covers: `total` (default) also bounds reading the body;
+   * `headers` stops counting once the headers are in (large downloads that
+   * watch their body themselves).
+   */
+  timeoutScope?: "total" | "headers";
   /** Aborts the request (and the body read). */
   signal?: AbortSignal;
   /** Client carrying extra CA certificates. */
@@ -87,13 +93,17 @@ export async function request(
     if (options.authorization && new URL(current).origin === authOrigin) {
       headers.set("Authorization", options.authorization);
     }
-    // The timeout covers the wait for the response headers only: a fetch
-    // signal also aborts the body, and a large body may take much longer.
-    const timeout = new AbortController();
-    const timer = setTimeout(
-      () => timeout.abort(),
-      options.timeoutMs ?? 30_000,
-    );
+    // A fetch signal also aborts the body. "total": one unref'd timeout for
+    // the whole exchange. "headers": a timer cleared once the headers are
+    // in, so a long body is not cut (the caller watches it).
+    const ms = options.timeoutMs ?? 30_000;
+    const headersOnly = options.timeoutScope === "headers";
+    const timeout = headersOnly
+      ? new AbortController()
+      : { signal: AbortSignal.timeout(ms) };
+    const timer = headersOnly
+      ? setTimeout(() => (timeout as AbortController).abort(), ms)
+      : undefined;
     const signal = options.signal
       ? AbortSignal.any([options.signal, timeout.signal])
       : timeout.signal;

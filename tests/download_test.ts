@@ -503,7 +503,7 @@ Deno.test("download: an unwritable destination is a Disk error", async () => {
   }
 });
 
-Deno.test("request: the header timeout does not cut a slow body", async () => {
+Deno.test("request: a headers-scoped timeout does not cut a slow body; the default one does", async () => {
   // Headers at once, then the body over ~600 ms with a 300 ms header timeout.
   const server = startRaw(async (_req, conn) => {
     await respond(conn, 200, { "content-length": 6 }, enc.encode("abc"));
@@ -511,8 +511,14 @@ Deno.test("request: the header timeout does not cut a slow body", async () => {
     await writeAll(conn, enc.encode("def"));
   });
   try {
-    const res = await request(`${server.url}/slow`, { timeoutMs: 300 });
+    const res = await request(`${server.url}/slow`, {
+      timeoutMs: 300,
+      timeoutScope: "headers",
+    });
     assert.equal(await res.text(), "abcdef");
+    // The default scope bounds the whole exchange (API calls, scripts).
+    const total = await request(`${server.url}/slow`, { timeoutMs: 300 });
+    await assert.rejects(total.text());
   } finally {
     await server.close();
   }
