@@ -17,9 +17,9 @@ ifeq ($(BOOTLOADER_BIN_FRESH),yes)
 INITRD_INPUTS := $(BOOTLOADER_BIN)
 INITRD_BOOTLOADER_ARGS := $(BOOTLOADER_BIN)
 else
-DENO_REAL := $(realpath $(DENO))
-INITRD_INPUTS := $(BOOTLOADER_JS) $(DENO_REAL)
-INITRD_BOOTLOADER_ARGS := $(DENO_REAL) $(BOOTLOADER_JS)
+# $(DENO) may not exist yet (fresh clone): the setup rule makes it; build_initrd.sh resolves links.
+INITRD_INPUTS := $(BOOTLOADER_JS) $(DENO)
+INITRD_BOOTLOADER_ARGS := $(DENO) $(BOOTLOADER_JS)
 endif
 
 .PHONY: initrd vm-kernel initrd-force-check

@@ -24,7 +24,7 @@ resolve() {
     awk '/Depends: linux-image-[0-9]/ {print $2; exit}')}"
 }
 pkg=$(resolve)
-has_version() { [[ -n $1 ]] && apt-cache show --no-all-versions "$1" 2>/dev/null | grep -q '^SHA256:'; }
+has_version() { [[ -n $1 && $(apt-cache show --no-all-versions "$1" 2>/dev/null) == *$'\nSHA256: '* ]]; }
 if ! has_version "$pkg" && [[ $(id -u) == 0 ]] && ! ls "$cache"/linux-image-*_amd64.deb >/dev/null 2>&1; then
   # A fresh machine (or container) may have no package lists yet.
   echo "apt has no kernel package metadata: running apt-get update" >&2
