@@ -407,11 +407,11 @@ async function attempt(
     }
   }, Math.max(10, Math.min(1000, timeoutMs / 4)));
   try {
-    const reader = response.body?.getReader();
-    while (reader) {
+    const read = bodyReader(response.body);
+    while (read) {
       let chunk: ReadableStreamReadResult<Uint8Array>;
       try {
-        chunk = await reader.read();
+        chunk = await read();
       } catch (err) {
         if (idle.signal.aborted) throw idle.signal.reason;
         if (options.signal?.aborted) throw err;
@@ -450,4 +450,31 @@ async function attempt(
       url,
     );
   }
+}
+
+/**
+ * Reads a body into one reused buffer with a BYOB reader when the body is a
+ * byte stream (fetch bodies are): no allocation per chunk, so memory stays
+ * flat and the garbage collector has nothing to chase. Falls back to the
+ * default reader (the `--insecure` path). A chunk is valid until the next call.
+ */
+function bodyReader(
+  body: ReadableStream<Uint8Array> | null,
+): (() => Promise<ReadableStreamReadResult<Uint8Array>>) | undefined {
+  if (!body) return undefined;
+  let byob: ReadableStreamBYOBReader;
+  try {
+    byob = body.getReader({ mode: "byob" });
+  } catch {
+    const reader = body.getReader();
+    return () => reader.read();
+  }
+  let buffer = new ArrayBuffer(256 * 1024);
+  return async () => {
+    const result = await byob.read(new Uint8Array(buffer));
+    if (result.value) buffer = result.value.buffer as ArrayBuffer;
+    return result.done
+      ? { done: true, value: undefined }
+      : { done: false, value: result.value };
+  };
 }
