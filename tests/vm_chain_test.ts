@@ -25,7 +25,11 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { type MockInfraEnv, startMock } from "./mock_infraenv.ts";
+import {
+  type MockInfraEnv,
+  type MockOptions,
+  startMock,
+} from "./mock_infraenv.ts";
 import { renderIgnition } from "../ignition/mod.ts";
 import {
   type Accel,
@@ -89,25 +93,35 @@ interface Prepared {
   badShaImage: string;
 }
 
-/** The config the chain test applies, as `make generate-ignition` would write it. */
-function ignitionFor(mock: MockInfraEnv, binarySha: string): Promise<string> {
+/**
+ * The config the chain test applies, as `make generate-ignition` would write
+ * it: the SaaS flow (API URL, InfraEnv id, refresh token, SSO URL), with the
+ * mock's URLs as the guest sees them (any mock port: the guest always reaches
+ * 10.0.2.100:80).
+ */
+async function ignitionFor(binarySha: string): Promise<string> {
   const guest = (url: string) => {
     const u = new URL(url);
     return GUEST_BASE + u.pathname + u.search;
   };
-  return renderIgnition({
-    bootloaderUrl: GUEST_BASE + BINARY_ROUTE,
-    bootloaderSha256: binarySha,
-    apiUrl: guest(mock.apiUrl),
-    infraEnvId: mock.infraEnvId,
-    refreshToken: REFRESH_TOKEN + "\n",
-    ssoUrl: guest(mock.ssoUrl),
-    extraKargs: [CONFIG_KARG],
-    settings: { ASSISTED_PROGRESS: "lines" },
-  });
+  const mock = await chainMock();
+  try {
+    return await renderIgnition({
+      bootloaderUrl: GUEST_BASE + BINARY_ROUTE,
+      bootloaderSha256: binarySha,
+      apiUrl: guest(mock.apiUrl),
+      infraEnvId: mock.infraEnvId,
+      refreshToken: REFRESH_TOKEN + "\n",
+      ssoUrl: guest(mock.ssoUrl),
+      extraKargs: [CONFIG_KARG],
+      settings: { ASSISTED_PROGRESS: "lines" },
+    });
+  } finally {
+    await mock.close();
+  }
 }
 
-async function prepare(mock: MockInfraEnv): Promise<Prepared> {
+async function prepare(): Promise<Prepared> {
   let t = performance.now();
   await Deno.mkdir(OUT, { recursive: true });
   const assets = await run(`${ROOT}/image/rootfs/prepare_chain.sh`, [
@@ -137,6 +151,10 @@ async function prepare(mock: MockInfraEnv): Promise<Prepared> {
     { mode: 0o755 },
   );
   const binarySha = sha256(await Deno.readFile(binary));
+  await Deno.writeTextFile(
+    `${OUT}/assisted-bootloader.sha256`,
+    `${binarySha}  assisted-bootloader\n`,
+  );
   stage("bootloader bundle", performance.now() - t);
 
   t = performance.now();
@@ -149,9 +167,7 @@ async function prepare(mock: MockInfraEnv): Promise<Prepared> {
     ]
   ) {
     const config = `${OUT}/${name}.ign`;
-    await Deno.writeTextFile(config, await ignitionFor(mock, sha), {
-      mode: 0o600,
-    });
+    await Deno.writeTextFile(config, await ignitionFor(sha), { mode: 0o600 });
     await run("ignition-validate", [config]);
     const image = `${OUT}/${name}.ext4`;
     await run(`${ROOT}/image/rootfs/apply_ignition.sh`, [
@@ -231,17 +247,45 @@ function bootVm(p: Prepared, image: string, label: string, hostPort: number) {
   });
 }
 
+/** Where a case must have finished, counted from the VM start (the hard QEMU limit is later). */
+const CASE_BUDGET_MS = 200_000;
+/** Lines that end a case that expects the chain to complete: the unit or the bootloader gave up. */
+const CHAIN_FAILED =
+  /assisted-bootloader-run: error: |\]: assisted-bootloader: error: |Failed to start .*assisted-bootloader\.service/;
+
+interface ReachOptions {
+  /** First serial line to consider. */
+  from?: number;
+  /** Give up after this long (default: what is left of {@linkcode CASE_BUDGET_MS}). */
+  timeoutMs?: number;
+  /** Fail at once when a line matching this appears (at or after `from`). */
+  failOn?: RegExp;
+}
+
+/** Waits for `pattern` on the serial console and prints the stage time. */
 async function reach(
   vm: Vm,
   label: string,
   name: string,
   pattern: RegExp,
-  from = 0,
-  timeoutMs?: number,
+  options: ReachOptions = {},
 ): Promise<LineMatch> {
-  const hit = await vm.waitFor(pattern, { from, timeoutMs }).catch((err) => {
+  const from = options.from ?? 0;
+  const left = CASE_BUDGET_MS - (performance.now() - vm.startedAt);
+  const timeoutMs = Math.max(1, Math.round(options.timeoutMs ?? left));
+  const waits = [vm.waitFor(pattern, { from, timeoutMs })];
+  if (options.failOn) {
+    const failed = vm.waitFor(options.failOn, { from, timeoutMs }).then(
+      (hit) => {
+        throw new Error(`failure line at ${hit.atMs} ms: ${hit.line}`);
+      },
+    );
+    failed.catch(() => {}); // settles after the race when the VM stops
+    waits.push(failed);
+  }
+  const hit = await Promise.race(waits).catch((err) => {
     throw new Error(
-      `${label}: no line matching ${pattern} (${err}); serial log: ${vm.serialLog}\n` +
+      `${label}: ${name}: no line matching ${pattern} (${err.message}); serial log: ${vm.serialLog}\n` +
         vm.lines().slice(-40).join("\n"),
     );
   });
@@ -249,7 +293,7 @@ async function reach(
   return hit;
 }
 
-/** The happy-path sequence after a good boot; returns the marker line. */
+/** The happy-path sequence, from the boot to the marker kernel. */
 async function expectChain(
   vm: Vm,
   label: string,
@@ -261,19 +305,21 @@ async function expectChain(
     label,
     "initramfs mounted the rootfs",
     /chain-initramfs: \/dev\/vda mounted/,
+    { failOn: /chain-initramfs: error:/ },
   );
   const online = await reach(
     vm,
     label,
     "network-online.target",
     /Reached target .*network-online\.target/,
-    rootfs.index,
+    { from: rootfs.index, failOn: CHAIN_FAILED },
   );
   const started = await reach(
     vm,
     label,
     "unit started",
     /Starting .*assisted-bootloader\.service/,
+    { failOn: CHAIN_FAILED },
   );
   assert.ok(
     started.index > online.index,
@@ -284,7 +330,7 @@ async function expectChain(
     label,
     "binary downloaded and verified",
     /assisted-bootloader-run: installed \S+ \(sha256 ([0-9a-f]{64})\)/,
-    started.index,
+    { from: started.index, failOn: CHAIN_FAILED },
   );
   assert.equal(installed.match[1], binarySha);
   const script = await reach(
@@ -292,21 +338,21 @@ async function expectChain(
     label,
     "bootloader fetches the iPXE script",
     /assisted-bootloader: fetching the iPXE script/,
-    installed.index,
+    { from: installed.index, failOn: CHAIN_FAILED },
   );
   const kexec = await reach(
     vm,
     label,
     "kexec into the new kernel",
     /kexec_core: Starting new kernel/,
-    script.index,
+    { from: script.index, failOn: CHAIN_FAILED },
   );
-  const hit = await reach(
+  await reach(
     vm,
     label,
     "marker kernel",
     new RegExp(`assisted-marker: marker=${marker}\\b`),
-    kexec.index,
+    { from: kexec.index, failOn: CHAIN_FAILED },
   );
   const cmdline = vm.lines().slice(kexec.index).find((l) =>
     l.includes("assisted-marker: cmdline:")
@@ -315,127 +361,141 @@ async function expectChain(
     cmdline?.includes(CONFIG_KARG),
     `cmdline lacks ${CONFIG_KARG}: ${cmdline}`,
   );
-  void hit;
 }
 
-function binaryRequests(mock: MockInfraEnv, from: number) {
-  return mock.requests.slice(from).filter((r) => r.path === BINARY_ROUTE);
+/** A mock InfraEnv serving the marker "discovery image" and the bootloader build. */
+function chainMock(extra: Partial<MockOptions> = {}): Promise<MockInfraEnv> {
+  return startMock({
+    infraEnvId: INFRA_ENV_ID,
+    refreshToken: REFRESH_TOKEN,
+    sameOrigin: true,
+    publicBaseUrl: GUEST_BASE,
+    kernel: `${OUT}/kernel/vmlinuz`,
+    initrd: `${OUT}/marker.img`,
+    files: {
+      [BINARY_ROUTE]: `${OUT}/assisted-bootloader`,
+      [BINARY_ROUTE + ".sha256"]: `${OUT}/assisted-bootloader.sha256`,
+    },
+    extraKargs: [`assisted_marker=${crypto.randomUUID().slice(0, 8)}`],
+    ...extra,
+  });
+}
+
+/** Runs `body` with a {@linkcode chainMock}, closed afterwards. */
+async function withMock(
+  extra: Partial<MockOptions>,
+  body: (mock: MockInfraEnv) => Promise<void>,
+): Promise<void> {
+  const mock = await chainMock(extra);
+  try {
+    await body(mock);
+  } finally {
+    await mock.close();
+  }
+}
+
+function portOf(mock: MockInfraEnv): number {
+  return Number(new URL(mock.baseUrl).port);
+}
+
+async function happyPath(p: Prepared): Promise<void> {
+  const marker = crypto.randomUUID().slice(0, 8);
+  await withMock(
+    { extraKargs: [`assisted_marker=${marker}`] },
+    async (mock) => {
+      await using vm = bootVm(p, p.goodImage, "happy", portOf(mock));
+      await expectChain(vm, "happy", marker, p.binarySha);
+    },
+  );
+}
+
+async function wrongSha(p: Prepared): Promise<void> {
+  const label = "bad-sha";
+  await withMock({}, async (mock) => {
+    await using vm = bootVm(p, p.badShaImage, label, portOf(mock));
+    const started = await reach(
+      vm,
+      label,
+      "unit started",
+      /Starting .*assisted-bootloader\.service/,
+    );
+    const refused =
+      /assisted-bootloader-run: error: sha256 mismatch .*refusing to run it/;
+    const first = await reach(vm, label, "first attempt refused", refused, {
+      from: started.index,
+    });
+    await reach(
+      vm,
+      label,
+      "unit failed",
+      /Failed to start .*assisted-bootloader\.service/,
+      { from: first.index },
+    );
+    // RestartSec=30s: the second attempt comes about 30 s later.
+    await reach(vm, label, "restarted and refused again", refused, {
+      from: first.index + 1,
+      timeoutMs: 90_000,
+    });
+    const text = vm.text();
+    assert.doesNotMatch(text, /assisted-bootloader-run: running/);
+    assert.doesNotMatch(text, /assisted-bootloader-run: installed/);
+    // the bootloader's own log lines ("<unit>[pid]: assisted-bootloader: …")
+    assert.doesNotMatch(text, /\]: assisted-bootloader: /);
+    assert.doesNotMatch(text, /kexec_core|assisted-marker/);
+    const paths = mock.requests.map((r) => r.path);
+    assert.ok(
+      paths.filter((path) => path === BINARY_ROUTE).length >= 2,
+      `expected two downloads of the binary, saw: ${paths.join(", ")}`,
+    );
+    assert.deepEqual(
+      paths.filter((path) => path !== BINARY_ROUTE),
+      [],
+      "something other than the binary was requested: the bootloader ran",
+    );
+  });
+}
+
+async function mockDown(p: Prepared): Promise<void> {
+  const label = "mock-down";
+  const marker = crypto.randomUUID().slice(0, 8);
+  const downUntil = Date.now() + DOWN_MS;
+  await withMock({
+    extraKargs: [`assisted_marker=${marker}`],
+    downUntil,
+  }, async (mock) => {
+    await using vm = bootVm(p, p.goodImage, label, portOf(mock));
+    await reach(
+      vm,
+      label,
+      "download retried",
+      /assisted-bootloader-run: download of \S+ failed \(attempt 1 of/,
+      { failOn: CHAIN_FAILED },
+    );
+    await expectChain(vm, label, marker, p.binarySha);
+    const tries = mock.requests.filter((r) => r.path === BINARY_ROUTE);
+    assert.ok(tries.some((r) => r.status === 503), "no 503 seen");
+    assert.equal(tries.at(-1)?.status, 200);
+    assert.ok(Date.now() > downUntil);
+  });
 }
 
 Deno.test({
   name: "vm chain: Ignition config -> systemd unit -> bootloader -> kexec",
   ignore: skipReason !== undefined,
+  // The last two cases run side by side (both mostly wait: RestartSec, 503s).
   sanitizeResources: false,
   sanitizeOps: false,
+  sanitizeExit: false,
   async fn(t) {
     const t0 = performance.now();
-    const files: Record<string, string> = {};
-    const mock = await startMock({
-      infraEnvId: INFRA_ENV_ID,
-      refreshToken: REFRESH_TOKEN,
-      sameOrigin: true,
-      publicBaseUrl: GUEST_BASE,
-      kernel: `${OUT}/kernel/vmlinuz`,
-      initrd: `${OUT}/marker.img`,
-      files,
-    });
-    const port = Number(new URL(mock.baseUrl).port);
     try {
-      const p = await prepare(mock);
-      files[BINARY_ROUTE] = p.binary;
-      files[BINARY_ROUTE + ".sha256"] = `${OUT}/assisted-bootloader.sha256`;
-      await Deno.writeTextFile(
-        `${OUT}/assisted-bootloader.sha256`,
-        `${p.binarySha}  assisted-bootloader\n`,
-      );
-      mock.update({ files });
-
-      await t.step("happy path", async () => {
-        const marker = crypto.randomUUID().slice(0, 8);
-        mock.update({ extraKargs: [`assisted_marker=${marker}`] });
-        const vm = bootVm(p, p.goodImage, "happy", port);
-        try {
-          await expectChain(vm, "happy", marker, p.binarySha);
-        } finally {
-          await vm.kill();
-        }
-      });
-
-      await t.step("wrong sha256 for the binary", async () => {
-        const from = mock.requests.length;
-        const vm = bootVm(p, p.badShaImage, "bad-sha", port);
-        try {
-          const label = "bad-sha";
-          const started = await reach(
-            vm,
-            label,
-            "unit started",
-            /Starting .*assisted-bootloader\.service/,
-          );
-          const first = await reach(
-            vm,
-            label,
-            "first attempt refused",
-            /assisted-bootloader-run: error: sha256 mismatch .*refusing to run it/,
-            started.index,
-          );
-          await reach(
-            vm,
-            label,
-            "unit failed",
-            /Failed to start .*assisted-bootloader\.service/,
-            first.index,
-          );
-          // RestartSec=30s: the second attempt comes about 30 s later.
-          await reach(
-            vm,
-            label,
-            "restarted and refused again",
-            /assisted-bootloader-run: error: sha256 mismatch .*refusing to run it/,
-            first.index + 1,
-            90_000,
-          );
-          const text = vm.text();
-          assert.doesNotMatch(text, /assisted-bootloader-run: running/);
-          assert.doesNotMatch(text, /assisted-bootloader-run: installed/);
-          // the bootloader's own log lines ("<unit>[pid]: assisted-bootloader: …")
-          assert.doesNotMatch(text, /\]: assisted-bootloader: /);
-          assert.doesNotMatch(text, /kexec_core|assisted-marker/);
-          assert.ok(binaryRequests(mock, from).length >= 2);
-          assert.ok(
-            !mock.requests.slice(from).some((r) => r.path !== BINARY_ROUTE),
-            "something other than the binary was requested: the bootloader ran",
-          );
-        } finally {
-          await vm.kill();
-        }
-      });
-
-      await t.step("mock down for the first minute", async () => {
-        const from = mock.requests.length;
-        const marker = crypto.randomUUID().slice(0, 8);
-        const downUntil = Date.now() + DOWN_MS;
-        mock.update({ extraKargs: [`assisted_marker=${marker}`], downUntil });
-        const vm = bootVm(p, p.goodImage, "mock-down", port);
-        try {
-          await reach(
-            vm,
-            "mock-down",
-            "download retried",
-            /assisted-bootloader-run: download of \S+ failed \(attempt 1 of/,
-          );
-          await expectChain(vm, "mock-down", marker, p.binarySha);
-          const tries = binaryRequests(mock, from);
-          assert.ok(tries.some((r) => r.status === 503), "no 503 seen");
-          assert.equal(tries.at(-1)?.status, 200);
-          assert.ok(Date.now() > downUntil);
-        } finally {
-          await vm.kill();
-          mock.update({ downUntil: 0 });
-        }
-      });
+      const p = await prepare();
+      await t.step("happy path", () => happyPath(p));
+      await Promise.all([
+        t.step("wrong sha256 for the binary", () => wrongSha(p)),
+        t.step("mock down for the first minute", () => mockDown(p)),
+      ]);
     } finally {
-      await mock.close();
       stage("whole VM chain test", performance.now() - t0);
     }
   },

@@ -44,7 +44,11 @@ t1=$(date +%s)
 # Guest configuration: DHCP via systemd-networkd (its [Install] also enables
 # systemd-networkd-wait-online, which makes network-online.target meaningful),
 # hostname, fstab, the Deno wrapper.
-cp -a "$here/guest/." "$root/"
+# Modes: 0755 for executables, 0644 otherwise, whatever the checkout's umask.
+(cd "$here/guest" && find . -type f) | while read -r f; do
+  if [ -x "$here/guest/$f" ]; then m=0755; else m=0644; fi
+  install -D -m "$m" "$here/guest/$f" "$root/$f"
+done
 systemctl --root="$root" enable systemd-networkd.service >/dev/null 2>&1
 # Nobody logs in during the test (no getty prompts interleaved with the log),
 # and periodic maintenance only slows a short-lived VM down.

@@ -21,11 +21,12 @@ cache=$(readlink -f "$cache")
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
-# key FILE... : sha256 over names, modes and contents of the inputs
+# key FILE... : sha256 over names, executable bits and contents of the inputs
+# (only the bit git keeps: a checkout's umask must not change the key)
 key() {
   local f
   for f in "$@"; do
-    printf '%s %s\n' "${f#"$repo"/}" "$(stat -c %a "$f")"
+    printf '%s %s\n' "${f#"$repo"/}" "$([ -x "$f" ] && echo x || echo -)"
     cat "$f"
   done | sha256sum | cut -c1-16
 }
@@ -58,7 +59,7 @@ else
 fi
 
 t=$(ms)
-mapfile -t guest < <(find "$here/guest" -type f -o -type l | LC_ALL=C sort)
+mapfile -t guest < <(find "$here/guest" -type f | LC_ALL=C sort)
 k=$(key "$here/build_rootfs.sh" "$here/packages.txt" "${guest[@]}")
 rootfs=$cache/rootfs-$k.tar.zst
 if [ -f "$rootfs" ]; then
