@@ -2,7 +2,7 @@
 # Included by the top-level Makefile. Parameters (make variables or environment):
 #   BOOTLOADER_URL      http(s) URL of the assisted-bootloader binary           (required)
 #   BOOTLOADER_SHA256   its sha256, 64 hex digits                               (required)
-#   API_URL             Assisted Service API URL, e.g. https://api.openshift.com
+#   API_URL             Assisted Service API base (default https://api.openshift.com/api)
 #   INFRA_ENV_ID        InfraEnv id                              (this or IPXE_URL)
 #   IPXE_URL            direct iPXE script URL                   (this or INFRA_ENV_ID)
 #   TOKEN_FILE          file with a token          } at most one; embedded as a
