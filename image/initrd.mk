@@ -1,7 +1,10 @@
 # `make initrd`: the initramfs that boots straight into the bootloader, and the Debian
 # kernel the VMs boot (build/vm/vmlinuz + NIC modules). Included by the top Makefile.
 # INITRD_COMPRESS=zstd|gzip|none (zstd: smallest and fast to unpack).
+# INITRD_NICS=virtio|all: virtio_net + e1000 (VMs), or every Ethernet driver of the Debian
+# kernel, loaded by device modalias (real hardware; about 10 MB more).
 INITRD_COMPRESS ?= zstd
+INITRD_NICS ?= virtio
 VM_DIR := $(BUILD)/vm
 INITRD_DIR := $(BUILD)/initrd
 INITRD := $(INITRD_DIR)/assisted-bootloader.initrd
@@ -37,5 +40,10 @@ $(VM_KERNEL) $(VM_DIR)/modules/load-order: $(VM_DIR)/kernel.stamp
 $(BOOTLOADER_JS): $(BOOTLOADER_SOURCES) | setup
 	DENO_TLS_CA_STORE=system $(DENO) task bundle
 
-$(INITRD): $(INITRD_INPUTS) $(INITRD_SCRIPTS) $(VM_DIR)/modules/load-order
-	COMPRESS=$(INITRD_COMPRESS) $(ROOT)/image/initrd/build_initrd.sh $@ $(VM_DIR)/modules $(INITRD_BOOTLOADER_ARGS)
+# The options file changes only when the options do, so changing them rebuilds the initrd.
+INITRD_OPTIONS := compress=$(INITRD_COMPRESS) nics=$(INITRD_NICS)
+INITRD_OPTIONS_FILE := $(INITRD_DIR)/options
+$(shell mkdir -p $(INITRD_DIR) && [ "$$(cat $(INITRD_OPTIONS_FILE) 2>/dev/null)" = "$(INITRD_OPTIONS)" ] || echo "$(INITRD_OPTIONS)" > $(INITRD_OPTIONS_FILE))
+
+$(INITRD): $(INITRD_INPUTS) $(INITRD_SCRIPTS) $(VM_DIR)/modules/load-order $(INITRD_OPTIONS_FILE)
+	COMPRESS=$(INITRD_COMPRESS) NICS=$(INITRD_NICS) $(ROOT)/image/initrd/build_initrd.sh $@ $(VM_DIR)/modules $(INITRD_BOOTLOADER_ARGS)

@@ -5,7 +5,9 @@
 # `deno bundle` output) is given. Content: static busybox (Debian busybox-static) and its
 # applets, the bootloader, the shared libraries `ldd` lists (real files at the paths ldd
 # prints), the NIC modules of MODULES_DIR (+ load-order), /init, /init-bootloader and the
-# udhcpc script. COMPRESS=gzip|zstd|none (default: gzip).
+# udhcpc script. COMPRESS=gzip|zstd|none (default: gzip). NICS=virtio (default: the
+# virtio_net chain + e1000, loaded in a fixed order) or all (every Ethernet driver of the
+# kernel package, loaded by device modalias: for real hardware).
 set -euo pipefail
 out=$1 modules=$2 bootloader=$3 bundle=${4:-}
 compress=${COMPRESS:-gzip}
@@ -55,11 +57,20 @@ else
 fi
 # Deno.dlopen("libc.so.6") and friends resolve through the default search path.
 for lib in libc.so.6; do
-  path=$(ldconfig -p | awk -v l="$lib" '$1 == l && /x86-64|x86_64/ {print $NF; exit}')
+  path=$(ldconfig -p | awk -v l="$lib" '$1 == l && /x86-64|x86_64/ && !found {print $NF; found = 1}')
   [[ -n $path && ! -e $root$path ]] && { mkdir -p "$root$(dirname "$path")"; cp "$(readlink -f "$path")" "$root$path"; }
 done
 
 cp "$modules"/*.ko "$modules/load-order" "$root/lib/modules/assisted/"
+if [[ ${NICS:-virtio} == all ]]; then
+  # Every Ethernet driver with modules.dep/alias (fetch_kernel.sh builds MODULES_DIR/../nic-modules).
+  tree=$(dirname "$modules")/nic-modules/lib/modules
+  [[ -d $tree ]] || { echo "error: $tree is missing (needs kmod when fetching the kernel)" >&2; exit 1; }
+  cp -a "$tree" "$root/lib/"
+elif [[ ${NICS:-virtio} != virtio ]]; then
+  echo "error: NICS must be virtio or all, not $NICS" >&2
+  exit 2
+fi
 install -m 0755 "$here/init" "$root/init"
 install -m 0755 "$here/init-bootloader" "$root/init-bootloader"
 install -m 0755 "$here/udhcpc.script" "$root/usr/share/udhcpc/default.script"

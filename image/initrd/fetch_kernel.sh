@@ -21,7 +21,7 @@ modules=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_p
 
 resolve() {
   echo "${KERNEL_PACKAGE:-$(apt-cache depends linux-image-amd64 2>/dev/null |
-    awk '/Depends: linux-image-[0-9]/ {print $2; exit}')}"
+    awk '/Depends: linux-image-[0-9]/ && !found {print $2; found = 1}')}"
 }
 pkg=$(resolve)
 has_version() { [[ -n $1 && $(apt-cache show --no-all-versions "$1" 2>/dev/null) == *$'\nSHA256: '* ]]; }
@@ -77,6 +77,39 @@ for m in "${modules[@]}"; do
   cp "$ko" "$out/modules/"
   echo "$m" >>"$out/modules/load-order"
 done
+# Every Ethernet driver plus its dependencies, with modules.dep/modules.alias from depmod, for
+# `make initrd INITRD_NICS=all` (real hardware: /init loads what the PCI devices ask for).
+rm -rf "$out/nic-modules"
+if command -v depmod >/dev/null && command -v modinfo >/dev/null; then
+  mods=$tmp/lib/modules/$kver
+  dest=$out/nic-modules/lib/modules/$kver
+  declare -A by_name=()
+  while IFS= read -r ko; do
+    name=$(basename "$ko" .ko)
+    by_name[${name//-/_}]=$ko
+  done < <(find "$mods/kernel" -name '*.ko')
+  queue=()
+  while IFS= read -r ko; do queue+=("$ko"); done < <(find "$mods/kernel/drivers/net/ethernet" -name '*.ko')
+  for m in "${modules[@]}"; do queue+=("${by_name[$m]}"); done
+  declare -A seen=()
+  while ((${#queue[@]} > 0)); do
+    ko=${queue[-1]}
+    unset 'queue[-1]'
+    [[ -n ${seen[$ko]:-} ]] && continue
+    seen[$ko]=1
+    rel=${ko#"$mods"/}
+    mkdir -p "$dest/$(dirname "$rel")"
+    cp "$ko" "$dest/$rel"
+    IFS=, read -r -a deps <<<"$(modinfo -F depends "$ko")"
+    for d in "${deps[@]}"; do
+      [[ -n $d && -n ${by_name[${d//-/_}]:-} ]] && queue+=("${by_name[${d//-/_}]}")
+    done
+  done
+  cp "$mods"/modules.builtin "$mods"/modules.builtin.modinfo "$mods"/modules.order "$dest/" 2>/dev/null || true
+  depmod -b "$out/nic-modules" "$kver"
+else
+  echo "warning: depmod/modinfo missing (Debian package kmod): INITRD_NICS=all is unavailable" >&2
+fi
 cp "$tmp/boot/vmlinuz-$kver" "$tmp/vmlinuz"
 mv "$tmp/vmlinuz" "$out/vmlinuz"
 echo "$stamp" >"$out/kernel.stamp"
