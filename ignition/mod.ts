@@ -303,6 +303,11 @@ export async function targetFiles(
     mode: 0o755,
     contents: await asset("assisted-bootloader-run.sh"),
   });
+  files.push({
+    path: ZINCATI_PATH,
+    mode: 0o644,
+    contents: await asset("zincati-no-updates.toml"),
+  });
   return files;
 }
 

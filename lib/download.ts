@@ -14,6 +14,7 @@
 
 import { createHash, type Hash } from "node:crypto";
 import { BootError, ExitCode } from "./errors.ts";
+import { readHead } from "./formats.ts";
 import {
   errorText,
   HttpStatusError,
@@ -173,7 +174,7 @@ export async function download(
     if (options.check) {
       let head: Uint8Array;
       try {
-        head = await readFirst(part, 4096);
+        head = await readHead(part, 4096);
       } catch (err) {
         throw diskError(err, part);
       }
@@ -191,18 +192,6 @@ export async function download(
     await Deno.remove(part).catch(() => {});
     throw err;
   }
-}
-
-async function readFirst(path: string, length: number): Promise<Uint8Array> {
-  using file = await Deno.open(path, { read: true });
-  const buf = new Uint8Array(length);
-  let have = 0;
-  while (have < length) {
-    const n = await file.read(buf.subarray(have));
-    if (n === null) break;
-    have += n;
-  }
-  return buf.subarray(0, have);
 }
 
 async function downloadTo(

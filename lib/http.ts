@@ -159,13 +159,13 @@ export async function request(
   }
 }
 
-/** Reads at most `limit` bytes of an error body as text, for messages. */
-export async function readErrorBody(
-  response: Response,
-  limit = 4096,
-): Promise<string> {
-  if (!response.body) return "";
-  const reader = response.body.getReader();
+/** Reads at most `limit` bytes of a stream, then cancels the rest; read errors are thrown. */
+export async function readAtMost(
+  body: ReadableStream<Uint8Array> | null,
+  limit: number,
+): Promise<Uint8Array> {
+  if (!body) return new Uint8Array(0);
+  const reader = body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
   try {
@@ -175,15 +175,30 @@ export async function readErrorBody(
       chunks.push(value);
       size += value.length;
     }
-  } catch {
-    // A cut error body still says something.
   } finally {
     reader.cancel().catch(() => {});
   }
-  const bytes = new Uint8Array(size);
+  const out = new Uint8Array(Math.min(size, limit));
   let at = 0;
-  for (const c of chunks) bytes.set(c, (at += c.length) - c.length);
-  return new TextDecoder().decode(bytes.subarray(0, limit));
+  for (const chunk of chunks) {
+    const part = chunk.subarray(0, out.length - at);
+    out.set(part, at);
+    at += part.length;
+    if (at === out.length) break;
+  }
+  return out;
+}
+
+/** Reads at most `limit` bytes of an error body as text, for messages ("" when unreadable). */
+export async function readErrorBody(
+  response: Response,
+  limit = 4096,
+): Promise<string> {
+  try {
+    return new TextDecoder().decode(await readAtMost(response.body, limit));
+  } catch {
+    return "";
+  }
 }
 
 /** Parses `Retry-After` (seconds or an HTTP date) into milliseconds. */

@@ -18,6 +18,7 @@ import {
   HttpStatusError,
   isTransient,
   NetworkError,
+  readAtMost,
   readErrorBody,
   request,
   withRetries,
@@ -234,35 +235,6 @@ export interface ScriptClient {
   localBootReason?: string;
 }
 
-async function readBounded(
-  body: ReadableStream<Uint8Array> | null,
-  limit: number,
-): Promise<Uint8Array> {
-  if (!body) return new Uint8Array(0);
-  const reader = body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  try {
-    while (size <= limit) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      chunks.push(value);
-      size += value.length;
-    }
-  } finally {
-    reader.cancel().catch(() => {});
-  }
-  const out = new Uint8Array(Math.min(size, limit + 1));
-  let at = 0;
-  for (const c of chunks) {
-    if (at >= out.length) break;
-    const part = c.subarray(0, out.length - at);
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
-
 /**
  * Creates the script client for a source. The first URL is the InfraEnv's
  * script URL (API mode) or `--ipxe-url`; chained URLs go through the same
@@ -300,7 +272,7 @@ export function createScriptClient(
           const file = await Deno.open(parsed);
           return {
             url,
-            body: await readBounded(file.readable, fetchOptions.maxBytes),
+            body: await readAtMost(file.readable, fetchOptions.maxBytes + 1),
           };
         } catch (err) {
           const why = err instanceof Deno.errors.NotFound
@@ -341,7 +313,7 @@ export function createScriptClient(
               // A body cut mid-way (reset, or shorter than Content-Length) is
               // a network error like any other: retried, never half-run.
               try {
-                body = await readBounded(res.body, fetchOptions.maxBytes);
+                body = await readAtMost(res.body, fetchOptions.maxBytes + 1);
               } catch (err) {
                 throw new NetworkError(
                   `${redact(url)}: connection lost while reading the body: ${

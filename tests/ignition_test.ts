@@ -198,6 +198,9 @@ Deno.test("files, modes, unit and user are as specified", async () => {
     `BOOTLOADER_URL="${BASE.bootloaderUrl}"\nBOOTLOADER_SHA256="${SHA}"`,
   );
   assert.deepEqual(file(config, CA_PATH), { mode: 0o644, text: CA });
+  const zincati = file(config, ZINCATI_PATH);
+  assert.equal(zincati.mode, 0o644);
+  assert.match(zincati.text, /^\[updates\]\nenabled = false$/m);
   const script = file(config, RUN_SCRIPT_PATH);
   assert.equal(script.mode, 0o755);
   assert.equal(
@@ -254,6 +257,7 @@ Deno.test("files, modes, unit and user are as specified", async () => {
     CONFIG_PATH,
     DOWNLOAD_ENV_PATH,
     RUN_SCRIPT_PATH,
+    ZINCATI_PATH,
   ]);
   assert.match(
     file(min, CONFIG_PATH).text,

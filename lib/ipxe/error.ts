@@ -22,9 +22,11 @@ export class IpxeError extends BootError {
 
 /** Escapes control characters (newlines included) as `\xNN` so a message stays on one line. */
 function oneLine(text: string): string {
-  // deno-lint-ignore no-control-regex
   return text.replace(
-    /[\x00-\x1f\x7f]/g,
+    CONTROL,
     (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
   );
 }
+
+// deno-lint-ignore no-control-regex
+const CONTROL = /[\x00-\x1f\x7f]/g;

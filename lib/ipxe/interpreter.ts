@@ -11,7 +11,7 @@
  */
 
 import type { CpioWrap, KexecPlan, PlannedInitrd } from "../plan.ts";
-import { fromBinary, isSpace, strtoul, toBinary } from "./bytes.ts";
+import { fromBinary, strtoul, toBinary } from "./bytes.ts";
 import { IpxeError } from "./error.ts";
 import { UsageError } from "./getopt.ts";
 import {
