@@ -35,27 +35,27 @@ export type ScriptFetcher = (
   options: { maxBytes: number; timeoutMs?: number },
 ) => Promise<{ url: string; body: Uint8Array }>;
 
-/** Options of an interpreter run (see `mod.ts` for the documentation of each). */
+/** Options of an interpreter run. */
 export interface EngineOptions {
-  /** Fetcher for executed URLs. */
+  /** Fetches a script-or-image URL that is executed (`chain`/`boot`/`imgexec` of a URL). */
   fetch: ScriptFetcher;
-  /** Preset settings (`net0/mac`, `menu`, …). */
+  /** Preset settings: `net0/mac` → `52:54:00:12:34:56`, `menu` → `stable`, …; they override built-ins. */
   settings?: Record<string, string>;
-  /** `${buildarch}`. */
+  /** `${buildarch}`: default `x86_64` (`arm64` on aarch64). */
   buildarch?: string;
-  /** `${platform}`. */
+  /** `${platform}`: default `pcbios` on x86_64, `efi` on arm64. */
   platform?: string;
-  /** Called by `sleep`. */
+  /** Called by `sleep N` with N*1000; default: no waiting. */
   sleep?: (ms: number) => Promise<void>;
-  /** Receives `echo` output and command diagnostics, one line at a time. */
+  /** Receives `echo` output and command diagnostics; default: nothing. */
   print?: (line: string) => void;
-  /** Cap on executed commands. */
+  /** Cap on executed commands (default 100000). */
   maxSteps?: number;
-  /** Cap on nested scripts. */
+  /** Cap on nested chained scripts (default 16). */
   maxChainDepth?: number;
-  /** Largest script accepted. */
+  /** Largest script accepted (default 1 MiB). */
   maxScriptBytes?: number;
-  /** Cap on fetches of executed URLs. */
+  /** Cap on fetches of executed URLs, the first script excluded (default 1000). */
   maxFetches?: number;
 }
 

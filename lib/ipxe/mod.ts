@@ -20,7 +20,7 @@ import type { KexecPlan } from "../plan.ts";
 import { toBinary } from "./bytes.ts";
 import { createCommands } from "./commands.ts";
 import { IpxeError } from "./error.ts";
-import { Engine, type Image, type ScriptFetcher } from "./interpreter.ts";
+import { Engine, type EngineOptions, type Image } from "./interpreter.ts";
 import { hasScriptMagic } from "./tokenize.ts";
 import { imageNameFromUri } from "./uri.ts";
 
@@ -30,28 +30,7 @@ export type { KexecPlan } from "../plan.ts";
 export { resolveUri } from "./uri.ts";
 
 /** Options of {@linkcode runScript} and {@linkcode runScriptSource}. */
-export interface RunOptions {
-  /** Fetches a script-or-image URL that is executed (`chain`/`boot`/`imgexec` of a URL). */
-  fetch: ScriptFetcher;
-  /** Preset settings: `net0/mac` → `52:54:00:12:34:56`, `menu` → `stable`, …; they override built-ins. */
-  settings?: Record<string, string>;
-  /** `${buildarch}`: default `x86_64` (`arm64` on aarch64). */
-  buildarch?: string;
-  /** `${platform}`: default `pcbios` on x86_64, `efi` on arm64. */
-  platform?: string;
-  /** Called by `sleep N` with N*1000; default: no waiting. */
-  sleep?: (ms: number) => Promise<void>;
-  /** Receives `echo` output and command diagnostics; default: nothing. */
-  print?: (line: string) => void;
-  /** Cap on executed commands (default 100000). */
-  maxSteps?: number;
-  /** Cap on nested chained scripts (default 16). */
-  maxChainDepth?: number;
-  /** Largest script accepted (default 1 MiB). */
-  maxScriptBytes?: number;
-  /** Cap on fetches of executed URLs, the first script excluded (default 1000). */
-  maxFetches?: number;
-}
+export type RunOptions = EngineOptions;
 
 function start(options: RunOptions): Engine {
   const buildarch = options.buildarch ??
