@@ -82,7 +82,8 @@ t2=$(ms)
 
 # Free space for the bootloader's downloads (kernel + initrds) and Deno's cache.
 size_mb=$(($(du -sm "$root" | cut -f1) * 12 / 10 + 512))
-mkfs.ext4 -q -F -L chain-root -d "$root" "$out" "${size_mb}M" ||
+truncate -s "${size_mb}M" "$out" # sparse; mkfs then does not announce a new file
+mkfs.ext4 -q -F -L chain-root -d "$root" "$out" ||
   die "mkfs.ext4 -d failed"
 t3=$(ms)
 echo "apply_ignition: $out ($size_mb MiB): unpack $(secs "$t0" "$t1") s, ignition $(secs "$t1" "$t2") s, mkfs.ext4 $(secs "$t2" "$t3") s" >&2
