@@ -57,3 +57,4 @@ bench: setup
 -include image/image.mk
 -include image/initrd.mk
 -include image/vm.mk
+-include image/rootfs.mk

@@ -301,6 +301,11 @@ export interface KexecExecuteOptions {
   libc?: LibcSymbols;
   /** Runs a command and returns its exit code (default: `Deno.Command`). */
   run?: (command: string, args: string[]) => Promise<number>;
+  /**
+   * After `systemctl kexec` succeeded, how long to wait for systemd to stop
+   * this process before calling the hand-off failed (default 10 minutes).
+   */
+  shutdownWaitMs?: number;
 }
 
 async function runCommand(command: string, args: string[]): Promise<number> {
@@ -314,8 +319,9 @@ async function runCommand(command: string, args: string[]): Promise<number> {
 }
 
 /**
- * Starts the loaded kernel. `systemctl`: runs `systemctl kexec` and returns
- * (systemd shuts down cleanly and then stops this process); `reboot`: `sync`
+ * Starts the loaded kernel. `systemctl`: runs `systemctl kexec` and waits
+ * for systemd to stop this process on its way down (never returns: a system
+ * that does not go down is a Handoff failure); `reboot`: `sync`
  * then `reboot(LINUX_REBOOT_CMD_KEXEC)`, which does not return on success;
  * `none`: does nothing. Failures are {@linkcode BootError} Handoff (17).
  */
@@ -343,6 +349,17 @@ export async function kexecExecute(
         ExitCode.Handoff,
       );
     }
+    // systemctl returns once the job is queued; systemd then stops every unit,
+    // this one included. Returning now would let the unit record success
+    // before the new kernel actually started.
+    const waitMs = options.shutdownWaitMs ?? 10 * 60_000;
+    await new Promise((resolve) => setTimeout(resolve, waitMs));
+    throw new BootError(
+      `systemctl kexec was accepted but the system did not shut down within ${
+        Math.round(waitMs / 1000)
+      } s`,
+      ExitCode.Handoff,
+    );
     return;
   }
   const libc = options.libc ?? openLibc();

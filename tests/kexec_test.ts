@@ -207,12 +207,19 @@ Deno.test("handoffMode: load-only, force-reboot, PID 1, systemd", () => {
 
 Deno.test("kexecExecute: systemctl kexec, its failure, and sync before reboot(KEXEC)", async () => {
   const runs: string[][] = [];
-  await kexecExecute("systemctl", {
-    run: (cmd, args) => {
-      runs.push([cmd, ...args]);
-      return Promise.resolve(0);
-    },
-  });
+  await assert.rejects(
+    kexecExecute("systemctl", {
+      run: (cmd, args) => {
+        runs.push([cmd, ...args]);
+        return Promise.resolve(0);
+      },
+      shutdownWaitMs: 20,
+    }),
+    (err: unknown) =>
+      err instanceof BootError && err.exitCode === ExitCode.Handoff &&
+      /did not shut down within 0 s/.test(err.message),
+    "an accepted systemctl kexec waits for the shutdown and never reports success itself",
+  );
   assert.deepEqual(runs, [["systemctl", "kexec"]]);
   await assert.rejects(
     kexecExecute("systemctl", { run: () => Promise.resolve(1) }),
