@@ -65,6 +65,56 @@ export interface DownloadResult {
   resumed: boolean;
   /** Requests made (1 when nothing was retried). */
   attempts: number;
+  /** `Last-Modified` of the response(s), absent when missing or when two responses disagreed. */
+  lastModified?: string;
+  /** The full length the server announced (`Content-Length` or `Content-Range`), when it did. */
+  contentLength?: number;
+}
+
+/** What a `HEAD` answered about an artifact. */
+export interface ProbeResult {
+  /** HTTP status of the final response (after redirects). */
+  status: number;
+  /** `Content-Length`, when given. */
+  contentLength?: number;
+  /** `Last-Modified`, when given. */
+  lastModified?: string;
+}
+
+/** Options for {@linkcode probe}. */
+export interface ProbeOptions {
+  /** Client with extra CAs or `--insecure` (from `createClient`). */
+  client?: Deno.HttpClient;
+  /** Milliseconds for the whole exchange (default 30 s). */
+  timeoutMs?: number;
+  /** Aborts the request. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Sends one `HEAD` for `url` through the downloads' request policy (capped
+ * redirects, no `Authorization`, timeout), without retries. Any status is
+ * returned; a network failure throws a {@linkcode NetworkError}.
+ */
+export async function probe(
+  url: string,
+  options: ProbeOptions = {},
+): Promise<ProbeResult> {
+  const response = await request(url, {
+    method: "HEAD",
+    headers: { "accept-encoding": "identity" },
+    client: options.client,
+    timeoutMs: options.timeoutMs,
+    signal: options.signal,
+  });
+  // A 303 turns the request into a GET: never read a body here.
+  await response.body?.cancel().catch(() => {});
+  const lastModified = response.headers.get("last-modified")?.trim();
+  return {
+    status: response.status,
+    contentLength: contentLength(response),
+    ...(lastModified ? { lastModified } : {}),
+  };
 }
 
 /** True for the assisted image service's `pxe-initrd`, which must never be resumed. */
@@ -132,6 +182,10 @@ interface State {
   resumed: boolean;
   /** Hash of the bytes written, when they all came from one response. */
   hash?: Hash;
+  /** `Last-Modified` of the first full response. */
+  lastModified?: string;
+  /** A later response (a resume) named another `Last-Modified`. */
+  lastModifiedChanged?: boolean;
 }
 
 function parseContentRange(
@@ -268,7 +322,18 @@ async function downloadTo(
       ExitCode.Verify,
     );
   }
-  return { url, path: dest, size, sha256, resumed: state.resumed, attempts };
+  return {
+    url,
+    path: dest,
+    size,
+    sha256,
+    resumed: state.resumed,
+    attempts,
+    ...(state.lastModified && !state.lastModifiedChanged
+      ? { lastModified: state.lastModified }
+      : {}),
+    ...(state.total !== undefined ? { contentLength: state.total } : {}),
+  };
 }
 
 function finalError(err: unknown, url: string, attempts: number): unknown {
@@ -335,6 +400,10 @@ async function attempt(
     start = from;
     if (range.total !== undefined) state.total = range.total;
     state.resumed = true;
+    if (
+      (response.headers.get("last-modified")?.trim() || undefined) !==
+        state.lastModified
+    ) state.lastModifiedChanged = true;
   } else if (from > 0 && response.status === 416) {
     await response.body?.cancel();
     state.ranges = false;
@@ -349,6 +418,9 @@ async function attempt(
       response.headers.get("accept-ranges") ?? "",
     );
     state.resumed = false;
+    state.lastModified = response.headers.get("last-modified")?.trim() ||
+      undefined;
+    state.lastModifiedChanged = false;
   } else {
     throw await statusError(response, url);
   }

@@ -9,6 +9,19 @@
  * initrd region. A signed initrd URL answering 401/403 (expired token) makes
  * `load` fetch the script again through `refetchPlan` and retry.
  *
+ * Artifacts that carry no secret (see {@linkcode isCacheable}) are kept
+ * across runs in `<workDir>/cache/`: a hard link to the verified file plus a
+ * JSON manifest (url, size, sha256, Last-Modified, Content-Length, when it
+ * was verified), written only once the file is verified and in place. The
+ * next run reuses the copy only when a `HEAD` (same request policy, no
+ * `Authorization`) answers 200 with a `Content-Length` and/or
+ * `Last-Modified` equal to the manifest's (neither: no reuse), the file on
+ * disk hashes to the manifest's sha256 again, any pin matches, and the format
+ * check passes; otherwise the artifact is downloaded as usual. `HEAD` was
+ * chosen over a conditional `GET` (`If-Modified-Since` → 304) because it
+ * compares the size as well as the date, and a server that ignores
+ * `If-Modified-Since` would start sending the whole body.
+ *
  * @module
  */
 
@@ -21,10 +34,13 @@ import {
   readHead,
   unpackArm64Kernel,
 } from "./formats.ts";
+import { createHash } from "node:crypto";
 import {
   diskError,
   download,
   type DownloadResult,
+  isPxeInitrd,
+  probe,
   sha256File,
 } from "./download.ts";
 import { HttpStatusError } from "./http.ts";
@@ -63,6 +79,8 @@ export interface LoadOptions {
   progress?: ProgressMode;
   /** Aborts every download. */
   signal?: AbortSignal;
+  /** Keep and reuse verified copies of cacheable artifacts across runs (default true). */
+  cache?: boolean;
 }
 
 /** A file handed to the kernel. */
@@ -85,11 +103,19 @@ export interface LoadedImage {
     format: Format;
     /** The downloaded file, when it had to be unpacked. */
     download?: LoadedFile;
+    /** Present (true) when the kernel came from the cache of an earlier run. */
+    cached?: true;
   };
   /** The assembled initrd, when the plan has initrds. */
   initrd?: LoadedFile & {
     /** Each downloaded image, in order, with its offset in the assembled file. */
-    parts: { url: string; size: number; sha256: string; offset: number }[];
+    parts: {
+      url: string;
+      size: number;
+      sha256: string;
+      offset: number;
+      cached?: true;
+    }[];
   };
   /** The command line. */
   cmdline: string;
@@ -102,6 +128,22 @@ const MAX_REFETCH = 2;
 /** True for an URL that carries its own credential (`image_token=`, `api_key=`). */
 export function isSignedUrl(url: string): boolean {
   return /[?&](image_token|api_key)=/i.test(url);
+}
+
+/**
+ * True for an URL whose artifact may be kept across runs: not signed
+ * (`image_token=`, `api_key=`), no user:password, not the assisted
+ * `…/pxe-initrd` (its bytes change per request and contain secrets).
+ */
+export function isCacheable(url: string): boolean {
+  if (isSignedUrl(url) || isPxeInitrd(url)) return false;
+  try {
+    const parsed = new URL(url);
+    return parsed.username === "" && parsed.password === "" &&
+      (parsed.protocol === "http:" || parsed.protocol === "https:");
+  } catch {
+    return false;
+  }
 }
 
 /** The pin for `url` in `pins`: exact match first, then a key without a query matching the URL without its query. */
@@ -138,11 +180,19 @@ export async function load(
   // Files from an earlier run must never pass for this run's verified ones.
   await removeOurFiles(options.workDir);
   const progress = createProgress(options.progress ?? "auto");
-  const cache = new Map<string, DownloadResult>();
+  const done = new Map<string, Fetched>();
   let current = plan;
   for (let refetch = 0;; refetch++) {
     try {
-      return await loadOnce(current, options, progress, cache);
+      const loaded = await loadOnce(current, options, progress, done);
+      if (options.cache !== false) {
+        // Only what this plan boots stays cached (the disk may be RAM).
+        await pruneCache(
+          options.workDir,
+          [loaded.plan.kernel, ...loaded.plan.initrds].map((a) => a.url),
+        );
+      }
+      return loaded;
     } catch (err) {
       const denied = authFailure(err);
       if (
@@ -193,11 +243,247 @@ async function prepareWorkDir(dir: string): Promise<void> {
   }
 }
 
+/** A verified file of this run, and whether it came from the cache. */
+type Fetched = DownloadResult & { cached?: boolean };
+
+/** What `<workDir>/cache/<key>.json` holds. */
+interface Manifest {
+  /** Format version (1). */
+  version: number;
+  /** The artifact's URL, exactly as the plan has it. */
+  url: string;
+  /** Size in bytes. */
+  size: number;
+  /** sha256, hex. */
+  sha256: string;
+  /** `Last-Modified` of the download, when the server gave one. */
+  lastModified?: string;
+  /** `Content-Length` of the download, when the server gave one. */
+  contentLength?: number;
+  /** When the file was verified (ISO 8601). */
+  verifiedAt: string;
+}
+
+const CACHE_ENTRY = /^([0-9a-f]{32})(\.json)?(\.part)?$/;
+
+function cacheKey(url: string): string {
+  return createHash("sha256").update(url).digest("hex").slice(0, 32);
+}
+
+function cachePaths(dir: string, url: string) {
+  const base = `${dir}/cache/${cacheKey(url)}`;
+  return { file: base, manifest: `${base}.json` };
+}
+
+async function readManifest(
+  path: string,
+  url: string,
+): Promise<Manifest | undefined> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch {
+    return undefined;
+  }
+  try {
+    const m = JSON.parse(text) as Partial<Manifest>;
+    if (
+      m.version === 1 && m.url === url && typeof m.size === "number" &&
+      m.size > 0 && typeof m.sha256 === "string" &&
+      /^[0-9a-f]{64}$/.test(m.sha256) &&
+      (m.lastModified === undefined || typeof m.lastModified === "string") &&
+      (m.contentLength === undefined || typeof m.contentLength === "number")
+    ) return m as Manifest;
+  } catch {
+    // Unreadable: treated like no manifest.
+  }
+  return undefined;
+}
+
+async function dropEntry(paths: { file: string; manifest: string }) {
+  // The manifest first: without it nothing is ever reused.
+  await Deno.remove(paths.manifest).catch(() => {});
+  await Deno.remove(paths.file).catch(() => {});
+}
+
+/** Why the cached copy of an artifact cannot be reused, or undefined when it can. */
+function staleReason(
+  manifest: Manifest,
+  head: { status: number; contentLength?: number; lastModified?: string },
+): string | undefined {
+  if (head.status !== 200) return `HEAD answered ${head.status}`;
+  if (head.contentLength === undefined && head.lastModified === undefined) {
+    return "the server gives neither Content-Length nor Last-Modified";
+  }
+  if (
+    head.contentLength !== undefined && head.contentLength !== manifest.size
+  ) {
+    return `the size changed (${manifest.size} → ${head.contentLength} bytes)`;
+  }
+  if (
+    (head.lastModified !== undefined || manifest.lastModified !== undefined) &&
+    head.lastModified !== manifest.lastModified
+  ) {
+    return `Last-Modified changed (${manifest.lastModified ?? "none"} → ${
+      head.lastModified ?? "none"
+    })`;
+  }
+  return undefined;
+}
+
+/**
+ * Puts the cached copy of `url` at `dest` when it is still the server's file
+ * and intact; undefined (and the artifact is downloaded) otherwise.
+ */
+async function fromCache(
+  url: string,
+  dest: string,
+  label: string,
+  pin: string | undefined,
+  check: (head: Uint8Array) => void,
+  options: LoadOptions,
+  signal: AbortSignal,
+): Promise<Fetched | undefined> {
+  const paths = cachePaths(options.workDir, url);
+  const manifest = await readManifest(paths.manifest, url);
+  if (!manifest) return undefined;
+  const skip = (why: string) => {
+    log.info(`${label}: cached copy not used (${why}), downloading`);
+    return undefined;
+  };
+  if (pin && pin.toLowerCase() !== manifest.sha256) {
+    return skip("it does not match the pinned sha256");
+  }
+  try {
+    if ((await Deno.stat(paths.file)).size !== manifest.size) {
+      await dropEntry(paths);
+      return skip("its size on disk is wrong");
+    }
+  } catch {
+    await dropEntry(paths);
+    return skip("the file is missing");
+  }
+  let head;
+  try {
+    head = await probe(url, {
+      client: options.client,
+      timeoutMs: options.timeoutMs,
+      signal,
+    });
+  } catch (err) {
+    if (signal.aborted) throw err;
+    return skip(`HEAD failed: ${err instanceof Error ? err.message : err}`);
+  }
+  const stale = staleReason(manifest, head);
+  if (stale) return skip(stale);
+  let sha256: string;
+  try {
+    sha256 = await sha256File(paths.file);
+  } catch (err) {
+    await dropEntry(paths);
+    return skip(`cannot read it: ${err instanceof Error ? err.message : err}`);
+  }
+  if (sha256 !== manifest.sha256) {
+    await dropEntry(paths);
+    log.warn(
+      `${label}: cached copy is corrupt (sha256 ${sha256}, expected ${manifest.sha256}), downloading`,
+    );
+    return undefined;
+  }
+  try {
+    check(await readHead(paths.file));
+  } catch (err) {
+    await dropEntry(paths);
+    return skip(err instanceof Error ? err.message : String(err));
+  }
+  try {
+    await Deno.remove(dest).catch(() => {});
+    await Deno.link(paths.file, dest);
+  } catch (err) {
+    throw diskError(err, dest);
+  }
+  log.info(
+    `${label}: cached copy verified (sha256 ${sha256}), not downloaded`,
+  );
+  return {
+    url,
+    path: dest,
+    size: manifest.size,
+    sha256,
+    resumed: false,
+    attempts: 0,
+    cached: true,
+  };
+}
+
+/**
+ * Records the verified file `result` for later runs. Never fails the boot: a
+ * cache that cannot be written is only logged.
+ */
+async function toCache(dir: string, result: DownloadResult): Promise<void> {
+  if (
+    !isCacheable(result.url) ||
+    (result.lastModified === undefined && result.contentLength === undefined)
+  ) return;
+  const paths = cachePaths(dir, result.url);
+  try {
+    await Deno.mkdir(`${dir}/cache`, { mode: 0o700 }).catch((err) => {
+      if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
+    });
+    await dropEntry(paths);
+    await Deno.remove(`${paths.file}.part`).catch(() => {});
+    await Deno.link(result.path, `${paths.file}.part`);
+    await Deno.rename(`${paths.file}.part`, paths.file);
+    const manifest: Manifest = {
+      version: 1,
+      url: result.url,
+      size: result.size,
+      sha256: result.sha256,
+      ...(result.lastModified !== undefined
+        ? { lastModified: result.lastModified }
+        : {}),
+      ...(result.contentLength !== undefined
+        ? { contentLength: result.contentLength }
+        : {}),
+      verifiedAt: new Date().toISOString(),
+    };
+    // Written last, and atomically: a manifest always names a verified file.
+    await Deno.writeTextFile(
+      `${paths.manifest}.part`,
+      JSON.stringify(manifest) + "\n",
+      { mode: 0o600 },
+    );
+    await Deno.rename(`${paths.manifest}.part`, paths.manifest);
+  } catch (err) {
+    await dropEntry(paths);
+    await Deno.remove(`${paths.file}.part`).catch(() => {});
+    await Deno.remove(`${paths.manifest}.part`).catch(() => {});
+    log.warn(
+      `Cannot cache ${result.url}: ${err instanceof Error ? err.message : err}`,
+    );
+  }
+}
+
+/** Removes cache entries for other URLs than `keep`, and leftover `.part` files. */
+async function pruneCache(dir: string, keep: string[]): Promise<void> {
+  const keys = new Set(keep.map(cacheKey));
+  try {
+    for await (const entry of Deno.readDir(`${dir}/cache`)) {
+      const m = CACHE_ENTRY.exec(entry.name);
+      if (entry.isFile && m && (m[3] || !keys.has(m[1]))) {
+        await Deno.remove(`${dir}/cache/${entry.name}`).catch(() => {});
+      }
+    }
+  } catch {
+    // No cache directory: nothing to prune.
+  }
+}
+
 async function loadOnce(
   plan: KexecPlan,
   options: LoadOptions,
   progress: Progress,
-  cache: Map<string, DownloadResult>,
+  done: Map<string, Fetched>,
 ): Promise<LoadedImage> {
   const arch = options.arch ?? Deno.build.arch;
   const pins = options.artifactSha256 ?? {};
@@ -214,17 +500,23 @@ async function loadOnce(
     label: string,
     pin: string | undefined,
     check: (head: Uint8Array) => void,
-  ): Promise<DownloadResult> => {
-    const cached = cache.get(url);
-    let result: DownloadResult;
-    if (cached && cached.path === dest && (!pin || pin === cached.sha256)) {
-      log.info(`${label}: already downloaded (${cached.size} bytes)`);
+  ): Promise<Fetched> => {
+    const earlier = done.get(url);
+    const useCache = options.cache !== false && isCacheable(url);
+    let result: Fetched | undefined;
+    if (earlier && earlier.path === dest && (!pin || pin === earlier.sha256)) {
+      log.info(`${label}: already downloaded (${earlier.size} bytes)`);
       check(await readHead(dest));
-      result = cached;
+      result = earlier;
     } else {
-      for (const [key, value] of cache) {
-        if (value.path === dest) cache.delete(key);
+      for (const [key, value] of done) {
+        if (value.path === dest) done.delete(key);
       }
+      if (useCache) {
+        result = await fromCache(url, dest, label, pin, check, options, signal);
+      }
+    }
+    if (!result) {
       result = await download(url, dest, {
         client: options.client,
         retries: options.retries,
@@ -235,13 +527,14 @@ async function loadOnce(
         tracker: progress.track(label),
         check,
       });
+      if (useCache) await toCache(dir, result);
     }
-    cache.set(url, result);
+    done.set(url, result);
     return result;
   };
 
   const total = plan.initrds.length;
-  const tasks: Promise<DownloadResult>[] = [
+  const tasks: Promise<Fetched>[] = [
     fetchOne(
       plan.kernel.url,
       `${dir}/kernel`,
@@ -276,7 +569,7 @@ async function loadOnce(
   ));
   if (first !== undefined) throw first;
   const results = settled.map((s) =>
-    (s as PromiseFulfilledResult<DownloadResult>).value
+    (s as PromiseFulfilledResult<Fetched>).value
   );
   const [kernelResult, ...initrdResults] = results;
 
@@ -321,6 +614,7 @@ async function loadOnce(
       url: plan.kernel.url,
       format: kernelFormat,
       ...(unpackedFrom ? { download: unpackedFrom } : {}),
+      ...(kernelResult.cached ? { cached: true as const } : {}),
     },
     cmdline: plan.cmdline,
     plan,
@@ -346,7 +640,7 @@ async function loadOnce(
   // directory may be in RAM) and drop the cache entries pointing at them.
   for (const r of initrdResults) {
     await Deno.remove(r.path).catch(() => {});
-    cache.delete(r.url);
+    done.delete(r.url);
   }
   log.info(
     `initrd: ${total} image(s) assembled into ${assembled.path} (${assembled.size} bytes), sha256 ${assembled.sha256}`,
@@ -360,6 +654,7 @@ async function loadOnce(
       size: r.size,
       sha256: r.sha256,
       offset: assembled.layout[i].offset,
+      ...(r.cached ? { cached: true as const } : {}),
     })),
   };
   return loaded;

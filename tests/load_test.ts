@@ -508,12 +508,40 @@ Deno.test("load: a failure leaves no file that could pass for verified; stale fi
       );
       const names = [];
       for await (const e of Deno.readDir(dir)) names.push(e.name);
-      assert.deepEqual(names, ["notes.txt"]);
+      // The kernel and /a.gz may have been aborted or verified; what is
+      // cached is whole: no .part, and each manifest names a file that hashes
+      // to it. The initrd that failed is not there.
+      assert.deepEqual(names.filter((n) => n !== "cache"), ["notes.txt"]);
+      const cached: string[] = [];
+      if (names.includes("cache")) {
+        for await (const e of Deno.readDir(`${dir}/cache`)) {
+          cached.push(e.name);
+        }
+      }
+      assert.ok(cached.every((n) => /^[0-9a-f]{32}(\.json)?$/.test(n)));
+      for (const name of cached.filter((n) => n.endsWith(".json"))) {
+        const m = JSON.parse(await Deno.readTextFile(`${dir}/cache/${name}`));
+        const served: Record<string, Uint8Array> = {
+          [`${srv.base}/vmlinuz`]: kernel,
+          [`${srv.base}/a.gz`]: new Uint8Array([0x1f, 0x8b, 8, 0]),
+        };
+        assert.ok(served[m.url], m.url);
+        assert.equal(m.sha256, sha(served[m.url]));
+        const file = await Deno.readFile(
+          `${dir}/cache/${name.replace(".json", "")}`,
+        );
+        assert.equal(sha(file), m.sha256);
+      }
       // Success: only the final files, no parts, no .part.
       const [image] = await quiet(() => load(plan(srv.base, ["/a.gz"]), base));
       const after = [];
       for await (const e of Deno.readDir(dir)) after.push(e.name);
-      assert.deepEqual(after.sort(), ["initrd", "kernel", "notes.txt"]);
+      assert.deepEqual(after.sort(), [
+        "cache",
+        "initrd",
+        "kernel",
+        "notes.txt",
+      ]);
       assert.equal(image.initrd!.path, `${dir}/initrd`);
       assert.equal((await Deno.stat(`${dir}/initrd`)).mode! & 0o777, 0o600);
     });

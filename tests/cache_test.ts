@@ -1,0 +1,479 @@
+/**
+ * The verified artifact cache of `load` across runs: reuse only after a HEAD
+ * that matches the manifest and a re-hash, never for signed URLs or the
+ * assisted `pxe-initrd`, pins still decide. Loopback servers and the mock
+ * InfraEnv.
+ */
+
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { BootError, ExitCode } from "../lib/errors.ts";
+import { createScriptClient } from "../lib/infraenv.ts";
+import { configureLog } from "../lib/log.ts";
+import { isCacheable, load, type LoadOptions } from "../lib/load.ts";
+import type { KexecPlan } from "../lib/plan.ts";
+import { resolvePlan } from "../lib/resolve_plan.ts";
+import { fakeKernel, startMock } from "./mock_infraenv.ts";
+
+const enc = new TextEncoder();
+const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
+const GZIP = new Uint8Array([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
+
+async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await Deno.makeTempDir({ prefix: "cache_test_" });
+  try {
+    return await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+async function quiet<T>(fn: () => Promise<T>): Promise<[T, string[]]> {
+  const lines: string[] = [];
+  configureLog({ sink: (line) => lines.push(line) });
+  try {
+    return [await fn(), lines];
+  } finally {
+    configureLog({
+      sink: (line) => Deno.stderr.writeSync(enc.encode(line + "\n")),
+    });
+  }
+}
+
+/** What the test server serves at one path; mutable between runs. */
+interface Served {
+  body: Uint8Array;
+  /** `Last-Modified` (none when undefined). */
+  lastModified?: string;
+  /** Send the body as a stream without `Content-Length`. */
+  chunked?: boolean;
+  /** Status for HEAD (default 200). */
+  headStatus?: number;
+}
+
+/** A loopback server whose files, dates and HEAD behaviour tests change. */
+function serve(files: Record<string, Served>) {
+  const seen: { method: string; path: string; auth: boolean }[] = [];
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (req) => {
+      const url = new URL(req.url);
+      seen.push({
+        method: req.method,
+        path: url.pathname,
+        auth: req.headers.has("authorization"),
+      });
+      const f = files[url.pathname];
+      if (!f) return new Response("not found", { status: 404 });
+      const headers: Record<string, string> = {
+        "content-type": "application/octet-stream",
+      };
+      if (f.lastModified) headers["last-modified"] = f.lastModified;
+      if (!f.chunked) headers["content-length"] = String(f.body.length);
+      if (req.method === "HEAD") {
+        return new Response(null, { status: f.headStatus ?? 200, headers });
+      }
+      const body = f.chunked
+        ? new ReadableStream<Uint8Array>({
+          start(c) {
+            c.enqueue(f.body.slice());
+            c.close();
+          },
+        })
+        : (f.body.slice() as Uint8Array<ArrayBuffer>);
+      return new Response(body, { headers });
+    },
+  );
+  return {
+    base: `http://127.0.0.1:${server.addr.port}`,
+    seen,
+    /** Requests with `method` for `path` since the last `reset`. */
+    count: (method: string, path: string) =>
+      seen.filter((r) => r.method === method && r.path === path).length,
+    reset: () => seen.splice(0),
+    close: () => server.shutdown(),
+  };
+}
+
+function plan(base: string, kernel: string, initrds: string[]): KexecPlan {
+  return {
+    action: "kexec",
+    kernel: { url: `${base}${kernel}`, name: kernel.slice(1) },
+    initrds: initrds.map((p) => ({ url: `${base}${p}`, name: p.slice(1) })),
+    cmdline: "console=ttyS0",
+    scripts: [],
+  };
+}
+
+function opts(workDir: string, extra: Partial<LoadOptions> = {}): LoadOptions {
+  return {
+    workDir,
+    progress: "none",
+    retries: 0,
+    arch: "x86_64",
+    ...extra,
+  };
+}
+
+const LM1 = new Date(Date.UTC(2025, 0, 1)).toUTCString();
+const LM2 = new Date(Date.UTC(2025, 5, 1)).toUTCString();
+
+async function cacheNames(workDir: string): Promise<string[]> {
+  const names: string[] = [];
+  try {
+    for await (const e of Deno.readDir(`${workDir}/cache`)) names.push(e.name);
+  } catch {
+    // No cache directory.
+  }
+  return names.sort();
+}
+
+async function manifests(workDir: string) {
+  const out = [];
+  for (const name of await cacheNames(workDir)) {
+    if (name.endsWith(".json")) {
+      out.push(
+        JSON.parse(await Deno.readTextFile(`${workDir}/cache/${name}`)),
+      );
+    }
+  }
+  return out;
+}
+
+Deno.test("cache: isCacheable refuses signed URLs, user:password and pxe-initrd", () => {
+  assert.ok(isCacheable("https://h/boot-artifacts/kernel?arch=x86_64"));
+  assert.ok(!isCacheable("https://h/x/kernel?image_token=abc"));
+  assert.ok(!isCacheable("https://h/x/kernel?arch=x&api_key=abc"));
+  assert.ok(!isCacheable("https://h/images/id/pxe-initrd?arch=x86_64"));
+  assert.ok(!isCacheable("https://u:p@h/kernel"));
+  assert.ok(!isCacheable("not a url"));
+});
+
+Deno.test("cache: the second run sends HEAD, no GET, and yields the same files", async () => {
+  const kernel = fakeKernel(200_000);
+  const srv = serve({
+    "/vmlinuz": { body: kernel, lastModified: LM1 },
+    "/a.gz": { body: GZIP, lastModified: LM1 },
+  });
+  try {
+    await withTemp(async (dir) => {
+      const p = plan(srv.base, "/vmlinuz", ["/a.gz"]);
+      const [first] = await quiet(() => load(p, opts(dir)));
+      assert.equal(first.kernel.cached, undefined);
+      assert.equal(srv.count("GET", "/vmlinuz"), 1);
+      const [m] = (await manifests(dir)).filter((m) =>
+        m.url.endsWith("/vmlinuz")
+      );
+      assert.equal(m.sha256, sha(kernel));
+      assert.equal(m.size, kernel.length);
+      assert.equal(m.contentLength, kernel.length);
+      assert.equal(m.lastModified, LM1);
+      assert.ok(!Number.isNaN(Date.parse(m.verifiedAt)));
+      assert.equal((await Deno.stat(`${dir}/cache`)).mode! & 0o777, 0o700);
+
+      srv.reset();
+      const [second, lines] = await quiet(() => load(p, opts(dir)));
+      assert.equal(srv.count("GET", "/vmlinuz"), 0);
+      assert.equal(srv.count("GET", "/a.gz"), 0);
+      assert.equal(srv.count("HEAD", "/vmlinuz"), 1);
+      assert.ok(srv.seen.every((r) => !r.auth));
+      assert.equal(second.kernel.sha256, sha(kernel));
+      assert.equal(second.kernel.cached, true);
+      assert.equal(second.initrd!.parts[0].cached, true);
+      assert.equal(second.initrd!.sha256, first.initrd!.sha256);
+      assert.deepEqual(
+        await Deno.readFile(second.kernel.path),
+        kernel,
+      );
+      assert.ok(
+        lines.some((l) =>
+          l.includes(
+            `kernel (vmlinuz): cached copy verified (sha256 ${
+              sha(kernel)
+            }), not downloaded`,
+          )
+        ),
+        lines.join("\n"),
+      );
+      // The JSON shape is unchanged but for "cached".
+      const { cached: _c, ...rest } = second.kernel;
+      assert.deepEqual(Object.keys(rest).sort(), [
+        "format",
+        "path",
+        "sha256",
+        "size",
+        "url",
+      ]);
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("cache: a changed Last-Modified or size makes the next run download again", async () => {
+  const kernel = fakeKernel(50_000);
+  const files: Record<string, Served> = {
+    "/vmlinuz": { body: kernel, lastModified: LM1 },
+  };
+  const srv = serve(files);
+  try {
+    await withTemp(async (dir) => {
+      const p = plan(srv.base, "/vmlinuz", []);
+      await quiet(() => load(p, opts(dir)));
+      // Same bytes, new date: downloaded again.
+      files["/vmlinuz"].lastModified = LM2;
+      srv.reset();
+      const [, lines] = await quiet(() => load(p, opts(dir)));
+      assert.equal(srv.count("GET", "/vmlinuz"), 1);
+      assert.ok(
+        lines.some((l) => /Last-Modified changed/.test(l)),
+        lines.join("\n"),
+      );
+      assert.equal((await manifests(dir))[0].lastModified, LM2);
+      // Same date, other size: downloaded again, and the new file is cached.
+      const bigger = fakeKernel(60_000);
+      files["/vmlinuz"].body = bigger;
+      srv.reset();
+      const [image, lines2] = await quiet(() => load(p, opts(dir)));
+      assert.equal(srv.count("GET", "/vmlinuz"), 1);
+      assert.ok(lines2.some((l) => /size changed/.test(l)), lines2.join("\n"));
+      assert.equal(image.kernel.sha256, sha(bigger));
+      assert.equal((await manifests(dir))[0].sha256, sha(bigger));
+      // Unchanged now: reused.
+      srv.reset();
+      await quiet(() => load(p, opts(dir)));
+      assert.equal(srv.count("GET", "/vmlinuz"), 0);
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("cache: a corrupted cached file is caught by the re-hash and downloaded again", async () => {
+  const kernel = fakeKernel(50_000);
+  const srv = serve({ "/vmlinuz": { body: kernel, lastModified: LM1 } });
+  try {
+    await withTemp(async (dir) => {
+      const p = plan(srv.base, "/vmlinuz", []);
+      await quiet(() => load(p, opts(dir)));
+      const file = (await cacheNames(dir)).find((n) => !n.endsWith(".json"))!;
+      const bytes = await Deno.readFile(`${dir}/cache/${file}`);
+      bytes[30_000] ^= 0xff;
+      await Deno.writeFile(`${dir}/cache/${file}`, bytes);
+      srv.reset();
+      const [image, lines] = await quiet(() => load(p, opts(dir)));
+      assert.equal(srv.count("GET", "/vmlinuz"), 1);
+      assert.ok(
+        lines.some((l) => /cached copy is corrupt/.test(l)),
+        lines.join("\n"),
+      );
+      assert.equal(image.kernel.cached, undefined);
+      assert.equal(image.kernel.sha256, sha(kernel));
+      assert.deepEqual(await Deno.readFile(`${dir}/cache/${file}`), kernel);
+      // A truncated cache file (size differs from the manifest) as well.
+      await Deno.truncate(`${dir}/cache/${file}`, 100);
+      srv.reset();
+      await quiet(() => load(p, opts(dir)));
+      assert.equal(srv.count("GET", "/vmlinuz"), 1);
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("cache: HEAD refused, or no Content-Length nor Last-Modified, means download", async () => {
+  const kernel = fakeKernel(20_000);
+  const files: Record<string, Served> = {
+    "/vmlinuz": { body: kernel, lastModified: LM1, headStatus: 405 },
+    "/plain": { body: kernel, chunked: true },
+  };
+  const srv = serve(files);
+  try {
+    await withTemp(async (dir) => {
+      const p = plan(srv.base, "/vmlinuz", []);
+      await quiet(() => load(p, opts(dir)));
+      srv.reset();
+      const [, lines] = await quiet(() => load(p, opts(dir)));
+      assert.equal(srv.count("HEAD", "/vmlinuz"), 1);
+      assert.equal(srv.count("GET", "/vmlinuz"), 1);
+      assert.ok(
+        lines.some((l) => /HEAD answered 405/.test(l)),
+        lines.join("\n"),
+      );
+      // A server that says nothing about the file: never cached.
+      const q = plan(srv.base, "/plain", []);
+      await quiet(() => load(q, opts(dir)));
+      assert.deepEqual(
+        (await manifests(dir)).map((m) => m.url),
+        [],
+        "pruned the other URL, cached nothing for /plain",
+      );
+      srv.reset();
+      await quiet(() => load(q, opts(dir)));
+      assert.equal(srv.count("GET", "/plain"), 1);
+      assert.equal(srv.count("HEAD", "/plain"), 0);
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("cache: a pin the cached copy does not match is not served from the cache; the download decides", async () => {
+  const a = fakeKernel(30_000);
+  const b = fakeKernel(30_001);
+  const files: Record<string, Served> = {
+    "/vmlinuz": { body: a, lastModified: LM1 },
+  };
+  const srv = serve(files);
+  try {
+    await withTemp(async (dir) => {
+      const p = plan(srv.base, "/vmlinuz", []);
+      await quiet(() => load(p, opts(dir)));
+      // The pin names another file; the server still has A: refused.
+      srv.reset();
+      const [, lines] = await quiet(() =>
+        assert.rejects(
+          load(p, opts(dir, { kernelSha256: sha(b) })),
+          (err: unknown) =>
+            err instanceof BootError && err.exitCode === ExitCode.Verify &&
+            /sha256 mismatch/.test(err.message),
+        )
+      );
+      assert.equal(srv.count("GET", "/vmlinuz"), 1);
+      assert.ok(lines.some((l) => /does not match the pinned sha256/.test(l)));
+      // The cached A is still there and still used with its own pin.
+      srv.reset();
+      const [image] = await quiet(() =>
+        load(p, opts(dir, { kernelSha256: sha(a) }))
+      );
+      assert.equal(srv.count("GET", "/vmlinuz"), 0);
+      assert.equal(image.kernel.cached, true);
+      // --artifact-sha256 too: a pin for B while the server now has B.
+      files["/vmlinuz"] = { body: b, lastModified: LM1 };
+      srv.reset();
+      const [image2] = await quiet(() =>
+        load(
+          p,
+          opts(dir, { artifactSha256: { [`${srv.base}/vmlinuz`]: sha(b) } }),
+        )
+      );
+      assert.equal(srv.count("GET", "/vmlinuz"), 1);
+      assert.equal(image2.kernel.sha256, sha(b));
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("cache: signed URLs are never cached nor probed", async () => {
+  const kernel = fakeKernel(20_000);
+  const srv = serve({ "/vmlinuz": { body: kernel, lastModified: LM1 } });
+  try {
+    await withTemp(async (dir) => {
+      const p: KexecPlan = {
+        ...plan(srv.base, "/vmlinuz", []),
+        kernel: { url: `${srv.base}/vmlinuz?api_key=secret-key`, name: "k" },
+      };
+      await quiet(() => load(p, opts(dir)));
+      await quiet(() => load(p, opts(dir)));
+      assert.equal(srv.count("GET", "/vmlinuz"), 2);
+      assert.equal(srv.count("HEAD", "/vmlinuz"), 0);
+      assert.deepEqual(await cacheNames(dir), []);
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("cache: with the mock InfraEnv the kernel is reused, pxe-initrd is fetched every run and never stored", async () => {
+  const kernel = fakeKernel(100_000);
+  const mock = await startMock({ kernel });
+  try {
+    await withTemp(async (dir) => {
+      const resolve = async () => {
+        const scripts = createScriptClient({
+          kind: "infraenv",
+          apiUrl: mock.apiUrl,
+          infraEnvId: mock.infraEnvId,
+          auth: { kind: "token", token: mock.accessToken },
+        }, { retries: 0 });
+        return (await resolvePlan(scripts, { settings: {} })) as KexecPlan;
+      };
+      const image = (method: string, suffix: string) =>
+        mock.requests.filter((r) =>
+          r.server === "image" && r.method === method &&
+          r.path.split("?")[0].endsWith(suffix)
+        ).length;
+      const first = await resolve();
+      assert.match(first.initrds[0].url, /pxe-initrd\?.*image_token=/);
+      const [one] = await quiet(() => load(first, opts(dir)));
+      const [two, lines] = await quiet(async () =>
+        load(await resolve(), opts(dir))
+      );
+      assert.equal(image("GET", "/boot-artifacts/kernel"), 1);
+      assert.equal(image("HEAD", "/boot-artifacts/kernel"), 1);
+      assert.equal(image("GET", "/pxe-initrd"), 2);
+      assert.equal(image("HEAD", "/pxe-initrd"), 0);
+      assert.equal(two.kernel.sha256, one.kernel.sha256);
+      assert.equal(two.kernel.cached, true);
+      assert.equal(two.initrd!.parts[0].cached, undefined);
+      assert.ok(lines.some((l) => /kernel: cached copy verified/.test(l)));
+      const ms = await manifests(dir);
+      assert.deepEqual(ms.map((m) => m.url), [first.kernel.url]);
+      for (const name of await cacheNames(dir)) {
+        const text = new TextDecoder().decode(
+          await Deno.readFile(`${dir}/cache/${name}`),
+        );
+        assert.ok(!text.includes("image_token"), name);
+      }
+      assert.equal((await cacheNames(dir)).length, 2);
+    });
+  } finally {
+    await mock.close();
+  }
+});
+
+Deno.test("cache: cache: false neither reads nor writes the cache", async () => {
+  const kernel = fakeKernel(20_000);
+  const srv = serve({ "/vmlinuz": { body: kernel, lastModified: LM1 } });
+  try {
+    await withTemp(async (dir) => {
+      const p = plan(srv.base, "/vmlinuz", []);
+      await quiet(() => load(p, opts(dir, { cache: false })));
+      assert.deepEqual(await cacheNames(dir), []);
+      await quiet(() => load(p, opts(dir)));
+      srv.reset();
+      await quiet(() => load(p, opts(dir, { cache: false })));
+      assert.equal(srv.count("GET", "/vmlinuz"), 1);
+      assert.equal(srv.count("HEAD", "/vmlinuz"), 0);
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("cache: leftovers of an interrupted cache write are never reused and get pruned", async () => {
+  const kernel = fakeKernel(20_000);
+  const srv = serve({ "/vmlinuz": { body: kernel, lastModified: LM1 } });
+  try {
+    await withTemp(async (dir) => {
+      const p = plan(srv.base, "/vmlinuz", []);
+      await quiet(() => load(p, opts(dir)));
+      const names = await cacheNames(dir);
+      const manifest = names.find((n) => n.endsWith(".json"))!;
+      // As if a run died after linking the file but before the manifest.
+      await Deno.rename(
+        `${dir}/cache/${manifest}`,
+        `${dir}/cache/${manifest}.part`,
+      );
+      await Deno.writeTextFile(`${dir}/cache/${"0".repeat(32)}.part`, "x");
+      srv.reset();
+      await quiet(() => load(p, opts(dir)));
+      assert.equal(srv.count("GET", "/vmlinuz"), 1);
+      assert.equal(srv.count("HEAD", "/vmlinuz"), 0);
+      assert.deepEqual(await cacheNames(dir), names);
+    });
+  } finally {
+    await srv.close();
+  }
+});
