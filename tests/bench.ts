@@ -310,13 +310,13 @@ async function main(): Promise<void> {
         above < 64 ? "met" : "MISSED"
       })`,
       `- cached artifacts: the second run ${
-        refetched > 0
-          ? `downloaded the kernel again (${refetched} request(s); lib/load keeps no cache across runs) and took ${
-            fmt(cached.wall, 2)
-          } s to the kexec-ready state`
-          : `reused the files and reached the kexec-ready state in ${
+        /cached copy verified/.test(cached.stderr)
+          ? `reused the verified copy (HEAD + re-hash from disk, ${refetched} request(s) for the file, no GET) and reached the kexec-ready state in ${
             fmt(cached.wall, 2)
           } s`
+          : `downloaded the kernel again (${refetched} request(s); the cached copy was not reused) and took ${
+            fmt(cached.wall, 2)
+          } s to the kexec-ready state`
       }`,
     );
     if (breakdown.length > 0) {

@@ -5,7 +5,7 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { download, isPxeInitrd, sha256File } from "../lib/download.ts";
+import { download, isPxeInitrd, probe, sha256File } from "../lib/download.ts";
 import { BootError, ExitCode } from "../lib/errors.ts";
 import { createClient, request } from "../lib/http.ts";
 import { configureLog } from "../lib/log.ts";
@@ -237,6 +237,82 @@ Deno.test("download: a mid-body reset resumes with Range and re-hashes the whole
         lines.join("\n"),
       );
     });
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("download: the result carries Last-Modified and the announced length; a resume naming another date drops it", async () => {
+  const body = randomBytes(400_000);
+  const dates = [
+    "Wed, 01 Jan 2025 00:00:00 GMT",
+    "Sun, 01 Jun 2025 00:00:00 GMT",
+  ];
+  // Request 0: whole body with date 0. Request 1: cut with date 0, then a
+  // resume answered with date 1.
+  const server = startRaw(async (req, conn, i) => {
+    const m = /^bytes=(\d+)-$/.exec(req.headers["range"] ?? "");
+    const start = m ? Number(m[1]) : 0;
+    const part = body.subarray(start);
+    const headers: Record<string, string | number> = {
+      "content-length": part.length,
+      "accept-ranges": "bytes",
+      "last-modified": dates[i >= 2 ? 1 : 0],
+    };
+    if (m) {
+      headers["content-range"] = `bytes ${start}-${
+        body.length - 1
+      }/${body.length}`;
+    }
+    await respond(
+      conn,
+      m ? 206 : 200,
+      headers,
+      i === 1 ? part.subarray(0, 100_000) : part,
+    );
+  });
+  try {
+    await withTemp(async (dir) => {
+      const r = await download(`${server.url}/k`, `${dir}/k`, fast);
+      assert.equal(r.lastModified, dates[0]);
+      assert.equal(r.contentLength, body.length);
+      const [r2] = await captureLog(() =>
+        download(`${server.url}/k`, `${dir}/k2`, fast)
+      );
+      assert.equal(r2.resumed, true);
+      assert.equal(r2.sha256, sha(body));
+      assert.equal(r2.lastModified, undefined);
+      assert.equal(r2.contentLength, body.length);
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("probe: one HEAD without Authorization; status, Content-Length and Last-Modified as given", async () => {
+  const server = startRaw(async (req, conn) => {
+    if (req.path === "/gone") {
+      await respond(conn, 405, { "content-length": 0 });
+      return;
+    }
+    await respond(conn, 200, {
+      "content-length": 12345,
+      "last-modified": "Wed, 01 Jan 2025 00:00:00 GMT",
+    });
+  });
+  try {
+    const r = await probe(`${server.url}/k`, { timeoutMs: 5000 });
+    assert.deepEqual(r, {
+      status: 200,
+      contentLength: 12345,
+      lastModified: "Wed, 01 Jan 2025 00:00:00 GMT",
+    });
+    assert.equal(server.requests[0].method, "HEAD");
+    assert.equal(server.requests[0].headers["authorization"], undefined);
+    const gone = await probe(`${server.url}/gone`, { timeoutMs: 5000 });
+    assert.equal(gone.status, 405);
+    assert.equal(gone.lastModified, undefined);
+    assert.equal(server.requests.length, 2);
   } finally {
     await server.close();
   }
