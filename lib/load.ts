@@ -400,7 +400,7 @@ async function fromCache(
     await Deno.remove(dest).catch(() => {});
     await Deno.link(paths.file, dest);
   } catch (err) {
-    throw diskError(err, dest);
+    return skip(`cannot link it: ${err instanceof Error ? err.message : err}`);
   }
   log.info(
     `${label}: cached copy verified (sha256 ${sha256}), not downloaded`,
