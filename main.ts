@@ -93,6 +93,7 @@ export async function main(args: string[]): Promise<number> {
 
   const image = await load(plan, {
     workDir: config.workDir,
+    cache: !config.noCache,
     client,
     retries: config.retries,
     timeoutMs: config.timeoutMs,

@@ -124,6 +124,10 @@ const OPTIONS = {
     kind: "boolean",
     help: "after loading, sync and reboot(KEXEC) directly",
   },
+  "no-cache": {
+    kind: "boolean",
+    help: "neither reuse nor keep verified artifacts across runs",
+  },
   "work-dir": {
     kind: "string",
     arg: "DIR",
@@ -218,6 +222,8 @@ export interface Config {
   forceReboot: boolean;
   /** Work directory. */
   workDir: string;
+  /** Do not reuse or keep verified artifacts across runs. */
+  noCache: boolean;
   /** Kernel pin (lower-case hex). */
   kernelSha256?: string;
   /** Assembled initrd pin (lower-case hex). */
@@ -706,6 +712,7 @@ export function parseConfig(
       loadOnly: bool("load-only"),
       forceReboot: bool("force-reboot"),
       workDir: str("work-dir") ?? DEFAULT_WORK_DIR,
+      noCache: bool("no-cache"),
       kernelSha256: str("kernel-sha256") === undefined
         ? undefined
         : checkSha(str("kernel-sha256")!, "--kernel-sha256"),
