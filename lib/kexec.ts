@@ -360,7 +360,6 @@ export async function kexecExecute(
       } s`,
       ExitCode.Handoff,
     );
-    return;
   }
   const libc = options.libc ?? openLibc();
   libc.sync();
