@@ -7,10 +7,24 @@ import {
   isMacScriptRequest,
   scriptUrl,
 } from "../lib/infraenv.ts";
-import { startMock } from "./mock_infraenv.ts";
+import { type MockInfraEnv, startMock } from "./mock_infraenv.ts";
 
 const fast = { retries: 2, baseDelayMs: 10, timeoutMs: 5000 };
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+/** A client as the SaaS flow builds it: offline token exchanged at the mock's SSO. */
+function saasClient(mock: MockInfraEnv) {
+  return createScriptClient({
+    kind: "infraenv",
+    apiUrl: mock.apiUrl,
+    infraEnvId: mock.infraEnvId,
+    auth: {
+      kind: "refresh",
+      refreshToken: mock.refreshToken,
+      ssoUrl: mock.ssoUrl,
+    },
+  }, fast);
+}
 
 Deno.test("infraenv: script URL shape", () => {
   assert.equal(
@@ -62,16 +76,7 @@ Deno.test("infraenv: error bodies become one line", () => {
 Deno.test("infraenv: SaaS flow: refresh token → access token → script, bearer only on the API", async () => {
   const mock = await startMock({ authMode: "rhsso" });
   try {
-    const client = createScriptClient({
-      kind: "infraenv",
-      apiUrl: mock.apiUrl,
-      infraEnvId: mock.infraEnvId,
-      auth: {
-        kind: "refresh",
-        refreshToken: mock.refreshToken,
-        ssoUrl: mock.ssoUrl,
-      },
-    }, fast);
+    const client = saasClient(mock);
     const { body } = await client.fetch(client.firstUrl, { maxBytes: 65536 });
     const script = text(body);
     assert.match(
@@ -90,16 +95,7 @@ Deno.test("infraenv: SaaS flow: refresh token → access token → script, beare
 Deno.test("infraenv: a 401 from the API exchanges the token again once and retries", async () => {
   const mock = await startMock({ authMode: "rhsso" });
   try {
-    const client = createScriptClient({
-      kind: "infraenv",
-      apiUrl: mock.apiUrl,
-      infraEnvId: mock.infraEnvId,
-      auth: {
-        kind: "refresh",
-        refreshToken: mock.refreshToken,
-        ssoUrl: mock.ssoUrl,
-      },
-    }, fast);
+    const client = saasClient(mock);
     await client.fetch(client.firstUrl, { maxBytes: 65536 });
     mock.expireAccessTokens();
     const { body } = await client.fetch(client.firstUrl, { maxBytes: 65536 });
