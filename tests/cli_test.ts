@@ -3,7 +3,11 @@
  * SaaS, hub, boot-order-control, local boot, token re-exchange, bad input.
  */
 import assert from "node:assert/strict";
-import { type MockOptions, startMock } from "./mock_infraenv.ts";
+import {
+  type MockInfraEnv,
+  type MockOptions,
+  startMock,
+} from "./mock_infraenv.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const MAC = "52:54:00:12:34:56";
@@ -54,7 +58,7 @@ function assertCleanError(run: Run, code: number, pattern: RegExp) {
 
 async function withMock(
   options: MockOptions,
-  fn: (mock: Awaited<ReturnType<typeof startMock>>) => Promise<void>,
+  fn: (mock: MockInfraEnv) => Promise<void>,
 ) {
   const mock = await startMock(options);
   try {
@@ -62,6 +66,20 @@ async function withMock(
   } finally {
     await mock.close();
   }
+}
+
+/** The SaaS source: API, SSO, InfraEnv id and an offline token file. */
+function saasArgs(mock: MockInfraEnv, refreshTokenFile: string): string[] {
+  return [
+    "--api-url",
+    mock.apiUrl,
+    "--sso-url",
+    mock.ssoUrl,
+    "--infra-env-id",
+    mock.infraEnvId,
+    "--refresh-token-file",
+    refreshTokenFile,
+  ];
 }
 
 async function tokenFile(content: string): Promise<string> {
@@ -77,14 +95,7 @@ Deno.test("cli: SaaS: refresh token → access token → script → plan, with k
   }, async (mock) => {
     const rt = await tokenFile(mock.refreshToken + "\n");
     const run = await cli([
-      "--api-url",
-      mock.apiUrl,
-      "--sso-url",
-      mock.ssoUrl,
-      "--infra-env-id",
-      mock.infraEnvId,
-      "--refresh-token-file",
-      rt,
+      ...saasArgs(mock, rt),
       "--print-plan",
       "--no-host-settings",
       "--append-karg",
@@ -214,14 +225,7 @@ Deno.test("cli: a 401 from the API → the offline token is exchanged again", as
   await withMock({ authMode: "rhsso", rejectBearer: 1 }, async (mock) => {
     const rt = await tokenFile(mock.refreshToken);
     const run = await cli([
-      "--api-url",
-      mock.apiUrl,
-      "--sso-url",
-      mock.ssoUrl,
-      "--infra-env-id",
-      mock.infraEnvId,
-      "--refresh-token-file",
-      rt,
+      ...saasArgs(mock, rt),
       "--print-plan",
       "--no-host-settings",
     ]);
