@@ -8,7 +8,7 @@
  * @module
  */
 
-import { parseConfig } from "./lib/config.ts";
+import { type Config, parseConfig } from "./lib/config.ts";
 import { BootError, ExitCode } from "./lib/errors.ts";
 import { createClient, errorText, sleep } from "./lib/http.ts";
 import { readHostSettings } from "./lib/host_settings.ts";
@@ -37,42 +37,8 @@ export async function main(args: string[]): Promise<number> {
   }
   const config = parsed.config;
   configureLog({ level: config.verbose ? "debug" : "info" });
-  if (config.mode === "kexec") checkCanKexec();
-
-  const client = await createClient({
-    caCertFiles: config.caCerts,
-    insecure: config.insecure,
-  });
-  const clientOptions = {
-    client,
-    retries: config.retries,
-    timeoutMs: config.timeoutMs,
-  };
-  const settings = {
-    ...(config.hostSettings
-      ? readHostSettings(config.mac)
-      : config.mac
-      ? { "net0/mac": config.mac }
-      : {}),
-    ...config.settings,
-  };
-  const resolve = async (): Promise<KexecPlan> => {
-    const scripts = createScriptClient(config.source, clientOptions);
-    log.info(`fetching the iPXE script ${redact(scripts.firstUrl)}`);
-    const plan = await resolvePlan(scripts, {
-      settings,
-      appendKargs: config.appendKargs,
-      deleteKargs: config.deleteKargs,
-      sleep: config.mode === "print-plan" ? undefined : (ms) => sleep(ms),
-      print: (line) => log.info(`script: ${line}`),
-    });
-    if (plan.action === "local-boot") throw new LocalBoot(plan.reason);
-    return plan;
-  };
-
-  let plan: KexecPlan;
   try {
-    plan = await resolve();
+    return await boot(config);
   } catch (err) {
     if (!(err instanceof LocalBoot)) throw err;
     log.info(
@@ -83,9 +49,47 @@ export async function main(args: string[]): Promise<number> {
     }
     return ExitCode.Ok;
   }
-  log.info(
-    `plan: kernel ${redact(plan.kernel.url)}, ${plan.initrds.length} initrd(s)`,
-  );
+}
+
+/** The boot sequence proper: refuse early, resolve, load, execute. */
+async function boot(config: Config): Promise<number> {
+  if (config.mode === "kexec") checkCanKexec();
+  const client = await createClient({
+    caCertFiles: config.caCerts,
+    insecure: config.insecure,
+  });
+  const settings = {
+    ...(config.hostSettings
+      ? readHostSettings(config.mac)
+      : config.mac
+      ? { "net0/mac": config.mac }
+      : {}),
+    ...config.settings,
+  };
+  const resolve = async (): Promise<KexecPlan> => {
+    const scripts = createScriptClient(config.source, {
+      client,
+      retries: config.retries,
+      timeoutMs: config.timeoutMs,
+    });
+    log.info(`fetching the iPXE script ${redact(scripts.firstUrl)}`);
+    const plan = await resolvePlan(scripts, {
+      settings,
+      appendKargs: config.appendKargs,
+      deleteKargs: config.deleteKargs,
+      sleep: config.mode === "print-plan" ? undefined : (ms) => sleep(ms),
+      print: (line) => log.info(`script: ${line}`),
+    });
+    if (plan.action === "local-boot") throw new LocalBoot(plan.reason);
+    log.info(
+      `plan: kernel ${
+        redact(plan.kernel.url)
+      }, ${plan.initrds.length} initrd(s)`,
+    );
+    return plan;
+  };
+
+  const plan = await resolve();
   if (config.mode === "print-plan") {
     printJson(plan);
     return ExitCode.Ok;
