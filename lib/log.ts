@@ -79,14 +79,28 @@ export function configureLog(options: ConfigureLogOptions): void {
   if (options.sink) sink = options.sink;
 }
 
+let wrapper: ((emit: () => void) => void) | undefined;
+
+/**
+ * Lets a live display (progress bars) wrap every log write: the wrapper erases
+ * what it drew, calls `emit` to write the lines, and draws again. `undefined`
+ * removes it.
+ */
+export function setLineWrapper(wrap?: (emit: () => void) => void): void {
+  wrapper = wrap;
+}
+
 function write(level: LogLevel, message: string): void {
   if (ORDER[level] < ORDER[threshold]) return;
   const prefix = level === "info" ? "" : `${level}: `;
-  for (const line of redact(message).split("\n")) {
-    sink(`assisted-bootloader: ${prefix}${line}`);
-  }
+  const emit = () => {
+    for (const line of redact(message).split("\n")) {
+      sink(`assisted-bootloader: ${prefix}${line}`);
+    }
+  };
+  if (wrapper) wrapper(emit);
+  else emit();
 }
-
 /** The logger: one method per level. */
 export const log = {
   /** Details useful when debugging (`--verbose`). */

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { log } from "./log.ts";
+import { log, setLineWrapper } from "./log.ts";
 
 /** How progress is shown: `auto` picks `tty` when stderr is a terminal, else `lines`. */
 export type ProgressMode = "auto" | "tty" | "lines" | "none";
@@ -99,12 +99,25 @@ export function createProgress(
     write(text);
   }
 
-  /** Removes a bar and erases the drawn block (the cursor ends where it began). */
+  /** Erases the drawn block (the cursor ends where it began). */
+  function erase(): void {
+    if (drawn > 0) write(`\x1b[${drawn}A\r\x1b[J`);
+    drawn = 0;
+  }
+
+  /** Removes a bar and erases the drawn block. */
   function retire(bar: Bar): void {
     const index = bars.indexOf(bar);
     if (index >= 0) bars.splice(index, 1);
-    if (drawn > 0) write(`\x1b[${drawn}A\r\x1b[J`);
-    drawn = 0;
+    erase();
+    if (bars.length === 0) setLineWrapper(undefined);
+  }
+
+  /** Log lines written while bars are shown go above them, not through them. */
+  function wrapLogLines(emit: () => void): void {
+    erase();
+    emit();
+    if (bars.length) render(true);
   }
 
   function summary(bar: Bar, size: number, sha256: string): string {
@@ -122,6 +135,7 @@ export function createProgress(
       }
       if (effective === "tty") {
         bars.push(bar);
+        setLineWrapper(wrapLogLines);
         render(true);
         return {
           update(bytes, total) {

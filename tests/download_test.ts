@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import { download, isPxeInitrd, probe, sha256File } from "../lib/download.ts";
 import { BootError, ExitCode } from "../lib/errors.ts";
 import { createClient, request } from "../lib/http.ts";
-import { configureLog } from "../lib/log.ts";
+import { configureLog, log } from "../lib/log.ts";
 import { createProgress, formatBytes } from "../lib/progress.ts";
 
 const enc = new TextEncoder();
@@ -1092,4 +1092,33 @@ Deno.test("progress tty: a redrawn bar per artifact with rate and ETA; none: sil
   assert.deepEqual(silent, []);
   assert.equal(formatBytes(1023), "1023 B");
   assert.equal(formatBytes(1536), "1.5 KiB");
+});
+
+Deno.test("progress tty: a log line written while bars are shown goes above them", () => {
+  let out = "";
+  const logged: string[] = [];
+  configureLog({ sink: (l) => logged.push(l) });
+  try {
+    const progress = createProgress("tty", {
+      now: () => 0,
+      write: (s) => (out += s),
+      line: (l) => log.info(l),
+      isTerminal: true,
+    });
+    const k = progress.track("kernel");
+    out = "";
+    log.warn("retry 1 in 500 ms");
+    // Erase the bar, the line is written, the bar comes back below it.
+    assert.ok(out.startsWith("\x1b[1A\r\x1b[J"), JSON.stringify(out));
+    assert.match(out, /kernel/);
+    assert.deepEqual(logged, ["assisted-bootloader: warn: retry 1 in 500 ms"]);
+    k.finish({ size: 1, sha256: "ab".repeat(32) });
+    out = "";
+    log.info("after the bars");
+    assert.equal(out, "", "no wrapper once every bar is gone");
+  } finally {
+    configureLog({
+      sink: (l) => Deno.stderr.writeSync(new TextEncoder().encode(l + "\n")),
+    });
+  }
 });
