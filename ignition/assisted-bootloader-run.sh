@@ -11,6 +11,7 @@
 #   BOOTLOADER_CONFIG    config file passed with --config (default /etc/assisted-bootloader/config.env)
 #   BOOTLOADER_CA_CERT   extra CA bundle for the download (optional)
 #   BOOTLOADER_ATTEMPTS  download attempts (default 10), BOOTLOADER_RETRY_DELAY first delay in s (default 2)
+#   BOOTLOADER_STALL_SECONDS  a download slower than 1 KiB/s for this long is cut and retried (default 60)
 #   STATE_DIRECTORY      download directory (set by systemd; default /var/lib/assisted-bootloader)
 # Exit codes: 2 bad configuration, 5 download failed, 6 sha256 mismatch; otherwise the bootloader's.
 set -euo pipefail
@@ -28,6 +29,7 @@ config=${BOOTLOADER_CONFIG:-/etc/assisted-bootloader/config.env}
 state=${STATE_DIRECTORY:-/var/lib/assisted-bootloader}
 attempts=${BOOTLOADER_ATTEMPTS:-10}
 delay=${BOOTLOADER_RETRY_DELAY:-2}
+stall=${BOOTLOADER_STALL_SECONDS:-60}
 
 [[ -n $url ]] || die 2 "BOOTLOADER_URL is not set"
 [[ $url =~ ^https?://[^/?#[:space:]]+ ]] || die 2 "BOOTLOADER_URL is not an http(s) URL"
@@ -35,6 +37,7 @@ sha=${sha,,}
 [[ $sha =~ ^[0-9a-f]{64}$ ]] || die 2 "BOOTLOADER_SHA256 must be 64 hex digits"
 [[ $attempts =~ ^[1-9][0-9]*$ ]] || die 2 "BOOTLOADER_ATTEMPTS must be a positive integer"
 [[ $delay =~ ^[0-9]+$ ]] || die 2 "BOOTLOADER_RETRY_DELAY must be a whole number of seconds"
+[[ $stall =~ ^[1-9][0-9]*$ ]] || die 2 "BOOTLOADER_STALL_SECONDS must be a positive whole number"
 [[ -r $config ]] || die 2 "the bootloader config $config is missing"
 shown=${url%%[?#]*} # never log a query string: it may carry a token
 
@@ -48,7 +51,9 @@ else
   tmp=$state/assisted-bootloader.download
   rm -f -- "$tmp"
   trap 'rm -f -- "$tmp"' EXIT
-  curl_args=(--fail --silent --show-error --location --connect-timeout 30 --output "$tmp")
+  # A stalled server must not hold the unit until TimeoutStartSec: cut it and retry.
+  curl_args=(--fail --silent --show-error --location --connect-timeout 30
+    --speed-limit 1024 --speed-time "$stall" --output "$tmp")
   if [[ -n ${BOOTLOADER_CA_CERT:-} ]]; then curl_args+=(--cacert "$BOOTLOADER_CA_CERT"); fi
   n=1
   until curl "${curl_args[@]}" -- "$url"; do

@@ -436,7 +436,20 @@ Deno.test("the download-and-run script verifies before running, against 127.0.0.
           status: 503,
         });
       }
-      if (path === "/bl" || path === "/flaky") return new Response(body);
+      if (path === "/stall" && hits[path] === 1) {
+        // Headers and a few bytes, then nothing: curl must give up and retry.
+        return new Response(
+          new ReadableStream({
+            start(controller) {
+              controller.enqueue(body.slice(0, 3));
+            },
+          }),
+          { headers: { "content-length": String(body.length) } },
+        );
+      }
+      if (path === "/bl" || path === "/flaky" || path === "/stall") {
+        return new Response(body);
+      }
       return new Response("no", { status: 404 });
     },
   );
@@ -513,6 +526,25 @@ Deno.test("the download-and-run script verifies before running, against 127.0.0.
       /download of .*\/flaky failed \(attempt 1 of 10\), retrying/,
     );
     assert.equal(hits["/flaky"], 2);
+    assert.ok((await Deno.stat(marker)).isFile);
+
+    // A server that stalls mid-body: cut after the stall window, retried, verified, run.
+    await Deno.remove(marker);
+    await Deno.remove(bin);
+    const started = Date.now();
+    const stalled = await runScript(`${base}/stall`, sha, {
+      BOOTLOADER_STALL_SECONDS: "1",
+    });
+    assert.equal(stalled.code, 0, stalled.stderr);
+    assert.match(
+      stalled.stderr,
+      /download of .*\/stall failed \(attempt 1 of 10\)/,
+    );
+    assert.equal(hits["/stall"], 2);
+    assert.ok(
+      Date.now() - started < 20_000,
+      "the stall was cut, not waited out",
+    );
     assert.ok((await Deno.stat(marker)).isFile);
 
     // A server that never serves it: bounded retries, exit 5, the query string (a token?) not logged.
