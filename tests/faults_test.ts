@@ -361,7 +361,7 @@ Deno.test(
 );
 
 Deno.test(
-  "fault: script connection reset mid-body retries or fails cleanly",
+  "fault: script connection reset mid-body is retried to a verified success",
   cli,
   async () => {
     const script = "#!ipxe\n" + "echo padding padding padding\n".repeat(4000);
@@ -374,8 +374,8 @@ Deno.test(
         times: 1,
       });
       const r = await env.run();
-      if (r.code === 0) await assertVerified(env, r);
-      else await assertFailed(env, r, ExitCode.Api, /script|ipxe|fetch/i);
+      // One reset, then a whole answer: the retry must succeed and verify.
+      await assertVerified(env, r);
     });
   },
 );

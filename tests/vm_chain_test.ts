@@ -366,12 +366,20 @@ async function expectChain(
     /assisted-bootloader: fetching the iPXE script/,
     { from: installed.index, failOn: CHAIN_FAILED },
   );
+  // The hand-off is systemd's clean shutdown (`systemctl kexec`), not a raw reboot(2).
+  const handoff = await reach(
+    vm,
+    label,
+    "systemd shuts down and reboots with kexec",
+    /systemd-shutdown\[1\]: Rebooting with kexec/,
+    { from: script.index, failOn: CHAIN_FAILED },
+  );
   const kexec = await reach(
     vm,
     label,
     "kexec into the new kernel",
     /kexec_core: Starting new kernel/,
-    { from: script.index, failOn: CHAIN_FAILED },
+    { from: handoff.index, failOn: CHAIN_FAILED },
   );
   await reach(
     vm,
