@@ -13,4 +13,5 @@ $(MARKER_INITRD): $(ROOT)/image/vm/build_marker_initrd.sh $(ROOT)/image/vm/marke
 run-vm: $(VM_KERNEL) $(MARKER_INITRD) $(if $(IMAGE),,$(INITRD)) | setup
 	@$(ROOT)/image/initrd/require_tools.sh qemu-system-x86_64:qemu-system-x86 nc:netcat-openbsd timeout:coreutils
 	$(DENO) run -A $(ROOT)/image/vm/run_vm.ts --kernel $(VM_KERNEL) --marker-initrd $(MARKER_INITRD) \
-	  $(if $(IMAGE),--image $(IMAGE),--initrd $(INITRD)) --accel-cache $(VM_DIR)/accel.json $(RUN_VM_ARGS)
+	  $(if $(IMAGE),--image $(IMAGE) $(if $(wildcard $(BOOTLOADER_BIN)),--bootloader $(BOOTLOADER_BIN)),--initrd $(INITRD)) \
+	  --accel-cache $(VM_DIR)/accel.json $(RUN_VM_ARGS)

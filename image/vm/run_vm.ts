@@ -31,7 +31,19 @@ export const GUEST_MOCK_ADDRESS = "10.0.2.100";
 
 const USAGE =
   `usage: run_vm.ts --kernel VMLINUZ --marker-initrd INITRD (--initrd INITRD | --image DISK.raw)
-  [--append ARG]... [--accel kvm|tcg] [--accel-cache FILE] [--memory MiB (default 512, 2048 with --image)] [--on-failure shell|poweroff]`;
+  [--append ARG]... [--accel kvm|tcg] [--accel-cache FILE] [--memory MiB (default 512, 2048 with --image)] [--on-failure shell|poweroff]
+  [--bootloader BINARY (with --image: served at http://${"10.0.2.100"}/assisted-bootloader for the image's unit)]`;
+
+async function sha256Hex(path: string): Promise<string> {
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    await Deno.readFile(path),
+  );
+  return Array.from(
+    new Uint8Array(digest),
+    (b) => b.toString(16).padStart(2, "0"),
+  ).join("");
+}
 
 async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -41,6 +53,7 @@ async function main(args: string[]): Promise<number> {
       initrd: { type: "string" },
       image: { type: "string" },
       "marker-initrd": { type: "string" },
+      bootloader: { type: "string" },
       append: { type: "string", multiple: true, default: [] },
       accel: { type: "string" },
       "accel-cache": { type: "string" },
@@ -80,7 +93,9 @@ async function main(args: string[]): Promise<number> {
   }
 
   const stamp = new Date().toISOString().replace(/[-:.]/g, "").slice(0, 15);
+  const bootloader = values.bootloader;
   const mock = await startMock({
+    files: bootloader ? { "/assisted-bootloader": bootloader } : undefined,
     authMode: "none",
     sameOrigin: true,
     publicBaseUrl: `http://${GUEST_MOCK_ADDRESS}`,
@@ -133,6 +148,20 @@ async function main(args: string[]): Promise<number> {
       `run-vm: mock InfraEnv on ${mock.baseUrl}, seen by the guest as http://${GUEST_MOCK_ADDRESS}`,
     );
     console.error(`run-vm: iPXE script ${mock.ipxeScriptUrl}`);
+    if (values.image) {
+      const sha = bootloader
+        ? await sha256Hex(bootloader)
+        : "<sha256 of the binary>";
+      console.error(
+        `run-vm: ${
+          bootloader
+            ? `serving ${bootloader}`
+            : "no --bootloader given: nothing"
+        } at http://${GUEST_MOCK_ADDRESS}/assisted-bootloader; the image must have been built with\n` +
+          `  make BOOTLOADER_URL=http://${GUEST_MOCK_ADDRESS}/assisted-bootloader BOOTLOADER_SHA256=${sha} ` +
+          `IPXE_URL='${mock.ipxeScriptUrl}'`,
+      );
+    }
     console.error(
       `run-vm: booting ${
         values.image ?? values.initrd
