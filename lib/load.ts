@@ -230,13 +230,31 @@ async function removeOurFiles(dir: string): Promise<void> {
 
 async function prepareWorkDir(dir: string): Promise<void> {
   try {
-    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-    const info = await Deno.stat(dir);
-    if (!info.isDirectory) {
-      throw new BootError(`${dir} is not a directory`, ExitCode.Disk);
+    let info: Deno.FileInfo | undefined;
+    try {
+      info = await Deno.stat(dir);
+    } catch (err) {
+      if (!(err instanceof Deno.errors.NotFound)) throw err;
     }
-    if (info.mode !== null && (info.mode & 0o077) !== 0) {
+    if (!info) {
+      // Ours: private from the start (files inside are 0600 too).
+      await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
       await Deno.chmod(dir, 0o700);
+      return;
+    }
+    if (!info.isDirectory) {
+      throw new BootError(
+        `The work directory ${dir} exists and is not a directory`,
+        ExitCode.Disk,
+      );
+    }
+    // Verified files are later opened by path for kexec: nobody else may be
+    // able to swap them in between. An existing directory keeps its mode.
+    if (info.mode !== null && (info.mode & 0o022) !== 0) {
+      throw new BootError(
+        `The work directory ${dir} is writable by other users: use a private directory (--work-dir)`,
+        ExitCode.Disk,
+      );
     }
   } catch (err) {
     throw diskError(err, dir);

@@ -472,6 +472,47 @@ Deno.test("load: a work dir that cannot be created is a Disk error", async () =>
   });
 });
 
+Deno.test("load: a work dir that is a file, or writable by others, is refused; a new one is 0700", async () => {
+  await withTemp(async (dir) => {
+    await Deno.writeTextFile(`${dir}/file`, "");
+    await assert.rejects(
+      load(plan("http://127.0.0.1:9", []), {
+        workDir: `${dir}/file`,
+        progress: "none",
+      }),
+      (err: unknown) =>
+        err instanceof BootError && err.exitCode === ExitCode.Disk &&
+        /exists and is not a directory/.test(err.message),
+    );
+    await Deno.mkdir(`${dir}/shared`);
+    await Deno.chmod(`${dir}/shared`, 0o777);
+    await assert.rejects(
+      load(plan("http://127.0.0.1:9", []), {
+        workDir: `${dir}/shared`,
+        progress: "none",
+      }),
+      (err: unknown) =>
+        err instanceof BootError && err.exitCode === ExitCode.Disk &&
+        /writable by other users/.test(err.message),
+    );
+    assert.equal(
+      (await Deno.stat(`${dir}/shared`)).mode! & 0o777,
+      0o777,
+      "an existing directory keeps its mode",
+    );
+    await assert.rejects(
+      load(plan("http://127.0.0.1:9", []), {
+        workDir: `${dir}/new/work`,
+        progress: "none",
+        retries: 0,
+      }),
+      (err: unknown) =>
+        err instanceof BootError && err.exitCode === ExitCode.Download,
+    );
+    assert.equal((await Deno.stat(`${dir}/new/work`)).mode! & 0o777, 0o700);
+  });
+});
+
 Deno.test("load: a failure leaves no file that could pass for verified; stale files are removed first", async () => {
   const kernel = fakeKernel();
   const srv = serve({
