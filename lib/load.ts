@@ -176,6 +176,7 @@ export async function load(
   plan: KexecPlan,
   options: LoadOptions,
 ): Promise<LoadedImage> {
+  checkSchemes(plan);
   await prepareWorkDir(options.workDir);
   // Files from an earlier run must never pass for this run's verified ones.
   await removeOurFiles(options.workDir);
@@ -209,6 +210,7 @@ export async function load(
         } answered ${denied.status}: the signed URL has probably expired, fetching the script again`,
       );
       current = await options.refetchPlan();
+      checkSchemes(current);
     }
   }
 }
@@ -225,6 +227,31 @@ async function removeOurFiles(dir: string): Promise<void> {
     }
   } catch (err) {
     throw diskError(err, dir);
+  }
+}
+
+const SCHEMES = new Set(["http:", "https:", "file:"]);
+
+/** Refuses, before any download, an artifact the bootloader cannot fetch (nfs, tftp…). */
+function checkSchemes(plan: KexecPlan): void {
+  for (const { url } of [plan.kernel, ...plan.initrds]) {
+    let protocol: string;
+    try {
+      protocol = new URL(url).protocol;
+    } catch {
+      throw new BootError(
+        `${redact(url)} is not a valid URL`,
+        ExitCode.Download,
+      );
+    }
+    if (!SCHEMES.has(protocol)) {
+      throw new BootError(
+        `unsupported URL scheme "${protocol.slice(0, -1)}" in ${
+          redact(url)
+        } (artifacts are fetched over http, https or file)`,
+        ExitCode.Download,
+      );
+    }
   }
 }
 

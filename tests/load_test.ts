@@ -472,6 +472,28 @@ Deno.test("load: a work dir that cannot be created is a Disk error", async () =>
   });
 });
 
+Deno.test("load: an unsupported scheme is refused before anything is fetched, without retries", async () => {
+  await withTemp(async (dir) => {
+    const started = Date.now();
+    await assert.rejects(
+      load(plan("nfs://10.0.0.1/casper", ["/initrd"]), {
+        workDir: `${dir}/w`,
+        progress: "none",
+      }),
+      (err: unknown) =>
+        err instanceof BootError && err.exitCode === ExitCode.Download &&
+        err.message ===
+          'unsupported URL scheme "nfs" in nfs://10.0.0.1/casper/vmlinuz (artifacts are fetched over http, https or file)',
+    );
+    assert.ok(Date.now() - started < 1000, "no retries");
+    await assert.rejects(
+      Deno.stat(`${dir}/w`),
+      Deno.errors.NotFound,
+      "nothing was prepared",
+    );
+  });
+});
+
 Deno.test("load: a work dir that is a file, or writable by others, is refused; a new one is 0700", async () => {
   await withTemp(async (dir) => {
     await Deno.writeTextFile(`${dir}/file`, "");
