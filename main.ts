@@ -68,6 +68,7 @@ async function boot(config: Config): Promise<number> {
   };
   const resolve = async (): Promise<KexecPlan> => {
     const scripts = createScriptClient(config.source, {
+      mac: settings["net0/mac"],
       client,
       retries: config.retries,
       timeoutMs: config.timeoutMs,

@@ -37,6 +37,16 @@ export interface ClientOptions {
   baseDelayMs?: number;
 }
 
+/** Options for {@linkcode createScriptClient}. */
+export interface ScriptClientOptions extends ClientOptions {
+  /**
+   * The boot NIC's MAC. Sent with the first InfraEnv request (unless an
+   * `ipxe_script_type` was asked for) so that the service can answer 404 for
+   * a host that is already installed instead of booting it into discovery.
+   */
+  mac?: string;
+}
+
 /** Builds the InfraEnv's iPXE script URL (`…/downloads/files?file_name=ipxe-script`). */
 export function scriptUrl(
   apiUrl: string,
@@ -242,7 +252,7 @@ export interface ScriptClient {
  */
 export function createScriptClient(
   source: ScriptSource,
-  options: ClientOptions = {},
+  options: ScriptClientOptions = {},
 ): ScriptClient {
   const auth = source.kind === "infraenv"
     ? source.auth
@@ -254,6 +264,7 @@ export function createScriptClient(
   const firstUrl = source.kind === "infraenv"
     ? scriptUrl(source.apiUrl, source.infraEnvId, {
       scriptType: source.scriptType,
+      mac: source.scriptType === undefined ? options.mac : undefined,
     })
     : source.url;
 
@@ -353,9 +364,13 @@ export function createScriptClient(
         }
         if (!response.ok) {
           const text = errorBodyText(await readErrorBody(response));
-          if (response.status === 404 && isMacScriptRequest(url)) {
-            client.localBootReason = text ||
-              "the service answered 404 for this host";
+          // "IPXE booting skipped…" is the service's "boot from local disk";
+          // any other 404 (an unknown InfraEnv, no access) is an error.
+          if (
+            response.status === 404 && isMacScriptRequest(url) &&
+            /IPXE booting skipped/i.test(text)
+          ) {
+            client.localBootReason = text;
           }
           const hint = response.status === 401 || response.status === 403
             ? bearer

@@ -221,6 +221,45 @@ Deno.test("cli: 404 to the MAC-specific request → local-boot, exit 0", async (
   });
 });
 
+Deno.test("cli: the first request carries the boot NIC's MAC: an installed host boots locally", async () => {
+  await withMock({ authMode: "none", installedMacs: [MAC] }, async (mock) => {
+    const base = [
+      "--api-url",
+      mock.apiUrl,
+      "--infra-env-id",
+      mock.infraEnvId,
+      "--no-host-settings",
+      "--print-plan",
+    ];
+    const installed = await cli([...base, "--mac", MAC]);
+    assert.equal(installed.code, 0, installed.stderr);
+    assert.equal(installed.json!.action, "local-boot");
+    assert.ok(
+      mock.requests[0].path.endsWith(
+        `file_name=ipxe-script&mac=${encodeURIComponent(MAC)}`,
+      ),
+      mock.requests[0].path,
+    );
+    const other = await cli([...base, "--mac", "52:54:00:00:00:02"]);
+    assert.equal(other.json!.action, "kexec");
+    assert.deepEqual(other.json!.scripts, [
+      `${mock.apiUrl}/assisted-install/v2/infra-envs/${mock.infraEnvId}/downloads/files?file_name=ipxe-script&mac=52%3A54%3A00%3A00%3A00%3A02`,
+    ]);
+    const always = await cli([
+      ...base,
+      "--mac",
+      MAC,
+      "--ipxe-script-type",
+      "discovery-image-always",
+    ]);
+    assert.equal(
+      always.json!.action,
+      "kexec",
+      "discovery-image-always asks without the MAC",
+    );
+  });
+});
+
 Deno.test("cli: a 401 from the API → the offline token is exchanged again", async () => {
   await withMock({ authMode: "rhsso", rejectBearer: 1 }, async (mock) => {
     const rt = await tokenFile(mock.refreshToken);

@@ -169,6 +169,20 @@ Deno.test("infraenv: 404 to a MAC-specific request is the local-boot signal", as
       maxBytes: 65536,
     });
     assert.equal(other.localBootReason, undefined);
+    // A 404 for an InfraEnv that does not exist is an error, not "installed".
+    const unknown = createScriptClient({
+      kind: "ipxe-url",
+      url: mock.ipxeScriptUrl,
+    }, fast);
+    const missing = mock.ipxeScriptUrl.replace(
+      mock.infraEnvId,
+      "00000000-0000-0000-0000-000000000000",
+    );
+    await assert.rejects(
+      unknown.fetch(`${missing}&mac=52:54:00:12:34:56`, { maxBytes: 65536 }),
+      /HTTP 404: Object Not Found/,
+    );
+    assert.equal(unknown.localBootReason, undefined);
   } finally {
     await mock.close();
   }
