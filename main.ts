@@ -15,6 +15,7 @@ import { readHostSettings } from "./lib/host_settings.ts";
 import { createScriptClient } from "./lib/infraenv.ts";
 import {
   checkCanKexec,
+  type HandoffMode,
   handoffMode,
   kexecExecute,
   kexecLoad,
@@ -53,7 +54,15 @@ export async function main(args: string[]): Promise<number> {
 
 /** The boot sequence proper: refuse early, resolve, load, execute. */
 async function boot(config: Config): Promise<number> {
-  if (config.mode === "kexec") checkCanKexec();
+  // Refuse before any download when the kernel could not be loaded or started.
+  let handoff: HandoffMode = "none";
+  if (config.mode === "kexec") {
+    checkCanKexec();
+    handoff = handoffMode({
+      loadOnly: config.loadOnly,
+      forceReboot: config.forceReboot,
+    });
+  }
   const client = await createClient({
     caCertFiles: config.caCerts,
     insecure: config.insecure,
@@ -118,17 +127,13 @@ async function boot(config: Config): Promise<number> {
   }
 
   kexecLoad(image);
-  const mode = handoffMode({
-    loadOnly: config.loadOnly,
-    forceReboot: config.forceReboot,
-  });
-  if (mode === "none") {
+  if (handoff === "none") {
     log.info(
       "kernel loaded; run `systemctl kexec` (or reboot with kexec) to start it",
     );
     return ExitCode.Ok;
   }
-  await kexecExecute(mode);
+  await kexecExecute(handoff);
   return ExitCode.Ok;
 }
 

@@ -276,9 +276,10 @@ export interface HandoffOptions {
 
 /**
  * Chooses the hand-off: `none` for `--load-only`; `reboot` (sync +
- * `reboot(KEXEC)`) with `--force-reboot`, when the bootloader is PID 1, or when
- * PID 1 is not systemd; `systemctl` (`systemctl kexec`, a clean shutdown) when
- * PID 1 is systemd.
+ * `reboot(KEXEC)`) with `--force-reboot` or when the bootloader is PID 1;
+ * `systemctl` (`systemctl kexec`, a clean shutdown) when PID 1 is systemd.
+ * Under another init nothing would stop its services cleanly, so the choice
+ * is the user's: a {@linkcode BootError} Refused (7) says how to make it.
  */
 export function handoffMode(options: HandoffOptions = {}): HandoffMode {
   if (options.loadOnly) return "none";
@@ -292,7 +293,13 @@ export function handoffMode(options: HandoffOptions = {}): HandoffMode {
       pid1 = "";
     }
   }
-  return pid1 === "systemd" ? "systemctl" : "reboot";
+  if (pid1 === "systemd") return "systemctl";
+  throw new BootError(
+    `PID 1 is ${
+      pid1 ? `"${pid1}"` : "unknown"
+    }, not systemd: pass --force-reboot to start the new kernel with reboot(2) right after loading it, or --load-only to start it yourself`,
+    ExitCode.Refused,
+  );
 }
 
 /** Options for {@linkcode kexecExecute}. */

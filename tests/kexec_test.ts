@@ -201,8 +201,22 @@ Deno.test("handoffMode: load-only, force-reboot, PID 1, systemd", () => {
   );
   assert.equal(handoffMode({ pid1: "systemd", isPid1: false }), "systemctl");
   assert.equal(handoffMode({ pid1: "systemd", isPid1: true }), "reboot");
-  assert.equal(handoffMode({ pid1: "init", isPid1: false }), "reboot");
-  assert.equal(handoffMode({ pid1: "deno", isPid1: false }), "reboot");
+  assert.equal(
+    handoffMode({ pid1: "init", isPid1: false, forceReboot: true }),
+    "reboot",
+  );
+  assert.equal(
+    handoffMode({ pid1: "init", isPid1: false, loadOnly: true }),
+    "none",
+  );
+  for (const pid1 of ["init", "openrc-init", ""]) {
+    assert.throws(
+      () => handoffMode({ pid1, isPid1: false }),
+      (err: unknown) =>
+        err instanceof BootError && err.exitCode === ExitCode.Refused &&
+        /not systemd: pass --force-reboot .* or --load-only/.test(err.message),
+    );
+  }
 });
 
 Deno.test("kexecExecute: systemctl kexec, its failure, and sync before reboot(KEXEC)", async () => {
