@@ -9,7 +9,7 @@
 
 import { parseArgs } from "node:util";
 import { BootError, ExitCode } from "./errors.ts";
-import { addSecret } from "./log.ts";
+import { addSecret, log } from "./log.ts";
 
 /** Version printed by `--version`. */
 export const VERSION = "0.1.0";
@@ -303,7 +303,16 @@ function fromCmdline(cmdline: string): Raw {
     const eq = arg.indexOf("=");
     const key = (eq < 0 ? arg.slice(9) : arg.slice(9, eq)).replaceAll("_", "-");
     const value = eq < 0 ? undefined : arg.slice(eq + 1);
-    if (!(key in OPTIONS) || key === "help" || key === "version") continue;
+    if (!(key in OPTIONS) || key === "help" || key === "version") {
+      // The initramfs's /init reads its own assisted.* keys; a typo of ours is
+      // worth a warning, not a refusal to boot.
+      if (!CMDLINE_OTHERS.has(key)) {
+        log.warn(
+          `ignoring unknown kernel command line parameter ${arg.split("=")[0]}`,
+        );
+      }
+      continue;
+    }
     store(
       raw,
       key as OptionName,
@@ -314,12 +323,28 @@ function fromCmdline(cmdline: string): Raw {
   return raw;
 }
 
-function fromPairs(pairs: [string, string][], where: string): Raw {
+/** `assisted.*` kernel parameters that are not options (read by the initramfs's /init). */
+const CMDLINE_OTHERS = new Set(["on-failure"]);
+
+/** `ASSISTED_*` variables that are not options. */
+const ENV_OTHERS = new Set(["kernel-cmdline-file", "debug"]);
+
+function fromPairs(
+  pairs: [string, string][],
+  where: string,
+  strict = false,
+): Raw {
   const raw: Raw = {};
   for (const [key, value] of pairs) {
     if (!key.startsWith("ASSISTED_")) continue;
     const name = key.slice(9).toLowerCase().replaceAll("_", "-");
-    if (!(name in OPTIONS)) continue;
+    if (!(name in OPTIONS) || name === "help" || name === "version") {
+      // A typo in a file (ASSISTED_KERNEL_SHA=…) must not silently drop a pin.
+      if (strict && !ENV_OTHERS.has(name)) {
+        throw usage(`${where}: unknown setting ${key}`);
+      }
+      continue;
+    }
     const spec: OptionSpec = OPTIONS[name as OptionName];
     if (spec.kind === "list") {
       raw[name as OptionName] = value.split(/\s+/).filter((v) => v !== "");
@@ -528,6 +553,7 @@ export function parseConfig(
     fromFile = fromPairs(
       parseEnvFile(read(configPath, "config file"), configPath),
       `config file ${configPath}`,
+      true,
     );
   } else {
     let text: string | undefined;
@@ -540,6 +566,7 @@ export function parseConfig(
       fromFile = fromPairs(
         parseEnvFile(text, DEFAULT_CONFIG_FILE),
         `config file ${DEFAULT_CONFIG_FILE}`,
+        true,
       );
     }
   }
@@ -561,7 +588,10 @@ export function parseConfig(
   const secret = (value: string, what: string): string => {
     const v = value.trim();
     if (v === "") throw usage(`${what} is empty`);
-    if (/\s/.test(v)) throw usage(`${what} contains whitespace`);
+    // deno-lint-ignore no-control-regex
+    if (/[\s\x00-\x1f\x7f]/.test(v)) {
+      throw usage(`${what} contains whitespace or control characters`);
+    }
     addSecret(v);
     return v;
   };

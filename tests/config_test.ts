@@ -7,6 +7,7 @@ import {
   splitKernelCmdline,
 } from "../lib/config.ts";
 import { BootError, ExitCode } from "../lib/errors.ts";
+import { configureLog } from "../lib/log.ts";
 
 const none = {
   env: {},
@@ -179,6 +180,15 @@ Deno.test("config: bad input is one clear usage error", () => {
     ["--infra-env-id", "6f2a3c1e-8d4b", "--token-file", "/empty"],
     /token file \/empty is empty/,
   );
+  files["/typo"] = "ASSISTED_IPXE_URL=http://h/x\nASSISTED_KERNEL_SHA=abc\n";
+  usageError(
+    ["--config", "/typo"],
+    /config file \/typo: unknown setting ASSISTED_KERNEL_SHA/,
+  );
+  usageError(
+    ["--infra-env-id", "6f2a3c1e-8d4b", "--token", "a\u0001b"],
+    /--token contains whitespace or control characters/,
+  );
   files["/cfgbad"] = "this is not a pair\n";
   usageError(
     ["--config", "/cfgbad"],
@@ -214,4 +224,24 @@ Deno.test("config: MAC normalisation and env file parsing", () => {
     "A",
     "1",
   ], ["B", "x y"]]);
+});
+
+Deno.test("config: unknown assisted.* kernel parameters are warned about, /init's own are not", () => {
+  const lines: string[] = [];
+  configureLog({ sink: (l) => lines.push(l) });
+  try {
+    const c = run([], {
+      ...none,
+      cmdline:
+        "assisted.ipxe_url=http://h/x assisted.infra_env=typo assisted.on_failure=poweroff",
+    });
+    assert.equal(c.source.kind, "ipxe-url");
+    assert.deepEqual(lines, [
+      "assisted-bootloader: warn: ignoring unknown kernel command line parameter assisted.infra_env",
+    ]);
+  } finally {
+    configureLog({
+      sink: (l) => Deno.stderr.writeSync(new TextEncoder().encode(l + "\n")),
+    });
+  }
 });
