@@ -133,6 +133,7 @@ export async function request(
     } finally {
       clearTimeout(timer);
     }
+    log.debug(`${method} ${redact(current)}: HTTP ${response.status}`);
     if (!REDIRECTS.has(response.status)) return response;
     await response.body?.cancel();
     const location = response.headers.get("location");
@@ -150,6 +151,7 @@ export async function request(
       );
     }
     current = new URL(location, current).href;
+    log.debug(`redirected to ${redact(current)}`);
     if (
       response.status === 303 || (response.status <= 302 && method === "POST")
     ) {
