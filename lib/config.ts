@@ -270,7 +270,11 @@ function envName(name: string): string {
 }
 
 function usage(message: string): BootError {
-  return new BootError(message, ExitCode.Usage);
+  // Sentence case, whoever built the message ("token file /x is empty").
+  return new BootError(
+    message.replace(/^[a-z]/, (c) => c.toUpperCase()),
+    ExitCode.Usage,
+  );
 }
 
 /** Splits a kernel command line like Linux does: whitespace, with double quotes grouping. */
@@ -386,7 +390,7 @@ export function parseEnvFile(text: string, path: string): [string, string][] {
     if (trimmed === "" || trimmed.startsWith("#")) return;
     const m = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(trimmed);
     if (!m) {
-      throw usage(`config file ${path} line ${i + 1}: expected KEY=VALUE`);
+      throw usage(`Config file ${path} line ${i + 1}: expected KEY=VALUE`);
     }
     let value = m[2];
     const q = value[0];
@@ -420,7 +424,7 @@ function fromFlags(argv: string[]): Raw {
       strict: true,
     });
     if (positionals.length > 0) {
-      throw usage(`unexpected argument "${positionals[0]}" (see --help)`);
+      throw usage(`Unexpected argument "${positionals[0]}" (see --help)`);
     }
     return values as Raw;
   } catch (err) {
@@ -530,7 +534,7 @@ export function parseConfig(
         : err instanceof Error
         ? err.message
         : String(err);
-      throw usage(`cannot read ${what} ${path}: ${why}`);
+      throw usage(`Cannot read ${what} ${path}: ${why}`);
     }
   };
   const fromEnv = fromPairs(Object.entries(env), "environment variable");
@@ -601,14 +605,14 @@ export function parseConfig(
   let infraEnvId = str("infra-env-id");
   const infraEnvIdFile = str("infra-env-id-file");
   if (infraEnvId !== undefined && infraEnvIdFile !== undefined) {
-    throw usage("give --infra-env-id or --infra-env-id-file, not both");
+    throw usage("Give --infra-env-id or --infra-env-id-file, not both");
   }
   if (infraEnvIdFile !== undefined) {
     infraEnvId = read(infraEnvIdFile, "InfraEnv id file").trim();
   }
   let source: ScriptSource;
   if (ipxeUrl !== undefined && infraEnvId !== undefined) {
-    throw usage("give --ipxe-url or --infra-env-id, not both");
+    throw usage("Give --ipxe-url or --infra-env-id, not both");
   } else if (ipxeUrl !== undefined) {
     source = {
       kind: "ipxe-url",
@@ -627,7 +631,7 @@ export function parseConfig(
       v !== undefined
     ).length;
     if (given > 1) {
-      throw usage("give one of --token, --token-file, --refresh-token-file");
+      throw usage("Give one of --token, --token-file, --refresh-token-file");
     }
     let auth: ApiAuth = { kind: "none" };
     if (token !== undefined) {
@@ -673,7 +677,7 @@ export function parseConfig(
     };
   } else {
     throw usage(
-      "no script source: give --ipxe-url URL, or --infra-env-id ID with a token (see --help)",
+      "No script source: give --ipxe-url URL, or --infra-env-id ID with a token (see --help)",
     );
   }
 
@@ -708,7 +712,7 @@ export function parseConfig(
   const printPlan = bool("print-plan");
   const noKexec = bool("no-kexec");
   if (printPlan && noKexec) {
-    throw usage("give --print-plan or --no-kexec, not both");
+    throw usage("Give --print-plan or --no-kexec, not both");
   }
   const progress = str("progress") ?? "auto";
   if (!["auto", "tty", "lines", "none"].includes(progress)) {

@@ -289,12 +289,12 @@ export function createScriptClient(
           const why = err instanceof Deno.errors.NotFound
             ? "no such file"
             : errorText(err);
-          throw new BootError(`cannot read ${url}: ${why}`, ExitCode.Api);
+          throw new BootError(`Cannot read ${url}: ${why}`, ExitCode.Api);
         }
       }
       if (scheme !== "http" && scheme !== "https") {
         throw new BootError(
-          `unsupported URL scheme "${scheme}" in ${
+          `Unsupported URL scheme "${scheme}" in ${
             redact(url)
           } (only http, https and file)`,
           ExitCode.Api,
@@ -349,7 +349,7 @@ export function createScriptClient(
           });
         } catch (err) {
           throw new BootError(
-            `cannot fetch ${redact(url)}: ${describe(err)}`,
+            `Cannot fetch ${redact(url)}: ${describe(err)}`,
             ExitCode.Api,
           );
         }

@@ -412,7 +412,7 @@ export function checkCanKexec(options: CheckCanKexecOptions = {}): void {
   const uid = options.uid !== undefined ? options.uid : safeUid();
   if (uid !== 0) {
     throw new BootError(
-      "kexec needs root: run as root, or use --no-kexec or --print-plan",
+      "Kexec needs root: run as root, or use --no-kexec or --print-plan",
       ExitCode.Refused,
     );
   }
@@ -433,7 +433,7 @@ export function checkCanKexec(options: CheckCanKexecOptions = {}): void {
   }
   if (disabled.trim() === "1") {
     throw new BootError(
-      "kexec is disabled on this machine (kernel.kexec_load_disabled = 1)",
+      "Kexec is disabled on this machine (kernel.kexec_load_disabled = 1)",
       ExitCode.Refused,
     );
   }

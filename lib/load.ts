@@ -246,7 +246,7 @@ function checkSchemes(plan: KexecPlan): void {
     }
     if (!SCHEMES.has(protocol)) {
       throw new BootError(
-        `unsupported URL scheme "${protocol.slice(0, -1)}" in ${
+        `Unsupported URL scheme "${protocol.slice(0, -1)}" in ${
           redact(url)
         } (artifacts are fetched over http, https or file)`,
         ExitCode.Download,

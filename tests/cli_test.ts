@@ -325,7 +325,7 @@ Deno.test("cli: a bad token or offline token is a clear one-line error", async (
 });
 
 Deno.test("cli: bad input exits 2 with one line, never a stack trace", async () => {
-  assertCleanError(await cli([]), 2, /no script source/);
+  assertCleanError(await cli([]), 2, /No script source/);
   assertCleanError(
     await cli(["--ipxe-url", "http://127.0.0.1:9/x", "--frobnicate"]),
     2,

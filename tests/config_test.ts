@@ -127,7 +127,7 @@ Deno.test("config: env lists are split on whitespace", () => {
 });
 
 Deno.test("config: bad input is one clear usage error", () => {
-  usageError([], /no script source/);
+  usageError([], /No script source/);
   usageError(
     ["--ipxe-url", "tftp://h/x"],
     /--ipxe-url must be http or https or file/,
@@ -144,7 +144,7 @@ Deno.test("config: bad input is one clear usage error", () => {
   );
   usageError(
     ["--ipxe-url", "http://h/x", "extra"],
-    /unexpected argument "extra"/,
+    /Unexpected argument "extra"/,
   );
   usageError(
     ["--ipxe-url", "http://h/x", "--kernel-sha256", "abc"],
@@ -170,20 +170,20 @@ Deno.test("config: bad input is one clear usage error", () => {
     "a",
     "--token-file",
     "/t",
-  ], /give one of/);
+  ], /Give one of/);
   usageError(
     ["--infra-env-id", "6f2a3c1e-8d4b", "--token-file", "/nope"],
-    /cannot read token file \/nope: no such file/,
+    /Cannot read token file \/nope: no such file/,
   );
   files["/empty"] = " \n";
   usageError(
     ["--infra-env-id", "6f2a3c1e-8d4b", "--token-file", "/empty"],
-    /token file \/empty is empty/,
+    /Token file \/empty is empty/,
   );
   files["/typo"] = "ASSISTED_IPXE_URL=http://h/x\nASSISTED_KERNEL_SHA=abc\n";
   usageError(
     ["--config", "/typo"],
-    /config file \/typo: unknown setting ASSISTED_KERNEL_SHA/,
+    /Config file \/typo: unknown setting ASSISTED_KERNEL_SHA/,
   );
   usageError(
     ["--infra-env-id", "6f2a3c1e-8d4b", "--token", "a\u0001b"],
@@ -192,7 +192,7 @@ Deno.test("config: bad input is one clear usage error", () => {
   files["/cfgbad"] = "this is not a pair\n";
   usageError(
     ["--config", "/cfgbad"],
-    /config file \/cfgbad line 1: expected KEY=VALUE/,
+    /Config file \/cfgbad line 1: expected KEY=VALUE/,
   );
   usageError(["--ipxe-url", "http://h/x"], /must be a boolean/, {
     ...none,

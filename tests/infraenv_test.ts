@@ -218,10 +218,10 @@ Deno.test("infraenv: unsupported schemes and missing files are named", async () 
   }, fast);
   await assert.rejects(
     client.fetch("tftp://10.0.0.1/boot.ipxe", { maxBytes: 10 }),
-    /unsupported URL scheme "tftp"/,
+    /Unsupported URL scheme "tftp"/,
   );
   await assert.rejects(
     client.fetch(client.firstUrl, { maxBytes: 10 }),
-    /cannot read file:\/\/\/nonexistent\/boot\.ipxe: no such file/,
+    /Cannot read file:\/\/\/nonexistent\/boot\.ipxe: no such file/,
   );
 });

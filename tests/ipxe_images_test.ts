@@ -285,7 +285,7 @@ Deno.test("chain failures: status through ||, exit codes, fetch errors named", a
   ]);
   assert.match(
     a.error!,
-    /^script http:\/\/h\/dir\/boot.ipxe line 4: chain tftp:\/\/h\/x: unsupported URL scheme "tftp"$/,
+    /^Script http:\/\/h\/dir\/boot.ipxe line 4: chain tftp:\/\/h\/x: unsupported URL scheme "tftp"$/,
   );
   const b = await run("#!ipxe\nchain http://h/missing.ipxe\n");
   assert.match(b.error!, /line 2: chain http:\/\/h\/missing.ipxe: HTTP 404$/);
@@ -294,7 +294,7 @@ Deno.test("chain failures: status through ||, exit codes, fetch errors named", a
   });
   assert.match(
     c.error!,
-    /^script http:\/\/h\/dir\/c.ipxe line 2: goto: label "nowhere" not found$/,
+    /^Script http:\/\/h\/dir\/c.ipxe line 2: goto: label "nowhere" not found$/,
   );
 });
 
@@ -388,11 +388,11 @@ Deno.test("runScript: fetch failures and non-scripts", async () => {
     runScript("http://h/none", { fetch }),
     (e) =>
       e instanceof IpxeError &&
-      e.message === "script http://h/none: HTTP 404" && e.exitCode === 3,
+      e.message === "Script http://h/none: HTTP 404" && e.exitCode === 3,
   );
   await assert.rejects(
     runScript("http://h/k", { fetch }),
-    /script http:\/\/h\/k is not an iPXE script/,
+    /Script http:\/\/h\/k is not an iPXE script/,
   );
 });
 

@@ -109,7 +109,7 @@ Deno.test("separators: ||, &&, ; and empty commands", async () => {
   ]);
   assert.match(
     error!,
-    /^script http:\/\/h\/dir\/boot.ipxe ended without booting a kernel$/,
+    /^Script http:\/\/h\/dir\/boot.ipxe ended without booting a kernel$/,
   );
 });
 
@@ -118,7 +118,7 @@ Deno.test("status rule: an unhandled failure ends the script with that failure",
   assert.deepEqual(a.lines, ['iseq: "1" is not "2"']);
   assert.match(
     a.error!,
-    /^script http:\/\/h\/dir\/boot.ipxe line 2: iseq: "1" is not "2"$/,
+    /^Script http:\/\/h\/dir\/boot.ipxe line 2: iseq: "1" is not "2"$/,
   );
   const b = await run("#!ipxe\nnosuchcommand arg\necho not reached\n");
   assert.match(b.error!, /line 2: nosuchcommand: command not found$/);
@@ -345,7 +345,7 @@ Deno.test("error messages stay on one line", async () => {
   const { error } = await run("#!ipxe\nbad\x1b[31mcommand\n");
   assert.equal(
     error,
-    "script http://h/dir/boot.ipxe line 2: bad\\x1b[31mcommand: command not found",
+    "Script http://h/dir/boot.ipxe line 2: bad\\x1b[31mcommand: command not found",
   );
   const fetchError = await runScriptSource("#!ipxe\nchain http://h/x\n", {
     url: URL0,
@@ -353,6 +353,6 @@ Deno.test("error messages stay on one line", async () => {
   }).catch((e: Error) => e.message);
   assert.equal(
     fetchError,
-    "script http://h/dir/boot.ipxe line 2: chain http://h/x: first line\\x0asecond line",
+    "Script http://h/dir/boot.ipxe line 2: chain http://h/x: first line\\x0asecond line",
   );
 });

@@ -113,7 +113,7 @@ Deno.test("set: joins words, empty deletes, typed values must parse", async () =
   ]);
   assert.match(
     bad.error!,
-    /^script http:\/\/h\/dir\/boot.ipxe line 2: set: Could not store/,
+    /^Script http:\/\/h\/dir\/boot.ipxe line 2: set: Could not store/,
   );
   const badType = await echoes("set y:nosuchtype 1");
   assert.match(badType.error!, /unknown setting type "nosuchtype"/);

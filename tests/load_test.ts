@@ -483,7 +483,7 @@ Deno.test("load: an unsupported scheme is refused before anything is fetched, wi
       (err: unknown) =>
         err instanceof BootError && err.exitCode === ExitCode.Download &&
         err.message ===
-          'unsupported URL scheme "nfs" in nfs://10.0.0.1/casper/vmlinuz (artifacts are fetched over http, https or file)',
+          'Unsupported URL scheme "nfs" in nfs://10.0.0.1/casper/vmlinuz (artifacts are fetched over http, https or file)',
     );
     assert.ok(Date.now() - started < 1000, "no retries");
     await assert.rejects(

@@ -236,7 +236,7 @@ export class Engine {
     const frame = this.#frames.at(-1);
     if (!frame) return "script";
     const url = fromBinary(frame.image.url);
-    return `script ${url} line ${lineNumberAt(frame.text, frame.lineOffset)}`;
+    return `Script ${url} line ${lineNumberAt(frame.text, frame.lineOffset)}`;
   }
 
   /** A fatal error at the current location (not catchable by `||`). */
@@ -531,10 +531,10 @@ export class Engine {
     }
     const url = fromBinary(root.url);
     if (rc === 0) {
-      throw new IpxeError(`script ${url} ended without booting a kernel`);
+      throw new IpxeError(`Script ${url} ended without booting a kernel`);
     }
     throw new IpxeError(
-      this.lastFailure ?? `script ${url} failed with status ${rc}`,
+      this.lastFailure ?? `Script ${url} failed with status ${rc}`,
     );
   }
 }

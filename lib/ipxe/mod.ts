@@ -42,7 +42,7 @@ function rootImage(url: string, body: string): Image {
   const binUrl = toBinary(url);
   if (!hasScriptMagic(body)) {
     throw new IpxeError(
-      `script ${url} is not an iPXE script (it does not start with "#!ipxe")`,
+      `Script ${url} is not an iPXE script (it does not start with "#!ipxe")`,
     );
   }
   return {
@@ -70,13 +70,13 @@ export async function runScript(
     fetched = await options.fetch(url, { maxBytes });
   } catch (e) {
     throw new IpxeError(
-      `script ${url}: ${e instanceof Error ? e.message : String(e)}`,
+      `Script ${url}: ${e instanceof Error ? e.message : String(e)}`,
       { cause: e },
     );
   }
   if (fetched.body.length > maxBytes) {
     throw new IpxeError(
-      `script ${fetched.url} is larger than ${maxBytes} bytes`,
+      `Script ${fetched.url} is larger than ${maxBytes} bytes`,
     );
   }
   return await runScriptSource(fetched.body, { ...options, url: fetched.url });
@@ -91,7 +91,7 @@ export async function runScriptSource(
   const maxBytes = options.maxScriptBytes ?? 1 << 20;
   if (body.length > maxBytes) {
     throw new IpxeError(
-      `script ${options.url} is larger than ${maxBytes} bytes`,
+      `Script ${options.url} is larger than ${maxBytes} bytes`,
     );
   }
   const root = rootImage(options.url, body);
