@@ -22,7 +22,9 @@ done
 mapfile -t missing_pkgs < <(printf '%s\n' "${missing_pkgs[@]}" | sort -u)
 if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
   echo "installing missing host packages: ${missing_pkgs[*]}" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing_pkgs[@]}" >&2 ||
+  install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing_pkgs[@]}" >&2; }
+  # A fresh machine may have no package lists yet: update once, then try again.
+  install || { apt-get update -q >&2 && install; } ||
     { echo "error: apt-get install ${missing_pkgs[*]} failed" >&2; exit 1; }
   exit 0
 fi
