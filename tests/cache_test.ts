@@ -9,36 +9,14 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { BootError, ExitCode } from "../lib/errors.ts";
 import { createScriptClient } from "../lib/infraenv.ts";
-import { configureLog } from "../lib/log.ts";
 import { isCacheable, load, type LoadOptions } from "../lib/load.ts";
 import type { KexecPlan } from "../lib/plan.ts";
 import { resolvePlan } from "../lib/resolve_plan.ts";
 import { fakeKernel, startMock } from "./mock_infraenv.ts";
+import { captureLog, withTemp } from "./test_util.ts";
 
-const enc = new TextEncoder();
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const GZIP = new Uint8Array([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
-
-async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await Deno.makeTempDir({ prefix: "cache_test_" });
-  try {
-    return await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-async function quiet<T>(fn: () => Promise<T>): Promise<[T, string[]]> {
-  const lines: string[] = [];
-  configureLog({ sink: (line) => lines.push(line) });
-  try {
-    return [await fn(), lines];
-  } finally {
-    configureLog({
-      sink: (line) => Deno.stderr.writeSync(enc.encode(line + "\n")),
-    });
-  }
-}
 
 /** What the test server serves at one path; mutable between runs. */
 interface Served {
@@ -158,7 +136,7 @@ Deno.test("cache: the second run sends HEAD, no GET, and yields the same files",
   try {
     await withTemp(async (dir) => {
       const p = plan(srv.base, "/vmlinuz", ["/a.gz"]);
-      const [first] = await quiet(() => load(p, opts(dir)));
+      const [first] = await captureLog(() => load(p, opts(dir)));
       assert.equal(first.kernel.cached, undefined);
       assert.equal(srv.count("GET", "/vmlinuz"), 1);
       const [m] = (await manifests(dir)).filter((m) =>
@@ -172,7 +150,7 @@ Deno.test("cache: the second run sends HEAD, no GET, and yields the same files",
       assert.equal((await Deno.stat(`${dir}/cache`)).mode! & 0o777, 0o700);
 
       srv.reset();
-      const [second, lines] = await quiet(() => load(p, opts(dir)));
+      const [second, lines] = await captureLog(() => load(p, opts(dir)));
       assert.equal(srv.count("GET", "/vmlinuz"), 0);
       assert.equal(srv.count("GET", "/a.gz"), 0);
       assert.equal(srv.count("HEAD", "/vmlinuz"), 1);
@@ -219,11 +197,11 @@ Deno.test("cache: a changed Last-Modified or size makes the next run download ag
   try {
     await withTemp(async (dir) => {
       const p = plan(srv.base, "/vmlinuz", []);
-      await quiet(() => load(p, opts(dir)));
+      await captureLog(() => load(p, opts(dir)));
       // Same bytes, new date: downloaded again.
       files["/vmlinuz"].lastModified = LM2;
       srv.reset();
-      const [, lines] = await quiet(() => load(p, opts(dir)));
+      const [, lines] = await captureLog(() => load(p, opts(dir)));
       assert.equal(srv.count("GET", "/vmlinuz"), 1);
       assert.ok(
         lines.some((l) => /Last-Modified changed/.test(l)),
@@ -234,14 +212,14 @@ Deno.test("cache: a changed Last-Modified or size makes the next run download ag
       const bigger = fakeKernel(60_000);
       files["/vmlinuz"].body = bigger;
       srv.reset();
-      const [image, lines2] = await quiet(() => load(p, opts(dir)));
+      const [image, lines2] = await captureLog(() => load(p, opts(dir)));
       assert.equal(srv.count("GET", "/vmlinuz"), 1);
       assert.ok(lines2.some((l) => /size changed/.test(l)), lines2.join("\n"));
       assert.equal(image.kernel.sha256, sha(bigger));
       assert.equal((await manifests(dir))[0].sha256, sha(bigger));
       // Unchanged now: reused.
       srv.reset();
-      await quiet(() => load(p, opts(dir)));
+      await captureLog(() => load(p, opts(dir)));
       assert.equal(srv.count("GET", "/vmlinuz"), 0);
     });
   } finally {
@@ -255,13 +233,13 @@ Deno.test("cache: a corrupted cached file is caught by the re-hash and downloade
   try {
     await withTemp(async (dir) => {
       const p = plan(srv.base, "/vmlinuz", []);
-      await quiet(() => load(p, opts(dir)));
+      await captureLog(() => load(p, opts(dir)));
       const file = (await cacheNames(dir)).find((n) => !n.endsWith(".json"))!;
       const bytes = await Deno.readFile(`${dir}/cache/${file}`);
       bytes[30_000] ^= 0xff;
       await Deno.writeFile(`${dir}/cache/${file}`, bytes);
       srv.reset();
-      const [image, lines] = await quiet(() => load(p, opts(dir)));
+      const [image, lines] = await captureLog(() => load(p, opts(dir)));
       assert.equal(srv.count("GET", "/vmlinuz"), 1);
       assert.ok(
         lines.some((l) => /cached copy is corrupt/.test(l)),
@@ -273,7 +251,7 @@ Deno.test("cache: a corrupted cached file is caught by the re-hash and downloade
       // A truncated cache file (size differs from the manifest) as well.
       await Deno.truncate(`${dir}/cache/${file}`, 100);
       srv.reset();
-      await quiet(() => load(p, opts(dir)));
+      await captureLog(() => load(p, opts(dir)));
       assert.equal(srv.count("GET", "/vmlinuz"), 1);
     });
   } finally {
@@ -291,9 +269,9 @@ Deno.test("cache: HEAD refused, or no Content-Length nor Last-Modified, means do
   try {
     await withTemp(async (dir) => {
       const p = plan(srv.base, "/vmlinuz", []);
-      await quiet(() => load(p, opts(dir)));
+      await captureLog(() => load(p, opts(dir)));
       srv.reset();
-      const [, lines] = await quiet(() => load(p, opts(dir)));
+      const [, lines] = await captureLog(() => load(p, opts(dir)));
       assert.equal(srv.count("HEAD", "/vmlinuz"), 1);
       assert.equal(srv.count("GET", "/vmlinuz"), 1);
       assert.ok(
@@ -302,14 +280,14 @@ Deno.test("cache: HEAD refused, or no Content-Length nor Last-Modified, means do
       );
       // A server that says nothing about the file: never cached.
       const q = plan(srv.base, "/plain", []);
-      await quiet(() => load(q, opts(dir)));
+      await captureLog(() => load(q, opts(dir)));
       assert.deepEqual(
         (await manifests(dir)).map((m) => m.url),
         [],
         "pruned the other URL, cached nothing for /plain",
       );
       srv.reset();
-      await quiet(() => load(q, opts(dir)));
+      await captureLog(() => load(q, opts(dir)));
       assert.equal(srv.count("GET", "/plain"), 1);
       assert.equal(srv.count("HEAD", "/plain"), 0);
     });
@@ -328,10 +306,10 @@ Deno.test("cache: a pin the cached copy does not match is not served from the ca
   try {
     await withTemp(async (dir) => {
       const p = plan(srv.base, "/vmlinuz", []);
-      await quiet(() => load(p, opts(dir)));
+      await captureLog(() => load(p, opts(dir)));
       // The pin names another file; the server still has A: refused.
       srv.reset();
-      const [, lines] = await quiet(() =>
+      const [, lines] = await captureLog(() =>
         assert.rejects(
           load(p, opts(dir, { kernelSha256: sha(b) })),
           (err: unknown) =>
@@ -343,7 +321,7 @@ Deno.test("cache: a pin the cached copy does not match is not served from the ca
       assert.ok(lines.some((l) => /does not match the pinned sha256/.test(l)));
       // The cached A is still there and still used with its own pin.
       srv.reset();
-      const [image] = await quiet(() =>
+      const [image] = await captureLog(() =>
         load(p, opts(dir, { kernelSha256: sha(a) }))
       );
       assert.equal(srv.count("GET", "/vmlinuz"), 0);
@@ -351,7 +329,7 @@ Deno.test("cache: a pin the cached copy does not match is not served from the ca
       // --artifact-sha256 too: a pin for B while the server now has B.
       files["/vmlinuz"] = { body: b, lastModified: LM1 };
       srv.reset();
-      const [image2] = await quiet(() =>
+      const [image2] = await captureLog(() =>
         load(
           p,
           opts(dir, { artifactSha256: { [`${srv.base}/vmlinuz`]: sha(b) } }),
@@ -374,8 +352,8 @@ Deno.test("cache: signed URLs are never cached nor probed", async () => {
         ...plan(srv.base, "/vmlinuz", []),
         kernel: { url: `${srv.base}/vmlinuz?api_key=secret-key`, name: "k" },
       };
-      await quiet(() => load(p, opts(dir)));
-      await quiet(() => load(p, opts(dir)));
+      await captureLog(() => load(p, opts(dir)));
+      await captureLog(() => load(p, opts(dir)));
       assert.equal(srv.count("GET", "/vmlinuz"), 2);
       assert.equal(srv.count("HEAD", "/vmlinuz"), 0);
       assert.deepEqual(await cacheNames(dir), []);
@@ -406,8 +384,8 @@ Deno.test("cache: with the mock InfraEnv the kernel is reused, pxe-initrd is fet
         ).length;
       const first = await resolve();
       assert.match(first.initrds[0].url, /pxe-initrd\?.*image_token=/);
-      const [one] = await quiet(() => load(first, opts(dir)));
-      const [two, lines] = await quiet(async () =>
+      const [one] = await captureLog(() => load(first, opts(dir)));
+      const [two, lines] = await captureLog(async () =>
         load(await resolve(), opts(dir))
       );
       assert.equal(image("GET", "/boot-artifacts/kernel"), 1);
@@ -439,11 +417,11 @@ Deno.test("cache: cache: false neither reads nor writes the cache", async () => 
   try {
     await withTemp(async (dir) => {
       const p = plan(srv.base, "/vmlinuz", []);
-      await quiet(() => load(p, opts(dir, { cache: false })));
+      await captureLog(() => load(p, opts(dir, { cache: false })));
       assert.deepEqual(await cacheNames(dir), []);
-      await quiet(() => load(p, opts(dir)));
+      await captureLog(() => load(p, opts(dir)));
       srv.reset();
-      await quiet(() => load(p, opts(dir, { cache: false })));
+      await captureLog(() => load(p, opts(dir, { cache: false })));
       assert.equal(srv.count("GET", "/vmlinuz"), 1);
       assert.equal(srv.count("HEAD", "/vmlinuz"), 0);
     });
@@ -458,7 +436,7 @@ Deno.test("cache: leftovers of an interrupted cache write are never reused and g
   try {
     await withTemp(async (dir) => {
       const p = plan(srv.base, "/vmlinuz", []);
-      await quiet(() => load(p, opts(dir)));
+      await captureLog(() => load(p, opts(dir)));
       const names = await cacheNames(dir);
       const manifest = names.find((n) => n.endsWith(".json"))!;
       // As if a run died after linking the file but before the manifest.
@@ -468,7 +446,7 @@ Deno.test("cache: leftovers of an interrupted cache write are never reused and g
       );
       await Deno.writeTextFile(`${dir}/cache/${"0".repeat(32)}.part`, "x");
       srv.reset();
-      await quiet(() => load(p, opts(dir)));
+      await captureLog(() => load(p, opts(dir)));
       assert.equal(srv.count("GET", "/vmlinuz"), 1);
       assert.equal(srv.count("HEAD", "/vmlinuz"), 0);
       assert.deepEqual(await cacheNames(dir), names);

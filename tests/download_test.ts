@@ -10,6 +10,7 @@ import { BootError, ExitCode } from "../lib/errors.ts";
 import { createClient, request } from "../lib/http.ts";
 import { configureLog, log } from "../lib/log.ts";
 import { createProgress, formatBytes } from "../lib/progress.ts";
+import { captureLog, withTemp } from "./test_util.ts";
 
 const enc = new TextEncoder();
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
@@ -154,28 +155,6 @@ function randomBytes(n: number): Uint8Array {
     crypto.getRandomValues(out.subarray(i, Math.min(n, i + 65536)));
   }
   return out;
-}
-
-async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await Deno.makeTempDir({ prefix: "download_test_" });
-  try {
-    return await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-/** Captures log lines during `fn`. */
-async function captureLog<T>(fn: () => Promise<T>): Promise<[T, string[]]> {
-  const lines: string[] = [];
-  configureLog({ sink: (line) => lines.push(line) });
-  try {
-    return [await fn(), lines];
-  } finally {
-    configureLog({
-      sink: (line) => Deno.stderr.writeSync(enc.encode(line + "\n")),
-    });
-  }
 }
 
 const fast = { baseDelayMs: 10, maxDelayMs: 50 };

@@ -7,35 +7,14 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { BootError, ExitCode } from "../lib/errors.ts";
 import { createScriptClient } from "../lib/infraenv.ts";
-import { configureLog } from "../lib/log.ts";
 import { artifactPin, isSignedUrl, load } from "../lib/load.ts";
 import type { KexecPlan } from "../lib/plan.ts";
 import { resolvePlan } from "../lib/resolve_plan.ts";
 import { fakeKernel, type MockInfraEnv, startMock } from "./mock_infraenv.ts";
+import { captureLog, withTemp } from "./test_util.ts";
 
 const enc = new TextEncoder();
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
-
-async function withTemp<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await Deno.makeTempDir({ prefix: "load_test_" });
-  try {
-    return await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-async function quiet<T>(fn: () => Promise<T>): Promise<[T, string[]]> {
-  const lines: string[] = [];
-  configureLog({ sink: (line) => lines.push(line) });
-  try {
-    return [await fn(), lines];
-  } finally {
-    configureLog({
-      sink: (line) => Deno.stderr.writeSync(enc.encode(line + "\n")),
-    });
-  }
-}
 
 /** Fetches and runs the InfraEnv's script, like main does. */
 function resolver(mock: MockInfraEnv): () => Promise<KexecPlan> {
@@ -73,7 +52,7 @@ Deno.test("load: the mock's plan becomes a verified kernel and an assembled init
     await withTemp(async (dir) => {
       const plan = await resolver(mock)();
       const workDir = `${dir}/work`;
-      const [image] = await quiet(() =>
+      const [image] = await captureLog(() =>
         load(plan, { workDir, progress: "lines", retries: 0 })
       );
       assert.equal((await Deno.stat(workDir)).mode! & 0o777, 0o700);
@@ -129,7 +108,7 @@ Deno.test("load: an expired signed initrd URL (401) makes load fetch the script 
       const plan = await resolve();
       mock.expireImageTokens(); // the 4 h signature "expires"
       let refetches = 0;
-      const [image, lines] = await quiet(() =>
+      const [image, lines] = await captureLog(() =>
         load(plan, {
           workDir: dir,
           progress: "none",
@@ -168,7 +147,7 @@ Deno.test("load: refetching is bounded; without refetchPlan the 401 is a Downloa
       const plan = await resolver(mock)();
       mock.expireImageTokens();
       let refetches = 0;
-      await quiet(() =>
+      await captureLog(() =>
         assert.rejects(
           load(plan, {
             workDir: dir,
@@ -186,7 +165,7 @@ Deno.test("load: refetching is bounded; without refetchPlan the 401 is a Downloa
         )
       );
       assert.equal(refetches, 2);
-      await quiet(() =>
+      await captureLog(() =>
         assert.rejects(
           load(plan, { workDir: dir, progress: "none", retries: 0 }),
           bootError(ExitCode.Download, /HTTP 401/),
@@ -207,7 +186,7 @@ Deno.test("load: an HTML page served as the kernel (status 200) is rejected, nam
   try {
     await withTemp(async (dir) => {
       const plan = await resolver(mock)();
-      await quiet(() =>
+      await captureLog(() =>
         assert.rejects(
           load(plan, {
             workDir: dir,
@@ -283,7 +262,7 @@ Deno.test("load: kernel and initrds download concurrently", async () => {
   );
   try {
     await withTemp(async (dir) => {
-      const [image] = await quiet(() =>
+      const [image] = await captureLog(() =>
         load(plan(srv.base, ["/initrd.img"]), {
           workDir: dir,
           progress: "none",
@@ -306,7 +285,7 @@ Deno.test("load: the first failure aborts the other downloads", async () => {
   try {
     await withTemp(async (dir) => {
       const started = Date.now();
-      await quiet(() =>
+      await captureLog(() =>
         assert.rejects(
           load(plan(srv.base, ["/missing.img"]), {
             workDir: dir,
@@ -334,7 +313,7 @@ Deno.test("load: pins — kernel, artifact (bare URL key) and assembled initrd",
       const p = plan(srv.base, ["/a.cpio"]);
       p.initrds[0].url += "?image_token=SECRET";
       const base = { workDir: dir, progress: "none" as const, retries: 0 };
-      await quiet(() =>
+      await captureLog(() =>
         assert.rejects(
           load(p, { ...base, kernelSha256: "ab".repeat(32) }),
           bootError(
@@ -343,7 +322,7 @@ Deno.test("load: pins — kernel, artifact (bare URL key) and assembled initrd",
           ),
         )
       );
-      await quiet(() =>
+      await captureLog(() =>
         assert.rejects(
           load(p, {
             ...base,
@@ -355,7 +334,7 @@ Deno.test("load: pins — kernel, artifact (bare URL key) and assembled initrd",
           ),
         )
       );
-      await quiet(() =>
+      await captureLog(() =>
         assert.rejects(
           load(p, { ...base, initrdSha256: "ef".repeat(32) }),
           bootError(
@@ -364,7 +343,7 @@ Deno.test("load: pins — kernel, artifact (bare URL key) and assembled initrd",
           ),
         )
       );
-      const [ok] = await quiet(() =>
+      const [ok] = await captureLog(() =>
         load(p, {
           ...base,
           kernelSha256: sha(kernel),
@@ -374,13 +353,13 @@ Deno.test("load: pins — kernel, artifact (bare URL key) and assembled initrd",
       );
       assert.equal(ok.initrd!.sha256, sha(cpio));
       const noInitrd = plan(srv.base, []);
-      await quiet(() =>
+      await captureLog(() =>
         assert.rejects(
           load(noInitrd, { ...base, initrdSha256: sha(cpio) }),
           bootError(ExitCode.Verify, /no initrd/),
         )
       );
-      const [bare] = await quiet(() => load(noInitrd, base));
+      const [bare] = await captureLog(() => load(noInitrd, base));
       assert.equal(bare.initrd, undefined);
     });
   } finally {
@@ -409,7 +388,7 @@ Deno.test("load: an initrd that is not an initramfs is refused unless cpio-wrapp
         retries: 0,
         arch: "x86_64",
       };
-      await quiet(() =>
+      await captureLog(() =>
         assert.rejects(
           load(plan(srv.base, ["/conf"]), base),
           bootError(
@@ -420,7 +399,7 @@ Deno.test("load: an initrd that is not an initramfs is refused unless cpio-wrapp
       );
       const wrapped = plan(srv.base, ["/conf"]);
       wrapped.initrds[0].cpio = { path: "/etc/conf", mode: 0o644, mkdir: 0 };
-      const [image] = await quiet(() => load(wrapped, base));
+      const [image] = await captureLog(() => load(wrapped, base));
       assert.equal(image.initrd!.parts[0].size, 10);
     });
   } finally {
@@ -439,7 +418,7 @@ Deno.test("load: on aarch64 a gzip'd Image is unpacked for kexec_file_load", asy
   const srv = serve({ "/vmlinuz": gz });
   try {
     await withTemp(async (dir) => {
-      const [image] = await quiet(() =>
+      const [image] = await captureLog(() =>
         load(plan(srv.base, []), {
           workDir: dir,
           progress: "none",
@@ -563,7 +542,7 @@ Deno.test("load: a failure leaves no file that could pass for verified; stale fi
       }
       await Deno.writeTextFile(`${dir}/notes.txt`, "mine");
       // The kernel verifies, the initrd 404s: nothing of ours may remain.
-      await quiet(() =>
+      await captureLog(() =>
         assert.rejects(
           load(plan(srv.base, ["/a.gz", "/missing"]), base),
           bootError(ExitCode.Download, /missing: HTTP 404/),
@@ -596,7 +575,9 @@ Deno.test("load: a failure leaves no file that could pass for verified; stale fi
         assert.equal(sha(file), m.sha256);
       }
       // Success: only the final files, no parts, no .part.
-      const [image] = await quiet(() => load(plan(srv.base, ["/a.gz"]), base));
+      const [image] = await captureLog(() =>
+        load(plan(srv.base, ["/a.gz"]), base)
+      );
       const after = [];
       for await (const e of Deno.readDir(dir)) after.push(e.name);
       assert.deepEqual(after.sort(), [
@@ -629,9 +610,9 @@ Deno.test("load: a command line longer than the bzImage's cmdline_size is refuse
         arch: "x86_64",
       };
       p.cmdline = "x".repeat(64);
-      await quiet(() => load(p, base));
+      await captureLog(() => load(p, base));
       p.cmdline = "x".repeat(65);
-      await quiet(() =>
+      await captureLog(() =>
         assert.rejects(
           load(p, base),
           bootError(
