@@ -327,7 +327,8 @@ export async function buildImage(
   } else {
     cached = false;
     say(`image: compressing ${basename(output)} to ${basename(xzOut)}`);
-    await compressSegments(output, layout, `${xzOut}.part`, {
+    await compressSegments(output, `${xzOut}.part`, {
+      segments: layout,
       level: options.compressLevel,
       cacheDir: cache,
     });

@@ -436,6 +436,8 @@ export async function sha256Segments(
 
 /** Options for {@linkcode compressSegments}. */
 export interface CompressOptions {
+  /** The file's layout (data and zero runs), from the sparse enlarge step. */
+  segments: Segment[];
   /** xz preset 0-9 (default 6). */
   level?: number;
   /** Where to keep the precompressed block of zeros. */
@@ -487,10 +489,10 @@ async function* only(
  */
 export async function compressSegments(
   path: string,
-  segments: Segment[],
   dest: string,
   options: CompressOptions,
 ): Promise<void> {
+  const segments = options.segments;
   const level = options.level ?? 6;
   const zeroXz = `${options.cacheDir}/zeros-256M-${level}.xz`;
   if (segments.some((s) => s.kind === "zeros" && s.length >= ZERO_BLOCK)) {
