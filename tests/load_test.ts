@@ -12,6 +12,8 @@ import type { KexecPlan } from "../lib/plan.ts";
 import { resolvePlan } from "../lib/resolve_plan.ts";
 import { fakeKernel, type MockInfraEnv, startMock } from "./mock_infraenv.ts";
 import { captureLog, withTemp } from "./test_util.ts";
+import { createFaults } from "./faults.ts";
+import { kexecLoad, type LibcSymbols } from "../lib/kexec.ts";
 
 const enc = new TextEncoder();
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
@@ -624,5 +626,72 @@ Deno.test("load: a command line longer than the bzImage's cmdline_size is refuse
     });
   } finally {
     await srv.close();
+  }
+});
+
+Deno.test("load → kexecLoad: after a reset mid-kernel, kexec gets exactly the bytes the servers sent completely", async () => {
+  const kernel = fakeKernel(400_000);
+  const faults = createFaults();
+  faults.add({
+    match: { server: "image", method: "GET", path: "/boot-artifacts/kernel" },
+    fault: { kind: "reset", afterBytes: 100_000 },
+    times: 1,
+  });
+  const mock = await startMock({ kernel, faults });
+  try {
+    await withTemp(async (dir) => {
+      const plan = await resolver(mock)();
+      const [image] = await captureLog(() =>
+        load(plan, {
+          workDir: `${dir}/work`,
+          progress: "none",
+          retries: 2,
+          cache: false,
+        })
+      );
+      // A libc that records the content of every file kexec would get.
+      const opened: Uint8Array[] = [];
+      const libc: LibcSymbols = {
+        open(path) {
+          opened.push(
+            Deno.readFileSync(
+              new TextDecoder().decode(path).replace(/\0$/, ""),
+            ),
+          );
+          return 10 + opened.length;
+        },
+        close: () => 0,
+        syscall: () => 0n,
+        reboot: () => -1,
+        sync() {},
+        errno: () => 0,
+        strerror: () => "",
+      };
+      kexecLoad(image, { libc, arch: "x86_64" });
+      assert.equal(opened.length, 2);
+      assert.equal(
+        sha(opened[0]),
+        sha(kernel),
+        "the kernel is the served kernel, whole",
+      );
+      const cut = faults.served.filter((r) =>
+        r.path.includes("/boot-artifacts/kernel")
+      );
+      assert.deepEqual(
+        cut.map((r) => r.complete),
+        [false, true],
+        "one cut answer, then a complete one",
+      );
+      const initrd = faults.served.find((r) =>
+        r.path.includes("/pxe-initrd") && r.complete
+      )!;
+      assert.equal(
+        sha(opened[1]),
+        initrd.sha256,
+        "the initrd is the one complete pxe-initrd answer",
+      );
+    });
+  } finally {
+    await mock.close();
   }
 });
