@@ -12,7 +12,7 @@ export PATH := $(TOOLS)/bin:$(PATH)
 export DENO_NO_UPDATE_CHECK := 1
 
 .DEFAULT_GOAL := image
-.PHONY: setup dev test check lint fmt fmt-check bundle compile bench
+.PHONY: setup dev test test-fast check lint fmt fmt-check bundle compile bench
 
 ## setup: install Deno $(DENO_VERSION) from the npm registry into .tools/ (when not on PATH)
 setup: $(DENO)
@@ -32,6 +32,10 @@ dev: setup
 ## test: every test suite (unit, integration, VM)
 test: setup
 	$(DENO) task test
+
+## test-fast: unit and integration tests only (no root, no QEMU)
+test-fast: setup
+	$(DENO) task test:fast
 
 check: setup
 	$(DENO) task check

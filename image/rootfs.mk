@@ -16,4 +16,4 @@ chain-image: chain-assets
 
 ## chain-test: the VM chain test alone (Ignition → systemd unit → bootloader → kexec)
 chain-test: setup
-	$(DENO) test -A tests/vm_chain_test.ts
+	$(DENO) test -A tests/vm/chain_test.ts

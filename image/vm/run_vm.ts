@@ -17,14 +17,14 @@
  */
 
 import { parseArgs } from "node:util";
-import { startMock } from "../../tests/mock_infraenv.ts";
+import { startMock } from "../../dev/mock_infraenv.ts";
 import {
   type Accel,
   findQemu,
   probeAccel,
   qemuArgs,
   type VmOptions,
-} from "../../tests/vm/qemu.ts";
+} from "../../dev/qemu.ts";
 
 /** Address and port the guest uses for the mock. */
 export const GUEST_MOCK_ADDRESS = "10.0.2.100";

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { qemuArgs, startVm } from "./qemu.ts";
+import { qemuArgs, startVm } from "../../dev/qemu.ts";
 
 Deno.test("qemuArgs: restricted user networking forwarded to 127.0.0.1 only, disk never written", () => {
   const args = qemuArgs({

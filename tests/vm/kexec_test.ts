@@ -11,7 +11,7 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { startMock } from "./mock_infraenv.ts";
+import { startMock } from "../../dev/mock_infraenv.ts";
 import {
   type Accel,
   findQemu,
@@ -19,9 +19,9 @@ import {
   probeAccel,
   startVm,
   type Vm,
-} from "./vm/qemu.ts";
+} from "../../dev/qemu.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 const BUILD = `${ROOT}/build`;
 const KERNEL = `${BUILD}/vm/vmlinuz`;
 const BOOT_INITRD = `${BUILD}/initrd/assisted-bootloader.initrd`;

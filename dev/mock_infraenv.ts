@@ -9,7 +9,7 @@
  * killed:
  *
  * ```sh
- * deno run -A tests/mock_infraenv.ts --kernel build/vm/vmlinuz --initrd marker.img --karg marker=abc
+ * deno run -A dev/mock_infraenv.ts --kernel build/vm/vmlinuz --initrd marker.img --karg marker=abc
  * ```
  *
  * @module
@@ -92,7 +92,7 @@ export interface MockOptions {
   refreshToken?: string;
   /** Answer the next N bearer-authenticated API requests with 401, as if the token had expired. */
   rejectBearer?: number;
-  /** Fault layer every request goes through (`tests/faults.ts`). */
+  /** Fault layer every request goes through (`dev/faults.ts`). */
   faults?: FaultLayer;
 }
 

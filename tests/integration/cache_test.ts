@@ -7,13 +7,13 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { BootError, ExitCode } from "../lib/errors.ts";
-import { createScriptClient } from "../lib/infraenv.ts";
-import { isCacheable, load, type LoadOptions } from "../lib/load.ts";
-import type { KexecPlan } from "../lib/plan.ts";
-import { resolvePlan } from "../lib/resolve_plan.ts";
-import { fakeKernel, startMock } from "./mock_infraenv.ts";
-import { captureLog, withTemp } from "./test_util.ts";
+import { BootError, ExitCode } from "../../lib/errors.ts";
+import { createScriptClient } from "../../lib/infraenv.ts";
+import { isCacheable, load, type LoadOptions } from "../../lib/load.ts";
+import type { KexecPlan } from "../../lib/plan.ts";
+import { resolvePlan } from "../../lib/resolve_plan.ts";
+import { fakeKernel, startMock } from "../../dev/mock_infraenv.ts";
+import { captureLog, withTemp } from "../test_util.ts";
 
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const GZIP = new Uint8Array([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);

@@ -30,8 +30,8 @@ import {
   type MockInfraEnv,
   type MockOptions,
   startMock,
-} from "./mock_infraenv.ts";
-import { renderIgnition } from "../ignition/mod.ts";
+} from "../../dev/mock_infraenv.ts";
+import { renderIgnition } from "../../ignition/mod.ts";
 import {
   type Accel,
   findQemu,
@@ -39,9 +39,9 @@ import {
   probeAccel,
   startVm,
   type Vm,
-} from "./vm/qemu.ts";
+} from "../../dev/qemu.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 const BUILD = `${ROOT}/build`;
 const OUT = `${BUILD}/chain`;
 const GUEST_ADDRESS = "10.0.2.100";

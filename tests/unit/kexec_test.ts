@@ -7,7 +7,7 @@
  */
 
 import assert from "node:assert/strict";
-import { BootError, ExitCode } from "../lib/errors.ts";
+import { BootError, ExitCode } from "../../lib/errors.ts";
 import {
   checkCanKexec,
   Errno,
@@ -20,7 +20,7 @@ import {
   type LibcSymbols,
   LINUX_REBOOT_CMD_KEXEC,
   openLibc,
-} from "../lib/kexec.ts";
+} from "../../lib/kexec.ts";
 
 interface Call {
   name: string;

@@ -7,9 +7,9 @@ import {
   type MockInfraEnv,
   type MockOptions,
   startMock,
-} from "./mock_infraenv.ts";
+} from "../../dev/mock_infraenv.ts";
 
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const MAC = "52:54:00:12:34:56";
 
 interface Run {

@@ -5,12 +5,17 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { download, isPxeInitrd, probe, sha256File } from "../lib/download.ts";
-import { BootError, ExitCode } from "../lib/errors.ts";
-import { createClient, request } from "../lib/http.ts";
-import { configureLog, log } from "../lib/log.ts";
-import { createProgress, formatBytes } from "../lib/progress.ts";
-import { captureLog, withTemp } from "./test_util.ts";
+import {
+  download,
+  isPxeInitrd,
+  probe,
+  sha256File,
+} from "../../lib/download.ts";
+import { BootError, ExitCode } from "../../lib/errors.ts";
+import { createClient, request } from "../../lib/http.ts";
+import { configureLog, log } from "../../lib/log.ts";
+import { createProgress, formatBytes } from "../../lib/progress.ts";
+import { captureLog, withTemp } from "../test_util.ts";
 
 const enc = new TextEncoder();
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
@@ -919,10 +924,10 @@ async function bigDownloadInChild(
   await Deno.writeTextFile(
     script,
     `import { download } from ${
-      JSON.stringify(import.meta.resolve("../lib/download.ts"))
+      JSON.stringify(import.meta.resolve("../../lib/download.ts"))
     };
 import { createClient } from ${
-      JSON.stringify(import.meta.resolve("../lib/http.ts"))
+      JSON.stringify(import.meta.resolve("../../lib/http.ts"))
     };
 const client = Deno.args[2] === "insecure" ? createClient({ insecure: true }) : undefined;
 const r = await download(Deno.args[0], Deno.args[1], { retries: 0, client });

@@ -5,7 +5,7 @@
  * `GET /_stats` answers the number of requests per file as JSON.
  *
  * ```sh
- * deno run -A tests/bench_server.ts /tmp/assisted-bootloader-bench
+ * deno run -A dev/bench_server.ts /tmp/assisted-bootloader-bench
  * ```
  *
  * @module

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
-import { BootError, ExitCode } from "../lib/errors.ts";
+import { BootError, ExitCode } from "../../lib/errors.ts";
 import {
   createScriptClient,
   errorBodyText,
   exchangeRefreshToken,
   isMacScriptRequest,
   scriptUrl,
-} from "../lib/infraenv.ts";
-import { type MockInfraEnv, startMock } from "./mock_infraenv.ts";
+} from "../../lib/infraenv.ts";
+import { type MockInfraEnv, startMock } from "../../dev/mock_infraenv.ts";
 
 const fast = { retries: 2, baseDelayMs: 10, timeoutMs: 5000 };
 const text = (b: Uint8Array) => new TextDecoder().decode(b);

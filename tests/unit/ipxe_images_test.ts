@@ -4,8 +4,8 @@ import {
   runScript,
   runScriptSource,
   type ScriptFetcher,
-} from "../lib/ipxe/mod.ts";
-import type { KexecPlan } from "../lib/plan.ts";
+} from "../../lib/ipxe/mod.ts";
+import type { KexecPlan } from "../../lib/plan.ts";
 
 const URL0 = "http://h/dir/boot.ipxe";
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { IpxeError, runScriptSource } from "../lib/ipxe/mod.ts";
-import type { KexecPlan } from "../lib/plan.ts";
+import { IpxeError, runScriptSource } from "../../lib/ipxe/mod.ts";
+import type { KexecPlan } from "../../lib/plan.ts";
 
 const URL0 = "http://h/dir/boot.ipxe";
 const noFetch = () => Promise.reject(new Error("no network in this test"));

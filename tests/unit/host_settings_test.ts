@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import {
   defaultRouteInterface,
   readHostSettings,
-} from "../lib/host_settings.ts";
-import { editCmdline } from "../lib/plan.ts";
+} from "../../lib/host_settings.ts";
+import { editCmdline } from "../../lib/plan.ts";
 
 const ROUTES =
   `Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
-import { BootError } from "../lib/errors.ts";
+import { BootError } from "../../lib/errors.ts";
 import {
   CA_PATH,
   CONFIG_DIR,
@@ -24,10 +24,10 @@ import {
   TOKEN_PATH,
   UNIT_NAME,
   ZINCATI_PATH,
-} from "../ignition/mod.ts";
-import { optionsFromArgs } from "../ignition/generate_ignition.ts";
+} from "../../ignition/mod.ts";
+import { optionsFromArgs } from "../../ignition/generate_ignition.ts";
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const SHA = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const TOKEN = "eyJhbGciOiJSUzI1NiJ9.test-token.signature";
 const CA = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n";

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { BootError, ExitCode } from "../lib/errors.ts";
+import { BootError, ExitCode } from "../../lib/errors.ts";
 import {
   bzImageCmdlineSize,
   checkInitrd,
@@ -15,7 +15,7 @@ import {
   sniff,
   unpackArm64Kernel,
   zbootHeader,
-} from "../lib/formats.ts";
+} from "../../lib/formats.ts";
 
 const enc = new TextEncoder();
 

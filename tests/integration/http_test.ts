@@ -7,8 +7,8 @@ import {
   parseRetryAfter,
   request,
   withRetries,
-} from "../lib/http.ts";
-import { addSecret, configureLog, log, redact } from "../lib/log.ts";
+} from "../../lib/http.ts";
+import { addSecret, configureLog, log, redact } from "../../lib/log.ts";
 
 Deno.test("request: Authorization stays on its origin across redirects, and redirects are capped", async () => {
   const seen: { port: number; path: string; auth: string | null }[] = [];

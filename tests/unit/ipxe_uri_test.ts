@@ -6,7 +6,7 @@ import {
   parseUri,
   resolvePath,
   resolveUri,
-} from "../lib/ipxe/uri.ts";
+} from "../../lib/ipxe/uri.ts";
 
 Deno.test("resolveUri follows the iPXE uri_test.c table", () => {
   const base = "http://boot.ipxe.org/demo/boot.php?vendor=10ec&device=8139";

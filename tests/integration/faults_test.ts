@@ -11,16 +11,16 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { ExitCode } from "../lib/errors.ts";
-import { createFaults, type FaultLayer } from "./faults.ts";
+import { ExitCode } from "../../lib/errors.ts";
+import { createFaults, type FaultLayer } from "../../dev/faults.ts";
 import {
   fakeKernel,
   type MockInfraEnv,
   type MockOptions,
   startMock,
-} from "./mock_infraenv.ts";
+} from "../../dev/mock_infraenv.ts";
 
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
+const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const KERNEL_PATH = "/boot-artifacts/kernel";
 const INITRD_PATH = "/pxe-initrd";
 const SCRIPT_PATH = "/downloads/files";

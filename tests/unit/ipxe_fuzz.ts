@@ -9,9 +9,9 @@
  * @module
  */
 
-import { BootError } from "../lib/errors.ts";
-import { runScriptSource } from "../lib/ipxe/mod.ts";
-import type { KexecPlan } from "../lib/plan.ts";
+import { BootError } from "../../lib/errors.ts";
+import { runScriptSource } from "../../lib/ipxe/mod.ts";
+import type { KexecPlan } from "../../lib/plan.ts";
 
 /** A small, fast, seeded PRNG (mulberry32). */
 export class Rng {

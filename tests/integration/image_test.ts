@@ -8,16 +8,16 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
-import { BootError } from "../lib/errors.ts";
-import { renderIgnition } from "../ignition/mod.ts";
+import { BootError } from "../../lib/errors.ts";
+import { renderIgnition } from "../../ignition/mod.ts";
 import {
   buildImage,
   type BuildImageOptions,
   optionsFromArgs,
   parseSize,
-} from "../image/build_image.ts";
+} from "../../image/build_image.ts";
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const GUID = "00000000-0000-4000-a000-000000000001";
 const MiB = 1 << 20;
 const BASE_SIZE = 600 * MiB;

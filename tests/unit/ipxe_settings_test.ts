@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { IpxeError, runScriptSource } from "../lib/ipxe/mod.ts";
+import { IpxeError, runScriptSource } from "../../lib/ipxe/mod.ts";
 import {
   formatSettingValue,
   parseSettingValue,
   Settings,
-} from "../lib/ipxe/settings.ts";
+} from "../../lib/ipxe/settings.ts";
 
 /** Runs a script body (after the magic line) and returns what it echoed and how it ended. */
 async function echoes(body: string, settings: Record<string, string> = {}) {

@@ -5,9 +5,9 @@ import {
   parseConfig,
   parseEnvFile,
   splitKernelCmdline,
-} from "../lib/config.ts";
-import { BootError, ExitCode } from "../lib/errors.ts";
-import { configureLog } from "../lib/log.ts";
+} from "../../lib/config.ts";
+import { BootError, ExitCode } from "../../lib/errors.ts";
+import { configureLog } from "../../lib/log.ts";
 
 const none = {
   env: {},

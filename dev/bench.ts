@@ -18,7 +18,7 @@
  * Each process runs under `/usr/bin/time -v` (peak RSS, user and system CPU).
  *
  * ```sh
- * deno run -A tests/bench.ts [--size-mib 1024] [--repeat 3] [--dir /tmp/assisted-bootloader-bench] [--no-breakdown]
+ * deno run -A dev/bench.ts [--size-mib 1024] [--repeat 3] [--dir /tmp/assisted-bootloader-bench] [--no-breakdown]
  * ```
  *
  * @module
@@ -41,7 +41,7 @@ const { values: flags } = parseArgs({
 });
 if (flags.help) {
   console.log(
-    "usage: deno run -A tests/bench.ts [--size-mib N] [--repeat N] [--dir DIR] [--no-breakdown]",
+    "usage: deno run -A dev/bench.ts [--size-mib N] [--repeat N] [--dir DIR] [--no-breakdown]",
   );
   Deno.exit(0);
 }
@@ -164,7 +164,7 @@ async function startServer(): Promise<
   { port: number; child: Deno.ChildProcess }
 > {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}tests/bench_server.ts`, DIR],
+    args: ["run", "-A", `${ROOT}dev/bench_server.ts`, DIR],
     env: { DENO_NO_UPDATE_CHECK: "1" },
     stdout: "piped",
     stderr: "inherit",
@@ -263,7 +263,7 @@ async function main(): Promise<void> {
     lines.push(
       `Benchmark: ${
         SIZE / MIB
-      } MiB from 127.0.0.1 (tests/bench_server.ts), median of ${REPEAT}, ` +
+      } MiB from 127.0.0.1 (dev/bench_server.ts), median of ${REPEAT}, ` +
         `${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC`,
       `Machine: ${navigator.hardwareConcurrency} CPUs, ${cpuModel}, Linux ${
         text("uname", ["-r"])

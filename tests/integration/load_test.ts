@@ -5,15 +5,19 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { BootError, ExitCode } from "../lib/errors.ts";
-import { createScriptClient } from "../lib/infraenv.ts";
-import { artifactPin, isSignedUrl, load } from "../lib/load.ts";
-import type { KexecPlan } from "../lib/plan.ts";
-import { resolvePlan } from "../lib/resolve_plan.ts";
-import { fakeKernel, type MockInfraEnv, startMock } from "./mock_infraenv.ts";
-import { captureLog, withTemp } from "./test_util.ts";
-import { createFaults } from "./faults.ts";
-import { kexecLoad, type LibcSymbols } from "../lib/kexec.ts";
+import { BootError, ExitCode } from "../../lib/errors.ts";
+import { createScriptClient } from "../../lib/infraenv.ts";
+import { artifactPin, isSignedUrl, load } from "../../lib/load.ts";
+import type { KexecPlan } from "../../lib/plan.ts";
+import { resolvePlan } from "../../lib/resolve_plan.ts";
+import {
+  fakeKernel,
+  type MockInfraEnv,
+  startMock,
+} from "../../dev/mock_infraenv.ts";
+import { captureLog, withTemp } from "../test_util.ts";
+import { createFaults } from "../../dev/faults.ts";
+import { kexecLoad, type LibcSymbols } from "../../lib/kexec.ts";
 
 const enc = new TextEncoder();
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
