@@ -21,12 +21,12 @@ import {
   kexecLoad,
 } from "./lib/kexec.ts";
 import { load } from "./lib/load.ts";
-import { configureLog, log, redact } from "./lib/log.ts";
+import { configureLog, log, redact, safeJson } from "./lib/log.ts";
 import type { KexecPlan } from "./lib/plan.ts";
 import { resolvePlan } from "./lib/resolve_plan.ts";
 
 function printJson(value: unknown): void {
-  console.log(JSON.stringify(value, null, 2));
+  console.log(safeJson(value));
 }
 
 /** Runs the bootloader with `args`; resolves to the exit code. */
