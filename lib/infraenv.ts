@@ -9,7 +9,8 @@
  * that carries its own credential (`image_token`, `api_key`), and never to
  * image-service URLs: the artifact downloader sends no `Authorization` at all.
  * The offline token is posted to the SSO endpoint only: a redirect from it is
- * never followed. A token sent over plain http is worth a warning, once.
+ * never followed. A token sent over plain http (bearer, offline token, a
+ * script URL's `api_key`) is worth a warning, once per origin.
  *
  * @module
  */
@@ -377,6 +378,12 @@ export function createScriptClient(
       const bearer = wantsBearer(parsed);
       if (bearer && auth.kind !== "none") {
         warnPlainHttp(parsed, "The API token");
+      } else if (
+        parsed.searchParams.has("api_key") ||
+        parsed.searchParams.has("image_token")
+      ) {
+        // A hub's script URL carries its credential in the query.
+        warnPlainHttp(parsed, "The api_key or image_token of a script URL");
       }
       let reauthenticated = false;
       for (;;) {

@@ -298,13 +298,25 @@ Deno.test("infraenv: a token over plain http is warned about once per origin, AP
       `assisted-bootloader: warn: The API token is sent over plain http to ${mock.baseUrl}: anyone on the network path can read it (use https)`,
       `assisted-bootloader: warn: The offline token is sent over plain http to ${mock.baseUrl}: anyone on the network path can read it (use https)`,
     ]);
-    // No token, no warning: a hub URL carries its own api_key.
+    // A hub's script URL carries its api_key: warned about too, once.
     const hub = createScriptClient(
-      { kind: "ipxe-url", url: mock.ipxeScriptUrl },
+      { kind: "ipxe-url", url: `${mock.ipxeScriptUrl}&api_key=k` },
+      fast,
+    );
+    const [, hubLines] = await captureLog(async () => {
+      await hub.fetch(hub.firstUrl, { maxBytes: 1 << 20 }).catch(() => {});
+      await hub.fetch(hub.firstUrl, { maxBytes: 1 << 20 }).catch(() => {});
+    });
+    assert.deepEqual(hubLines.filter((l) => /plain http/.test(l)), [
+      `assisted-bootloader: warn: The api_key or image_token of a script URL is sent over plain http to ${mock.baseUrl}: anyone on the network path can read it (use https)`,
+    ]);
+    // No credential, no warning.
+    const plain = createScriptClient(
+      { kind: "ipxe-url", url: `${mock.baseUrl}/boot.ipxe` },
       fast,
     );
     const [, none] = await captureLog(() =>
-      hub.fetch(hub.firstUrl, { maxBytes: 1 << 20 }).catch(() => undefined)
+      plain.fetch(plain.firstUrl, { maxBytes: 1 << 20 }).catch(() => {})
     );
     assert.ok(!none.some((l) => /plain http/.test(l)), none.join("\n"));
   } finally {
