@@ -52,10 +52,10 @@ export class NetworkError extends Error {
 }
 
 /**
- * The request policy refused to go on: a redirect to a scheme other than http
- * or https, from https down to http, with a malformed `Location`, or one that
- * would send the request body again. Never retried: the same answer would
- * come back.
+ * The request policy refused to go on: an URL that does not parse or whose
+ * scheme is not fetched, or a redirect to a scheme other than http or https,
+ * from https down to http, with a malformed `Location`, or one that would send
+ * the request body again. Never retried: the same answer would come back.
  */
 export class PolicyError extends NetworkError {
   /** Creates the error; the message starts with the (redacted) URL. */
@@ -138,7 +138,7 @@ export async function request(
   const inScope = options.authorizationScope ??
     ((u: URL) => u.origin === authOrigin);
   const insecureClient = isInsecureClient(options.client);
-  let current = first.href;
+  let current = url;
   let method = options.method ?? "GET";
   let body = options.body;
   for (let hop = 0;; hop++) {

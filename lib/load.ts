@@ -48,13 +48,13 @@ import { artifactPin, checkPins } from "./pins.ts";
 import { assembleInitrd } from "./initrd.ts";
 import { log, redact } from "./log.ts";
 import type { KexecPlan } from "./plan.ts";
-
-export { artifactPin } from "./pins.ts";
 import {
   createProgress,
   type Progress,
   type ProgressMode,
 } from "./progress.ts";
+
+export { artifactPin } from "./pins.ts";
 
 /** Options for {@linkcode load}. */
 export interface LoadOptions {
