@@ -21,12 +21,13 @@ import {
   kexecLoad,
 } from "./lib/kexec.ts";
 import { load } from "./lib/load.ts";
-import { configureLog, log, redact } from "./lib/log.ts";
+import { configureLog, log, redact, safeJson } from "./lib/log.ts";
+import { checkPins } from "./lib/pins.ts";
 import type { KexecPlan } from "./lib/plan.ts";
 import { resolvePlan } from "./lib/resolve_plan.ts";
 
 function printJson(value: unknown): void {
-  console.log(JSON.stringify(value, null, 2));
+  console.log(safeJson(value));
 }
 
 /** Runs the bootloader with `args`; resolves to the exit code. */
@@ -91,6 +92,8 @@ async function boot(config: Config): Promise<number> {
       print: (line) => log.info(`script: ${line}`),
     });
     if (plan.action === "local-boot") throw new LocalBoot(plan.reason);
+    // A pin that names nothing the script boots is a mistake, in every mode.
+    checkPins(plan, config);
     log.info(
       `plan: kernel ${
         redact(plan.kernel.url)
@@ -114,6 +117,8 @@ async function boot(config: Config): Promise<number> {
     kernelSha256: config.kernelSha256,
     initrdSha256: config.initrdSha256,
     artifactSha256: config.artifactSha256,
+    localFiles: config.source.kind === "ipxe-url" &&
+      new URL(config.source.url).protocol === "file:",
     progress: config.progress,
     refetchPlan: resolve,
   });

@@ -3,8 +3,9 @@
  * benchmark server): rules pick requests by server, method and path, and turn
  * their answers into the failures a fleet meets on bad networks — a body cut
  * mid-stream, a body shorter than its `Content-Length`, 5xx bursts, 429 with
- * `Retry-After`, a stalled or slow server, HTML error pages, redirect loops —
- * or run a side effect first (expire a token) and answer normally.
+ * `Retry-After`, a stalled or slow server, HTML error pages, redirect loops,
+ * a body that never ends — or run a side effect first (expire a token) and
+ * answer normally.
  *
  * Every answer that goes through the layer is recorded with its size and
  * sha256, so a test can compare what the client says it verified with what the
@@ -57,7 +58,18 @@ export type Fault =
     status?: number;
   }
   /** Run `run` (expire tokens, change the mock), then answer normally. */
-  | { kind: "before"; run: () => void | Promise<void> };
+  | { kind: "before"; run: () => void | Promise<void> }
+  /**
+   * Answer with this status and headers and a body without a length that
+   * never ends (`chunk` repeated, default 64 KiB of "x"), until the client
+   * stops reading.
+   */
+  | {
+    kind: "endless";
+    status?: number;
+    headers?: Record<string, string>;
+    chunk?: string;
+  };
 
 /** A rule: which requests, what fault, how often. */
 export interface FaultRule {
@@ -283,6 +295,26 @@ export function createFaults(): FaultLayer {
           await fault.run();
           res = await next(req);
           break;
+        case "endless": {
+          const chunk = new TextEncoder().encode(
+            fault.chunk ?? "x".repeat(65536),
+          );
+          const body = new ReadableStream<Uint8Array>({
+            pull(controller) {
+              controller.enqueue(chunk);
+            },
+          }, { highWaterMark: 0 });
+          // No length on purpose: recorded, never buffered.
+          return wrap(
+            new Response(req.method === "HEAD" ? null : body, {
+              status: fault.status ?? 200,
+              headers: fault.headers,
+            }),
+            { ...record, status: fault.status ?? 200 },
+            undefined,
+            signal,
+          );
+        }
         default:
           res = await next(req);
       }

@@ -9,6 +9,7 @@
 
 import { parseArgs } from "node:util";
 import { BootError, ExitCode } from "./errors.ts";
+import { isHeaderToken } from "./http.ts";
 import { addSecret, log } from "./log.ts";
 
 /** Version printed by `--version`. */
@@ -261,6 +262,19 @@ export interface ConfigSources {
   cmdline?: string;
   /** Reads a text file (default: `Deno.readTextFileSync`). */
   readTextFile?: (path: string) => string;
+  /** Permission bits of a file, undefined when unknown (default: from `Deno.statSync`). */
+  fileMode?: (path: string) => number | undefined;
+}
+
+/** Longest `--timeout`, in seconds: what a timer can wait (2^31 - 1 ms). */
+export const MAX_TIMEOUT_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
+
+function statMode(path: string): number | undefined {
+  try {
+    return Deno.statSync(path).mode ?? undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 type Raw = Partial<Record<OptionName, string | boolean | string[]>>;
@@ -523,6 +537,19 @@ export function parseConfig(
   }
   const env = sources.env ?? Deno.env.toObject();
   const readTextFile = sources.readTextFile ?? Deno.readTextFileSync;
+  const fileMode = sources.fileMode ?? statMode;
+  // A secret in a file others can read is no secret: say so (the run goes on,
+  // the file may be on a read-only medium).
+  const warnIfShared = (path: string, subject: string) => {
+    const mode = fileMode(path);
+    if (mode !== undefined && (mode & 0o044) !== 0) {
+      log.warn(
+        `${subject} is readable by other users (mode ${
+          (mode & 0o777).toString(8).padStart(4, "0")
+        }): chmod 600 ${path}`,
+      );
+    }
+  };
   const read = (path: string, what: string): string => {
     try {
       return readTextFile(path);
@@ -574,6 +601,10 @@ export function parseConfig(
       );
     }
   }
+  if (fromFile.token !== undefined) {
+    const path = configPath ?? DEFAULT_CONFIG_FILE;
+    warnIfShared(path, `Config file ${path} holds ASSISTED_TOKEN and`);
+  }
   const layers = [flags, fromEnv, fromFile, fromKernel];
   const get = <T extends string | boolean | string[]>(
     name: OptionName,
@@ -592,9 +623,10 @@ export function parseConfig(
   const secret = (value: string, what: string): string => {
     const v = value.trim();
     if (v === "") throw usage(`${what} is empty`);
-    // deno-lint-ignore no-control-regex
-    if (/[\s\x00-\x1f\x7f]/.test(v)) {
-      throw usage(`${what} contains whitespace or control characters`);
+    if (!isHeaderToken(v)) {
+      throw usage(
+        `${what} contains characters that cannot be sent in an HTTP header (whitespace, control or non-ASCII characters)`,
+      );
     }
     addSecret(v);
     return v;
@@ -638,12 +670,14 @@ export function parseConfig(
       auth = { kind: "token", token: secret(token, "--token") };
     }
     if (tokenFile !== undefined) {
+      warnIfShared(tokenFile, `Token file ${tokenFile}`);
       auth = {
         kind: "token",
         token: secret(read(tokenFile, "token file"), `token file ${tokenFile}`),
       };
     }
     if (refreshFile !== undefined) {
+      warnIfShared(refreshFile, `Refresh token file ${refreshFile}`);
       auth = {
         kind: "refresh",
         refreshToken: secret(
@@ -701,11 +735,19 @@ export function parseConfig(
       "--artifact-sha256 digest",
     );
   }
-  const number = (name: OptionName, fallback: number, min: number) => {
+  const number = (
+    name: OptionName,
+    fallback: number,
+    min: number,
+    max = Number.MAX_SAFE_INTEGER,
+  ) => {
     const v = str(name);
     if (v === undefined) return fallback;
     if (!/^\d+(\.\d+)?$/.test(v) || Number(v) < min) {
       throw usage(`--${name} must be a number >= ${min}, got "${v}"`);
+    }
+    if (Number(v) > max) {
+      throw usage(`--${name} must be at most ${max}, got "${v}"`);
     }
     return Number(v);
   };
@@ -755,7 +797,7 @@ export function parseConfig(
         : checkSha(str("initrd-sha256")!, "--initrd-sha256"),
       artifactSha256,
       retries: number("retries", 5, 0),
-      timeoutMs: number("timeout", 30, 0.1) * 1000,
+      timeoutMs: number("timeout", 30, 0.1, MAX_TIMEOUT_SECONDS) * 1000,
       caCerts: list("ca-cert"),
       insecure: bool("insecure"),
       progress: progress as Config["progress"],

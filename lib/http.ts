@@ -1,8 +1,10 @@
 /**
  * HTTP policy shared by the InfraEnv client and the artifact downloader:
- * manual redirects with a cap, an `Authorization` header that never leaves the
- * origin it was meant for, per-request timeouts, and retries with exponential
- * backoff and jitter.
+ * manual redirects with a cap, each hop checked (http or https only, never
+ * from https down to http unless the client is `--insecure`, never a request
+ * body sent again), an `Authorization` header that never leaves the URLs it
+ * was meant for, per-request timeouts, and retries with exponential backoff
+ * and jitter.
  *
  * @module
  */
@@ -32,7 +34,11 @@ export class HttpStatusError extends Error {
   }
 }
 
-/** The connection failed, timed out or was cut: worth a retry. */
+/**
+ * No usable answer: the connection failed, timed out or was cut (worth a
+ * retry), or, as a {@linkcode PolicyError}, the request policy refused to go
+ * on (never retried).
+ */
 export class NetworkError extends Error {
   /** The URL being fetched. */
   readonly url: string;
@@ -45,6 +51,20 @@ export class NetworkError extends Error {
   }
 }
 
+/**
+ * The request policy refused to go on: an URL that does not parse or whose
+ * scheme is not fetched, or a redirect to a scheme other than http or https,
+ * from https down to http, with a malformed `Location`, or one that would send
+ * the request body again. Never retried: the same answer would come back.
+ */
+export class PolicyError extends NetworkError {
+  /** Creates the error; the message starts with the (redacted) URL. */
+  constructor(message: string, url: string, options?: ErrorOptions) {
+    super(message, url, options);
+    this.name = "PolicyError";
+  }
+}
+
 /** Options for {@linkcode request}. */
 export interface RequestOptions {
   /** HTTP method (default GET). */
@@ -53,8 +73,18 @@ export interface RequestOptions {
   headers?: Record<string, string>;
   /** Request body (for POST). */
   body?: BodyInit;
-  /** Value of the `Authorization` header, sent only to the origin of the first URL. */
+  /** Value of the `Authorization` header, sent only to URLs in `authorizationScope`. */
   authorization?: string;
+  /**
+   * Which URLs get `authorization`, checked on every hop (default: those on
+   * the origin of the first URL).
+   */
+  authorizationScope?: (url: URL) => boolean;
+  /**
+   * `follow` (default): follow redirects under the policy; `manual`: return
+   * the first answer, a redirect included, to the caller.
+   */
+  redirect?: "follow" | "manual";
   /** Redirects followed before giving up (default 5). */
   maxRedirects?: number;
   /** Milliseconds until the response headers must have arrived (default 30 s). */
@@ -73,24 +103,47 @@ export interface RequestOptions {
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
+/** Schemes a request may start with; a redirect may only lead to http or https. */
+const REQUEST_SCHEMES = new Set(["http:", "https:", "file:"]);
+
 /**
  * Fetches `url` following redirects by hand so the policy is explicit: at most
- * `maxRedirects` hops, and the `Authorization` header is sent only while the
- * request stays on the origin of `url`. Returns the final response whatever its
- * status; the caller decides what a status means.
+ * `maxRedirects` hops, each one to http or https only, never from https to
+ * http unless the client is `--insecure`, a 307/308 never sends the request
+ * body again, and the `Authorization` header goes only to URLs in
+ * `authorizationScope`. Returns the final response whatever its status; the
+ * caller decides what a status means. A refused hop throws a
+ * {@linkcode PolicyError}, a failed connection a {@linkcode NetworkError}.
  */
 export async function request(
   url: string,
   options: RequestOptions = {},
 ): Promise<Response> {
   const maxRedirects = options.maxRedirects ?? 5;
-  const authOrigin = new URL(url).origin;
+  let first: URL;
+  try {
+    first = new URL(url);
+  } catch {
+    throw new PolicyError(`${redact(url)}: not a valid URL`, url);
+  }
+  if (!REQUEST_SCHEMES.has(first.protocol)) {
+    throw new PolicyError(
+      `${redact(url)}: the scheme "${
+        first.protocol.slice(0, -1)
+      }" is not fetched (http, https or file only)`,
+      url,
+    );
+  }
+  const authOrigin = first.origin;
+  const inScope = options.authorizationScope ??
+    ((u: URL) => u.origin === authOrigin);
+  const insecureClient = isInsecureClient(options.client);
   let current = url;
   let method = options.method ?? "GET";
   let body = options.body;
   for (let hop = 0;; hop++) {
     const headers = new Headers(options.headers);
-    if (options.authorization && new URL(current).origin === authOrigin) {
+    if (options.authorization && inScope(new URL(current))) {
       headers.set("Authorization", options.authorization);
     }
     // A fetch signal also aborts the body. "total": one unref'd timeout for
@@ -107,8 +160,7 @@ export async function request(
     const signal = options.signal
       ? AbortSignal.any([options.signal, timeout.signal])
       : timeout.signal;
-    const insecure = options.client !== undefined &&
-      insecureClients.has(options.client) && current.startsWith("https:");
+    const insecure = insecureClient && current.startsWith("https:");
     let response: Response;
     try {
       const init = {
@@ -134,7 +186,9 @@ export async function request(
       clearTimeout(timer);
     }
     log.debug(`${method} ${redact(current)}: HTTP ${response.status}`);
-    if (!REDIRECTS.has(response.status)) return response;
+    if (!REDIRECTS.has(response.status) || options.redirect === "manual") {
+      return response;
+    }
     await response.body?.cancel();
     const location = response.headers.get("location");
     if (!location) {
@@ -150,7 +204,13 @@ export async function request(
         url,
       );
     }
-    current = new URL(location, current).href;
+    const next = redirectTarget(current, location, {
+      status: response.status,
+      insecure: insecureClient,
+      resendsBody: body !== undefined && body !== null &&
+        (response.status === 307 || response.status === 308),
+    });
+    current = next.href;
     log.debug(`redirected to ${redact(current)}`);
     if (
       response.status === 303 || (response.status <= 302 && method === "POST")
@@ -159,6 +219,78 @@ export async function request(
       body = undefined;
     }
   }
+}
+
+/** Options for {@linkcode redirectTarget}. */
+export interface RedirectOptions {
+  /** Status of the redirect (for messages; default 302). */
+  status?: number;
+  /** The client is `--insecure`: https → http is allowed. */
+  insecure?: boolean;
+  /** Following would send the request body again (a 307/308 to a POST). */
+  resendsBody?: boolean;
+}
+
+/**
+ * Checks one redirect hop from `from` to `location`: the `Location` parses,
+ * leads to http or https, not from https down to http (unless `insecure`),
+ * and does not send a request body again (`resendsBody`). Throws a
+ * {@linkcode PolicyError} naming the hop; returns the target.
+ *
+ * @example
+ * ```ts
+ * redirectTarget("http://h/a", "/b").href; // "http://h/b"
+ * redirectTarget("http://h/a", "file:///etc/passwd"); // throws PolicyError
+ * ```
+ */
+export function redirectTarget(
+  from: string,
+  location: string,
+  options: RedirectOptions = {},
+): URL {
+  const where = `${redact(from)}: HTTP ${options.status ?? 302}`;
+  let next: URL;
+  try {
+    next = new URL(location, from);
+  } catch {
+    throw new PolicyError(
+      `${where} with a malformed Location ${
+        JSON.stringify(redact(location.slice(0, 200)))
+      }`,
+      from,
+    );
+  }
+  const to = redact(next.href).slice(0, 200);
+  if (next.protocol !== "http:" && next.protocol !== "https:") {
+    throw new PolicyError(
+      `${where} redirects to ${to}, refused (redirects lead to http or https only)`,
+      from,
+    );
+  }
+  if (
+    new URL(from).protocol === "https:" && next.protocol === "http:" &&
+    !options.insecure
+  ) {
+    throw new PolicyError(
+      `${where} redirects from https to plain http (${to}), refused (--insecure allows it)`,
+      from,
+    );
+  }
+  if (options.resendsBody) {
+    throw new PolicyError(
+      `${where} would send the request body again to ${to}, not followed`,
+      from,
+    );
+  }
+  return next;
+}
+
+/**
+ * True when `value` can be sent as a token in an HTTP header: printable ASCII
+ * without spaces (what JWTs, OAuth tokens and API keys are made of).
+ */
+export function isHeaderToken(value: string): boolean {
+  return /^[\x21-\x7e]+$/.test(value);
 }
 
 /** Reads at most `limit` bytes of a stream, then cancels the rest; read errors are thrown. */
@@ -228,8 +360,9 @@ export async function statusError(
   );
 }
 
-/** True for failures a retry may cure: network errors, timeouts, 5xx, 429. */
+/** True for failures a retry may cure: network errors, timeouts, 5xx, 429 (never a {@linkcode PolicyError}). */
 export function isTransient(err: unknown): boolean {
+  if (err instanceof PolicyError) return false;
   if (err instanceof NetworkError) return true;
   if (err instanceof HttpStatusError) {
     return err.status >= 500 || err.status === 429;

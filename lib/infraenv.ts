@@ -4,9 +4,13 @@
  * iPXE interpreter, and recognises the service's "boot from local disk"
  * answer (404 to a MAC-specific script request).
  *
- * The bearer token is sent only to the API's own origin and path, never to a
- * URL that carries its own credential (`image_token`, `api_key`), and never to
+ * The bearer token is sent only to the API's own origin and path (the
+ * `--api-url` prefix, checked again on every redirect hop), never to a URL
+ * that carries its own credential (`image_token`, `api_key`), and never to
  * image-service URLs: the artifact downloader sends no `Authorization` at all.
+ * The offline token is posted to the SSO endpoint only: a redirect from it is
+ * never followed. A token sent over plain http (bearer, offline token, a
+ * script URL's `api_key`) is worth a warning, once per origin.
  *
  * @module
  */
@@ -16,6 +20,7 @@ import { BootError, ExitCode } from "./errors.ts";
 import {
   errorText,
   HttpStatusError,
+  isHeaderToken,
   isTransient,
   NetworkError,
   readAtMost,
@@ -92,6 +97,26 @@ export function errorBodyText(body: string): string {
   return redact(line).slice(0, 300);
 }
 
+/** Largest SSO answer read, in bytes (a token answer is a few KiB). */
+export const MAX_SSO_BYTES = 256 * 1024;
+
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+
+/** Origins already warned about, per kind of token. */
+const warnedPlainHttp = new Set<string>();
+
+/** Warns once per token kind and origin when `url` is plain http. */
+function warnPlainHttp(url: URL, what: string): void {
+  const key = `${what} ${url.origin}`;
+  if (url.protocol !== "http:" || warnedPlainHttp.has(key)) return;
+  warnedPlainHttp.add(key);
+  log.warn(
+    `${what} is sent over plain http to ${
+      redact(url.origin)
+    }: anyone on the network path can read it (use https)`,
+  );
+}
+
 /** An access token and when it stops being valid. */
 interface AccessToken {
   token: string;
@@ -108,8 +133,12 @@ export async function exchangeRefreshToken(
   options: ClientOptions = {},
 ): Promise<AccessToken> {
   const started = Date.now();
-  const { response, text } = await withRetries(async () => {
+  warnPlainHttp(new URL(ssoUrl), "The offline token");
+  const { response, bytes } = await withRetries(async () => {
     const res = await request(ssoUrl, {
+      // A redirect is never followed: a 307/308 would post the offline token
+      // to wherever it points.
+      redirect: "manual",
       method: "POST",
       headers: {
         "content-type": "application/x-www-form-urlencoded",
@@ -126,8 +155,15 @@ export async function exchangeRefreshToken(
     if (res.status >= 500 || res.status === 429) {
       throw new HttpStatusError(res.status, ssoUrl, await readErrorBody(res));
     }
+    if (REDIRECTS.has(res.status)) {
+      await res.body?.cancel();
+      return { response: res, bytes: new Uint8Array(0) };
+    }
     try {
-      return { response: res, text: await res.text() };
+      return {
+        response: res,
+        bytes: await readAtMost(res.body, MAX_SSO_BYTES + 1),
+      };
     } catch (err) {
       throw new NetworkError(
         `${redact(ssoUrl)}: connection lost while reading the answer: ${
@@ -148,6 +184,24 @@ export async function exchangeRefreshToken(
       ExitCode.Api,
     );
   });
+  if (REDIRECTS.has(response.status)) {
+    const location = response.headers.get("location");
+    throw new BootError(
+      `SSO at ${redact(ssoUrl)} answered HTTP ${response.status} (a redirect${
+        location ? ` to ${redact(location.slice(0, 200))}` : ""
+      }): not followed, the offline token goes to --sso-url only (give the final URL there)`,
+      ExitCode.Api,
+    );
+  }
+  if (bytes.length > MAX_SSO_BYTES) {
+    throw new BootError(
+      `SSO at ${
+        redact(ssoUrl)
+      } answered more than ${MAX_SSO_BYTES} bytes, which is not a token answer`,
+      ExitCode.Api,
+    );
+  }
+  const text = new TextDecoder().decode(bytes);
   if (!response.ok) {
     throw new BootError(
       `SSO refused the refresh token (HTTP ${response.status}): ${
@@ -172,6 +226,14 @@ export async function exchangeRefreshToken(
     );
   }
   addSecret(json.access_token);
+  if (!isHeaderToken(json.access_token)) {
+    throw new BootError(
+      `SSO at ${
+        redact(ssoUrl)
+      } answered an access_token that cannot be sent in an HTTP header (it holds spaces, control or non-ASCII characters)`,
+      ExitCode.Api,
+    );
+  }
   const ttl = typeof json.expires_in === "number" && json.expires_in > 0
     ? json.expires_in
     : 300;
@@ -268,6 +330,11 @@ export function createScriptClient(
     })
     : source.url;
 
+  // Local files only when the user's own first script is one.
+  const localSource = source.kind === "ipxe-url" &&
+    new URL(source.url).protocol === "file:";
+
+  // The bearer's scope: the API origin and path, checked on every hop.
   const wantsBearer = (url: URL) =>
     apiBase !== undefined && url.origin === apiBase.origin &&
     url.pathname.startsWith(apiBase.pathname) &&
@@ -279,6 +346,14 @@ export function createScriptClient(
       const parsed = new URL(url);
       const scheme = parsed.protocol.slice(0, -1);
       if (scheme === "file") {
+        if (!localSource) {
+          throw new BootError(
+            `Refused to read ${
+              redact(url)
+            }: local files are read only when --ipxe-url is a file: URL`,
+            ExitCode.Api,
+          );
+        }
         try {
           const file = await Deno.open(parsed);
           return {
@@ -301,6 +376,15 @@ export function createScriptClient(
         );
       }
       const bearer = wantsBearer(parsed);
+      if (bearer && auth.kind !== "none") {
+        warnPlainHttp(parsed, "The API token");
+      } else if (
+        parsed.searchParams.has("api_key") ||
+        parsed.searchParams.has("image_token")
+      ) {
+        // A hub's script URL carries its credential in the query.
+        warnPlainHttp(parsed, "The api_key or image_token of a script URL");
+      }
       let reauthenticated = false;
       for (;;) {
         const authorization = bearer ? await tokens.authorization() : undefined;
@@ -310,6 +394,7 @@ export function createScriptClient(
           response = await withRetries(async () => {
             const res = await request(url, {
               authorization,
+              authorizationScope: wantsBearer,
               client: options.client,
               timeoutMs: fetchOptions.timeoutMs ?? options.timeoutMs,
             });

@@ -44,6 +44,7 @@ import {
   sha256File,
 } from "./download.ts";
 import { HttpStatusError } from "./http.ts";
+import { artifactPin, checkPins } from "./pins.ts";
 import { assembleInitrd } from "./initrd.ts";
 import { log, redact } from "./log.ts";
 import type { KexecPlan } from "./plan.ts";
@@ -52,6 +53,8 @@ import {
   type Progress,
   type ProgressMode,
 } from "./progress.ts";
+
+export { artifactPin } from "./pins.ts";
 
 /** Options for {@linkcode load}. */
 export interface LoadOptions {
@@ -69,8 +72,17 @@ export interface LoadOptions {
   kernelSha256?: string;
   /** Pin for the assembled initrd (`--initrd-sha256`). */
   initrdSha256?: string;
-  /** Pins for single artifacts by URL (`--artifact-sha256 URL=HEX`); a key without a query matches any query. */
+  /**
+   * Pins for single artifacts by URL (`--artifact-sha256 URL=HEX`), compared
+   * in normal form (`lib/pins.ts`); a key without a query matches any query,
+   * and a key that matches nothing in the plan is refused (Usage).
+   */
   artifactSha256?: Record<string, string>;
+  /**
+   * `file:` artifacts are allowed (default false): only when the first
+   * script was the user's own `file:` URL.
+   */
+  localFiles?: boolean;
   /** Fetches the script again when a signed URL answered 401/403 (at most twice). */
   refetchPlan?: () => Promise<KexecPlan>;
   /** Architecture (default `Deno.build.arch`). */
@@ -146,19 +158,6 @@ export function isCacheable(url: string): boolean {
   }
 }
 
-/** The pin for `url` in `pins`: exact match first, then a key without a query matching the URL without its query. */
-export function artifactPin(
-  url: string,
-  pins: Record<string, string> = {},
-): string | undefined {
-  if (pins[url]) return pins[url];
-  const bare = url.split("?")[0].split("#")[0];
-  for (const [key, value] of Object.entries(pins)) {
-    if (!key.includes("?") && key === bare) return value;
-  }
-  return undefined;
-}
-
 function authFailure(err: unknown): HttpStatusError | undefined {
   const cause = err instanceof BootError ? err.cause : err;
   if (
@@ -176,7 +175,7 @@ export async function load(
   plan: KexecPlan,
   options: LoadOptions,
 ): Promise<LoadedImage> {
-  checkSchemes(plan);
+  checkPlan(plan, options);
   await prepareWorkDir(options.workDir);
   // Files from an earlier run must never pass for this run's verified ones.
   await removeOurFiles(options.workDir);
@@ -210,7 +209,7 @@ export async function load(
         } answered ${denied.status}: the signed URL has probably expired, fetching the script again`,
       );
       current = await options.refetchPlan();
-      checkSchemes(current);
+      checkPlan(current, options);
     }
   }
 }
@@ -232,8 +231,12 @@ async function removeOurFiles(dir: string): Promise<void> {
 
 const SCHEMES = new Set(["http:", "https:", "file:"]);
 
-/** Refuses, before any download, an artifact the bootloader cannot fetch (nfs, tftp…). */
-function checkSchemes(plan: KexecPlan): void {
+/**
+ * Refuses, before any download, an artifact the bootloader cannot fetch (nfs,
+ * tftp…), a `file:` one unless `localFiles`, and pins that would be ignored.
+ */
+function checkPlan(plan: KexecPlan, options: LoadOptions): void {
+  checkPins(plan, options);
   for (const { url } of [plan.kernel, ...plan.initrds]) {
     let protocol: string;
     try {
@@ -249,6 +252,14 @@ function checkSchemes(plan: KexecPlan): void {
         `Unsupported URL scheme "${protocol.slice(0, -1)}" in ${
           redact(url)
         } (artifacts are fetched over http, https or file)`,
+        ExitCode.Download,
+      );
+    }
+    if (protocol === "file:" && !options.localFiles) {
+      throw new BootError(
+        `Refused to read ${
+          redact(url)
+        }: local files are read only when --ipxe-url is a file: URL`,
         ExitCode.Download,
       );
     }

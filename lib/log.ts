@@ -3,7 +3,10 @@
  *
  * stdout is reserved for machine-readable output (`--print-plan`, `--no-kexec`),
  * so every log line goes to stderr, one line per message, readable in the
- * journal. Every line passes through {@linkcode redact} first.
+ * journal. Every message passes through {@linkcode redact} and then
+ * {@linkcode escapeControls}: text a server wrote (an error body, an iPXE
+ * `echo`, a URL) can neither hide a secret nor move the cursor, recolour the
+ * terminal or forge a second log line.
  *
  * @module
  */
@@ -28,16 +31,24 @@ export function addSecret(value: string): void {
 
 /**
  * Removes credentials from text: `api_key=`, `image_token=` and other token
- * query parameters, `Bearer` values, and every registered secret.
+ * query parameters, `Bearer` values, the `user:password@` of URLs, and every
+ * registered secret.
  *
  * @example
  * ```ts
  * redact("https://h/x?api_key=abc&arch=x86_64"); // "https://h/x?api_key=REDACTED&arch=x86_64"
+ * redact("http://admin:pw@h/boot.ipxe"); // "http://REDACTED@h/boot.ipxe"
  * ```
  */
 export function redact(text: string): string {
   let out = text;
   for (const s of secrets) out = out.split(s).join("REDACTED");
+  // The userinfo ends at the last "@" before the path, query or fragment
+  // (like URL parsers); "http:user:pw@h" without slashes is an URL too.
+  out = out.replace(
+    /\b([a-z][a-z0-9+.-]*:\/\/|https?:)[^\s/?#"'<>]*@/gi,
+    "$1REDACTED@",
+  );
   const names = QUERY_SECRETS.join("|");
   out = out.replace(
     new RegExp(`([?&;](?:${names})=)[^&\\s"']*`, "gi"),
@@ -49,6 +60,50 @@ export function redact(text: string): string {
     "$1REDACTED",
   );
   return out;
+}
+
+/**
+ * Control characters and characters that reorder or break text (C0, DEL, C1,
+ * line and paragraph separators, bidirectional overrides and isolates).
+ */
+const CONTROLS =
+  // deno-lint-ignore no-control-regex
+  /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * Makes text safe for a terminal or the journal, on one line: every control
+ * character (newlines and escape sequences included) is written as a visible
+ * `\xNN` or `\u{NNNN}` escape.
+ *
+ * @example
+ * ```ts
+ * escapeControls("ok\x1b[2J\nforged"); // "ok\\x1b[2J\\x0aforged"
+ * ```
+ */
+export function escapeControls(text: string): string {
+  return text.replace(CONTROLS, (c) => {
+    const code = c.charCodeAt(0);
+    return code <= 0xff
+      ? `\\x${code.toString(16).padStart(2, "0")}`
+      : `\\u{${code.toString(16)}}`;
+  });
+}
+
+/** The characters of {@linkcode CONTROLS} that `JSON.stringify` leaves raw. */
+const JSON_RAW_CONTROLS =
+  /[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * `JSON.stringify(value, null, 2)` that is also safe for a terminal: the
+ * characters {@linkcode escapeControls} escapes, which JSON leaves raw above
+ * U+007E (DEL, C1, separators, bidirectional controls), are written as
+ * `\uNNNN` too. Still valid JSON, parsing to the same value.
+ */
+export function safeJson(value: unknown): string {
+  return JSON.stringify(value, null, 2).replace(
+    JSON_RAW_CONTROLS,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
 }
 
 /** Log levels in increasing order of importance. */
@@ -93,11 +148,8 @@ export function setLineWrapper(wrap?: (emit: () => void) => void): void {
 function write(level: LogLevel, message: string): void {
   if (ORDER[level] < ORDER[threshold]) return;
   const prefix = level === "info" ? "" : `${level}: `;
-  const emit = () => {
-    for (const line of redact(message).split("\n")) {
-      sink(`assisted-bootloader: ${prefix}${line}`);
-    }
-  };
+  const line = escapeControls(redact(message));
+  const emit = () => sink(`assisted-bootloader: ${prefix}${line}`);
   if (wrapper) wrapper(emit);
   else emit();
 }

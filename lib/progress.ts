@@ -6,7 +6,7 @@
  * @module
  */
 
-import { log, setLineWrapper } from "./log.ts";
+import { escapeControls, log, setLineWrapper } from "./log.ts";
 
 /** How progress is shown: `auto` picks `tty` when stderr is a terminal, else `lines`. */
 export type ProgressMode = "auto" | "tty" | "lines" | "none";
@@ -129,7 +129,9 @@ export function createProgress(
 
   return {
     track(label: string): ProgressTracker {
-      const bar: Bar = { label, bytes: 0, start: now() };
+      // The label may carry a name from the script: the bars are written to
+      // the terminal directly, so no escape sequence may reach it raw.
+      const bar: Bar = { label: escapeControls(label), bytes: 0, start: now() };
       if (effective === "none") {
         return { update() {}, finish() {}, fail() {} };
       }

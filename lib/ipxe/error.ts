@@ -5,7 +5,7 @@
  */
 
 import { BootError, ExitCode } from "../errors.ts";
-import { redact } from "../log.ts";
+import { escapeControls, redact } from "../log.ts";
 
 /**
  * The script failed, booted nothing, or hit a safety cap. The message is one
@@ -15,18 +15,7 @@ import { redact } from "../log.ts";
 export class IpxeError extends BootError {
   /** Creates the error; the message is redacted and control characters are escaped (one line). */
   constructor(message: string, options?: ErrorOptions) {
-    super(redact(oneLine(message)), ExitCode.Script, options);
+    super(escapeControls(redact(message)), ExitCode.Script, options);
     this.name = "IpxeError";
   }
 }
-
-/** Escapes control characters (newlines included) as `\xNN` so a message stays on one line. */
-function oneLine(text: string): string {
-  return text.replace(
-    CONTROL,
-    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
-  );
-}
-
-// deno-lint-ignore no-control-regex
-const CONTROL = /[\x00-\x1f\x7f]/g;

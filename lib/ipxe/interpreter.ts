@@ -27,7 +27,7 @@ import {
   splitCommands,
   splitTokens,
 } from "./tokenize.ts";
-import { imageNameFromUri, parseUri, resolveUri } from "./uri.ts";
+import { imageNameFromUri, isLocalUri, parseUri, resolveUri } from "./uri.ts";
 
 /** Fetches a script-or-image URL that is being executed. */
 export type ScriptFetcher = (
@@ -288,14 +288,24 @@ export class Engine {
 
   /**
    * A new, unregistered image for a URI resolved against the current script.
-   * Deviation: an empty URI fails instead of naming the running script.
+   * Deviations: an empty URI fails instead of naming the running script, and
+   * a `file:` URI is fatal unless the current script was itself read from a
+   * file (a script fetched over the network never reaches local files).
    */
   newImage(uri: string, kind: Image["kind"]): Image {
     // iPXE would resolve "" to the running script itself; never what was meant.
     if (uri === "") {
       throw new CommandFailure(`"" is not a URI (an unset setting?)`);
     }
-    const url = resolveUri(this.cwuri(), uri);
+    const base = this.cwuri();
+    const url = resolveUri(base, uri);
+    if (isLocalUri(url) && (base === undefined || !isLocalUri(base))) {
+      throw this.fatal(
+        `${
+          fromBinary(url)
+        }: a script fetched over the network cannot name local files (file: URLs are allowed in a file: script only)`,
+      );
+    }
     return {
       name: imageNameFromUri(url),
       url,

@@ -9,6 +9,10 @@
  *
  * Strings are kept as they are written (no re-encoding).
  *
+ * {@linkcode isLocalUri} answers the one question the bootloader's trust
+ * rule asks of an URI (does it name the local file system?) the way the
+ * fetcher will read it, not the way iPXE splits it.
+ *
  * @module
  */
 
@@ -152,4 +156,18 @@ export function imageNameFromUri(uri: string): string | undefined {
   const parsed = parseUri(uri);
   const named = parsed.path ?? parsed.opaque;
   return named === undefined ? undefined : basename(named);
+}
+
+/**
+ * True when `uri` (a resolved, absolute URI) names the local file system the
+ * way the bootloader's fetchers would read it: a `file:` URL after WHATWG
+ * parsing (any case, stray spaces and tabs removed), or, when it does not
+ * parse, an iPXE scheme `file`.
+ */
+export function isLocalUri(uri: string): boolean {
+  try {
+    return new URL(uri).protocol === "file:";
+  } catch {
+    return parseUri(uri).scheme?.toLowerCase() === "file";
+  }
 }

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  type ConfigSources,
   helpText,
   normalizeMac,
   parseConfig,
@@ -19,13 +20,17 @@ function missing(p: string): never {
   throw new Deno.errors.NotFound(p);
 }
 
-function run(argv: string[], sources = none) {
+function run(argv: string[], sources: ConfigSources = none) {
   const r = parseConfig(argv, sources);
   assert.equal(r.kind, "run");
   return (r as Extract<typeof r, { kind: "run" }>).config;
 }
 
-function usageError(argv: string[], pattern: RegExp, sources = none) {
+function usageError(
+  argv: string[],
+  pattern: RegExp,
+  sources: ConfigSources = none,
+) {
   assert.throws(() => parseConfig(argv, sources), (err: unknown) => {
     assert.ok(err instanceof BootError, String(err));
     assert.equal(err.exitCode, ExitCode.Usage);
@@ -187,7 +192,7 @@ Deno.test("config: bad input is one clear usage error", () => {
   );
   usageError(
     ["--infra-env-id", "6f2a3c1e-8d4b", "--token", "a\u0001b"],
-    /--token contains whitespace or control characters/,
+    /--token contains characters that cannot be sent in an HTTP header/,
   );
   files["/cfgbad"] = "this is not a pair\n";
   usageError(
@@ -243,5 +248,139 @@ Deno.test("config: unknown assisted.* kernel parameters are warned about, /init'
     configureLog({
       sink: (l) => Deno.stderr.writeSync(new TextEncoder().encode(l + "\n")),
     });
+  }
+});
+
+Deno.test("config: --timeout beyond what a timer can wait is a usage error", () => {
+  assert.equal(
+    run(["--ipxe-url", "http://h/x", "--timeout", "2147483"]).timeoutMs,
+    2_147_483_000,
+  );
+  for (const value of ["2147484", "2147483.7", "99999999999", "1e400"]) {
+    usageError(
+      ["--ipxe-url", "http://h/x", "--timeout", value],
+      /--timeout must be (at most 2147483|a number)/,
+    );
+  }
+  usageError(["--ipxe-url", "http://h/x"], /--timeout must be at most/, {
+    ...none,
+    env: { ASSISTED_TIMEOUT: "3000000" },
+  });
+});
+
+Deno.test("config: a pin is exactly 64 hex digits, wherever it comes from", () => {
+  const url = "http://h/x";
+  for (
+    const hex of [
+      "a".repeat(32),
+      "a".repeat(63),
+      "a".repeat(65),
+      "g".repeat(64),
+    ]
+  ) {
+    usageError(["--ipxe-url", url, "--kernel-sha256", hex], /64 hexadecimal/);
+    usageError(["--ipxe-url", url, "--initrd-sha256", hex], /64 hexadecimal/);
+    usageError(
+      ["--ipxe-url", url, "--artifact-sha256", `http://h/k=${hex}`],
+      /--artifact-sha256 digest must be 64 hexadecimal/,
+    );
+    usageError(["--ipxe-url", url], /64 hexadecimal/, {
+      ...none,
+      env: { ASSISTED_ARTIFACT_SHA256: `http://h/k=${hex}` },
+    });
+  }
+  const c = run([
+    "--ipxe-url",
+    url,
+    "--artifact-sha256",
+    `http://h/k?a=b=${"A".repeat(64)}`,
+  ]);
+  assert.deepEqual(c.artifactSha256, { "http://h/k?a=b": "a".repeat(64) });
+});
+
+Deno.test("config: a token that cannot go in an HTTP header is a usage error, from a flag, the environment or a file", () => {
+  const id = ["--infra-env-id", "6f2a3c1e-8d4b"];
+  const bad = [
+    "tok\u0435n", // Cyrillic: not Latin-1
+    "t\u00f6ken", // Latin-1 but not ASCII
+    "emoji\u{1f600}",
+    "a\x7fb",
+    "a\tb",
+    "a b",
+    "a\u0085b",
+  ];
+  const pattern = /cannot be sent in an HTTP header/;
+  for (const token of bad) {
+    usageError([...id, "--token", token], pattern);
+    usageError(id, pattern, { ...none, env: { ASSISTED_TOKEN: token } });
+    files["/bad-token"] = token + "\n";
+    usageError([...id, "--token-file", "/bad-token"], pattern);
+    usageError([...id, "--refresh-token-file", "/bad-token"], pattern);
+  }
+  const ok = run([...id, "--token", "eyJhbGciOi.J9-_~+/=.x"]);
+  assert.deepEqual(ok.source.kind === "infraenv" && ok.source.auth, {
+    kind: "token",
+    token: "eyJhbGciOi.J9-_~+/=.x",
+  });
+});
+
+Deno.test("config: a token file, or a config file holding a token, readable by others is warned about by name", () => {
+  const lines: string[] = [];
+  configureLog({ sink: (l) => lines.push(l) });
+  const modes: Record<string, number> = {
+    "/open-token": 0o100644,
+    "/group-token": 0o100640,
+    "/private-token": 0o100600,
+    "/open-cfg": 0o100604,
+  };
+  const sources = { ...none, fileMode: (p: string) => modes[p] };
+  const id = ["--infra-env-id", "6f2a3c1e-8d4b"];
+  try {
+    for (const p of ["/open-token", "/group-token", "/private-token"]) {
+      files[p] = "token-value-123456\n";
+    }
+    run([...id, "--token-file", "/open-token"], sources);
+    run([...id, "--refresh-token-file", "/group-token"], sources);
+    run([...id, "--token-file", "/private-token"], sources);
+    files["/open-cfg"] =
+      "ASSISTED_INFRA_ENV_ID=6f2a3c1e-8d4b\nASSISTED_TOKEN=token-value-123456\n";
+    run(["--config", "/open-cfg"], sources);
+    files["/open-cfg-no-token"] = "ASSISTED_IPXE_URL=http://h/x\n";
+    run(["--config", "/open-cfg-no-token"], {
+      ...sources,
+      fileMode: () => 0o100644,
+    });
+    assert.deepEqual(lines, [
+      "assisted-bootloader: warn: Token file /open-token is readable by other users (mode 0644): chmod 600 /open-token",
+      "assisted-bootloader: warn: Refresh token file /group-token is readable by other users (mode 0640): chmod 600 /group-token",
+      "assisted-bootloader: warn: Config file /open-cfg holds ASSISTED_TOKEN and is readable by other users (mode 0604): chmod 600 /open-cfg",
+    ]);
+  } finally {
+    configureLog({
+      sink: (l) => Deno.stderr.writeSync(new TextEncoder().encode(l + "\n")),
+    });
+  }
+});
+
+Deno.test("config: the token file mode comes from the file system by default", async () => {
+  const dir = await Deno.makeTempDir();
+  const lines: string[] = [];
+  configureLog({ sink: (l) => lines.push(l) });
+  try {
+    const path = `${dir}/token`;
+    await Deno.writeTextFile(path, "token-value-123456\n", { mode: 0o600 });
+    await Deno.chmod(path, 0o644);
+    const args = ["--infra-env-id", "6f2a3c1e-8d4b", "--token-file", path];
+    parseConfig(args, { env: {}, cmdline: "" });
+    assert.equal(lines.length, 1);
+    assert.match(lines[0], new RegExp(`Token file ${path} is readable`));
+    await Deno.chmod(path, 0o600);
+    parseConfig(args, { env: {}, cmdline: "" });
+    assert.equal(lines.length, 1, "a private file is not warned about");
+  } finally {
+    configureLog({
+      sink: (l) => Deno.stderr.writeSync(new TextEncoder().encode(l + "\n")),
+    });
+    await Deno.remove(dir, { recursive: true });
   }
 });
