@@ -1,4 +1,4 @@
-# Chain test (issue 6): Debian + systemd rootfs, Ignition applied by Debian's
+# Chain test (tests/vm/chain_test.ts): Debian + systemd rootfs, Ignition applied by Debian's
 # real `ignition`, booted in QEMU. Included by the top-level Makefile.
 # Scripts: image/rootfs/*.sh (see their headers). Needs root (debootstrap).
 CHAIN_BUILD ?= $(abspath build)/chain

@@ -265,10 +265,6 @@ export interface ConfigSources {
 
 type Raw = Partial<Record<OptionName, string | boolean | string[]>>;
 
-function envName(name: string): string {
-  return "ASSISTED_" + name.toUpperCase().replaceAll("-", "_");
-}
-
 function usage(message: string): BootError {
   // Sentence case, whoever built the message ("token file /x is empty").
   return new BootError(
@@ -762,9 +758,4 @@ export function parseConfig(
       verbose: bool("verbose"),
     },
   };
-}
-
-/** The environment variable that carries an option (for docs and tests). */
-export function optionEnvName(name: OptionName): string {
-  return envName(name);
 }

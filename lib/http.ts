@@ -55,8 +55,6 @@ export interface RequestOptions {
   body?: BodyInit;
   /** Value of the `Authorization` header, sent only to the origin of the first URL. */
   authorization?: string;
-  /** Redirects followed before giving up (default 5). */
-  maxRedirects?: number;
   /** Milliseconds until the response headers must have arrived (default 30 s). */
   timeoutMs?: number;
   /**
@@ -75,7 +73,7 @@ const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
 /**
  * Fetches `url` following redirects by hand so the policy is explicit: at most
- * `maxRedirects` hops, and the `Authorization` header is sent only while the
+ * 5 hops, and the `Authorization` header is sent only while the
  * request stays on the origin of `url`. Returns the final response whatever its
  * status; the caller decides what a status means.
  */
@@ -83,7 +81,7 @@ export async function request(
   url: string,
   options: RequestOptions = {},
 ): Promise<Response> {
-  const maxRedirects = options.maxRedirects ?? 5;
+  const maxRedirects = 5;
   const authOrigin = new URL(url).origin;
   let current = url;
   let method = options.method ?? "GET";
@@ -392,11 +390,6 @@ export function createClient(
     );
   }
   return client;
-}
-
-/** True when `client` was made by {@linkcode createClient} with `insecure: true`. */
-export function isInsecureClient(client?: Deno.HttpClient): boolean {
-  return client !== undefined && insecureClients.has(client);
 }
 
 let curlProgram = "curl";
