@@ -1,8 +1,10 @@
 /**
- * The Debian packages: one list (packages.txt) that `make test` and .ci/run
- * both hand to image/initrd/require_tools.sh, which names exactly what is
- * missing; and every package a script, a Makefile or an error message asks
- * for is on that list (or in every Debian installation).
+ * The Makefile as a newcomer meets it: `make help` lists the targets of the
+ * Makefile and of every included .mk file; the Debian packages are one list
+ * (packages.txt) that `make test` and .ci/run both hand to
+ * image/initrd/require_tools.sh, which names exactly what is missing; and
+ * every package a script, a Makefile or an error message asks for is on that
+ * list (or in every Debian installation).
  */
 
 import assert from "node:assert/strict";
@@ -34,6 +36,37 @@ async function run(
     stderr: dec.decode(out.stderr),
   };
 }
+
+Deno.test("make help: every `##` target of the Makefile and its .mk files, with its description", async () => {
+  const help = await run("make", ["-s", "help"]);
+  assert.equal(help.code, 0, help.stderr);
+  const rows = new Map(
+    help.stdout.split("\n").slice(1).filter((l) => l).map((l) => {
+      const m = /^ {2}(\S+(?: \(default\))?) +(\S.*)$/.exec(l);
+      assert.ok(m, `a "  target  description" row: ${JSON.stringify(l)}`);
+      return [m[1], m[2]];
+    }),
+  );
+  for (
+    const target of [
+      "help",
+      "setup",
+      "dev",
+      "test",
+      "test-fast",
+      "packages",
+      "docs",
+      "compile",
+      "generate-ignition", // ignition/ignition.mk
+      "image (default)", // image/image.mk
+      "initrd", // image/initrd.mk
+      "run-vm", // image/vm.mk
+      "chain-test", // image/rootfs.mk
+    ]
+  ) assert.ok(rows.has(target), `make help lists ${target}`);
+  assert.match(rows.get("test")!, /every test suite/);
+  assert.doesNotMatch(help.stdout, /\$\(/, "no unexpanded make variable");
+});
 
 Deno.test("require_tools.sh --packages: names exactly the missing packages, installs nothing with INSTALL_PACKAGES=0", async () => {
   const dir = await Deno.makeTempDir();
@@ -87,7 +120,7 @@ Deno.test("one list: `make test` and .ci/run hand packages.txt to require_tools.
   assert.match(ci, /"make -s test/, ".ci/run runs the README's command");
 });
 
-Deno.test("every Debian package the tree asks for is on packages.txt", async () => {
+Deno.test("every Debian package the tree asks for is on packages.txt", () => {
   const listed = listedPackages();
   const asked = new Map<string, string>();
   const ask = (names: string, where: string) => {
@@ -108,7 +141,9 @@ Deno.test("every Debian package the tree asks for is on packages.txt", async () 
   }
   const pkg = "[a-z0-9][a-z0-9+.-]*";
   for (const file of files) {
-    if (file === REQUIRE_TOOLS || file.endsWith("/packages_test.ts")) continue;
+    if (file === REQUIRE_TOOLS || file === new URL(import.meta.url).pathname) {
+      continue;
+    }
     const where = file.slice(ROOT.length);
     for (const line of Deno.readTextFileSync(file).split("\n")) {
       // Error messages: "(Debian package: x)", "(Debian packages: x, y)", "(apt-get install x y)".
