@@ -25,7 +25,8 @@ export const DEFAULT_CONFIG_FILE = "/etc/assisted-bootloader/config.env";
 export const DEFAULT_WORK_DIR = "/var/lib/assisted-bootloader";
 
 type Kind = "string" | "boolean" | "list";
-interface OptionSpec {
+/** One row of {@linkcode OPTIONS}: what `--help` and docs/options.md show. */
+export interface OptionSpec {
   kind: Kind;
   short?: string;
   help: string;
@@ -33,7 +34,7 @@ interface OptionSpec {
 }
 
 /** Every option; the env name is `ASSISTED_` + upper snake case, the cmdline key `assisted.` + snake case. */
-const OPTIONS = {
+export const OPTIONS = {
   "api-url": {
     kind: "string",
     arg: "URL",
