@@ -38,7 +38,7 @@ async function run(
 }
 
 Deno.test("make help: every `##` target of the Makefile and its .mk files, with its description", async () => {
-  const help = await run("make", ["-s", "help"]);
+  const help = await run("make", ["-s", "--no-print-directory", "help"]);
   assert.equal(help.code, 0, help.stderr);
   const rows = new Map(
     help.stdout.split("\n").slice(1).filter((l) => l).map((l) => {
@@ -108,10 +108,15 @@ Deno.test("require_tools.sh --packages: names exactly the missing packages, inst
 });
 
 Deno.test("one list: `make test` and .ci/run hand packages.txt to require_tools.sh", async () => {
-  const make = await run("make", ["-n", "test", "PACKAGES_FILE=/x/list"]);
+  const make = await run("make", [
+    "-n",
+    "--no-print-directory", // also when this test runs under `make test`
+    "test",
+    "PACKAGES_FILE=/x/list",
+  ]);
   assert.equal(make.code, 0, make.stderr);
   assert.match(
-    make.stdout.split("\n")[0],
+    make.stdout.split("\n")[0], // before anything else
     /image\/initrd\/require_tools\.sh --packages \/x\/list$/,
   );
   const ci = Deno.readTextFileSync(`${ROOT}.ci/run`);
