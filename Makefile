@@ -1,5 +1,6 @@
 # assisted-bootloader: build, test and boot entry points.
-# Targets owned by a folder live in its .mk file (ignition/, image/).
+# Targets owned by a folder live in its .mk file (ignition/, image/); `make help` lists them all
+# from their `##` comments.
 SHELL := /bin/bash
 ROOT := $(abspath .)
 TOOLS := $(ROOT)/.tools
@@ -10,11 +11,18 @@ DENO_PLATFORM := $(if $(filter aarch64 arm64,$(shell uname -m)),linux-arm64-glib
 DENO := $(shell command -v deno 2>/dev/null || echo $(TOOLS)/bin/deno)
 export PATH := $(TOOLS)/bin:$(PATH)
 export DENO_NO_UPDATE_CHECK := 1
+# The Debian packages `make test` needs (and .ci/run installs): one list, see its header.
+PACKAGES_FILE ?= $(ROOT)/packages.txt
 
 .DEFAULT_GOAL := image
-.PHONY: setup dev test test-fast check lint fmt fmt-check bundle compile bench
+.PHONY: help setup packages dev test test-fast check lint fmt fmt-check docs bundle compile bench
 
-## setup: install Deno $(DENO_VERSION) from the npm registry into .tools/ (when not on PATH)
+## help: this list of targets (from the `##` comments of the Makefile and its .mk files)
+help:
+	@echo "usage: make [TARGET] [VARIABLE=value]; each .mk file documents its variables at the top"
+	@sed -n 's/^## \([^:]*\): \(.*\)/\1\t\2/p' $(MAKEFILE_LIST) | awk -F'\t' '{ printf "  %-19s %s\n", $$1, $$2 }'
+
+## setup: install Deno (DENO_VERSION in the Makefile) from the npm registry into .tools/ unless on PATH
 setup: $(DENO)
 
 $(TOOLS)/bin/deno:
@@ -29,22 +37,34 @@ $(TOOLS)/bin/deno:
 dev: setup
 	$(DENO) task dev
 
-## test: every test suite (unit, integration, VM)
-test: setup
+## packages: install the Debian packages of packages.txt (root with apt), else name the missing ones
+packages:
+	@$(ROOT)/image/initrd/require_tools.sh --packages $(PACKAGES_FILE)
+
+## test: every test suite (unit, integration, VM), after installing what they need (packages, Deno)
+test: packages setup
 	$(DENO) task test
 
 ## test-fast: unit and integration tests only (no root, no QEMU)
-test-fast: setup
+test-fast: packages setup
 	$(DENO) task test:fast
 
+## check: type-check every module (deno task check)
 check: setup
 	$(DENO) task check
+## lint: deno lint
 lint: setup
 	$(DENO) lint
+## fmt: format the sources (deno fmt)
 fmt: setup
 	$(DENO) fmt
+## fmt-check: fail when a file is not formatted (deno fmt --check)
 fmt-check: setup
 	$(DENO) fmt --check
+
+## docs: regenerate docs/options.md and docs/exit_codes.md from lib/config.ts and lib/errors.ts
+docs: setup
+	$(DENO) task docs
 
 ## bundle: one JavaScript file for `deno run` (same code as the compiled binary)
 bundle: setup
@@ -54,6 +74,7 @@ bundle: setup
 compile: setup
 	$(DENO) task compile
 
+## bench: download throughput and memory against curl (deno task bench; a benchmark, not a test)
 bench: setup
 	$(DENO) task bench
 

@@ -1,8 +1,8 @@
 /**
  * `deno task bench`: the bootloader's download + sha256 against curl, side by
  * side, on a 1 GiB file served from 127.0.0.1. A benchmark, not a test: it
- * asserts nothing about time, it measures and prints a markdown table (for the
- * README) with the machine and the date.
+ * asserts nothing about time, it measures and prints a markdown table (for
+ * docs/benchmarks.md) with the machine and the date.
  *
  * Measured, each `--repeat` times in alternation (the median is reported):
  * - `curl -o FILE` (download to the same file system as the bootloader),

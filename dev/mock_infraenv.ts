@@ -1,8 +1,8 @@
 /**
  * A mock assisted-service + assisted-image-service + Red Hat SSO, faithful to
- * `shared/reference/assisted-service.md`: the same paths, the exact iPXE
- * template, the three auth modes, HEAD/Range/Content-Length on artifacts and
- * the documented error bodies. It binds 127.0.0.1 only.
+ * the real services: the same paths, the exact iPXE template, the three auth
+ * modes, HEAD/Range/Content-Length on artifacts and the documented error
+ * bodies. It binds 127.0.0.1 only.
  *
  * Used by the integration tests, `deno task dev`, `make run-vm` and the VM
  * tests. As a program it prints one JSON line with its URLs and serves until

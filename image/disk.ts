@@ -324,25 +324,6 @@ export async function appendKargs(
   return entries.map((e) => e.name);
 }
 
-/** The options line of each BLS entry (for checks and logs). */
-export async function blsOptions(
-  spec: string,
-  tmpDir: string,
-): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  for (
-    const e of (await listDir(spec, "/loader/entries")).filter((x) =>
-      x.name.endsWith(".conf")
-    )
-  ) {
-    const text = new TextDecoder().decode(
-      await fsRead(spec, `/loader/entries/${e.name}`, tmpDir),
-    );
-    out[e.name] = /^options (.*)$/m.exec(text)?.[1] ?? "";
-  }
-  return out;
-}
-
 /**
  * Grows `image` sparsely to `size` bytes and moves the backup GPT to the new
  * end (`sfdisk --relocate gpt-bak-std`), keeping the disk GUID.

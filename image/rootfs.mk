@@ -1,4 +1,4 @@
-# Chain test (issue 6): Debian + systemd rootfs, Ignition applied by Debian's
+# Chain test (tests/vm/chain_test.ts): Debian + systemd rootfs, Ignition applied by Debian's
 # real `ignition`, booted in QEMU. Included by the top-level Makefile.
 # Scripts: image/rootfs/*.sh (see their headers). Needs root (debootstrap).
 CHAIN_BUILD ?= $(abspath build)/chain
@@ -8,7 +8,7 @@ CHAIN_BUILD ?= $(abspath build)/chain
 chain-assets:
 	image/rootfs/prepare_chain.sh $(CHAIN_BUILD) $(abspath build)/cache
 
-## chain-image: apply IGNITION_CONFIG (default build/assisted-bootloader.ign) with the real ignition → $(CHAIN_BUILD)/rootfs.ext4
+## chain-image: apply IGNITION_CONFIG (default build/assisted-bootloader.ign) with the real ignition → build/chain/rootfs.ext4
 IGNITION_CONFIG ?= build/assisted-bootloader.ign
 chain-image: chain-assets
 	image/rootfs/apply_ignition.sh $(CHAIN_BUILD)/rootfs.tar.zst $(IGNITION_CONFIG) \

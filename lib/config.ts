@@ -26,7 +26,8 @@ export const DEFAULT_CONFIG_FILE = "/etc/assisted-bootloader/config.env";
 export const DEFAULT_WORK_DIR = "/var/lib/assisted-bootloader";
 
 type Kind = "string" | "boolean" | "list";
-interface OptionSpec {
+/** One row of {@linkcode OPTIONS}: what `--help` and docs/options.md show. */
+export interface OptionSpec {
   kind: Kind;
   short?: string;
   help: string;
@@ -34,7 +35,7 @@ interface OptionSpec {
 }
 
 /** Every option; the env name is `ASSISTED_` + upper snake case, the cmdline key `assisted.` + snake case. */
-const OPTIONS = {
+export const OPTIONS = {
   "api-url": {
     kind: "string",
     arg: "URL",
@@ -278,10 +279,6 @@ function statMode(path: string): number | undefined {
 }
 
 type Raw = Partial<Record<OptionName, string | boolean | string[]>>;
-
-function envName(name: string): string {
-  return "ASSISTED_" + name.toUpperCase().replaceAll("-", "_");
-}
 
 function usage(message: string): BootError {
   // Sentence case, whoever built the message ("token file /x is empty").
@@ -804,9 +801,4 @@ export function parseConfig(
       verbose: bool("verbose"),
     },
   };
-}
-
-/** The environment variable that carries an option (for docs and tests). */
-export function optionEnvName(name: OptionName): string {
-  return envName(name);
 }

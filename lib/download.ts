@@ -37,8 +37,6 @@ export interface DownloadOptions {
   timeoutMs?: number;
   /** Aborts the download. */
   signal?: AbortSignal;
-  /** Resume with `Range` after a cut (default: yes, except for a `…/pxe-initrd` URL). */
-  resume?: boolean;
   /** Expected sha256 (hex): a mismatch is fatal. */
   sha256?: string;
   /** Told about the bytes on disk. */
@@ -253,7 +251,7 @@ async function downloadTo(
   dest: string,
   options: DownloadOptions,
 ): Promise<DownloadResult> {
-  const resumable = options.resume ?? !isPxeInitrd(url);
+  const resumable = !isPxeInitrd(url);
   const retries = options.retries ?? 5;
   const state: State = { have: 0, ranges: false, resumed: false };
   try {

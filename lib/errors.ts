@@ -8,29 +8,33 @@
  * @module
  */
 
-/** Exit codes of the bootloader (documented in the README). */
+/** Exit codes of the bootloader (docs/exit_codes.md is generated from these comments). */
 export const ExitCode = {
-  /** Success (also: plan printed, local boot decided, `--no-kexec` done). */
+  /** Success: booted, plan printed, local boot decided, `--no-kexec` or `--load-only` done. */
   Ok: 0,
-  /** Unexpected internal error (a bug). */
+  /** Unexpected internal error (a bug: please report it). */
   Internal: 1,
   /** Bad command line, environment or configuration file. */
   Usage: 2,
   /** The iPXE script failed or booted nothing. */
   Script: 3,
-  /** The InfraEnv API or SSO refused or failed (auth, 4xx/5xx on the script). */
+  /** The InfraEnv API or SSO refused or failed (auth, HTTP errors on the script). */
   Api: 4,
-  /** An artifact could not be downloaded (network, HTTP status, size, scheme). */
+  /** An artifact could not be downloaded (network, HTTP status, size, unsupported scheme). */
   Download: 5,
-  /** An artifact failed verification (digest pin, length, format check). */
+  /** An artifact failed verification (pin, length, format: e.g. an HTML page served as a kernel). */
   Verify: 6,
-  /** Refused to start: not root, unsupported architecture. */
+  /**
+   * Refused to start: not root (without `--print-plan`/`--no-kexec`), unsupported architecture,
+   * a kernel built without kexec, `kernel.kexec_load_disabled=1`, or PID 1 is neither systemd nor
+   * the bootloader and neither `--force-reboot` nor `--load-only` was given.
+   */
   Refused: 7,
   /** The work directory cannot be written (permissions, disk full). */
   Disk: 8,
   /** kexec_file_load: EPERM (not root, or kernel lockdown). */
   KexecPermission: 10,
-  /** kexec_file_load: EKEYREJECTED/ENOKEY (signature required). */
+  /** kexec_file_load: EKEYREJECTED/ENOKEY (Secure Boot wants a signed kernel). */
   KexecSignature: 11,
   /** kexec_file_load: ENOEXEC (not a kernel for this machine). */
   KexecFormat: 12,
@@ -38,7 +42,7 @@ export const ExitCode = {
   KexecBusy: 13,
   /** kexec_file_load: ENOMEM (not enough memory for kernel + initrd). */
   KexecMemory: 14,
-  /** kexec_file_load: ENOSYS/EINVAL (kexec_file_load unsupported). */
+  /** kexec_file_load: ENOSYS/EINVAL (unsupported by this kernel, or it rejected the image or command line). */
   KexecUnsupported: 15,
   /** kexec_file_load failed with another errno. */
   KexecOther: 16,

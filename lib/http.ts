@@ -85,8 +85,6 @@ export interface RequestOptions {
    * the first answer, a redirect included, to the caller.
    */
   redirect?: "follow" | "manual";
-  /** Redirects followed before giving up (default 5). */
-  maxRedirects?: number;
   /** Milliseconds until the response headers must have arrived (default 30 s). */
   timeoutMs?: number;
   /**
@@ -103,12 +101,15 @@ export interface RequestOptions {
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 
+/** Redirects followed before giving up. */
+const MAX_REDIRECTS = 5;
+
 /** Schemes a request may start with; a redirect may only lead to http or https. */
 const REQUEST_SCHEMES = new Set(["http:", "https:", "file:"]);
 
 /**
  * Fetches `url` following redirects by hand so the policy is explicit: at most
- * `maxRedirects` hops, each one to http or https only, never from https to
+ * 5 hops, each one to http or https only, never from https to
  * http unless the client is `--insecure`, a 307/308 never sends the request
  * body again, and the `Authorization` header goes only to URLs in
  * `authorizationScope`. Returns the final response whatever its status; the
@@ -119,7 +120,7 @@ export async function request(
   url: string,
   options: RequestOptions = {},
 ): Promise<Response> {
-  const maxRedirects = options.maxRedirects ?? 5;
+  const maxRedirects = MAX_REDIRECTS;
   let first: URL;
   try {
     first = new URL(url);
@@ -454,6 +455,10 @@ export function errorText(err: unknown): string {
 /** Clients made by {@linkcode createClient} with `insecure: true`. */
 const insecureClients = new WeakSet<Deno.HttpClient>();
 
+function isInsecureClient(client?: Deno.HttpClient): boolean {
+  return client !== undefined && insecureClients.has(client);
+}
+
 /** Options for {@linkcode createClient}. */
 export interface CreateClientOptions {
   /** PEM files whose certificates are trusted in addition to the system roots (`--ca-cert`). */
@@ -525,11 +530,6 @@ export function createClient(
     );
   }
   return client;
-}
-
-/** True when `client` was made by {@linkcode createClient} with `insecure: true`. */
-export function isInsecureClient(client?: Deno.HttpClient): boolean {
-  return client !== undefined && insecureClients.has(client);
 }
 
 let curlProgram = "curl";

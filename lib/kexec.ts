@@ -380,10 +380,6 @@ export async function kexecExecute(
 
 /** Options for {@linkcode checkCanKexec}. */
 export interface CheckCanKexecOptions {
-  /** `--no-kexec`: nothing will be loaded. */
-  noKexec?: boolean;
-  /** `--print-plan`: nothing will be downloaded. */
-  printPlan?: boolean;
   /** Effective user id (default `Deno.uid()`). */
   uid?: number | null;
   /** Architecture (default `Deno.build.arch`). */
@@ -395,11 +391,11 @@ export interface CheckCanKexecOptions {
 /**
  * Refuses, before any download, a run that could never kexec: not root,
  * an architecture without `kexec_file_load`, a kernel built without kexec, or
- * kexec disabled by `kexec_load_disabled`. Nothing is checked for `--no-kexec`/`--print-plan`.
+ * kexec disabled by `kexec_load_disabled`. Called only when the run will kexec
+ * (not for `--no-kexec`/`--print-plan`).
  * Throws a {@linkcode BootError} with exit code Refused (7).
  */
 export function checkCanKexec(options: CheckCanKexecOptions = {}): void {
-  if (options.noKexec || options.printPlan) return;
   const arch = options.arch ?? Deno.build.arch;
   if (KEXEC_FILE_LOAD[arch] === undefined) {
     throw new BootError(

@@ -66,8 +66,6 @@ export interface LoadOptions {
   retries?: number;
   /** Milliseconds to wait for headers and for each body read (default 30 s). */
   timeoutMs?: number;
-  /** First backoff delay in milliseconds (default 500). */
-  retryDelayMs?: number;
   /** Pin for the kernel as downloaded (`--kernel-sha256`). */
   kernelSha256?: string;
   /** Pin for the assembled initrd (`--initrd-sha256`). */
@@ -577,7 +575,6 @@ async function loadOnce(
         client: options.client,
         retries: options.retries,
         timeoutMs: options.timeoutMs,
-        baseDelayMs: options.retryDelayMs,
         sha256: pin,
         signal,
         tracker: progress.track(label),

@@ -39,16 +39,22 @@ export interface Progress {
   track(label: string): ProgressTracker;
 }
 
-/** Formats a byte count for humans (binary units). */
+/**
+ * Formats a byte count (or a rate in bytes per second, which is rarely an
+ * integer) for humans: whole bytes below 1 KiB, else binary units with one
+ * decimal.
+ */
 export function formatBytes(bytes: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
+  if (Math.round(bytes) < 1024) return `${Math.round(bytes)} B`;
+  let value = bytes / 1024;
+  let unit = 1;
+  // Move up a unit once the rounded value would read 1024.0.
+  while (value >= 1023.95 && unit < units.length - 1) {
     value /= 1024;
     unit++;
   }
-  return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
+  return `${value.toFixed(1)} ${units[unit]}`;
 }
 
 function formatSeconds(s: number): string {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the Debian + systemd root filesystem of the chain test (issue 6) as a
+# Builds the Debian + systemd root filesystem of the chain test (tests/vm/chain_test.ts) as a
 # zstd tarball: debootstrap minbase + image/rootfs/packages.txt + guest/ files.
 #
 # usage: build_rootfs.sh OUT.tar.zst

@@ -1,5 +1,5 @@
 /**
- * The real chain in a VM (issue 6): Debian's real `ignition` applies the config
+ * The real chain in a VM: Debian's real `ignition` applies the config
  * of `ignition/` to a Debian + systemd root filesystem, QEMU boots it, systemd
  * starts `assisted-bootloader.service` after network-online.target, the unit's
  * script downloads the bootloader from the mock, checks its sha256 and runs it,
