@@ -41,6 +41,12 @@ debootstrap --variant=minbase --include="$pkgs" "$SUITE" "$root" "$MIRROR" \
   >"$work/debootstrap.log" 2>&1 || { tail -n 30 "$work/debootstrap.log" >&2; die "debootstrap failed"; }
 t1=$(date +%s)
 
+# Fedora CoreOS's layout: /usr is read-only there, and /usr/local is a link to
+# /var/usrlocal. The unit installs the bootloader to /usr/local/bin and names
+# that directory in ReadWritePaths=, so the test boots through the same link.
+mv "$root/usr/local" "$root/var/usrlocal"
+ln -s ../var/usrlocal "$root/usr/local"
+
 # Guest configuration: DHCP via systemd-networkd (its [Install] also enables
 # systemd-networkd-wait-online, which makes network-online.target meaningful),
 # hostname, fstab, the Deno wrapper.

@@ -151,7 +151,23 @@ Deno.test("the unit and its script pass systemd-analyze verify", async () => {
       UNIT_NAME,
     ]);
     assert.equal(ok.code, 0, ok.stderr);
+    // No warning about the unit: every directive, the sandbox's included, is
+    // known to this systemd ...
     assert.doesNotMatch(ok.stderr, new RegExp(UNIT_NAME));
+    // ... which the check would see: a misspelled one is named.
+    const unitPath = `${root}/etc/systemd/system/${UNIT_NAME}`;
+    const unit = await Deno.readTextFile(unitPath);
+    await Deno.writeTextFile(
+      unitPath,
+      unit.replace(/^\[Service\]$/m, "$&\nProtectSytem=strict"),
+    );
+    const typo = await run("systemd-analyze", [
+      "verify",
+      `--root=${root}`,
+      UNIT_NAME,
+    ]);
+    assert.match(typo.stderr, /Unknown key (name )?'ProtectSytem'/);
+    await Deno.writeTextFile(unitPath, unit);
     // ... and fails when the script is missing, so the check is real.
     await Deno.remove(root + RUN_SCRIPT_PATH);
     const missing = await run("systemd-analyze", [
@@ -228,6 +244,8 @@ Deno.test("files, modes, unit and user are as specified", async () => {
       "ConditionPathExists=!/var/lib/assisted-bootloader/done.stamp",
       "Type=oneshot",
       "Restart=on-failure",
+      // Bad configuration (2) and refused (7) are not retried.
+      "RestartPreventExitStatus=2 7",
       `EnvironmentFile=${DOWNLOAD_ENV_PATH}`,
       `ExecStart=${RUN_SCRIPT_PATH}`,
       "ExecStartPost=/usr/bin/touch /var/lib/assisted-bootloader/done.stamp",

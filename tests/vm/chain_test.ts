@@ -10,7 +10,10 @@
  * The "binary" the unit downloads is the `deno bundle` output with a
  * `#!/usr/bin/env -S deno run -A` line (no `deno compile` here); the rootfs has
  * Deno at /usr/local/bin/deno. The unit and its script only check the sha256
- * and the executable bit.
+ * and the executable bit. Before the bundle, a probe prints one line on the
+ * sandbox the process runs in (capabilities, seccomp, what it may write), so
+ * the test proves the chain ran inside the unit's sandbox (docs/sandbox.md).
+ * The rootfs has Fedora CoreOS's /usr/local -> /var/usrlocal link.
  *
  * Cases: the happy path; a wrong sha256 for the binary (the unit fails, says
  * why, is restarted, never runs the binary, no kexec); the mock down (503) for
@@ -53,6 +56,81 @@ const REFRESH_TOKEN = "chain-offline-token-" + crypto.randomUUID();
 const CONFIG_KARG = "assisted_chain=from-ignition";
 /** How long the mock answers 503 in the "mock down" case (the issue: "the first minute"). */
 const DOWN_MS = 60_000;
+
+/**
+ * Runs in the guest, in the bootloader's process, before the bootloader: one
+ * `chain-sandbox:` line with what the unit's sandbox leaves it (its source is
+ * prepended to the bundle). A path's entry is `rw` when a file can be created
+ * in it (a file: opened for appending, nothing written), else the errno.
+ */
+function sandboxProbe(): void {
+  const status = Deno.readTextFileSync("/proc/self/status");
+  const field = (name: string) =>
+    new RegExp(`^${name}:\\s*(\\S+)`, "m").exec(status)?.[1] ?? "?";
+  const errno = (err: unknown) =>
+    (err as { code?: string }).code ?? (err as Error).name;
+  const writable = (path: string) => {
+    try {
+      if (Deno.statSync(path).isDirectory) {
+        Deno.removeSync(Deno.makeTempFileSync({ dir: path }));
+      } else {
+        Deno.openSync(path, { append: true }).close();
+      }
+      return "rw";
+    } catch (err) {
+      return errno(err);
+    }
+  };
+  const readable = (path: string) => {
+    try {
+      return Deno.readTextFileSync(path).trim();
+    } catch (err) {
+      return errno(err);
+    }
+  };
+  const facts = [
+    ...["CapBnd", "CapEff", "NoNewPrivs", "Seccomp"].map((f) =>
+      `${f}=${field(f)}`
+    ),
+    `pid1=${readable("/proc/1/comm")}`,
+    ...[
+      "/etc",
+      "/usr",
+      "/usr/local/bin",
+      "/usr/local/bin/assisted-bootloader-run",
+      "/var/lib/assisted-bootloader",
+      "/var/cache",
+      "/tmp",
+      "/root",
+      "/dev/vda",
+    ].map((p) => `${p}=${writable(p)}`),
+  ];
+  console.error(`chain-sandbox: ${facts.join(" ")}`);
+}
+
+/**
+ * What {@linkcode sandboxProbe} must report under the unit's sandbox: only
+ * CAP_SYS_BOOT (bit 22), no new privileges, a seccomp filter, PID 1 visible
+ * (the hand-off depends on it), the system read-only but the install
+ * directory (through FCOS's /usr/local link, the run script in it included),
+ * the state directory and a private /tmp, no home directories, no disks.
+ */
+const SANDBOX_EXPECTED: Record<string, string> = {
+  CapBnd: "0000000000400000",
+  CapEff: "0000000000400000",
+  NoNewPrivs: "1",
+  Seccomp: "2",
+  pid1: "systemd",
+  "/etc": "EROFS",
+  "/usr": "EROFS",
+  "/usr/local/bin": "rw",
+  "/usr/local/bin/assisted-bootloader-run": "rw",
+  "/var/lib/assisted-bootloader": "rw",
+  "/var/cache": "EROFS",
+  "/tmp": "rw",
+  "/root": "EACCES",
+  "/dev/vda": "ENOENT",
+};
 
 /**
  * The prefix that runs the build scripts as root (debootstrap, the rootfs's
@@ -173,7 +251,7 @@ async function prepare(): Promise<Prepared> {
   const binary = `${OUT}/assisted-bootloader`;
   await Deno.writeTextFile(
     binary,
-    "#!/usr/bin/env -S deno run -A\n" + bundle,
+    "#!/usr/bin/env -S deno run -A\n" + `(${sandboxProbe})();\n` + bundle,
     { mode: 0o755 },
   );
   const binarySha = sha256(await Deno.readFile(binary));
@@ -359,12 +437,29 @@ async function expectChain(
     { from: started.index, failOn: CHAIN_FAILED },
   );
   assert.equal(installed.match[1], binarySha);
+  const sandbox = await reach(
+    vm,
+    label,
+    "binary runs in the unit's sandbox",
+    /chain-sandbox: (.*)$/,
+    { from: installed.index, failOn: CHAIN_FAILED },
+  );
+  assert.deepEqual(
+    Object.fromEntries(
+      sandbox.match[1].trim().split(" ").map((f) => {
+        const eq = f.lastIndexOf("=");
+        return [f.slice(0, eq), f.slice(eq + 1)];
+      }),
+    ),
+    SANDBOX_EXPECTED,
+    `${label}: ${sandbox.line}`,
+  );
   const script = await reach(
     vm,
     label,
     "bootloader fetches the iPXE script",
     /assisted-bootloader: fetching the iPXE script/,
-    { from: installed.index, failOn: CHAIN_FAILED },
+    { from: sandbox.index, failOn: CHAIN_FAILED },
   );
   // The hand-off is systemd's clean shutdown (`systemctl kexec`), not a raw reboot(2).
   const handoff = await reach(
