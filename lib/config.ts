@@ -158,6 +158,17 @@ const OPTIONS = {
     arg: "SECONDS",
     help: "connect/read timeout per request (default 30)",
   },
+  "min-speed": {
+    kind: "string",
+    arg: "BYTES",
+    help:
+      "cut (and retry) a download slower than BYTES/s over --min-speed-time (default 1024; 0: never)",
+  },
+  "min-speed-time": {
+    kind: "string",
+    arg: "SECONDS",
+    help: "the window over which --min-speed is measured (default 30)",
+  },
   "ca-cert": {
     kind: "list",
     arg: "PATH",
@@ -234,6 +245,10 @@ export interface Config {
   retries: number;
   /** Per-request timeout in milliseconds. */
   timeoutMs: number;
+  /** Bytes per second below which a download is cut (0: never). */
+  minSpeed: number;
+  /** The window over which `minSpeed` is measured, in milliseconds. */
+  minSpeedTimeMs: number;
   /** Extra CA certificate files. */
   caCerts: string[];
   /** Skip TLS verification. */
@@ -756,12 +771,27 @@ export function parseConfig(
       artifactSha256,
       retries: number("retries", 5, 0),
       timeoutMs: number("timeout", 30, 0.1) * 1000,
+      minSpeed: minSpeed(str("min-speed")),
+      minSpeedTimeMs: number("min-speed-time", 30, 1) * 1000,
       caCerts: list("ca-cert"),
       insecure: bool("insecure"),
       progress: progress as Config["progress"],
       verbose: bool("verbose"),
     },
   };
+}
+
+/** `--min-speed`: whole bytes per second, 0 (never cut) to 1 GiB/s; default 1024. */
+function minSpeed(value: string | undefined): number {
+  if (value === undefined) return 1024;
+  if (!/^\d+$/.test(value) || Number(value) > 2 ** 30) {
+    throw usage(
+      `--min-speed must be a whole number of bytes per second (0 to ${
+        2 ** 30
+      }), got "${value}"`,
+    );
+  }
+  return Number(value);
 }
 
 /** The environment variable that carries an option (for docs and tests). */

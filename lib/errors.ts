@@ -22,12 +22,18 @@ export const ExitCode = {
   Api: 4,
   /** An artifact could not be downloaded (network, HTTP status, size, scheme). */
   Download: 5,
-  /** An artifact failed verification (digest pin, length, format check). */
+  /** An artifact failed verification (digest pin, length, format check, a kernel shorter than its header says). */
   Verify: 6,
   /** Refused to start: not root, unsupported architecture. */
   Refused: 7,
-  /** The work directory cannot be written (permissions, disk full). */
+  /**
+   * The work directory cannot be used: permissions, disk full, not owned by
+   * this user or writable by others, a directory where a file goes, or a
+   * verified file replaced under the bootloader.
+   */
   Disk: 8,
+  /** Another instance holds the work directory (its lock file). */
+  Locked: 9,
   /** kexec_file_load: EPERM (not root, or kernel lockdown). */
   KexecPermission: 10,
   /** kexec_file_load: EKEYREJECTED/ENOKEY (signature required). */

@@ -17,7 +17,12 @@ import {
 } from "../../dev/mock_infraenv.ts";
 import { captureLog, withTemp } from "../test_util.ts";
 import { createFaults } from "../../dev/faults.ts";
-import { kexecLoad, type LibcSymbols } from "../../lib/kexec.ts";
+import {
+  Errno,
+  kexecLoad,
+  type LibcSymbols,
+  STATX_SIZE,
+} from "../../lib/kexec.ts";
 
 const enc = new TextEncoder();
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
@@ -35,6 +40,57 @@ function resolver(mock: MockInfraEnv): () => Promise<KexecPlan> {
     assert.equal(plan.action, "kexec");
     return plan as KexecPlan;
   };
+}
+
+/**
+ * A fake libc whose `open` opens the real file like `O_NOFOLLOW` would (a
+ * link fails with ELOOP) and keeps its content and identity, and whose
+ * `statx` describes the opened file: what `kexec_file_load` would read.
+ */
+function filesLibc(): { libc: LibcSymbols; opened: Uint8Array[] } {
+  const opened: Uint8Array[] = [];
+  const infos = new Map<number, Deno.FileInfo>();
+  let errno = 0;
+  const libc: LibcSymbols = {
+    open(path) {
+      const name = new TextDecoder().decode(path).replace(/\0$/, "");
+      const info = Deno.lstatSync(name);
+      if (info.isSymlink) {
+        errno = Errno.ELOOP;
+        return -1;
+      }
+      opened.push(Deno.readFileSync(name));
+      const fd = 10 + opened.length;
+      infos.set(fd, info);
+      return fd;
+    },
+    close: () => 0,
+    statx(fd, _path, _flags, _mask, buf) {
+      const info = infos.get(fd)!;
+      const view = new DataView(buf.buffer, buf.byteOffset, STATX_SIZE);
+      const dev = BigInt(info.dev);
+      view.setUint16(28, info.mode!, true);
+      view.setBigUint64(32, BigInt(info.ino!), true);
+      view.setBigUint64(40, BigInt(info.size), true);
+      view.setUint32(
+        136,
+        Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn)),
+        true,
+      );
+      view.setUint32(
+        140,
+        Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn)),
+        true,
+      );
+      return 0;
+    },
+    syscall: () => 0n,
+    reboot: () => -1,
+    sync() {},
+    errno: () => errno,
+    strerror: (n) => `errno ${n}`,
+  };
+  return { libc, opened };
 }
 
 const bootError = (code: number, message?: RegExp) => (err: unknown) => {
@@ -558,8 +614,11 @@ Deno.test("load: a failure leaves no file that could pass for verified; stale fi
       for await (const e of Deno.readDir(dir)) names.push(e.name);
       // The kernel and /a.gz may have been aborted or verified; what is
       // cached is whole: no .part, and each manifest names a file that hashes
-      // to it. The initrd that failed is not there.
-      assert.deepEqual(names.filter((n) => n !== "cache"), ["notes.txt"]);
+      // to it. The initrd that failed is not there. (The lock file stays.)
+      assert.deepEqual(
+        names.filter((n) => n !== "cache" && n !== ".lock"),
+        ["notes.txt"],
+      );
       const cached: string[] = [];
       if (names.includes("cache")) {
         for await (const e of Deno.readDir(`${dir}/cache`)) {
@@ -587,6 +646,7 @@ Deno.test("load: a failure leaves no file that could pass for verified; stale fi
       const after = [];
       for await (const e of Deno.readDir(dir)) after.push(e.name);
       assert.deepEqual(after.sort(), [
+        ".lock",
         "cache",
         "initrd",
         "kernel",
@@ -653,24 +713,8 @@ Deno.test("load → kexecLoad: after a reset mid-kernel, kexec gets exactly the 
           cache: false,
         })
       );
-      // A libc that records the content of every file kexec would get.
-      const opened: Uint8Array[] = [];
-      const libc: LibcSymbols = {
-        open(path) {
-          opened.push(
-            Deno.readFileSync(
-              new TextDecoder().decode(path).replace(/\0$/, ""),
-            ),
-          );
-          return 10 + opened.length;
-        },
-        close: () => 0,
-        syscall: () => 0n,
-        reboot: () => -1,
-        sync() {},
-        errno: () => 0,
-        strerror: () => "",
-      };
+      // A libc on the real files: what kexec would get.
+      const { libc, opened } = filesLibc();
       kexecLoad(image, { libc, arch: "x86_64" });
       assert.equal(opened.length, 2);
       assert.equal(
@@ -697,5 +741,74 @@ Deno.test("load → kexecLoad: after a reset mid-kernel, kexec gets exactly the 
     });
   } finally {
     await mock.close();
+  }
+});
+
+Deno.test("load → kexecLoad: a kernel or initrd replaced after verification is never loaded", async () => {
+  const kernel = fakeKernel(50_000);
+  const srv = serve({
+    "/vmlinuz": kernel,
+    "/a.gz": new Uint8Array([0x1f, 0x8b, 8, 0, 1, 2, 3]),
+  });
+  try {
+    await withTemp(async (dir) => {
+      const base = {
+        workDir: dir,
+        progress: "none" as const,
+        retries: 0,
+        arch: "x86_64",
+        cache: false,
+      };
+      const swaps: [
+        string,
+        (
+          image: { kernel: { path: string }; initrd?: { path: string } },
+        ) => Promise<void>,
+      ][] = [
+        ["kernel renamed over", async (image) => {
+          await Deno.writeFile(`${dir}/evil`, fakeKernel(50_000).fill(7, 4096));
+          await Deno.rename(`${dir}/evil`, image.kernel.path);
+        }],
+        ["kernel made a symbolic link", async (image) => {
+          await Deno.writeFile(`${dir}/evil`, kernel);
+          await Deno.remove(image.kernel.path);
+          await Deno.symlink(`${dir}/evil`, image.kernel.path);
+        }],
+        ["initrd rewritten to a new file of the same size", async (image) => {
+          const bytes = await Deno.readFile(image.initrd!.path);
+          await Deno.remove(image.initrd!.path);
+          await Deno.writeFile(image.initrd!.path, bytes.fill(9, 4));
+        }],
+      ];
+      for (const [what, swap] of swaps) {
+        const [image] = await captureLog(() =>
+          load(plan(srv.base, ["/a.gz"]), base)
+        );
+        // Unchanged: loads, and the syscall gets exactly the verified bytes.
+        const ok = filesLibc();
+        kexecLoad(image, { libc: ok.libc, arch: "x86_64" });
+        assert.equal(sha(ok.opened[0]), sha(kernel));
+        assert.equal(sha(ok.opened[1]), image.initrd!.sha256);
+        await swap(image);
+        const { libc } = filesLibc();
+        let called = false;
+        libc.syscall = () => {
+          called = true;
+          return 0n;
+        };
+        assert.throws(
+          () => kexecLoad(image, { libc, arch: "x86_64" }),
+          bootError(
+            ExitCode.Disk,
+            /not the file that was verified|symbolic link/,
+          ),
+          what,
+        );
+        assert.equal(called, false, `${what}: kexec_file_load is never called`);
+        await Deno.remove(`${dir}/evil`).catch(() => {});
+      }
+    });
+  } finally {
+    await srv.close();
   }
 });
