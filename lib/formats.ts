@@ -401,20 +401,33 @@ export async function unpackArm64Kernel(
   let out: Deno.FsFile | undefined;
   try {
     out = await createFile(part);
+    const gunzip = new DecompressionStream(
+      "gzip",
+    ) as unknown as TransformStream<Uint8Array, Uint8Array>;
+    const reader = input.pipeThrough(gunzip).getReader();
     try {
-      const gunzip = new DecompressionStream(
-        "gzip",
-      ) as unknown as TransformStream<Uint8Array, Uint8Array>;
-      await input.pipeThrough(gunzip).pipeTo(out.writable, {
-        preventClose: true,
-      });
+      for (;;) {
+        let chunk: ReadableStreamReadResult<Uint8Array>;
+        try {
+          chunk = await reader.read();
+        } catch (err) {
+          throw new BootError(
+            `Kernel ${where} could not be decompressed: ${
+              err instanceof Error ? err.message : String(err)
+            }`,
+            ExitCode.Verify,
+          );
+        }
+        if (chunk.done) break;
+        let done = 0;
+        while (done < chunk.value.length) {
+          done += await out.write(chunk.value.subarray(done));
+        }
+      }
     } catch (err) {
-      throw new BootError(
-        `Kernel ${where} could not be decompressed: ${
-          err instanceof Error ? err.message : String(err)
-        }`,
-        ExitCode.Verify,
-      );
+      // Closes the kernel file too.
+      await reader.cancel().catch(() => {});
+      throw err;
     }
     const unpacked = await readHeadOf(out);
     const { size } = await out.stat();
@@ -436,11 +449,7 @@ export async function unpackArm64Kernel(
     await clearName(dest);
     await Deno.rename(part, dest);
   } catch (err) {
-    try {
-      out?.close();
-    } catch {
-      // Already closed by the failed pipe.
-    }
+    out?.close();
     await discard(part);
     throw diskError(err, dest);
   }
