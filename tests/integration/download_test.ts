@@ -672,6 +672,80 @@ Deno.test("download: no byte for timeoutMs is a network error (retried, then fat
   }
 });
 
+/** Headers, then `body` `step` bytes at a time every `everyMs` (no silence long enough for the idle timeout). */
+function trickle(body: Uint8Array, step: number, everyMs: number) {
+  return startRaw(async (_req, conn) => {
+    await respond(conn, 200, {
+      "content-length": body.length,
+      "accept-ranges": "bytes",
+      etag: etagOf(body),
+    });
+    for (let at = 0; at < body.length; at += step) {
+      await new Promise((r) => setTimeout(r, everyMs));
+      await writeAll(conn, body.subarray(at, at + step));
+    }
+  });
+}
+
+Deno.test("download: a body slower than minSpeed over minSpeedTimeMs is cut and retried, then fatal (resumed in between)", async () => {
+  const body = randomBytes(10_000);
+  const server = trickle(body, 1, 50); // 20 bytes/s
+  try {
+    await withTemp(async (dir) => {
+      const started = Date.now();
+      const [, lines] = await captureLog(() =>
+        assert.rejects(
+          download(`${server.url}/k`, `${dir}/k`, {
+            ...fast,
+            retries: 1,
+            timeoutMs: 5000,
+            minSpeed: 1000,
+            minSpeedTimeMs: 400,
+          }),
+          bootError(
+            ExitCode.Download,
+            /slower than 1000 bytes\/s \(\d+ bytes in 0\.\d s\) after \d+ bytes \(after 2 attempts\)$/,
+          ),
+        )
+      );
+      assert.ok(Date.now() - started < 3000, `${Date.now() - started} ms`);
+      assert.equal(server.requests.length, 2);
+      assert.match(server.requests[1].headers["range"] ?? "", /^bytes=\d+-$/);
+      assert.ok(lines.some((l) => /retry 1\/1 .*resuming at byte/.test(l)));
+      assert.deepEqual([...Deno.readDirSync(dir)], []);
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("download: a slow body above minSpeed completes; minSpeed 0 never cuts", async () => {
+  const body = randomBytes(40_000);
+  const fastEnough = trickle(body, 4000, 50); // 80 kB/s
+  const slow = trickle(body.subarray(0, 30), 1, 20); // 50 bytes/s
+  try {
+    await withTemp(async (dir) => {
+      const a = await download(`${fastEnough.url}/k`, `${dir}/a`, {
+        ...fast,
+        retries: 0,
+        minSpeed: 10_000,
+        minSpeedTimeMs: 200,
+      });
+      assert.equal(a.sha256, sha(body));
+      const b = await download(`${slow.url}/k`, `${dir}/b`, {
+        ...fast,
+        retries: 0,
+        minSpeed: 0,
+        minSpeedTimeMs: 100,
+      });
+      assert.equal(b.size, 30);
+    });
+  } finally {
+    await fastEnough.close();
+    await slow.close();
+  }
+});
+
 Deno.test("download: headers that never come time out", async () => {
   const server = startRaw(async () => {
     await server.closing;
