@@ -37,23 +37,11 @@ export function isSameFile(
     info.size === identity.size;
 }
 
-const DISK_CODES = new Set([
-  "ENOSPC",
-  "EDQUOT",
-  "EROFS",
-  "EACCES",
-  "EPERM",
-  "ENOENT",
-  "ENOTDIR",
-  "EISDIR",
-  "ENOTEMPTY",
-  "ELOOP",
-]);
-
 /**
- * Maps a file-system failure (disk full, read-only, permission, missing
- * directory, a directory or a link in the way) on `path` to a
- * {@linkcode BootError} with exit code Disk; returns any other error unchanged.
+ * Maps a file-system failure on `path` (disk full, read-only, permission,
+ * missing directory, a directory or a link in the way, no locks on this file
+ * system: any error carrying an errno code) to a {@linkcode BootError} with
+ * exit code Disk; returns any other error unchanged.
  */
 export function diskError(err: unknown, path: string): unknown {
   if (err instanceof BootError) return err;
@@ -61,10 +49,11 @@ export function diskError(err: unknown, path: string): unknown {
   if (
     err instanceof Deno.errors.PermissionDenied ||
     err instanceof Deno.errors.NotFound ||
+    err instanceof Deno.errors.AlreadyExists ||
     err instanceof Deno.errors.IsADirectory ||
     err instanceof Deno.errors.NotADirectory ||
     err instanceof Deno.errors.FilesystemLoop ||
-    (typeof code === "string" && DISK_CODES.has(code))
+    (typeof code === "string" && /^E[A-Z0-9]+$/.test(code))
   ) {
     return new BootError(
       `Cannot write ${path}: ${errorText(err)}`,
