@@ -457,6 +457,121 @@ function finalError(err: unknown, url: string, attempts: number): unknown {
 }
 
 /**
+ * Where the bytes of `response` go in the file: `from` for a `206` that is
+ * the rest of the same file, 0 for a `200` (whose length, ranges and
+ * validators become the state's). Anything else throws: a `206` that is not
+ * the rest of the same version or a `416` (a network error after which the
+ * next attempt starts over), another status (its {@linkcode HttpStatusError}).
+ */
+async function startOf(
+  response: Response,
+  state: State,
+  from: number,
+  url: string,
+): Promise<number> {
+  if (from > 0 && response.status === 206) {
+    const why = spliceRisk(response, state, from);
+    if (why) {
+      await response.body?.cancel().catch(() => {});
+      // The next attempt starts over from byte 0.
+      state.ranges = false;
+      throw new NetworkError(
+        `${
+          redact(url)
+        }: the answer to a resume is not the rest of the same file (${why}), starting over`,
+        url,
+      );
+    }
+    state.resumed = true;
+    return from;
+  }
+  if (from > 0 && response.status === 416) {
+    await response.body?.cancel().catch(() => {});
+    state.ranges = false;
+    throw new NetworkError(
+      `${redact(url)}: the server refused to resume (416), starting over`,
+      url,
+    );
+  }
+  if (response.status !== 200) throw await statusError(response, url);
+  const { etag, lastModified } = validators(response);
+  state.total = contentLength(response);
+  state.ranges = /\bbytes\b/i.test(
+    response.headers.get("accept-ranges") ?? "",
+  );
+  state.resumed = false;
+  state.etag = etag;
+  state.lastModified = lastModified;
+  return 0;
+}
+
+/** Options for {@linkcode watchBody}. */
+interface WatchOptions {
+  /** The longest silence, in milliseconds. */
+  timeoutMs: number;
+  /** Bytes per second below which the body is cut (0: never). */
+  minSpeed: number;
+  /** The window `minSpeed` is measured over, in milliseconds. */
+  windowMs: number;
+  /** Bytes of the file on disk or in the buffer, for messages. */
+  position: () => number;
+  /** Aborts the body read with a {@linkcode NetworkError}. */
+  abort: (err: NetworkError) => void;
+}
+
+/**
+ * Watches a body for a stall (nothing for `timeoutMs`) or a trickle (fewer
+ * than `minSpeed` bytes per second over each window of `windowMs`), and
+ * aborts it with a network error naming which. Call `received` for every
+ * chunk, `stop` at the end.
+ */
+function watchBody(
+  url: string,
+  options: WatchOptions,
+): { received: (bytes: number) => void; stop: () => void } {
+  const { timeoutMs, minSpeed, windowMs } = options;
+  let received = 0;
+  let last = Date.now();
+  let windowStart = last;
+  let windowFrom = 0;
+  const seconds = (ms: number) => Number((ms / 1000).toFixed(1));
+  const timer = setInterval(() => {
+    const now = Date.now();
+    if (now - last > timeoutMs) {
+      options.abort(
+        new NetworkError(
+          `${redact(url)}: no data for ${
+            seconds(timeoutMs)
+          } s after ${options.position()} bytes`,
+          url,
+        ),
+      );
+    } else if (minSpeed > 0 && now - windowStart >= windowMs) {
+      const got = received - windowFrom;
+      if (got < minSpeed * (now - windowStart) / 1000) {
+        options.abort(
+          new NetworkError(
+            `${redact(url)}: slower than ${minSpeed} bytes/s (${got} bytes in ${
+              seconds(now - windowStart)
+            } s) after ${options.position()} bytes`,
+            url,
+          ),
+        );
+      }
+      windowStart = now;
+      windowFrom = received;
+    }
+  }, Math.max(10, Math.min(1000, timeoutMs / 4, windowMs / 4)));
+  return {
+    received: (bytes) => {
+      last = Date.now();
+      received += bytes;
+    },
+    stop: () => clearInterval(timer),
+  };
+}
+
+/**
  * One request: appends to the file from `state.have` (a resume that passed
  * every check) or rewrites it from byte 0.
  */
@@ -469,8 +584,6 @@ async function attempt(
   resumable: boolean,
 ): Promise<void> {
   const timeoutMs = options.timeoutMs ?? 30_000;
-  const minSpeed = options.minSpeed ?? DEFAULT_MIN_SPEED;
-  const windowMs = options.minSpeedTimeMs ?? DEFAULT_MIN_SPEED_TIME_MS;
   const from = resumeFrom(state, resumable);
   const headers: Record<string, string> = { "accept-encoding": "identity" };
   if (from > 0) {
@@ -488,43 +601,7 @@ async function attempt(
     timeoutScope: "headers",
     signal,
   });
-  let start: number;
-  if (from > 0 && response.status === 206) {
-    const why = spliceRisk(response, state, from);
-    if (why) {
-      await response.body?.cancel().catch(() => {});
-      // The next attempt starts over from byte 0.
-      state.ranges = false;
-      throw new NetworkError(
-        `${
-          redact(url)
-        }: the answer to a resume is not the rest of the same file (${why}), starting over`,
-        url,
-      );
-    }
-    start = from;
-    state.resumed = true;
-  } else if (from > 0 && response.status === 416) {
-    await response.body?.cancel().catch(() => {});
-    state.ranges = false;
-    throw new NetworkError(
-      `${redact(url)}: the server refused to resume (416), starting over`,
-      url,
-    );
-  } else if (response.status === 200) {
-    start = 0;
-    const { etag, lastModified } = validators(response);
-    state.total = contentLength(response);
-    state.ranges = /\bbytes\b/i.test(
-      response.headers.get("accept-ranges") ?? "",
-    );
-    state.resumed = false;
-    state.etag = etag;
-    state.lastModified = lastModified;
-  } else {
-    throw await statusError(response, url);
-  }
-
+  const start = await startOf(response, state, from, url);
   try {
     await file.truncate(start);
     await file.seek(start, Deno.SeekMode.Start);
@@ -552,40 +629,13 @@ async function attempt(
     options.tracker?.update(state.have, state.total);
   }
 
-  // The watchdog cuts a body that stops (nothing for timeoutMs) or trickles
-  // (fewer than minSpeed bytes/s over a window of windowMs).
-  let received = 0;
-  let last = Date.now();
-  let windowStart = last;
-  let windowFrom = 0;
-  const seconds = (ms: number) => Number((ms / 1000).toFixed(1));
-  const watchdog = setInterval(() => {
-    const now = Date.now();
-    if (now - last > timeoutMs) {
-      idle.abort(
-        new NetworkError(
-          `${redact(url)}: no data for ${seconds(timeoutMs)} s after ${
-            state.have + used
-          } bytes`,
-          url,
-        ),
-      );
-    } else if (minSpeed > 0 && now - windowStart >= windowMs) {
-      const got = received - windowFrom;
-      if (got < minSpeed * (now - windowStart) / 1000) {
-        idle.abort(
-          new NetworkError(
-            `${redact(url)}: slower than ${minSpeed} bytes/s (${got} bytes in ${
-              seconds(now - windowStart)
-            } s) after ${state.have + used} bytes`,
-            url,
-          ),
-        );
-      }
-      windowStart = now;
-      windowFrom = received;
-    }
-  }, Math.max(10, Math.min(1000, timeoutMs / 4, windowMs / 4)));
+  const watch = watchBody(url, {
+    timeoutMs,
+    minSpeed: options.minSpeed ?? DEFAULT_MIN_SPEED,
+    windowMs: options.minSpeedTimeMs ?? DEFAULT_MIN_SPEED_TIME_MS,
+    position: () => state.have + used,
+    abort: (err) => idle.abort(err),
+  });
   try {
     const read = bodyReader(response.body);
     while (read) {
@@ -604,9 +654,8 @@ async function attempt(
         );
       }
       if (chunk.done) break;
-      last = Date.now();
       let value = chunk.value;
-      received += value.length;
+      watch.received(value.length);
       while (value.length > 0) {
         const n = Math.min(value.length, pending.length - used);
         pending.set(value.subarray(0, n), used);
@@ -616,7 +665,7 @@ async function attempt(
       }
     }
   } finally {
-    clearInterval(watchdog);
+    watch.stop();
     await flush();
   }
   if (state.total !== undefined && state.have !== state.total) {

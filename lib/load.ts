@@ -3,8 +3,9 @@
  * (kernel, and one assembled initrd) ready for `kexec_file_load`. Executing
  * them is a separate step (`lib/kexec.ts`).
  *
- * Kernel and initrds download concurrently into the work directory; each is
- * length- and hash-checked, pinned digests are enforced, formats are sniffed
+ * Kernel and initrds download concurrently into the work directory (at most
+ * {@linkcode MAX_CONCURRENT_DOWNLOADS} at once); each is length- and
+ * hash-checked, pinned digests are enforced, formats are sniffed
  * before anything is handed on, and the initrds are assembled like iPXE's
  * initrd region. A signed initrd URL answering 401/403 (expired token) makes
  * `load` fetch the script again through `refetchPlan` and retry.
@@ -469,59 +470,24 @@ async function loadOnce(
   );
   const [kernelResult, ...initrdResults] = results;
 
-  let kernelFile: LoadedFile = {
-    path: kernelResult.path,
-    size: kernelResult.size,
-    sha256: kernelResult.sha256,
-  };
-  let kernelIdentity = kernelResult.identity;
-  let unpackedFrom: LoadedFile | undefined;
-  if (arch === "aarch64" && kernelFormat !== "arm64-image") {
-    const image = await unpackArm64Kernel(
-      kernelResult.path,
-      `${dir}/kernel.Image`,
-      { url: plan.kernel.url, arch, identity: kernelResult.identity },
-    );
-    unpackedFrom = kernelFile;
-    try {
-      using file = await openOwnFile(image);
-      kernelIdentity = identityOf(await file.stat());
-      kernelFile = {
-        path: image,
-        size: kernelIdentity.size,
-        sha256: await sha256Of(file),
-      };
-    } catch (err) {
-      throw diskError(err, image);
-    }
-    log.info(
-      `kernel: unpacked ${kernelFormat} to an arm64 Image (${kernelFile.size} bytes)`,
-    );
-  }
-
-  if (kernelFormat === "bzimage") {
-    // kexec_file_load answers a too long command line with a bare EINVAL.
-    const max = bzImageCmdlineSize(kernelHead);
-    const length = new TextEncoder().encode(plan.cmdline).length;
-    if (max > 0 && length > max) {
-      throw new BootError(
-        `The kernel command line is ${length} bytes; this kernel accepts at most ${max}`,
-        ExitCode.Verify,
-      );
-    }
-  }
-
+  const kernel = await kernelFile(kernelResult, {
+    format: kernelFormat,
+    head: kernelHead,
+    plan,
+    arch,
+    dir,
+  });
   const loaded: LoadedImage = {
     kernel: {
-      ...kernelFile,
+      ...kernel.file,
       url: plan.kernel.url,
       format: kernelFormat,
-      ...(unpackedFrom ? { download: unpackedFrom } : {}),
+      ...(kernel.unpackedFrom ? { download: kernel.unpackedFrom } : {}),
       ...(kernelResult.cached ? { cached: true as const } : {}),
     },
     cmdline: plan.cmdline,
     plan,
-    verified: { kernel: kernelIdentity },
+    verified: { kernel: kernel.identity },
   };
   if (total === 0) {
     if (options.initrdSha256) {
@@ -564,4 +530,68 @@ async function loadOnce(
   };
   loaded.verified.initrd = assembled.identity;
   return loaded;
+}
+
+/**
+ * The kernel file to load from the verified download: on aarch64 a gzip'd
+ * `Image` or zboot `vmlinuz` is unpacked (and the unpacked file hashed
+ * through the descriptor its identity comes from); a bzImage's command line
+ * must fit its `cmdline_size` (`kexec_file_load` would answer a bare EINVAL).
+ */
+async function kernelFile(
+  result: Fetched,
+  options: {
+    format: Format;
+    head: Uint8Array;
+    plan: KexecPlan;
+    arch: string;
+    dir: string;
+  },
+): Promise<
+  { file: LoadedFile; identity: FileIdentity; unpackedFrom?: LoadedFile }
+> {
+  const { format, plan, arch } = options;
+  const downloaded: LoadedFile = {
+    path: result.path,
+    size: result.size,
+    sha256: result.sha256,
+  };
+  let kernel = { file: downloaded, identity: result.identity };
+  let unpackedFrom: LoadedFile | undefined;
+  if (arch === "aarch64" && format !== "arm64-image") {
+    const image = await unpackArm64Kernel(
+      result.path,
+      `${options.dir}/kernel.Image`,
+      { url: plan.kernel.url, arch, identity: result.identity },
+    );
+    unpackedFrom = downloaded;
+    try {
+      using file = await openOwnFile(image);
+      const identity = identityOf(await file.stat());
+      kernel = {
+        file: {
+          path: image,
+          size: identity.size,
+          sha256: await sha256Of(file),
+        },
+        identity,
+      };
+    } catch (err) {
+      throw diskError(err, image);
+    }
+    log.info(
+      `kernel: unpacked ${format} to an arm64 Image (${kernel.file.size} bytes)`,
+    );
+  }
+  if (format === "bzimage") {
+    const max = bzImageCmdlineSize(options.head);
+    const length = new TextEncoder().encode(plan.cmdline).length;
+    if (max > 0 && length > max) {
+      throw new BootError(
+        `The kernel command line is ${length} bytes; this kernel accepts at most ${max}`,
+        ExitCode.Verify,
+      );
+    }
+  }
+  return { ...kernel, ...(unpackedFrom ? { unpackedFrom } : {}) };
 }
