@@ -20,7 +20,7 @@ export const ExitCode = {
   Script: 3,
   /** The InfraEnv API or SSO refused or failed (auth, 4xx/5xx on the script). */
   Api: 4,
-  /** An artifact could not be downloaded (network, HTTP status, size, scheme). */
+  /** An artifact could not be downloaded (network, HTTP status, size, scheme, slower than the minimum rate). */
   Download: 5,
   /** An artifact failed verification (digest pin, length, format check, a kernel shorter than its header says). */
   Verify: 6,
