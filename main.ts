@@ -25,6 +25,7 @@ import { configureLog, log, redact, safeJson } from "./lib/log.ts";
 import { checkPins } from "./lib/pins.ts";
 import type { KexecPlan } from "./lib/plan.ts";
 import { resolvePlan } from "./lib/resolve_plan.ts";
+import { lockWorkDir } from "./lib/work_dir.ts";
 
 function printJson(value: unknown): void {
   console.log(safeJson(value));
@@ -64,6 +65,11 @@ async function boot(config: Config): Promise<number> {
       forceReboot: config.forceReboot,
     });
   }
+  // One instance per work directory: held from before the script is fetched
+  // until the kernel is loaded and started (or the process exits).
+  using lock = config.mode === "print-plan"
+    ? undefined
+    : await lockWorkDir(config.workDir, { cache: !config.noCache });
   const client = await createClient({
     caCertFiles: config.caCerts,
     insecure: config.insecure,
@@ -110,10 +116,13 @@ async function boot(config: Config): Promise<number> {
 
   const image = await load(plan, {
     workDir: config.workDir,
+    lock,
     cache: !config.noCache,
     client,
     retries: config.retries,
     timeoutMs: config.timeoutMs,
+    minSpeed: config.minSpeed,
+    minSpeedTimeMs: config.minSpeedTimeMs,
     kernelSha256: config.kernelSha256,
     initrdSha256: config.initrdSha256,
     artifactSha256: config.artifactSha256,

@@ -112,13 +112,21 @@ function text(cmd: string, args: string[]): string {
   }
 }
 
-/** Creates the test file once (real blocks, not sparse), with a bzImage-like header. */
+/**
+ * Creates the test file once (real blocks, not sparse), with a bzImage-like
+ * header whose setup_sects and syssize claim the whole file (the bootloader
+ * refuses a kernel shorter than its header says).
+ */
 async function ensureFile(): Promise<void> {
   await Deno.mkdir(DIR, { recursive: true });
   const head = new Uint8Array(4096);
+  const view = new DataView(head.buffer);
   head.set([0x4d, 0x5a], 0);
+  head[0x1f1] = 4;
+  view.setUint32(0x1f4, Math.floor((SIZE - 5 * 512) / 16), true);
   head.set([0x55, 0xaa], 0x1fe);
   head.set(new TextEncoder().encode("HdrS"), 0x202);
+  view.setUint16(0x206, 0x20f, true);
   try {
     const info = await Deno.stat(FILE);
     const blocks = info.blocks ?? 0;
@@ -127,7 +135,7 @@ async function ensureFile(): Promise<void> {
       const first = new Uint8Array(4096);
       await file.read(first);
       file.close();
-      if (first.subarray(0x202, 0x206).every((b, i) => b === head[0x202 + i])) {
+      if (first.subarray(0x1f1, 0x208).every((b, i) => b === head[0x1f1 + i])) {
         return;
       }
     }
@@ -151,7 +159,7 @@ async function ensureFile(): Promise<void> {
     const part = block.subarray(0, Math.min(block.length, SIZE - at));
     if (at === 0) {
       part.set(head.subarray(0, 2), 0);
-      part.set(head.subarray(0x1fe, 0x206), 0x1fe);
+      part.set(head.subarray(0x1f1, 0x208), 0x1f1);
     }
     let done = 0;
     while (done < part.length) done += await file.write(part.subarray(done));

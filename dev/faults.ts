@@ -5,7 +5,9 @@
  * mid-stream, a body shorter than its `Content-Length`, 5xx bursts, 429 with
  * `Retry-After`, a stalled or slow server, HTML error pages, redirect loops,
  * a body that never ends — or run a side effect first (expire a token) and
- * answer normally.
+ * answer normally, or edit the headers either way as a broken or hostile
+ * server would (ignore `If-Range`, drop `Content-Length`, announce another
+ * `Content-Range`).
  *
  * Every answer that goes through the layer is recorded with its size and
  * sha256, so a test can compare what the client says it verified with what the
@@ -69,6 +71,25 @@ export type Fault =
     status?: number;
     headers?: Record<string, string>;
     chunk?: string;
+  }
+  /**
+   * Answer normally, edited: `run` first (change the mock), then the server
+   * gets the request without the `dropRequest` headers (e.g. `if-range`: a
+   * server that ignores it), and the client gets the answer with
+   * `setResponse` (a value, or a function of the current value; `null`
+   * drops the header) applied and, with `endAfter`, only that many body
+   * bytes, ended cleanly. Dropping `content-length` sends the body without a
+   * length (chunked), so that a body that ends early looks complete.
+   */
+  | {
+    kind: "edit";
+    run?: () => void | Promise<void>;
+    dropRequest?: string[];
+    setResponse?: Record<
+      string,
+      string | null | ((value: string | null) => string | null)
+    >;
+    endAfter?: number;
   };
 
 /** A rule: which requests, what fault, how often. */
@@ -202,14 +223,20 @@ export function createFaults(): FaultLayer {
     }
     const reader = res.body.getReader();
     let pending: Uint8Array | undefined;
-    const limit = fault && "afterBytes" in fault ? fault.afterBytes : Infinity;
+    const limit = fault && "afterBytes" in fault
+      ? fault.afterBytes
+      : fault?.kind === "edit"
+      ? fault.endAfter ?? Infinity
+      : Infinity;
     const step = fault?.kind === "slow" ? fault.chunkBytes : Infinity;
     const body = new ReadableStream<Uint8Array>({
       async pull(controller) {
         if (size >= limit) {
           await reader.cancel().catch(() => {});
           finish(false);
-          if (fault?.kind === "short") return controller.close();
+          if (fault?.kind === "short" || fault?.kind === "edit") {
+            return controller.close();
+          }
           if (fault?.kind === "stall") await pause(3_600_000, signal);
           return controller.error(
             new Error(`fault: ${fault?.kind} after ${size} bytes`),
@@ -315,10 +342,32 @@ export function createFaults(): FaultLayer {
             signal,
           );
         }
+        case "edit": {
+          await fault.run?.();
+          const headers = new Headers(req.headers);
+          for (const name of fault.dropRequest ?? []) headers.delete(name);
+          res = await next(new Request(req, { headers }));
+          const edited = new Headers(res.headers);
+          for (const [name, value] of Object.entries(fault.setResponse ?? {})) {
+            const next = typeof value === "function"
+              ? value(edited.get(name))
+              : value;
+            if (next === null) edited.delete(name);
+            else edited.set(name, next);
+          }
+          res = new Response(res.body, {
+            status: res.status,
+            statusText: res.statusText,
+            headers: edited,
+          });
+          break;
+        }
         default:
           res = await next(req);
       }
-      if (res.body && !res.headers.has("content-length")) {
+      const unframed = fault?.kind === "edit" &&
+        fault.setResponse?.["content-length"] === null;
+      if (res.body && !res.headers.has("content-length") && !unframed) {
         // Keep the framing Deno.serve uses for a fixed body (a length, not
         // chunks), so that a cut body stays detectable by the client.
         const bytes = new Uint8Array(await res.arrayBuffer());
@@ -330,10 +379,10 @@ export function createFaults(): FaultLayer {
           headers,
         });
       }
-      const bodyFault =
-        fault && ["reset", "short", "stall", "slow"].includes(fault.kind)
-          ? fault
-          : undefined;
+      const bodyFault = fault &&
+          ["reset", "short", "stall", "slow", "edit"].includes(fault.kind)
+        ? fault
+        : undefined;
       return wrap(res, { ...record, status: res.status }, bodyFault, signal);
     },
   };

@@ -92,6 +92,10 @@ export interface MockOptions {
   refreshToken?: string;
   /** Answer the next N bearer-authenticated API requests with 401, as if the token had expired. */
   rejectBearer?: number;
+  /** `Last-Modified` of every artifact (default: 1 January 2025). */
+  lastModified?: string;
+  /** Send a strong `ETag` with artifacts (default true). */
+  etags?: boolean;
   /** Fault layer every request goes through (`dev/faults.ts`). */
   faults?: FaultLayer;
 }
@@ -130,12 +134,21 @@ const DEFAULT_ID = "6f2a3c1e-8d4b-4e7a-9c1f-2b3d4e5f6a7b";
 const SSO_PATH = "/auth/realms/redhat-external/protocol/openid-connect/token";
 const enc = new TextEncoder();
 
-/** A tiny stand-in bzImage: 1 KiB with the `HdrS` magic at 0x202. */
+/**
+ * A tiny stand-in bzImage of `size` bytes: the `HdrS` magic at 0x202, boot
+ * protocol 2.15, 4 setup sectors, and a `syssize` that makes the header
+ * claim the whole file (so that a truncated copy is detectable, like a real
+ * kernel's).
+ */
 export function fakeKernel(size = 4096): Uint8Array {
   const bytes = new Uint8Array(size);
+  const view = new DataView(bytes.buffer);
   bytes.set([0x4d, 0x5a], 0);
-  bytes.set(enc.encode("HdrS"), 0x202);
+  bytes[0x1f1] = 4;
+  view.setUint32(0x1f4, Math.max(0, Math.floor((size - 5 * 512) / 16)), true);
   bytes.set([0x55, 0xaa], 0x1fe);
+  bytes.set(enc.encode("HdrS"), 0x202);
+  view.setUint16(0x206, 0x20f, true);
   return bytes;
 }
 
@@ -242,22 +255,59 @@ async function artifactBytes(
   return { path: source, size: (await Deno.stat(source)).size };
 }
 
-/** Serves bytes or a file with HEAD, single `Range`, `Content-Length`, `Accept-Ranges`, `Last-Modified`. */
+const etagCache = new WeakMap<Uint8Array, string>();
+
+/** A strong ETag: from the bytes (computed once per array), or from a file's size and mtime (like nginx). */
+async function etagOf(
+  source: Uint8Array | { path: string; size: number },
+): Promise<string> {
+  if (source instanceof Uint8Array) {
+    let tag = etagCache.get(source);
+    if (!tag) {
+      const digest = await crypto.subtle.digest(
+        "SHA-256",
+        source as Uint8Array<ArrayBuffer>,
+      );
+      tag = `"${
+        Array.from(new Uint8Array(digest).subarray(0, 8), (b) =>
+          b.toString(16).padStart(2, "0")).join("")
+      }"`;
+      etagCache.set(source, tag);
+    }
+    return tag;
+  }
+  const { mtime } = await Deno.stat(source.path);
+  return `"${(mtime?.getTime() ?? 0).toString(16)}-${
+    source.size.toString(16)
+  }"`;
+}
+
+/**
+ * Serves bytes or a file with HEAD, single `Range` (honouring `If-Range`: a
+ * validator that is not the current `ETag` or `Last-Modified` gets the whole
+ * file), `Content-Length`, `Accept-Ranges`, `Last-Modified` and `ETag`.
+ */
 async function serveArtifact(
   req: Request,
   source: Uint8Array | { path: string; size: number },
   lastModified: string,
+  withEtag = true,
 ): Promise<Response> {
   const size = source instanceof Uint8Array ? source.length : source.size;
+  const etag = withEtag ? await etagOf(source) : undefined;
   const headers: Record<string, string> = {
     "accept-ranges": "bytes",
     "content-type": "application/octet-stream",
     "last-modified": lastModified,
+    ...(etag ? { etag } : {}),
   };
   let start = 0;
   let end = size - 1;
   let status = 200;
-  const range = req.headers.get("range");
+  const ifRange = req.headers.get("if-range");
+  const range = ifRange === null || ifRange === etag || ifRange === lastModified
+    ? req.headers.get("range")
+    : null;
   if (range) {
     const m = /^bytes=(\d*)-(\d*)$/.exec(range.trim());
     if (!m || (m[1] === "" && m[2] === "")) {
@@ -324,7 +374,8 @@ export async function startMock(
   const imageTokens = new Set<string>();
   const requests: RecordedRequest[] = [];
   const apiKey = "eyJhbGciOiJFUzI1NiJ9.local-api-key." + id.slice(0, 8);
-  const lastModified = new Date(Date.UTC(2025, 0, 1)).toUTCString();
+  const lastModified = () =>
+    opts.lastModified ?? new Date(Date.UTC(2025, 0, 1)).toUTCString();
   const issueAccess = () => {
     const token = randomToken("access-");
     accessTokens.set(token, Date.now() + (opts.accessTokenTtl ?? 900) * 1000);
@@ -332,6 +383,9 @@ export async function startMock(
   };
   const accessToken = issueAccess();
 
+  // One array each, so that their ETags are computed once.
+  const defaultKernel = fakeKernel();
+  const defaultRootfs = enc.encode("rootfs");
   const servers: Deno.HttpServer[] = [];
   const listen = (
     port: number,
@@ -457,7 +511,12 @@ export async function startMock(
     if (url.pathname === SSO_PATH) return await sso(req);
     const file = opts.files?.[url.pathname];
     if (file !== undefined) {
-      return await serveArtifact(req, await artifactBytes(file), lastModified);
+      return await serveArtifact(
+        req,
+        await artifactBytes(file),
+        lastModified(),
+        opts.etags,
+      );
     }
     if (opts.sameOrigin && url.pathname.startsWith("/api/assisted-images/")) {
       return await image(req);
@@ -533,7 +592,7 @@ export async function startMock(
       headers: {
         "content-type": "application/octet-stream",
         "content-disposition": `attachment; filename="${id}-ipxe-script"`,
-        "last-modified": lastModified,
+        "last-modified": lastModified(),
       },
     });
   };
@@ -583,7 +642,8 @@ export async function startMock(
       return await serveArtifact(
         req,
         await artifactBytes(e.body),
-        lastModified,
+        lastModified(),
+        opts.etags,
       );
     }
     const needVersion = () => {
@@ -608,15 +668,17 @@ export async function startMock(
       if (boot[1] === "kernel") {
         return await serveArtifact(
           req,
-          await artifactBytes(opts.kernel ?? fakeKernel()),
-          lastModified,
+          await artifactBytes(opts.kernel ?? defaultKernel),
+          lastModified(),
+          opts.etags,
         );
       }
       if (boot[1] === "rootfs") {
         return await serveArtifact(
           req,
-          await artifactBytes(opts.rootfs ?? enc.encode("rootfs")),
-          lastModified,
+          await artifactBytes(opts.rootfs ?? defaultRootfs),
+          lastModified(),
+          opts.etags,
         );
       }
       return new Response("not found\n", { status: 404 });
@@ -660,7 +722,8 @@ export async function startMock(
       return await serveArtifact(
         req,
         concat([baseBytes, appended]),
-        lastModified,
+        lastModified(),
+        opts.etags,
       );
     }
     return new Response("not found\n", { status: 404 });

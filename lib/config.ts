@@ -160,6 +160,17 @@ export const OPTIONS = {
     arg: "SECONDS",
     help: "connect/read timeout per request (default 30)",
   },
+  "min-speed": {
+    kind: "string",
+    arg: "BYTES",
+    help:
+      "cut (and retry) a download slower than BYTES/s over --min-speed-time (default 1024; 0: never)",
+  },
+  "min-speed-time": {
+    kind: "string",
+    arg: "SECONDS",
+    help: "the window over which --min-speed is measured (default 30)",
+  },
   "ca-cert": {
     kind: "list",
     arg: "PATH",
@@ -236,6 +247,10 @@ export interface Config {
   retries: number;
   /** Per-request timeout in milliseconds. */
   timeoutMs: number;
+  /** Bytes per second below which a download is cut (0: never). */
+  minSpeed: number;
+  /** The window over which `minSpeed` is measured, in milliseconds. */
+  minSpeedTimeMs: number;
   /** Extra CA certificate files. */
   caCerts: string[];
   /** Skip TLS verification. */
@@ -795,10 +810,25 @@ export function parseConfig(
       artifactSha256,
       retries: number("retries", 5, 0),
       timeoutMs: number("timeout", 30, 0.1, MAX_TIMEOUT_SECONDS) * 1000,
+      minSpeed: minSpeed(str("min-speed")),
+      minSpeedTimeMs: number("min-speed-time", 30, 1) * 1000,
       caCerts: list("ca-cert"),
       insecure: bool("insecure"),
       progress: progress as Config["progress"],
       verbose: bool("verbose"),
     },
   };
+}
+
+/** `--min-speed`: whole bytes per second, 0 (never cut) to 1 GiB/s; default 1024. */
+function minSpeed(value: string | undefined): number {
+  if (value === undefined) return 1024;
+  if (!/^\d+$/.test(value) || Number(value) > 2 ** 30) {
+    throw usage(
+      `--min-speed must be a whole number of bytes per second (0 to ${
+        2 ** 30
+      }), got "${value}"`,
+    );
+  }
+  return Number(value);
 }

@@ -1,10 +1,12 @@
 /**
  * Verified streaming downloads: each artifact goes straight to a file while
  * it is hashed (memory stays flat whatever the size), its length is checked
- * against `Content-Length`, transient failures are retried with backoff, and
- * an interrupted body is resumed with `Range` when the server allows it —
- * except the assisted `pxe-initrd`, whose bytes may differ between requests.
- * A resumed file is re-hashed whole from disk.
+ * against `Content-Length`, transient failures are retried with backoff, a
+ * body that stalls or trickles below a minimum rate is cut, and an
+ * interrupted body is resumed with `Range` + `If-Range` when the server
+ * allows it and the answer is provably the rest of the same version — except
+ * the assisted `pxe-initrd`, whose bytes may differ between requests. A
+ * resumed file is re-hashed whole from disk.
  *
  * Artifact requests never carry an `Authorization` header: signed URLs carry
  * their own credential.
@@ -14,7 +16,7 @@
 
 import { createHash, type Hash } from "node:crypto";
 import { BootError, ExitCode } from "./errors.ts";
-import { readHead } from "./formats.ts";
+import { readHeadOf } from "./formats.ts";
 import {
   errorText,
   HttpStatusError,
@@ -26,6 +28,19 @@ import {
 } from "./http.ts";
 import { log, redact } from "./log.ts";
 import type { ProgressTracker } from "./progress.ts";
+import {
+  clearName,
+  createFile,
+  diskError,
+  type FileIdentity,
+  identityOf,
+  isSameFile,
+} from "./work_dir.ts";
+
+/** Default `minSpeed`: bytes per second below which a body is cut (`--min-speed`). */
+export const DEFAULT_MIN_SPEED = 1024;
+/** Default `minSpeedTimeMs`: the window over which the rate is measured (`--min-speed-time`). */
+export const DEFAULT_MIN_SPEED_TIME_MS = 30_000;
 
 /** Options for {@linkcode download}. */
 export interface DownloadOptions {
@@ -35,14 +50,26 @@ export interface DownloadOptions {
   retries?: number;
   /** Milliseconds to wait for the response headers, and for each body read (default 30 s). */
   timeoutMs?: number;
+  /**
+   * A body that brings fewer than `minSpeed` bytes per second over a window
+   * of `minSpeedTimeMs` is cut (a network error: retried, resumed when
+   * allowed, then Download). 0 turns the check off. Default
+   * {@linkcode DEFAULT_MIN_SPEED}.
+   */
+  minSpeed?: number;
+  /** The window for `minSpeed`, in milliseconds (default {@linkcode DEFAULT_MIN_SPEED_TIME_MS}). */
+  minSpeedTimeMs?: number;
   /** Aborts the download. */
   signal?: AbortSignal;
   /** Expected sha256 (hex): a mismatch is fatal. */
   sha256?: string;
   /** Told about the bytes on disk. */
   tracker?: ProgressTracker;
-  /** Checks the first 4096 bytes (format); throws to reject the file. */
-  check?: (head: Uint8Array) => void;
+  /**
+   * Checks the first 4096 bytes (format) and the size of the whole file;
+   * throws to reject the file.
+   */
+  check?: (head: Uint8Array, size: number) => void;
   /** First backoff delay in milliseconds (default 500; tests use less). */
   baseDelayMs?: number;
   /** Longest backoff delay in milliseconds (default 30 s). */
@@ -59,12 +86,16 @@ export interface DownloadResult {
   size: number;
   /** sha256 of the whole file, hex. */
   sha256: string;
+  /** The file that was verified: what later readers must find at `path`. */
+  identity: FileIdentity;
   /** True when the file was put together from more than one response. */
   resumed: boolean;
   /** Requests made (1 when nothing was retried). */
   attempts: number;
-  /** `Last-Modified` of the response(s), absent when missing or when two responses disagreed. */
+  /** `Last-Modified` of the response(s) the file came from, when given. */
   lastModified?: string;
+  /** `ETag` of the response(s) the file came from, when given. */
+  etag?: string;
   /** The full length the server announced (`Content-Length` or `Content-Range`), when it did. */
   contentLength?: number;
 }
@@ -77,6 +108,8 @@ export interface ProbeResult {
   contentLength?: number;
   /** `Last-Modified`, when given. */
   lastModified?: string;
+  /** `ETag`, when given. */
+  etag?: string;
 }
 
 /** Options for {@linkcode probe}. */
@@ -107,11 +140,12 @@ export async function probe(
   });
   // A 303 turns the request into a GET: never read a body here.
   await response.body?.cancel().catch(() => {});
-  const lastModified = response.headers.get("last-modified")?.trim();
+  const { lastModified, etag } = validators(response);
   return {
     status: response.status,
     contentLength: contentLength(response),
     ...(lastModified ? { lastModified } : {}),
+    ...(etag ? { etag } : {}),
   };
 }
 
@@ -124,42 +158,16 @@ export function isPxeInitrd(url: string): boolean {
   }
 }
 
-const DISK_CODES = new Set([
-  "ENOSPC",
-  "EDQUOT",
-  "EROFS",
-  "EACCES",
-  "EPERM",
-  "ENOENT",
-  "ENOTDIR",
-]);
-
-/**
- * Maps a file-system failure (disk full, read-only, permission, missing
- * directory) on `path` to a
- * {@linkcode BootError} with exit code Disk; returns any other error unchanged.
- */
-export function diskError(err: unknown, path: string): unknown {
-  if (err instanceof BootError) return err;
-  const code = (err as { code?: unknown })?.code;
-  if (
-    err instanceof Deno.errors.PermissionDenied ||
-    err instanceof Deno.errors.NotFound ||
-    (typeof code === "string" && DISK_CODES.has(code))
-  ) {
-    return new BootError(
-      `Cannot write ${path}: ${errorText(err)}`,
-      ExitCode.Disk,
-      { cause: err },
-    );
-  }
-  return err;
-}
-
 /** The sha256 (hex) of a file, read in 1 MiB chunks. */
 export async function sha256File(path: string): Promise<string> {
-  const hash = createHash("sha256");
   using file = await Deno.open(path, { read: true });
+  return await sha256Of(file);
+}
+
+/** The sha256 (hex) of an open file from its first byte, read in 1 MiB chunks. */
+export async function sha256Of(file: Deno.FsFile): Promise<string> {
+  const hash = createHash("sha256");
+  await file.seek(0, Deno.SeekMode.Start);
   const buf = new Uint8Array(1 << 20);
   for (;;) {
     const n = await file.read(buf);
@@ -172,27 +180,67 @@ export async function sha256File(path: string): Promise<string> {
 interface State {
   /** Bytes of the current file that are on disk and came from the server. */
   have: number;
-  /** The server said `Accept-Ranges: bytes`. */
+  /** The first response said `Accept-Ranges: bytes`. */
   ranges: boolean;
-  /** Full length, when the server said it. */
+  /** Full length the first response announced (`Content-Length`). */
   total?: number;
   /** The file on disk was put together from several responses. */
   resumed: boolean;
   /** Hash of the bytes written, when they all came from one response. */
   hash?: Hash;
-  /** `Last-Modified` of the first full response. */
+  /** `Last-Modified` of the first response. */
   lastModified?: string;
-  /** A later response (a resume) named another `Last-Modified`. */
-  lastModifiedChanged?: boolean;
+  /** `ETag` of the first response. */
+  etag?: string;
+}
+
+/** An `ETag` fit to be sent back (`"…"` or `W/"…"`, visible characters only). */
+const ENTITY_TAG = /^(W\/)?"[\x21\x23-\x7e]*"$/;
+/** A `Last-Modified` fit to be sent back (printable ASCII, a date). */
+const HTTP_DATE = /^[\x20-\x7e]+$/;
+
+/** `ETag` and `Last-Modified` of a response, each only when it is well-formed. */
+function validators(
+  response: Response,
+): { etag?: string; lastModified?: string } {
+  const etag = response.headers.get("etag")?.trim();
+  const lastModified = response.headers.get("last-modified")?.trim();
+  return {
+    etag: etag && ENTITY_TAG.test(etag) ? etag : undefined,
+    lastModified: lastModified && HTTP_DATE.test(lastModified) &&
+        !Number.isNaN(Date.parse(lastModified))
+      ? lastModified
+      : undefined,
+  };
+}
+
+/**
+ * The `If-Range` validator of the first response: its strong `ETag`, else
+ * its `Last-Modified`; undefined when it had neither (then nothing is
+ * resumed: without a validator a changed file cannot be told apart).
+ */
+function ifRangeValue(state: State): string | undefined {
+  if (state.etag && !state.etag.startsWith("W/")) return state.etag;
+  return state.lastModified;
+}
+
+/** Where the next attempt starts: the bytes on disk when they can be resumed, else 0. */
+function resumeFrom(state: State, resumable: boolean): number {
+  return resumable && state.ranges && state.have > 0 &&
+      state.total !== undefined && state.have < state.total &&
+      ifRangeValue(state) !== undefined
+    ? state.have
+    : 0;
 }
 
 function parseContentRange(
   value: string | null,
-): { start: number; total?: number } | undefined {
+): { start: number; end: number; total?: number } | undefined {
   const m = value?.match(/^\s*bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/i);
   if (!m) return undefined;
   return {
     start: Number(m[1]),
+    end: Number(m[2]),
     total: m[3] === "*" ? undefined : Number(m[3]),
   };
 }
@@ -203,12 +251,56 @@ function contentLength(response: Response): number | undefined {
 }
 
 /**
+ * Why a `206` is not the rest of the file the first response started, or
+ * undefined when it is: it must start where asked, announce the same total
+ * length, and carry the same `ETag` and `Last-Modified`.
+ */
+function spliceRisk(
+  response: Response,
+  state: State,
+  from: number,
+): string | undefined {
+  const range = parseContentRange(response.headers.get("content-range"));
+  if (!range) return "no valid Content-Range";
+  if (range.start !== from) {
+    return `it starts at byte ${range.start}, not ${from}`;
+  }
+  if (range.total !== state.total) {
+    return `the file is now ${range.total ?? "of unknown length"}${
+      range.total === undefined ? "" : " bytes"
+    }, not ${state.total} bytes`;
+  }
+  if (range.end < range.start || range.end >= range.total!) {
+    return `its range ${range.start}-${range.end} is not inside the file`;
+  }
+  const { etag, lastModified } = validators(response);
+  if (etag !== state.etag) {
+    return `its ETag changed (${state.etag ?? "none"} → ${etag ?? "none"})`;
+  }
+  if (lastModified !== state.lastModified) {
+    return `its Last-Modified changed (${state.lastModified ?? "none"} → ${
+      lastModified ?? "none"
+    })`;
+  }
+  return undefined;
+}
+
+/**
  * Downloads `url` to `dest` and verifies it (length, non-empty, pin, and the
- * caller's `check` of the first bytes).
+ * caller's `check` of the first bytes and the size).
  *
- * The bytes go to `dest + ".part"`, which is renamed to `dest` only when every
- * check passed and removed when one failed: a file at `dest` is always a
- * verified one.
+ * The bytes go to `dest + ".part"`, created exclusively (a leftover at that
+ * name — file, link, FIFO — is removed, never written through) and written
+ * through one open file for every attempt; it is renamed to `dest` only when
+ * every check passed, and removed when one failed: a file at `dest` is always
+ * a verified one, and the result's `identity` says which.
+ *
+ * An interrupted body is resumed only with `If-Range` (the first response's
+ * strong `ETag`, else its `Last-Modified`) when the first response announced
+ * `Accept-Ranges: bytes` and its length; a `200` to the resume starts over
+ * from byte 0, and a `206` that is not the rest of the same version (another
+ * start, total length, `ETag` or `Last-Modified`) is dropped and the next
+ * attempt starts over. A resumed file is re-hashed whole from disk.
  *
  * Throws a {@linkcode BootError}: Download (5) when the server or the network
  * fails for good (the cause is the {@linkcode HttpStatusError} or
@@ -221,54 +313,59 @@ export async function download(
   options: DownloadOptions = {},
 ): Promise<DownloadResult> {
   const part = `${dest}.part`;
+  let file: Deno.FsFile | undefined;
   try {
-    const result = await downloadTo(url, part, options);
-    if (options.check) {
-      let head: Uint8Array;
-      try {
-        head = await readHead(part, 4096);
-      } catch (err) {
-        throw diskError(err, part);
+    file = await createFile(part);
+    const result = await downloadTo(url, file, part, options);
+    let identity: FileIdentity;
+    try {
+      if (options.check) {
+        options.check(await readHeadOf(file), result.size);
       }
-      options.check(head);
+      identity = identityOf(await file.stat());
+    } catch (err) {
+      throw diskError(err, part);
     }
+    file.close();
+    file = undefined;
+    await clearName(dest);
     try {
       await Deno.rename(part, dest);
+      if (!isSameFile(await Deno.lstat(dest), identity)) {
+        throw new BootError(
+          `${dest} was replaced while the bootloader put it in place`,
+          ExitCode.Disk,
+        );
+      }
     } catch (err) {
       throw diskError(err, dest);
     }
     options.tracker?.finish({ size: result.size, sha256: result.sha256 });
-    return { ...result, path: dest };
+    return { ...result, path: dest, identity };
   } catch (err) {
     options.tracker?.fail();
-    await Deno.remove(part).catch(() => {});
+    if (file) {
+      file.close();
+      await Deno.remove(part).catch(() => {});
+    }
     throw err;
   }
 }
 
 async function downloadTo(
   url: string,
-  dest: string,
+  file: Deno.FsFile,
+  path: string,
   options: DownloadOptions,
-): Promise<DownloadResult> {
+): Promise<Omit<DownloadResult, "identity">> {
   const resumable = !isPxeInitrd(url);
   const retries = options.retries ?? 5;
   const state: State = { have: 0, ranges: false, resumed: false };
-  try {
-    (await Deno.open(dest, {
-      write: true,
-      create: true,
-      truncate: true,
-      mode: 0o600,
-    })).close();
-  } catch (err) {
-    throw diskError(err, dest);
-  }
   let attempts = 0;
   try {
     await withRetries(async () => {
       attempts++;
-      await attempt(url, dest, state, options, resumable);
+      await attempt(url, file, path, state, options, resumable);
     }, {
       retries,
       signal: options.signal,
@@ -276,9 +373,8 @@ async function downloadTo(
       maxDelayMs: options.maxDelayMs,
       retryable: isTransient,
       onRetry: (err, n, delay) => {
-        const how = resumable && state.ranges && state.have > 0
-          ? `resuming at byte ${state.have}`
-          : "from the start";
+        const from = resumeFrom(state, resumable);
+        const how = from > 0 ? `resuming at byte ${from}` : "from the start";
         log.warn(
           `${errorText(err)}; retry ${n}/${retries} in ${
             (delay / 1000).toFixed(1)
@@ -295,7 +391,7 @@ async function downloadTo(
   }
   let sha256: string;
   try {
-    const onDisk = (await Deno.stat(dest)).size;
+    const onDisk = (await file.stat()).size;
     if (
       onDisk !== size || (state.total !== undefined && size !== state.total)
     ) {
@@ -307,10 +403,10 @@ async function downloadTo(
       );
     }
     sha256 = state.resumed || !state.hash
-      ? await sha256File(dest)
+      ? await sha256Of(file)
       : state.hash.digest("hex");
   } catch (err) {
-    throw diskError(err, dest);
+    throw diskError(err, path);
   }
   if (options.sha256 && sha256 !== options.sha256.toLowerCase()) {
     throw new BootError(
@@ -322,14 +418,13 @@ async function downloadTo(
   }
   return {
     url,
-    path: dest,
+    path,
     size,
     sha256,
     resumed: state.resumed,
     attempts,
-    ...(state.lastModified && !state.lastModifiedChanged
-      ? { lastModified: state.lastModified }
-      : {}),
+    ...(state.lastModified ? { lastModified: state.lastModified } : {}),
+    ...(state.etag ? { etag: state.etag } : {}),
     ...(state.total !== undefined ? { contentLength: state.total } : {}),
   };
 }
@@ -359,18 +454,140 @@ function finalError(err: unknown, url: string, attempts: number): unknown {
   return err;
 }
 
-/** One request: appends to the file from `state.have` (resume) or rewrites it from 0. */
+/**
+ * Where the bytes of `response` go in the file: `from` for a `206` that is
+ * the rest of the same file, 0 for a `200` (whose length, ranges and
+ * validators become the state's). Anything else throws: a `206` that is not
+ * the rest of the same version or a `416` (a network error after which the
+ * next attempt starts over), another status (its {@linkcode HttpStatusError}).
+ */
+async function startOf(
+  response: Response,
+  state: State,
+  from: number,
+  url: string,
+): Promise<number> {
+  if (from > 0 && response.status === 206) {
+    const why = spliceRisk(response, state, from);
+    if (why) {
+      await response.body?.cancel().catch(() => {});
+      // The next attempt starts over from byte 0.
+      state.ranges = false;
+      throw new NetworkError(
+        `${
+          redact(url)
+        }: the answer to a resume is not the rest of the same file (${why}), starting over`,
+        url,
+      );
+    }
+    state.resumed = true;
+    return from;
+  }
+  if (from > 0 && response.status === 416) {
+    await response.body?.cancel().catch(() => {});
+    state.ranges = false;
+    throw new NetworkError(
+      `${redact(url)}: the server refused to resume (416), starting over`,
+      url,
+    );
+  }
+  if (response.status !== 200) throw await statusError(response, url);
+  const { etag, lastModified } = validators(response);
+  state.total = contentLength(response);
+  state.ranges = /\bbytes\b/i.test(
+    response.headers.get("accept-ranges") ?? "",
+  );
+  state.resumed = false;
+  state.etag = etag;
+  state.lastModified = lastModified;
+  return 0;
+}
+
+/** Options for {@linkcode watchBody}. */
+interface WatchOptions {
+  /** The longest silence, in milliseconds. */
+  timeoutMs: number;
+  /** Bytes per second below which the body is cut (0: never). */
+  minSpeed: number;
+  /** The window `minSpeed` is measured over, in milliseconds. */
+  windowMs: number;
+  /** Bytes of the file on disk or in the buffer, for messages. */
+  position: () => number;
+  /** Aborts the body read with a {@linkcode NetworkError}. */
+  abort: (err: NetworkError) => void;
+}
+
+/**
+ * Watches a body for a stall (nothing for `timeoutMs`) or a trickle (fewer
+ * than `minSpeed` bytes per second over each window of `windowMs`), and
+ * aborts it with a network error naming which. Call `received` for every
+ * chunk, `stop` at the end.
+ */
+function watchBody(
+  url: string,
+  options: WatchOptions,
+): { received: (bytes: number) => void; stop: () => void } {
+  const { timeoutMs, minSpeed, windowMs } = options;
+  let received = 0;
+  let last = Date.now();
+  let windowStart = last;
+  let windowFrom = 0;
+  const seconds = (ms: number) => Number((ms / 1000).toFixed(1));
+  const timer = setInterval(() => {
+    const now = Date.now();
+    if (now - last > timeoutMs) {
+      options.abort(
+        new NetworkError(
+          `${redact(url)}: no data for ${
+            seconds(timeoutMs)
+          } s after ${options.position()} bytes`,
+          url,
+        ),
+      );
+    } else if (minSpeed > 0 && now - windowStart >= windowMs) {
+      const got = received - windowFrom;
+      if (got < minSpeed * (now - windowStart) / 1000) {
+        options.abort(
+          new NetworkError(
+            `${redact(url)}: slower than ${minSpeed} bytes/s (${got} bytes in ${
+              seconds(now - windowStart)
+            } s) after ${options.position()} bytes`,
+            url,
+          ),
+        );
+      }
+      windowStart = now;
+      windowFrom = received;
+    }
+  }, Math.max(10, Math.min(1000, timeoutMs / 4, windowMs / 4)));
+  return {
+    received: (bytes) => {
+      last = Date.now();
+      received += bytes;
+    },
+    stop: () => clearInterval(timer),
+  };
+}
+
+/**
+ * One request: appends to the file from `state.have` (a resume that passed
+ * every check) or rewrites it from byte 0.
+ */
 async function attempt(
   url: string,
-  dest: string,
+  file: Deno.FsFile,
+  path: string,
   state: State,
   options: DownloadOptions,
   resumable: boolean,
 ): Promise<void> {
   const timeoutMs = options.timeoutMs ?? 30_000;
-  const from = resumable && state.ranges && state.have > 0 ? state.have : 0;
+  const from = resumeFrom(state, resumable);
   const headers: Record<string, string> = { "accept-encoding": "identity" };
-  if (from > 0) headers["range"] = `bytes=${from}-`;
+  if (from > 0) {
+    headers["range"] = `bytes=${from}-`;
+    headers["if-range"] = ifRangeValue(state)!;
+  }
   const idle = new AbortController();
   const signal = options.signal
     ? AbortSignal.any([options.signal, idle.signal])
@@ -382,55 +599,13 @@ async function attempt(
     timeoutScope: "headers",
     signal,
   });
-  let start: number;
-  if (from > 0 && response.status === 206) {
-    const range = parseContentRange(response.headers.get("content-range"));
-    if (!range || range.start !== from) {
-      await response.body?.cancel();
-      state.ranges = false;
-      throw new NetworkError(
-        `${
-          redact(url)
-        }: unexpected Content-Range in the answer to a resume, restarting`,
-        url,
-      );
-    }
-    start = from;
-    if (range.total !== undefined) state.total = range.total;
-    state.resumed = true;
-    if (
-      (response.headers.get("last-modified")?.trim() || undefined) !==
-        state.lastModified
-    ) state.lastModifiedChanged = true;
-  } else if (from > 0 && response.status === 416) {
-    await response.body?.cancel();
-    state.ranges = false;
-    throw new NetworkError(
-      `${redact(url)}: the server refused to resume (416), restarting`,
-      url,
-    );
-  } else if (response.status === 200) {
-    start = 0;
-    state.total = contentLength(response);
-    state.ranges = /\bbytes\b/i.test(
-      response.headers.get("accept-ranges") ?? "",
-    );
-    state.resumed = false;
-    state.lastModified = response.headers.get("last-modified")?.trim() ||
-      undefined;
-    state.lastModifiedChanged = false;
-  } else {
-    throw await statusError(response, url);
-  }
-
-  let file: Deno.FsFile;
+  const start = await startOf(response, state, from, url);
   try {
-    file = await Deno.open(dest, { write: true });
     await file.truncate(start);
     await file.seek(start, Deno.SeekMode.Start);
   } catch (err) {
-    await response.body?.cancel();
-    throw diskError(err, dest);
+    await response.body?.cancel().catch(() => {});
+    throw diskError(err, path);
   }
   state.have = start;
   if (start === 0) state.hash = createHash("sha256");
@@ -444,7 +619,7 @@ async function attempt(
         done += await file.write(pending.subarray(done, used));
       }
     } catch (err) {
-      throw diskError(err, dest);
+      throw diskError(err, path);
     }
     hash?.update(pending.subarray(0, used));
     state.have += used;
@@ -452,19 +627,13 @@ async function attempt(
     options.tracker?.update(state.have, state.total);
   }
 
-  let last = Date.now();
-  const watchdog = setInterval(() => {
-    if (Date.now() - last > timeoutMs) {
-      idle.abort(
-        new NetworkError(
-          `${redact(url)}: no data for ${
-            Number((timeoutMs / 1000).toFixed(1))
-          } s after ${state.have + used} bytes`,
-          url,
-        ),
-      );
-    }
-  }, Math.max(10, Math.min(1000, timeoutMs / 4)));
+  const watch = watchBody(url, {
+    timeoutMs,
+    minSpeed: options.minSpeed ?? DEFAULT_MIN_SPEED,
+    windowMs: options.minSpeedTimeMs ?? DEFAULT_MIN_SPEED_TIME_MS,
+    position: () => state.have + used,
+    abort: (err) => idle.abort(err),
+  });
   try {
     const read = bodyReader(response.body);
     while (read) {
@@ -483,8 +652,8 @@ async function attempt(
         );
       }
       if (chunk.done) break;
-      last = Date.now();
       let value = chunk.value;
+      watch.received(value.length);
       while (value.length > 0) {
         const n = Math.min(value.length, pending.length - used);
         pending.set(value.subarray(0, n), used);
@@ -494,12 +663,8 @@ async function attempt(
       }
     }
   } finally {
-    clearInterval(watchdog);
-    try {
-      await flush();
-    } finally {
-      file.close();
-    }
+    watch.stop();
+    await flush();
   }
   if (state.total !== undefined && state.have !== state.total) {
     throw new NetworkError(

@@ -20,9 +20,9 @@ export const ExitCode = {
   Script: 3,
   /** The InfraEnv API or SSO refused or failed (auth, HTTP errors on the script). */
   Api: 4,
-  /** An artifact could not be downloaded (network, HTTP status, size, unsupported scheme). */
+  /** An artifact could not be downloaded (network, HTTP status, size, scheme, slower than the minimum rate). */
   Download: 5,
-  /** An artifact failed verification (pin, length, format: e.g. an HTML page served as a kernel). */
+  /** An artifact failed verification (digest pin, length, format check, a kernel shorter than its header says). */
   Verify: 6,
   /**
    * Refused to start: not root (without `--print-plan`/`--no-kexec`), unsupported architecture,
@@ -30,8 +30,14 @@ export const ExitCode = {
    * the bootloader and neither `--force-reboot` nor `--load-only` was given.
    */
   Refused: 7,
-  /** The work directory cannot be written (permissions, disk full). */
+  /**
+   * The work directory cannot be used: permissions, disk full, not owned by
+   * this user or writable by others, a directory where a file goes, or a
+   * verified file replaced under the bootloader.
+   */
   Disk: 8,
+  /** Another instance holds the work directory (its lock file). */
+  Locked: 9,
   /** kexec_file_load: EPERM (not root, or kernel lockdown). */
   KexecPermission: 10,
   /** kexec_file_load: EKEYREJECTED/ENOKEY (Secure Boot wants a signed kernel). */

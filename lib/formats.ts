@@ -13,6 +13,14 @@
 
 import { BootError, ExitCode } from "./errors.ts";
 import { redact } from "./log.ts";
+import {
+  clearName,
+  createFile,
+  discard,
+  diskError,
+  type FileIdentity,
+  openOwnFile,
+} from "./work_dir.ts";
 
 /** What the first bytes of a file say it is. */
 export type Format =
@@ -146,6 +154,59 @@ export interface CheckOptions {
   url: string;
   /** Machine architecture as `Deno.build.arch` names it (default: this machine). */
   arch?: string;
+  /**
+   * Size of the whole file: a kernel shorter than its own header says is
+   * refused ({@linkcode kernelMinimumSize}). Not checked when absent.
+   */
+  size?: number;
+}
+
+/** The end of the last section's raw data of a PE image, or 0 when `head` holds no PE section table. */
+function peRawEnd(head: Uint8Array): number {
+  if (!at(head, 0, "MZ") || head.length < 0x40) return 0;
+  const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  const pe = view.getUint32(0x3c, true);
+  if (pe + 24 > head.length || !at(head, pe, "PE\0\0")) return 0;
+  const sections = view.getUint16(pe + 6, true);
+  const table = pe + 24 + view.getUint16(pe + 20, true);
+  if (sections === 0 || table + 40 * sections > head.length) return 0;
+  let end = 0;
+  for (let i = 0; i < sections; i++) {
+    const rawSize = view.getUint32(table + 40 * i + 16, true);
+    const rawPointer = view.getUint32(table + 40 * i + 20, true);
+    if (rawSize > 0) end = Math.max(end, rawPointer + rawSize);
+  }
+  return end;
+}
+
+/**
+ * The smallest file a kernel's own header allows (0 when it does not say),
+ * so that a body which ended early without a `Content-Length` is not taken
+ * for a kernel:
+ *
+ * - a bzImage is its real-mode setup, `(setup_sects || 4) + 1` sectors of 512
+ *   bytes, followed by `syssize` × 16 bytes of protected-mode code (32 bits
+ *   from boot protocol 2.04, 16 bits before);
+ * - an arm64 `Image` built with the EFI stub (every distribution kernel) is a
+ *   PE image that ends no earlier than its last section's raw data. Its
+ *   `image_size` field cannot serve: it is the size the kernel needs in
+ *   memory, BSS included, larger than the file. An `Image` without the stub
+ *   has no field giving its file size (0).
+ *
+ * A signature appended after that end (signed kernels) is allowed.
+ */
+export function kernelMinimumSize(head: Uint8Array): number {
+  const format = sniff(head);
+  if (format === "bzimage" && head.length >= 0x208) {
+    const view = new DataView(head.buffer, head.byteOffset, head.byteLength);
+    const setupSects = head[0x1f1] || 4;
+    const syssize = view.getUint16(0x206, true) >= 0x204
+      ? view.getUint32(0x1f4, true)
+      : view.getUint16(0x1f4, true);
+    return (setupSects + 1) * 512 + syssize * 16;
+  }
+  if (format === "arm64-image") return peRawEnd(head);
+  return 0;
 }
 
 /**
@@ -154,7 +215,8 @@ export interface CheckOptions {
  *
  * x86_64 wants a bzImage. aarch64 takes an `Image`, a gzip'd `Image` or a zboot
  * `vmlinuz` (the latter two are unpacked with {@linkcode unpackArm64Kernel}).
- * Other architectures only get the HTML/empty check.
+ * Other architectures only get the HTML/empty check. Given `size`, a kernel
+ * shorter than its header says ({@linkcode kernelMinimumSize}) is refused.
  */
 export function checkKernel(head: Uint8Array, options: CheckOptions): Format {
   const arch = options.arch ?? Deno.build.arch;
@@ -187,6 +249,12 @@ export function checkKernel(head: Uint8Array, options: CheckOptions): Format {
         }, not an arm64 Image, gzip'd Image or zboot vmlinuz`,
       );
     }
+  }
+  const minimum = kernelMinimumSize(head);
+  if (options.size !== undefined && options.size < minimum) {
+    throw fail(
+      `is truncated: ${options.size} bytes, but its ${format} header says at least ${minimum}`,
+    );
   }
   return format;
 }
@@ -268,22 +336,39 @@ function sliceStream(
   });
 }
 
+/** Options for {@linkcode unpackArm64Kernel}. */
+export interface UnpackOptions extends CheckOptions {
+  /** The verified file `src` must be (device, inode, size): anything else is refused. */
+  identity?: FileIdentity;
+}
+
 /**
  * Turns a gzip'd arm64 `Image` or a gzip zboot `vmlinuz` at `src` into the
- * plain `Image` at `dest` (streaming, through `dest + ".part"`, renamed only
- * once the result has the arm64 magic), and returns `dest`. A plain `Image`
- * is returned as is (`src`).
+ * plain `Image` at `dest` (streaming, through `dest + ".part"`, created
+ * exclusively and renamed only once the result has the arm64 magic and is as
+ * long as its header says), and returns `dest`. A plain `Image` is returned
+ * as is (`src`).
  */
 export async function unpackArm64Kernel(
   src: string,
   dest: string,
-  options: CheckOptions,
+  options: UnpackOptions,
 ): Promise<string> {
-  const head = await readHead(src);
+  const file = await openOwnFile(src, options.identity);
+  let head: Uint8Array;
+  try {
+    head = await readHeadOf(file);
+    await file.seek(0, Deno.SeekMode.Start);
+  } catch (err) {
+    file.close();
+    throw err;
+  }
   const format = sniff(head);
-  if (format === "arm64-image") return src;
+  if (format === "arm64-image") {
+    file.close();
+    return src;
+  }
   const where = redact(options.url);
-  const file = await Deno.open(src, { read: true });
   let input: ReadableStream<Uint8Array>;
   if (format === "zboot") {
     const z = zbootHeader(head);
@@ -313,36 +398,76 @@ export async function unpackArm64Kernel(
     );
   }
   const part = `${dest}.part`;
+  let out: Deno.FsFile | undefined;
   try {
-    const out = await Deno.open(part, {
-      write: true,
-      create: true,
-      truncate: true,
-      mode: 0o600,
-    });
+    out = await createFile(part);
+    const gunzip = new DecompressionStream(
+      "gzip",
+    ) as unknown as TransformStream<Uint8Array, Uint8Array>;
+    const reader = input.pipeThrough(gunzip).getReader();
     try {
-      const gunzip = new DecompressionStream(
-        "gzip",
-      ) as unknown as TransformStream<Uint8Array, Uint8Array>;
-      await input.pipeThrough(gunzip).pipeTo(out.writable);
+      for (;;) {
+        let chunk: ReadableStreamReadResult<Uint8Array>;
+        try {
+          chunk = await reader.read();
+        } catch (err) {
+          throw new BootError(
+            `Kernel ${where} could not be decompressed: ${
+              err instanceof Error ? err.message : String(err)
+            }`,
+            ExitCode.Verify,
+          );
+        }
+        if (chunk.done) break;
+        let done = 0;
+        while (done < chunk.value.length) {
+          done += await out.write(chunk.value.subarray(done));
+        }
+      }
     } catch (err) {
-      throw new BootError(
-        `Kernel ${where} could not be decompressed: ${
-          err instanceof Error ? err.message : String(err)
-        }`,
-        ExitCode.Verify,
-      );
+      // Closes the kernel file too.
+      await reader.cancel().catch(() => {});
+      throw err;
     }
-    if (sniff(await readHead(part)) !== "arm64-image") {
+    const unpacked = await readHeadOf(out);
+    const { size } = await out.stat();
+    out.close();
+    out = undefined;
+    if (sniff(unpacked) !== "arm64-image") {
       throw new BootError(
         `Kernel ${where} does not unpack to an arm64 Image (no ARM\\x64 magic)`,
         ExitCode.Verify,
       );
     }
+    const minimum = kernelMinimumSize(unpacked);
+    if (size < minimum) {
+      throw new BootError(
+        `Kernel ${where} unpacks to a truncated arm64 Image: ${size} bytes, but its header says at least ${minimum}`,
+        ExitCode.Verify,
+      );
+    }
+    await clearName(dest);
     await Deno.rename(part, dest);
   } catch (err) {
-    await Deno.remove(part).catch(() => {});
-    throw err;
+    out?.close();
+    await discard(part);
+    throw diskError(err, dest);
   }
   return dest;
+}
+
+/** The first `length` bytes of an open file (fewer when it is shorter). */
+export async function readHeadOf(
+  file: Deno.FsFile,
+  length = SNIFF_BYTES,
+): Promise<Uint8Array> {
+  await file.seek(0, Deno.SeekMode.Start);
+  const buf = new Uint8Array(length);
+  let have = 0;
+  while (have < length) {
+    const n = await file.read(buf.subarray(have));
+    if (n === null) break;
+    have += n;
+  }
+  return buf.subarray(0, have);
 }

@@ -9,7 +9,16 @@
 
 import { createHash } from "node:crypto";
 import type { CpioWrap } from "./plan.ts";
-import { diskError } from "./download.ts";
+import {
+  clearName,
+  createFile,
+  discard,
+  diskError,
+  type FileIdentity,
+  identityOf,
+  isSameFile,
+  openOwnFile,
+} from "./work_dir.ts";
 import { BootError, ExitCode } from "./errors.ts";
 
 /** Every image of the region starts at a multiple of this (iPXE `INITRD_ALIGN`). */
@@ -101,6 +110,8 @@ export interface InitrdPart {
   path: string;
   /** cpio wrapping, for `initrd URL /path …`. */
   cpio?: CpioWrap;
+  /** The verified file `path` must be (device, inode, size); anything else is refused (Disk). */
+  identity?: FileIdentity;
 }
 
 /** Where one image landed in the assembled file. */
@@ -123,6 +134,8 @@ export interface AssembledInitrd {
   size: number;
   /** Its sha256, hex. */
   sha256: string;
+  /** The file whose bytes were hashed (device, inode, size). */
+  identity: FileIdentity;
   /** One entry per part, in order. */
   layout: InitrdLayout[];
 }
@@ -135,8 +148,10 @@ export interface AssembleOptions {
 
 /**
  * Writes the initrd region for `parts` to `dest`, streaming (no part is ever
- * held in memory whole), and returns its size, sha256 and layout. The bytes go
- * to `dest + ".part"`, renamed to `dest` only when the optional pin matches.
+ * held in memory whole), and returns its size, sha256, identity and layout.
+ * Each part is read only when it is a regular file of ours (and the very file
+ * its `identity` names, when given). The bytes go to `dest + ".part"`,
+ * created exclusively, renamed to `dest` only when the optional pin matches.
  */
 export async function assembleInitrd(
   parts: InitrdPart[],
@@ -152,14 +167,21 @@ export async function assembleInitrd(
         ExitCode.Verify,
       );
     }
+    await clearName(dest);
     try {
       await Deno.rename(part, dest);
+      if (!isSameFile(await Deno.lstat(dest), result.identity)) {
+        throw new BootError(
+          `${dest} was replaced while the bootloader put it in place`,
+          ExitCode.Disk,
+        );
+      }
     } catch (err) {
       throw diskError(err, dest);
     }
     return { ...result, path: dest };
   } catch (err) {
-    await Deno.remove(part).catch(() => {});
+    await discard(part);
     throw err;
   }
 }
@@ -170,17 +192,8 @@ async function assembleTo(
 ): Promise<AssembledInitrd> {
   const hash = createHash("sha256");
   const layout: InitrdLayout[] = [];
-  let out: Deno.FsFile;
-  try {
-    out = await Deno.open(dest, {
-      write: true,
-      create: true,
-      truncate: true,
-      mode: 0o600,
-    });
-  } catch (err) {
-    throw diskError(err, dest);
-  }
+  const out = await createFile(dest);
+  let identity: FileIdentity;
   let position = 0;
   const buffer = new Uint8Array(1 << 20);
   async function emit(bytes: Uint8Array): Promise<void> {
@@ -194,7 +207,7 @@ async function assembleTo(
       const pad = (INITRD_ALIGN - position % INITRD_ALIGN) % INITRD_ALIGN;
       if (pad) await emit(new Uint8Array(pad));
       const offset = position;
-      using input = await Deno.open(part.path, { read: true });
+      using input = await openOwnFile(part.path, part.identity);
       const { size } = await input.stat();
       const header = part.cpio
         ? cpioHeaders(part.cpio, size)
@@ -215,10 +228,17 @@ async function assembleTo(
       }
       layout.push({ offset, headerSize: header.length, dataOffset, size });
     }
+    identity = identityOf(await out.stat());
   } catch (err) {
     throw diskError(err, dest);
   } finally {
     out.close();
   }
-  return { path: dest, size: position, sha256: hash.digest("hex"), layout };
+  return {
+    path: dest,
+    size: position,
+    sha256: hash.digest("hex"),
+    identity,
+    layout,
+  };
 }

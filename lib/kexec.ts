@@ -11,6 +11,7 @@
 
 import { BootError, ExitCode, type ExitCodeValue } from "./errors.ts";
 import { log } from "./log.ts";
+import type { FileIdentity } from "./work_dir.ts";
 
 /** `kexec_file_load` syscall numbers by `Deno.build.arch` / `uname -m` name. */
 export const KEXEC_FILE_LOAD: Readonly<Record<string, number>> = {
@@ -26,7 +27,23 @@ export const KEXEC_FILE_NO_INITRAMFS = 4;
 export const LINUX_REBOOT_CMD_KEXEC = 0x45584543;
 
 const O_RDONLY = 0;
+const O_NONBLOCK = 0o4000;
 const O_CLOEXEC = 0o2000000;
+/** `O_NOFOLLOW` differs between architectures (asm-generic vs arm64/powerpc). */
+export const O_NOFOLLOW: Readonly<Record<string, number>> = {
+  x86_64: 0o400000,
+  aarch64: 0o100000,
+  s390x: 0o400000,
+  ppc64le: 0o100000,
+};
+/** `statx` flag: `path` is empty, describe `dirfd` itself (an `fstat`). */
+export const AT_EMPTY_PATH = 0x1000;
+/** `statx` mask: type, mode, inode and size (what {@linkcode kexecLoad} checks). */
+export const STATX_BASIC_STATS = 0x7ff;
+/** Size of `struct statx` (the same on every architecture). */
+export const STATX_SIZE = 256;
+const S_IFMT = 0o170000;
+const S_IFREG = 0o100000;
 
 /** The libc functions the binding uses (the real ones, or fakes in tests). */
 export interface LibcSymbols {
@@ -34,6 +51,17 @@ export interface LibcSymbols {
   open(path: Uint8Array, flags: number): number;
   /** `close(fd)`. */
   close(fd: number): number;
+  /**
+   * `statx(dirfd, path, flags, mask, buf)`: `path` is NUL-terminated, `buf`
+   * is {@linkcode STATX_SIZE} bytes; returns 0, or -1 with errno set.
+   */
+  statx(
+    dirfd: number,
+    path: Uint8Array,
+    flags: number,
+    mask: number,
+    buf: Uint8Array,
+  ): number;
   /** `syscall(nr, a1…a5)`: `cmdline` is NUL-terminated; returns the result or -1. */
   syscall(
     nr: bigint,
@@ -69,6 +97,10 @@ export function openLibc(): LibcSymbols {
       {
         open: { parameters: ["buffer", "i32"], result: "i32" },
         close: { parameters: ["i32"], result: "i32" },
+        statx: {
+          parameters: ["i32", "buffer", "i32", "u32", "buffer"],
+          result: "i32",
+        },
         // glibc's syscall() is variadic but an assembly shim reading registers:
         // declaring the six integer/pointer arguments we pass is safe.
         syscall: {
@@ -93,6 +125,14 @@ export function openLibc(): LibcSymbols {
   realLibc = {
     open: (path, flags) => s.open(path as Uint8Array<ArrayBuffer>, flags),
     close: (fd) => s.close(fd),
+    statx: (dirfd, path, flags, mask, buf) =>
+      s.statx(
+        dirfd,
+        path as Uint8Array<ArrayBuffer>,
+        flags,
+        mask,
+        buf as Uint8Array<ArrayBuffer>,
+      ),
     syscall: (nr, a1, a2, a3, a4, a5) =>
       s.syscall(nr, a1, a2, a3, a4 as Uint8Array<ArrayBuffer>, a5) as bigint,
     reboot: (cmd) => s.reboot(cmd),
@@ -114,11 +154,13 @@ export const Errno = {
   EPERM: 1,
   ENOENT: 2,
   ENOEXEC: 8,
+  ENXIO: 6,
   EBADF: 9,
   ENOMEM: 12,
   EACCES: 13,
   EBUSY: 16,
   EINVAL: 22,
+  ELOOP: 40,
   ENOSYS: 38,
   ENOKEY: 126,
   EKEYREJECTED: 129,
@@ -180,6 +222,11 @@ export interface KexecImage {
   initrd?: { path: string };
   /** Kernel command line (without the trailing NUL). */
   cmdline: string;
+  /**
+   * The files that were verified (from `load`): the descriptors handed to
+   * the kernel must be these very files.
+   */
+  verified: { kernel: FileIdentity; initrd?: FileIdentity };
 }
 
 /** Options for {@linkcode kexecLoad}. */
@@ -188,6 +235,37 @@ export interface KexecLoadOptions {
   libc?: LibcSymbols;
   /** Architecture (default `Deno.build.arch`). */
   arch?: string;
+}
+
+/** The `st_dev` number glibc (and so the runtime's `stat`) builds from a major and minor. */
+function makedev(major: number, minor: number): number {
+  const ma = BigInt(major);
+  const mi = BigInt(minor);
+  return Number(
+    ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) |
+      ((mi & 0xffffff00n) << 12n) | (mi & 0xffn),
+  );
+}
+
+/** What an open descriptor is, read with `statx(fd, "", AT_EMPTY_PATH)`; undefined when it fails. */
+export function fdInfo(
+  libc: LibcSymbols,
+  fd: number,
+): (FileIdentity & { regular: boolean }) | undefined {
+  const buf = new Uint8Array(STATX_SIZE);
+  if (
+    libc.statx(fd, new Uint8Array(1), AT_EMPTY_PATH, STATX_BASIC_STATS, buf) !==
+      0
+  ) {
+    return undefined;
+  }
+  const view = new DataView(buf.buffer);
+  return {
+    regular: (view.getUint16(28, true) & S_IFMT) === S_IFREG,
+    ino: Number(view.getBigUint64(32, true)),
+    size: Number(view.getBigUint64(40, true)),
+    dev: makedev(view.getUint32(136, true), view.getUint32(140, true)),
+  };
 }
 
 function cString(text: string): Uint8Array {
@@ -201,6 +279,14 @@ function cString(text: string): Uint8Array {
  * Loads the kernel, initrd and command line with `kexec_file_load`. Returns
  * when the image is loaded (start it with {@linkcode kexecExecute}); throws a
  * {@linkcode BootError} with a Kexec* exit code otherwise.
+ *
+ * The files are opened with `O_NOFOLLOW | O_NONBLOCK` (a symbolic link is
+ * refused, a FIFO cannot block), and each descriptor is checked with `fstat`
+ * (`statx` on the fd) to be a regular file with the device, inode and size
+ * of the verified file (`image.verified`) before the kernel reads it:
+ * `kexec_file_load` reads exactly the descriptors that were checked, so no
+ * rename, link or other file put at the path after verification can be
+ * loaded (a Disk error, exit 8, instead).
  */
 export function kexecLoad(
   image: KexecImage,
@@ -220,23 +306,63 @@ export function kexecLoad(
       ExitCode.Usage,
     );
   }
+  if (image.initrd && !image.verified.initrd) {
+    throw new BootError(
+      `The initrd ${image.initrd.path} was never verified`,
+      ExitCode.Disk,
+    );
+  }
   const libc = options.libc ?? openLibc();
   const fds: number[] = [];
-  const openRead = (path: string, what: string): number => {
-    const fd = libc.open(cString(path), O_RDONLY | O_CLOEXEC);
+  const openVerified = (
+    path: string,
+    what: string,
+    identity: FileIdentity,
+  ): number => {
+    const fd = libc.open(
+      cString(path),
+      O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW[arch],
+    );
     if (fd < 0) {
       const errno = libc.errno();
       throw new BootError(
-        `Cannot open the ${what} ${path}: ${libc.strerror(errno)}`,
-        ExitCode.KexecOther,
+        `Cannot open the ${what} ${path}: ${libc.strerror(errno)}${
+          errno === Errno.ELOOP
+            ? " (a symbolic link: not the file that was verified)"
+            : ""
+        }`,
+        errno === Errno.ELOOP ? ExitCode.Disk : ExitCode.KexecOther,
       );
     }
     fds.push(fd);
+    const info = fdInfo(libc, fd);
+    if (!info) {
+      const errno = libc.errno();
+      throw new BootError(
+        `Cannot fstat the ${what} ${path}: ${libc.strerror(errno)}`,
+        ExitCode.KexecOther,
+      );
+    }
+    if (
+      !info.regular || info.dev !== identity.dev ||
+      info.ino !== identity.ino || info.size !== identity.size
+    ) {
+      throw new BootError(
+        `The ${what} ${path} is not the file that was verified (it was replaced after verification): refusing to load it`,
+        ExitCode.Disk,
+      );
+    }
     return fd;
   };
   try {
-    const kernelFd = openRead(image.kernel.path, "kernel");
-    const initrdFd = image.initrd ? openRead(image.initrd.path, "initrd") : -1;
+    const kernelFd = openVerified(
+      image.kernel.path,
+      "kernel",
+      image.verified.kernel,
+    );
+    const initrdFd = image.initrd
+      ? openVerified(image.initrd.path, "initrd", image.verified.initrd!)
+      : -1;
     const cmdline = cString(image.cmdline);
     const flags = image.initrd ? 0 : KEXEC_FILE_NO_INITRAMFS;
     log.debug(

@@ -3,24 +3,21 @@
  * (kernel, and one assembled initrd) ready for `kexec_file_load`. Executing
  * them is a separate step (`lib/kexec.ts`).
  *
- * Kernel and initrds download concurrently into the work directory; each is
- * length- and hash-checked, pinned digests are enforced, formats are sniffed
+ * Kernel and initrds download concurrently into the work directory (at most
+ * {@linkcode MAX_CONCURRENT_DOWNLOADS} at once); each is length- and
+ * hash-checked, pinned digests are enforced, formats are sniffed
  * before anything is handed on, and the initrds are assembled like iPXE's
  * initrd region. A signed initrd URL answering 401/403 (expired token) makes
  * `load` fetch the script again through `refetchPlan` and retry.
  *
  * Artifacts that carry no secret (see {@linkcode isCacheable}) are kept
- * across runs in `<workDir>/cache/`: a hard link to the verified file plus a
- * JSON manifest (url, size, sha256, Last-Modified, Content-Length, when it
- * was verified), written only once the file is verified and in place. The
- * next run reuses the copy only when a `HEAD` (same request policy, no
- * `Authorization`) answers 200 with a `Content-Length` and/or
- * `Last-Modified` equal to the manifest's (neither: no reuse), the file on
- * disk hashes to the manifest's sha256 again, any pin matches, and the format
- * check passes; otherwise the artifact is downloaded as usual. `HEAD` was
- * chosen over a conditional `GET` (`If-Modified-Since` → 304) because it
- * compares the size as well as the date, and a server that ignores
- * `If-Modified-Since` would start sending the whole body.
+ * across runs in `<workDir>/cache/` (`lib/cache.ts` says when a copy is
+ * reused).
+ *
+ * The work directory is `lib/work_dir.ts`'s: owned by us, locked for the
+ * run, every file created exclusively. What `load` returns carries the
+ * identity (device, inode, size) of the verified kernel and initrd, which
+ * `kexecLoad` checks on the descriptors it hands to the kernel.
  *
  * @module
  */
@@ -31,18 +28,11 @@ import {
   checkInitrd,
   checkKernel,
   type Format,
-  readHead,
+  readHeadOf,
   unpackArm64Kernel,
 } from "./formats.ts";
-import { createHash } from "node:crypto";
-import {
-  diskError,
-  download,
-  type DownloadResult,
-  isPxeInitrd,
-  probe,
-  sha256File,
-} from "./download.ts";
+import { download, isPxeInitrd, sha256Of } from "./download.ts";
+import { type Fetched, fromCache, pruneCache, toCache } from "./cache.ts";
 import { HttpStatusError } from "./http.ts";
 import { artifactPin, checkPins } from "./pins.ts";
 import { assembleInitrd } from "./initrd.ts";
@@ -53,19 +43,38 @@ import {
   type Progress,
   type ProgressMode,
 } from "./progress.ts";
+import {
+  discard,
+  diskError,
+  type FileIdentity,
+  identityOf,
+  lockWorkDir,
+  openOwnFile,
+  type WorkDirLock,
+} from "./work_dir.ts";
 
 export { artifactPin } from "./pins.ts";
 
 /** Options for {@linkcode load}. */
 export interface LoadOptions {
-  /** Directory for the files (created 0700). */
+  /** Directory for the files (created 0700; must be ours alone, see `lib/work_dir.ts`). */
   workDir: string;
+  /**
+   * The lock on `workDir` the caller already holds ({@linkcode lockWorkDir}),
+   * kept after `load` returns (until the kernel is loaded). Without it,
+   * `load` takes the lock itself and releases it when it returns.
+   */
+  lock?: WorkDirLock;
   /** Client with extra CAs or `--insecure` (`createClient` in lib/http.ts). */
   client?: Deno.HttpClient;
   /** Retries per artifact after the first attempt (default 5). */
   retries?: number;
   /** Milliseconds to wait for headers and for each body read (default 30 s). */
   timeoutMs?: number;
+  /** Bytes per second below which a body is cut (`--min-speed`; 0: never; default 1024). */
+  minSpeed?: number;
+  /** The window for `minSpeed`, in milliseconds (`--min-speed-time`; default 30 s). */
+  minSpeedTimeMs?: number;
   /** Pin for the kernel as downloaded (`--kernel-sha256`). */
   kernelSha256?: string;
   /** Pin for the assembled initrd (`--initrd-sha256`). */
@@ -131,6 +140,8 @@ export interface LoadedImage {
   cmdline: string;
   /** The plan that was loaded (a newer one when `refetchPlan` was used). */
   plan: KexecPlan;
+  /** Which files were verified (device, inode, size): `kexecLoad` loads only these. */
+  verified: { kernel: FileIdentity; initrd?: FileIdentity };
 }
 
 const MAX_REFETCH = 2;
@@ -165,64 +176,120 @@ function authFailure(err: unknown): HttpStatusError | undefined {
   return undefined;
 }
 
+/** At most this many artifacts download (or are checked in the cache) at once. */
+export const MAX_CONCURRENT_DOWNLOADS = 4;
+
 /**
  * Downloads, verifies and assembles what `plan` boots. Throws a
- * {@linkcode BootError}: Download (5), Verify (6) or Disk (8).
+ * {@linkcode BootError}: Download (5), Verify (6), Disk (8) or Locked (9).
  */
 export async function load(
   plan: KexecPlan,
   options: LoadOptions,
 ): Promise<LoadedImage> {
   checkPlan(plan, options);
-  await prepareWorkDir(options.workDir);
-  // Files from an earlier run must never pass for this run's verified ones.
-  await removeOurFiles(options.workDir);
-  const progress = createProgress(options.progress ?? "auto");
-  const done = new Map<string, Fetched>();
-  let current = plan;
-  for (let refetch = 0;; refetch++) {
-    try {
-      const loaded = await loadOnce(current, options, progress, done);
-      if (options.cache !== false) {
-        // Only what this plan boots stays cached (the disk may be RAM).
-        await pruneCache(
-          options.workDir,
-          [loaded.plan.kernel, ...loaded.plan.initrds].map((a) => a.url),
+  const dir = options.workDir;
+  if (options.lock && options.lock.dir !== dir) {
+    throw new Error(`load: the lock is on ${options.lock.dir}, not on ${dir}`);
+  }
+  const own = options.lock
+    ? undefined
+    : await lockWorkDir(dir, { cache: options.cache !== false });
+  try {
+    // Files from an earlier run must never pass for this run's verified ones.
+    await removeOurFiles(dir);
+    const progress = createProgress(options.progress ?? "auto");
+    const done = new Map<string, Fetched>();
+    let current = plan;
+    for (let refetch = 0;; refetch++) {
+      try {
+        const loaded = await loadOnce(current, options, progress, done);
+        // Whatever an earlier plan left behind goes; only the final files stay.
+        await removeOurFiles(dir, FINAL_FILES);
+        if (options.cache !== false) {
+          // Only what this plan boots stays cached (the disk may be RAM).
+          await pruneCache(
+            dir,
+            [loaded.plan.kernel, ...loaded.plan.initrds].map((a) => a.url),
+          );
+        }
+        return loaded;
+      } catch (err) {
+        const denied = authFailure(err);
+        if (
+          !denied || !isSignedUrl(denied.url) || !options.refetchPlan ||
+          refetch >= MAX_REFETCH
+        ) throw err;
+        log.warn(
+          `${
+            redact(denied.url)
+          } answered ${denied.status}: the signed URL has probably expired, fetching the script again`,
         );
+        // The old plan's signed files (and its half-done ones) go now; what
+        // the new plan does not boot goes as soon as it is known.
+        await forget(done, (url) => isSignedUrl(url));
+        await removeOurFiles(dir, [...done.values()].map((r) => r.path));
+        current = await options.refetchPlan();
+        checkPlan(current, options);
+        const next = new Set(
+          [current.kernel, ...current.initrds].map((a) => a.url),
+        );
+        await forget(done, (url) => !next.has(url));
       }
-      return loaded;
-    } catch (err) {
-      const denied = authFailure(err);
-      if (
-        !denied || !isSignedUrl(denied.url) || !options.refetchPlan ||
-        refetch >= MAX_REFETCH
-      ) {
-        // Nothing half-done (and no secret initrd) stays behind a failure.
-        await removeOurFiles(options.workDir);
-        throw err;
-      }
-      log.warn(
-        `${
-          redact(denied.url)
-        } answered ${denied.status}: the signed URL has probably expired, fetching the script again`,
-      );
-      current = await options.refetchPlan();
-      checkPlan(current, options);
     }
+  } catch (err) {
+    // Nothing half-done (and no secret initrd) stays behind a failure.
+    await removeOurFiles(dir, [], { lenient: true });
+    throw err;
+  } finally {
+    own?.release();
+  }
+}
+
+/** Removes the files of `done` whose URL `drop` names, and forgets them. */
+async function forget(
+  done: Map<string, Fetched>,
+  drop: (url: string) => boolean,
+): Promise<void> {
+  for (const [url, result] of done) {
+    if (!drop(url)) continue;
+    await discard(result.path);
+    done.delete(url);
   }
 }
 
 /** The names `load` writes in the work directory (and nothing else is touched). */
 const OUR_FILES = /^(kernel|kernel\.Image|initrd|initrd-part-\d+)(\.part)?$/;
+/** What a successful `load` leaves in the work directory (besides `cache/` and the lock). */
+const FINAL_FILES = ["kernel", "kernel.Image", "initrd"];
 
-async function removeOurFiles(dir: string): Promise<void> {
+/**
+ * Removes every entry of ours in `dir` but those in `keep` (names or paths):
+ * files, and equally links, FIFOs or devices at those names (the name goes,
+ * never what it points to). A directory at one of our names is a Disk error
+ * (`lenient`: skipped, for the cleanup after a failure).
+ */
+async function removeOurFiles(
+  dir: string,
+  keep: string[] = [],
+  options: { lenient?: boolean } = {},
+): Promise<void> {
+  const kept = new Set(keep.map((k) => k.slice(k.lastIndexOf("/") + 1)));
   try {
     for await (const entry of Deno.readDir(dir)) {
-      if (entry.isFile && OUR_FILES.test(entry.name)) {
-        await Deno.remove(`${dir}/${entry.name}`);
+      if (!OUR_FILES.test(entry.name) || kept.has(entry.name)) continue;
+      const path = `${dir}/${entry.name}`;
+      if (entry.isDirectory) {
+        if (options.lenient) continue;
+        throw new BootError(
+          `${path} is a directory where the bootloader writes a file: remove it`,
+          ExitCode.Disk,
+        );
       }
+      await Deno.remove(path);
     }
   } catch (err) {
+    if (options.lenient) return;
     throw diskError(err, dir);
   }
 }
@@ -264,273 +331,30 @@ function checkPlan(plan: KexecPlan, options: LoadOptions): void {
   }
 }
 
-async function prepareWorkDir(dir: string): Promise<void> {
-  try {
-    let info: Deno.FileInfo | undefined;
-    try {
-      info = await Deno.stat(dir);
-    } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) throw err;
-    }
-    if (!info) {
-      // Ours: private from the start (files inside are 0600 too).
-      await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-      await Deno.chmod(dir, 0o700);
-      return;
-    }
-    if (!info.isDirectory) {
-      throw new BootError(
-        `The work directory ${dir} exists and is not a directory`,
-        ExitCode.Disk,
-      );
-    }
-    // Verified files are later opened by path for kexec: nobody else may be
-    // able to swap them in between. An existing directory keeps its mode.
-    if (info.mode !== null && (info.mode & 0o022) !== 0) {
-      throw new BootError(
-        `The work directory ${dir} is writable by other users: use a private directory (--work-dir)`,
-        ExitCode.Disk,
-      );
-    }
-  } catch (err) {
-    throw diskError(err, dir);
-  }
-}
-
-/** A verified file of this run, and whether it came from the cache. */
-type Fetched = DownloadResult & { cached?: boolean };
-
-/** What `<workDir>/cache/<key>.json` holds. */
-interface Manifest {
-  /** Format version (1). */
-  version: number;
-  /** The artifact's URL, exactly as the plan has it. */
-  url: string;
-  /** Size in bytes. */
-  size: number;
-  /** sha256, hex. */
-  sha256: string;
-  /** `Last-Modified` of the download, when the server gave one. */
-  lastModified?: string;
-  /** `Content-Length` of the download, when the server gave one. */
-  contentLength?: number;
-  /** When the file was verified (ISO 8601). */
-  verifiedAt: string;
-}
-
-const CACHE_ENTRY = /^([0-9a-f]{32})(\.json)?(\.part)?$/;
-
-function cacheKey(url: string): string {
-  return createHash("sha256").update(url).digest("hex").slice(0, 32);
-}
-
-function cachePaths(dir: string, url: string) {
-  const base = `${dir}/cache/${cacheKey(url)}`;
-  return { file: base, manifest: `${base}.json` };
-}
-
-async function readManifest(
-  path: string,
-  url: string,
-): Promise<Manifest | undefined> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch {
-    return undefined;
-  }
-  try {
-    const m = JSON.parse(text) as Partial<Manifest>;
-    if (
-      m.version === 1 && m.url === url && typeof m.size === "number" &&
-      m.size > 0 && typeof m.sha256 === "string" &&
-      /^[0-9a-f]{64}$/.test(m.sha256) &&
-      (m.lastModified === undefined || typeof m.lastModified === "string") &&
-      (m.contentLength === undefined || typeof m.contentLength === "number")
-    ) return m as Manifest;
-  } catch {
-    // Unreadable: treated like no manifest.
-  }
-  return undefined;
-}
-
-async function dropEntry(paths: { file: string; manifest: string }) {
-  // The manifest first: without it nothing is ever reused.
-  await Deno.remove(paths.manifest).catch(() => {});
-  await Deno.remove(paths.file).catch(() => {});
-}
-
-/** Why the cached copy of an artifact cannot be reused, or undefined when it can. */
-function staleReason(
-  manifest: Manifest,
-  head: { status: number; contentLength?: number; lastModified?: string },
-): string | undefined {
-  if (head.status !== 200) return `HEAD answered ${head.status}`;
-  if (head.contentLength === undefined && head.lastModified === undefined) {
-    return "the server gives neither Content-Length nor Last-Modified";
-  }
-  if (
-    head.contentLength !== undefined && head.contentLength !== manifest.size
-  ) {
-    return `the size changed (${manifest.size} → ${head.contentLength} bytes)`;
-  }
-  if (
-    (head.lastModified !== undefined || manifest.lastModified !== undefined) &&
-    head.lastModified !== manifest.lastModified
-  ) {
-    return `Last-Modified changed (${manifest.lastModified ?? "none"} → ${
-      head.lastModified ?? "none"
-    })`;
-  }
-  return undefined;
-}
-
 /**
- * Puts the cached copy of `url` at `dest` when it is still the server's file
- * and intact; undefined (and the artifact is downloaded) otherwise.
+ * Runs the tasks at most `limit` at a time, in order; once `signal` aborts,
+ * the tasks not started yet fail with its reason instead of starting.
  */
-async function fromCache(
-  url: string,
-  dest: string,
-  label: string,
-  pin: string | undefined,
-  check: (head: Uint8Array) => void,
-  options: LoadOptions,
+function limited<T>(
+  tasks: (() => Promise<T>)[],
+  limit: number,
   signal: AbortSignal,
-): Promise<Fetched | undefined> {
-  const paths = cachePaths(options.workDir, url);
-  const manifest = await readManifest(paths.manifest, url);
-  if (!manifest) return undefined;
-  const skip = (why: string) => {
-    log.info(`${label}: cached copy not used (${why}), downloading`);
-    return undefined;
-  };
-  if (pin && pin.toLowerCase() !== manifest.sha256) {
-    return skip("it does not match the pinned sha256");
-  }
-  try {
-    if ((await Deno.stat(paths.file)).size !== manifest.size) {
-      await dropEntry(paths);
-      return skip("its size on disk is wrong");
+): Promise<T>[] {
+  let running = 0;
+  const waiting: (() => void)[] = [];
+  return tasks.map(async (task) => {
+    if (running >= limit) {
+      await new Promise<void>((resolve) => waiting.push(resolve));
     }
-  } catch {
-    await dropEntry(paths);
-    return skip("the file is missing");
-  }
-  let head;
-  try {
-    head = await probe(url, {
-      client: options.client,
-      timeoutMs: options.timeoutMs,
-      signal,
-    });
-  } catch (err) {
-    if (signal.aborted) throw err;
-    return skip(`HEAD failed: ${err instanceof Error ? err.message : err}`);
-  }
-  const stale = staleReason(manifest, head);
-  if (stale) return skip(stale);
-  let sha256: string;
-  try {
-    sha256 = await sha256File(paths.file);
-  } catch (err) {
-    await dropEntry(paths);
-    return skip(`cannot read it: ${err instanceof Error ? err.message : err}`);
-  }
-  if (sha256 !== manifest.sha256) {
-    await dropEntry(paths);
-    log.warn(
-      `${label}: cached copy is corrupt (sha256 ${sha256}, expected ${manifest.sha256}), downloading`,
-    );
-    return undefined;
-  }
-  try {
-    check(await readHead(paths.file));
-  } catch (err) {
-    await dropEntry(paths);
-    return skip(err instanceof Error ? err.message : String(err));
-  }
-  try {
-    await Deno.remove(dest).catch(() => {});
-    await Deno.link(paths.file, dest);
-  } catch (err) {
-    return skip(`cannot link it: ${err instanceof Error ? err.message : err}`);
-  }
-  log.info(
-    `${label}: cached copy verified (sha256 ${sha256}), not downloaded`,
-  );
-  return {
-    url,
-    path: dest,
-    size: manifest.size,
-    sha256,
-    resumed: false,
-    attempts: 0,
-    cached: true,
-  };
-}
-
-/**
- * Records the verified file `result` for later runs. Never fails the boot: a
- * cache that cannot be written is only logged.
- */
-async function toCache(dir: string, result: DownloadResult): Promise<void> {
-  if (
-    !isCacheable(result.url) ||
-    (result.lastModified === undefined && result.contentLength === undefined)
-  ) return;
-  const paths = cachePaths(dir, result.url);
-  try {
-    await Deno.mkdir(`${dir}/cache`, { mode: 0o700 }).catch((err) => {
-      if (!(err instanceof Deno.errors.AlreadyExists)) throw err;
-    });
-    await dropEntry(paths);
-    await Deno.remove(`${paths.file}.part`).catch(() => {});
-    await Deno.link(result.path, `${paths.file}.part`);
-    await Deno.rename(`${paths.file}.part`, paths.file);
-    const manifest: Manifest = {
-      version: 1,
-      url: result.url,
-      size: result.size,
-      sha256: result.sha256,
-      ...(result.lastModified !== undefined
-        ? { lastModified: result.lastModified }
-        : {}),
-      ...(result.contentLength !== undefined
-        ? { contentLength: result.contentLength }
-        : {}),
-      verifiedAt: new Date().toISOString(),
-    };
-    // Written last, and atomically: a manifest always names a verified file.
-    await Deno.writeTextFile(
-      `${paths.manifest}.part`,
-      JSON.stringify(manifest) + "\n",
-      { mode: 0o600 },
-    );
-    await Deno.rename(`${paths.manifest}.part`, paths.manifest);
-  } catch (err) {
-    await dropEntry(paths);
-    await Deno.remove(`${paths.file}.part`).catch(() => {});
-    await Deno.remove(`${paths.manifest}.part`).catch(() => {});
-    log.warn(
-      `Cannot cache ${result.url}: ${err instanceof Error ? err.message : err}`,
-    );
-  }
-}
-
-/** Removes cache entries for other URLs than `keep`, and leftover `.part` files. */
-async function pruneCache(dir: string, keep: string[]): Promise<void> {
-  const keys = new Set(keep.map(cacheKey));
-  try {
-    for await (const entry of Deno.readDir(`${dir}/cache`)) {
-      const m = CACHE_ENTRY.exec(entry.name);
-      if (entry.isFile && m && (m[3] || !keys.has(m[1]))) {
-        await Deno.remove(`${dir}/cache/${entry.name}`).catch(() => {});
-      }
+    running++;
+    try {
+      if (signal.aborted) throw signal.reason;
+      return await task();
+    } finally {
+      running--;
+      waiting.shift()?.();
     }
-  } catch {
-    // No cache directory: nothing to prune.
-  }
+  });
 }
 
 async function loadOnce(
@@ -547,27 +371,41 @@ async function loadOnce(
     : abort.signal;
   const dir = options.workDir;
   let kernelFormat = "unknown" as Format;
+  let kernelHead: Uint8Array = new Uint8Array();
 
   const fetchOne = async (
     url: string,
     dest: string,
     label: string,
     pin: string | undefined,
-    check: (head: Uint8Array) => void,
+    check: (head: Uint8Array, size: number) => void,
   ): Promise<Fetched> => {
     const earlier = done.get(url);
     const useCache = options.cache !== false && isCacheable(url);
     let result: Fetched | undefined;
     if (earlier && earlier.path === dest && (!pin || pin === earlier.sha256)) {
       log.info(`${label}: already downloaded (${earlier.size} bytes)`);
-      check(await readHead(dest));
+      try {
+        using file = await openOwnFile(dest, earlier.identity);
+        check(await readHeadOf(file), earlier.size);
+      } catch (err) {
+        throw diskError(err, dest);
+      }
       result = earlier;
     } else {
       for (const [key, value] of done) {
         if (value.path === dest) done.delete(key);
       }
       if (useCache) {
-        result = await fromCache(url, dest, label, pin, check, options, signal);
+        result = await fromCache(url, dest, {
+          workDir: dir,
+          label,
+          pin,
+          check,
+          client: options.client,
+          timeoutMs: options.timeoutMs,
+          signal,
+        });
       }
     }
     if (!result) {
@@ -575,6 +413,8 @@ async function loadOnce(
         client: options.client,
         retries: options.retries,
         timeoutMs: options.timeoutMs,
+        minSpeed: options.minSpeed,
+        minSpeedTimeMs: options.minSpeedTimeMs,
         sha256: pin,
         signal,
         tracker: progress.track(label),
@@ -587,29 +427,41 @@ async function loadOnce(
   };
 
   const total = plan.initrds.length;
-  const tasks: Promise<Fetched>[] = [
-    fetchOne(
-      plan.kernel.url,
-      `${dir}/kernel`,
-      plan.kernel.name === "kernel" ? "kernel" : `kernel (${plan.kernel.name})`,
-      options.kernelSha256 ?? artifactPin(plan.kernel.url, pins),
-      (head) => {
-        kernelFormat = checkKernel(head, { url: plan.kernel.url, arch });
-      },
-    ),
-    ...plan.initrds.map((initrd, i) =>
-      fetchOne(
-        initrd.url,
-        `${dir}/initrd-part-${i}`,
-        `initrd ${i + 1}/${total} (${initrd.name})`,
-        artifactPin(initrd.url, pins),
-        (head) => {
-          // A cpio-wrapped image is any file (a config, a script).
-          if (!initrd.cpio) checkInitrd(head, { url: initrd.url });
-        },
-      )
-    ),
-  ];
+  const tasks: Promise<Fetched>[] = limited(
+    [
+      () =>
+        fetchOne(
+          plan.kernel.url,
+          `${dir}/kernel`,
+          plan.kernel.name === "kernel"
+            ? "kernel"
+            : `kernel (${plan.kernel.name})`,
+          options.kernelSha256 ?? artifactPin(plan.kernel.url, pins),
+          (head, size) => {
+            kernelFormat = checkKernel(head, {
+              url: plan.kernel.url,
+              arch,
+              size,
+            });
+            kernelHead = head;
+          },
+        ),
+      ...plan.initrds.map((initrd, i) => () =>
+        fetchOne(
+          initrd.url,
+          `${dir}/initrd-part-${i}`,
+          `initrd ${i + 1}/${total} (${initrd.name})`,
+          artifactPin(initrd.url, pins),
+          (head) => {
+            // A cpio-wrapped image is any file (a config, a script).
+            if (!initrd.cpio) checkInitrd(head, { url: initrd.url });
+          },
+        )
+      ),
+    ],
+    MAX_CONCURRENT_DOWNLOADS,
+    signal,
+  );
   let first: unknown;
   const settled = await Promise.allSettled(tasks.map((t) =>
     t.catch((err) => {
@@ -626,51 +478,24 @@ async function loadOnce(
   );
   const [kernelResult, ...initrdResults] = results;
 
-  let kernelFile: LoadedFile = {
-    path: kernelResult.path,
-    size: kernelResult.size,
-    sha256: kernelResult.sha256,
-  };
-  let unpackedFrom: LoadedFile | undefined;
-  if (arch === "aarch64" && kernelFormat !== "arm64-image") {
-    const image = await unpackArm64Kernel(
-      kernelResult.path,
-      `${dir}/kernel.Image`,
-      { url: plan.kernel.url, arch },
-    );
-    unpackedFrom = kernelFile;
-    kernelFile = {
-      path: image,
-      size: (await Deno.stat(image)).size,
-      sha256: await sha256File(image),
-    };
-    log.info(
-      `kernel: unpacked ${kernelFormat} to an arm64 Image (${kernelFile.size} bytes)`,
-    );
-  }
-
-  if (kernelFormat === "bzimage") {
-    // kexec_file_load answers a too long command line with a bare EINVAL.
-    const max = bzImageCmdlineSize(await readHead(kernelFile.path));
-    const length = new TextEncoder().encode(plan.cmdline).length;
-    if (max > 0 && length > max) {
-      throw new BootError(
-        `The kernel command line is ${length} bytes; this kernel accepts at most ${max}`,
-        ExitCode.Verify,
-      );
-    }
-  }
-
+  const kernel = await kernelFile(kernelResult, {
+    format: kernelFormat,
+    head: kernelHead,
+    plan,
+    arch,
+    dir,
+  });
   const loaded: LoadedImage = {
     kernel: {
-      ...kernelFile,
+      ...kernel.file,
       url: plan.kernel.url,
       format: kernelFormat,
-      ...(unpackedFrom ? { download: unpackedFrom } : {}),
+      ...(kernel.unpackedFrom ? { download: kernel.unpackedFrom } : {}),
       ...(kernelResult.cached ? { cached: true as const } : {}),
     },
     cmdline: plan.cmdline,
     plan,
+    verified: { kernel: kernel.identity },
   };
   if (total === 0) {
     if (options.initrdSha256) {
@@ -685,14 +510,15 @@ async function loadOnce(
     plan.initrds.map((initrd, i) => ({
       path: initrdResults[i].path,
       cpio: initrd.cpio,
+      identity: initrdResults[i].identity,
     })),
     `${dir}/initrd`,
     { sha256: options.initrdSha256 },
   );
   // The parts are inside the assembled file now: free the space (the work
-  // directory may be in RAM) and drop the cache entries pointing at them.
+  // directory may be in RAM) and forget them.
   for (const r of initrdResults) {
-    await Deno.remove(r.path).catch(() => {});
+    await discard(r.path);
     done.delete(r.url);
   }
   log.info(
@@ -710,5 +536,70 @@ async function loadOnce(
       ...(r.cached ? { cached: true as const } : {}),
     })),
   };
+  loaded.verified.initrd = assembled.identity;
   return loaded;
+}
+
+/**
+ * The kernel file to load from the verified download: on aarch64 a gzip'd
+ * `Image` or zboot `vmlinuz` is unpacked (and the unpacked file hashed
+ * through the descriptor its identity comes from); a bzImage's command line
+ * must fit its `cmdline_size` (`kexec_file_load` would answer a bare EINVAL).
+ */
+async function kernelFile(
+  result: Fetched,
+  options: {
+    format: Format;
+    head: Uint8Array;
+    plan: KexecPlan;
+    arch: string;
+    dir: string;
+  },
+): Promise<
+  { file: LoadedFile; identity: FileIdentity; unpackedFrom?: LoadedFile }
+> {
+  const { format, plan, arch } = options;
+  const downloaded: LoadedFile = {
+    path: result.path,
+    size: result.size,
+    sha256: result.sha256,
+  };
+  let kernel = { file: downloaded, identity: result.identity };
+  let unpackedFrom: LoadedFile | undefined;
+  if (arch === "aarch64" && format !== "arm64-image") {
+    const image = await unpackArm64Kernel(
+      result.path,
+      `${options.dir}/kernel.Image`,
+      { url: plan.kernel.url, arch, identity: result.identity },
+    );
+    unpackedFrom = downloaded;
+    try {
+      using file = await openOwnFile(image);
+      const identity = identityOf(await file.stat());
+      kernel = {
+        file: {
+          path: image,
+          size: identity.size,
+          sha256: await sha256Of(file),
+        },
+        identity,
+      };
+    } catch (err) {
+      throw diskError(err, image);
+    }
+    log.info(
+      `kernel: unpacked ${format} to an arm64 Image (${kernel.file.size} bytes)`,
+    );
+  }
+  if (format === "bzimage") {
+    const max = bzImageCmdlineSize(options.head);
+    const length = new TextEncoder().encode(plan.cmdline).length;
+    if (max > 0 && length > max) {
+      throw new BootError(
+        `The kernel command line is ${length} bytes; this kernel accepts at most ${max}`,
+        ExitCode.Verify,
+      );
+    }
+  }
+  return { ...kernel, ...(unpackedFrom ? { unpackedFrom } : {}) };
 }

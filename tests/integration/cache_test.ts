@@ -27,6 +27,10 @@ interface Served {
   chunked?: boolean;
   /** Status for HEAD (default 200). */
   headStatus?: number;
+  /** `ETag` (none when undefined). */
+  etag?: string;
+  /** Headers a HEAD leaves out (`content-length`, `last-modified`, `etag`). */
+  headDrops?: string[];
 }
 
 /** A loopback server whose files, dates and HEAD behaviour tests change. */
@@ -47,9 +51,16 @@ function serve(files: Record<string, Served>) {
         "content-type": "application/octet-stream",
       };
       if (f.lastModified) headers["last-modified"] = f.lastModified;
+      if (f.etag) headers["etag"] = f.etag;
       if (!f.chunked) headers["content-length"] = String(f.body.length);
       if (req.method === "HEAD") {
-        return new Response(null, { status: f.headStatus ?? 200, headers });
+        for (const name of f.headDrops ?? []) delete headers[name];
+        // A null body would make the server add "content-length: 0".
+        const empty = new ReadableStream({ start: (c) => c.close() });
+        return new Response(
+          headers["content-length"] === undefined ? empty : null,
+          { status: f.headStatus ?? 200, headers },
+        );
       }
       const body = f.chunked
         ? new ReadableStream<Uint8Array>({
@@ -290,6 +301,153 @@ Deno.test("cache: HEAD refused, or no Content-Length nor Last-Modified, means do
       await captureLog(() => load(q, opts(dir)));
       assert.equal(srv.count("GET", "/plain"), 1);
       assert.equal(srv.count("HEAD", "/plain"), 0);
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("cache: the manifest keeps the ETag; reuse needs the same ETag on HEAD", async () => {
+  const kernel = fakeKernel(30_000);
+  const files: Record<string, Served> = {
+    "/vmlinuz": { body: kernel, lastModified: LM1, etag: '"v1"' },
+  };
+  const srv = serve(files);
+  try {
+    await withTemp(async (dir) => {
+      const p = plan(srv.base, "/vmlinuz", []);
+      await captureLog(() => load(p, opts(dir)));
+      assert.equal((await manifests(dir))[0].etag, '"v1"');
+      srv.reset();
+      await captureLog(() => load(p, opts(dir)));
+      assert.equal(srv.count("GET", "/vmlinuz"), 0, "same ETag: reused");
+      // Same bytes, size and date, another ETag: the server says it changed.
+      files["/vmlinuz"].etag = '"v2"';
+      srv.reset();
+      const [image, lines] = await captureLog(() => load(p, opts(dir)));
+      assert.equal(srv.count("GET", "/vmlinuz"), 1);
+      assert.equal(image.kernel.cached, undefined);
+      assert.ok(
+        lines.some((l) => /ETag changed \("v1" → "v2"\)/.test(l)),
+        lines.join("\n"),
+      );
+      assert.equal((await manifests(dir))[0].etag, '"v2"');
+      // An ETag that disappears is a change too.
+      delete files["/vmlinuz"].etag;
+      srv.reset();
+      const [, gone] = await captureLog(() => load(p, opts(dir)));
+      assert.equal(srv.count("GET", "/vmlinuz"), 1);
+      assert.ok(gone.some((l) => /ETag changed \("v2" → none\)/.test(l)));
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("cache: a HEAD missing a validator the manifest recorded means download", async () => {
+  const kernel = fakeKernel(30_000);
+  const cases: [string[], RegExp][] = [
+    [["content-length", "last-modified"], /Last-Modified changed|neither/],
+    [["content-length"], /HEAD gives no Content-Length/],
+    [["last-modified"], /Last-Modified changed \(.* → none\)/],
+    [
+      ["content-length", "last-modified", "etag"],
+      /neither ETag, Last-Modified nor Content-Length/,
+    ],
+  ];
+  for (const [drops, reason] of cases) {
+    const files: Record<string, Served> = {
+      "/vmlinuz": { body: kernel, lastModified: LM1, etag: '"v1"' },
+    };
+    const srv = serve(files);
+    try {
+      await withTemp(async (dir) => {
+        const p = plan(srv.base, "/vmlinuz", []);
+        await captureLog(() => load(p, opts(dir)));
+        const [m] = await manifests(dir);
+        assert.equal(m.contentLength, kernel.length);
+        assert.equal(m.lastModified, LM1);
+        files["/vmlinuz"].headDrops = drops;
+        srv.reset();
+        const [image, lines] = await captureLog(() => load(p, opts(dir)));
+        assert.equal(srv.count("GET", "/vmlinuz"), 1, drops.join("+"));
+        assert.equal(image.kernel.cached, undefined);
+        assert.ok(lines.some((l) => reason.test(l)), lines.join("\n"));
+      });
+    } finally {
+      await srv.close();
+    }
+  }
+});
+
+Deno.test("cache: entries that are not regular files of ours are dropped, never hashed through nor linked", async () => {
+  const kernel = fakeKernel(30_000);
+  const srv = serve({ "/vmlinuz": { body: kernel, lastModified: LM1 } });
+  const mkfifo = (path: string) =>
+    new Deno.Command("mkfifo", { args: [path] }).output();
+  try {
+    await withTemp(async (dir) => {
+      const work = `${dir}/work`;
+      const p = plan(srv.base, "/vmlinuz", []);
+      await captureLog(() => load(p, opts(work)));
+      const key = (await cacheNames(work)).find((n) => !n.endsWith(".json"))!;
+      const entry = `${work}/cache/${key}`;
+      // Outside the cache, the very bytes the manifest names.
+      await Deno.writeFile(`${dir}/outside`, kernel);
+      const swaps: [string, () => Promise<unknown>][] = [
+        ["a link to a file with the right bytes", async () => {
+          await Deno.remove(entry);
+          await Deno.symlink(`${dir}/outside`, entry);
+        }],
+        ["a FIFO", async () => {
+          await Deno.remove(entry);
+          await mkfifo(entry);
+        }],
+        ["a manifest that is a link", async () => {
+          await Deno.rename(`${entry}.json`, `${dir}/manifest`);
+          await Deno.symlink(`${dir}/manifest`, `${entry}.json`);
+        }],
+        ["a manifest that is a FIFO", async () => {
+          await Deno.remove(`${entry}.json`);
+          await mkfifo(`${entry}.json`);
+        }],
+      ];
+      if (Deno.uid() === 0) {
+        swaps.push([
+          "a file of another user",
+          () => Deno.chown(entry, 65534, 65534),
+        ]);
+      }
+      for (const [what, swap] of swaps) {
+        await swap();
+        srv.reset();
+        const [image, lines] = await captureLog(() =>
+          Promise.race([
+            load(p, opts(work)),
+            new Promise<never>((_, reject) =>
+              setTimeout(() => reject(new Error(`${what}: hangs`)), 10_000)
+            ),
+          ])
+        );
+        assert.equal(srv.count("GET", "/vmlinuz"), 1, what);
+        assert.equal(image.kernel.cached, undefined, what);
+        assert.ok(
+          lines.some((l) => /cached copy not used/.test(l)),
+          `${what}\n${lines.join("\n")}`,
+        );
+        const kernelInfo = await Deno.lstat(`${work}/kernel`);
+        assert.ok(kernelInfo.isFile, what);
+        assert.notEqual(
+          kernelInfo.ino,
+          (await Deno.stat(`${dir}/outside`)).ino,
+          `${what}: the kernel is not the file outside`,
+        );
+        // The entry was replaced by the new download's.
+        assert.ok((await Deno.lstat(entry)).isFile, what);
+        assert.equal((await Deno.lstat(entry)).uid, Deno.uid(), what);
+        assert.ok((await Deno.lstat(`${entry}.json`)).isFile, what);
+      }
+      assert.deepEqual(await Deno.readFile(`${dir}/outside`), kernel);
     });
   } finally {
     await srv.close();

@@ -130,25 +130,62 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   while (done < bytes.length) done += await conn.write(bytes.subarray(done));
 }
 
-/** Serves `body` honouring a single `Range: bytes=N-`. */
+/** Options for {@linkcode serveRange}. */
+interface RangeOptions {
+  /** Cut the answer (a reset) after this byte of the file. */
+  cutAt?: number;
+  /** Send `Accept-Ranges: bytes` (default true). */
+  acceptRanges?: boolean;
+  /** `ETag` (default: a strong tag from the body's sha256; null: none). */
+  etag?: string | null;
+  /** `Last-Modified` (default a fixed date; null: none). */
+  lastModified?: string | null;
+  /** Honour `If-Range` like a correct server: a mismatch gets a 200 (default true). */
+  ifRange?: boolean;
+  /** Send `Content-Length` (default true; false: a close-delimited body). */
+  contentLength?: boolean;
+  /** Replaces the `Content-Range` of a 206 (null: none). */
+  contentRange?: (start: number, total: number) => string | null;
+}
+
+const DATE = "Wed, 01 Jan 2025 00:00:00 GMT";
+
+/** The strong ETag {@linkcode serveRange} gives a body by default. */
+function etagOf(body: Uint8Array): string {
+  return `"${sha(body).slice(0, 16)}"`;
+}
+
+/** Serves `body` honouring a single `Range: bytes=N-` (and `If-Range`, unless told not to). */
 async function serveRange(
   req: RawRequest,
   conn: Deno.Conn,
   body: Uint8Array,
-  options: { cutAt?: number; acceptRanges?: boolean } = {},
+  options: RangeOptions = {},
 ): Promise<void> {
-  const m = /^bytes=(\d+)-$/.exec(req.headers["range"] ?? "");
+  const etag = options.etag === undefined ? etagOf(body) : options.etag;
+  const lastModified = options.lastModified === undefined
+    ? DATE
+    : options.lastModified;
+  let m = /^bytes=(\d+)-$/.exec(req.headers["range"] ?? "");
+  const ifRange = req.headers["if-range"];
+  if (
+    m && ifRange !== undefined && options.ifRange !== false &&
+    ifRange !== etag && ifRange !== lastModified
+  ) m = null;
   const start = m ? Number(m[1]) : 0;
   const part = body.subarray(start);
   const headers: Record<string, string | number> = {
-    "content-length": part.length,
     "content-type": "application/octet-stream",
   };
+  if (options.contentLength !== false) headers["content-length"] = part.length;
   if (options.acceptRanges !== false) headers["accept-ranges"] = "bytes";
+  if (etag !== null) headers["etag"] = etag;
+  if (lastModified !== null) headers["last-modified"] = lastModified;
   if (m) {
-    headers["content-range"] = `bytes ${start}-${
-      body.length - 1
-    }/${body.length}`;
+    const range = options.contentRange
+      ? options.contentRange(start, body.length)
+      : `bytes ${start}-${body.length - 1}/${body.length}`;
+    if (range !== null) headers["content-range"] = range;
   }
   const cut = options.cutAt === undefined ? part.length : options.cutAt - start;
   await respond(conn, m ? 206 : 200, headers, part.subarray(0, cut));
@@ -226,54 +263,28 @@ Deno.test("download: a mid-body reset resumes with Range and re-hashes the whole
   }
 });
 
-Deno.test("download: the result carries Last-Modified and the announced length; a resume naming another date drops it", async () => {
+Deno.test("download: the result carries ETag, Last-Modified and the announced length", async () => {
   const body = randomBytes(400_000);
-  const dates = [
-    "Wed, 01 Jan 2025 00:00:00 GMT",
-    "Sun, 01 Jun 2025 00:00:00 GMT",
-  ];
-  // Request 0: whole body with date 0. Request 1: cut with date 0, then a
-  // resume answered with date 1.
-  const server = startRaw(async (req, conn, i) => {
-    const m = /^bytes=(\d+)-$/.exec(req.headers["range"] ?? "");
-    const start = m ? Number(m[1]) : 0;
-    const part = body.subarray(start);
-    const headers: Record<string, string | number> = {
-      "content-length": part.length,
-      "accept-ranges": "bytes",
-      "last-modified": dates[i >= 2 ? 1 : 0],
-    };
-    if (m) {
-      headers["content-range"] = `bytes ${start}-${
-        body.length - 1
-      }/${body.length}`;
-    }
-    await respond(
-      conn,
-      m ? 206 : 200,
-      headers,
-      i === 1 ? part.subarray(0, 100_000) : part,
-    );
-  });
+  const server = startRaw((req, conn) => serveRange(req, conn, body));
   try {
     await withTemp(async (dir) => {
       const r = await download(`${server.url}/k`, `${dir}/k`, fast);
-      assert.equal(r.lastModified, dates[0]);
+      assert.equal(r.lastModified, DATE);
+      assert.equal(r.etag, etagOf(body));
       assert.equal(r.contentLength, body.length);
-      const [r2] = await captureLog(() =>
-        download(`${server.url}/k`, `${dir}/k2`, fast)
-      );
-      assert.equal(r2.resumed, true);
-      assert.equal(r2.sha256, sha(body));
-      assert.equal(r2.lastModified, undefined);
-      assert.equal(r2.contentLength, body.length);
+      const info = await Deno.stat(`${dir}/k`);
+      assert.deepEqual(r.identity, {
+        dev: info.dev,
+        ino: info.ino,
+        size: body.length,
+      });
     });
   } finally {
     await server.close();
   }
 });
 
-Deno.test("probe: one HEAD without Authorization; status, Content-Length and Last-Modified as given", async () => {
+Deno.test("probe: one HEAD without Authorization; status, Content-Length, Last-Modified and ETag as given", async () => {
   const server = startRaw(async (req, conn) => {
     if (req.path === "/gone") {
       await respond(conn, 405, { "content-length": 0 });
@@ -282,6 +293,7 @@ Deno.test("probe: one HEAD without Authorization; status, Content-Length and Las
     await respond(conn, 200, {
       "content-length": 12345,
       "last-modified": "Wed, 01 Jan 2025 00:00:00 GMT",
+      etag: '"v1"',
     });
   });
   try {
@@ -290,6 +302,7 @@ Deno.test("probe: one HEAD without Authorization; status, Content-Length and Las
       status: 200,
       contentLength: 12345,
       lastModified: "Wed, 01 Jan 2025 00:00:00 GMT",
+      etag: '"v1"',
     });
     assert.equal(server.requests[0].method, "HEAD");
     assert.equal(server.requests[0].headers["authorization"], undefined);
@@ -351,6 +364,202 @@ Deno.test("download: a server ignoring Range (200) restarts cleanly", async () =
       assert.equal(server.requests[1].headers["range"], "bytes=100000-");
       assert.equal(r.sha256, sha(body));
       assert.deepEqual(await Deno.readFile(`${dir}/k`), body);
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("download: a resume sends If-Range with the strong ETag, else the Last-Modified (never a weak ETag)", async () => {
+  const body = randomBytes(300_000);
+  const cases: [RangeOptions, string][] = [
+    [{}, etagOf(body)],
+    [{ etag: 'W/"weak"' }, DATE],
+    [{ etag: null }, DATE],
+  ];
+  for (const [options, expected] of cases) {
+    const server = startRaw((req, conn, i) =>
+      serveRange(req, conn, body, { ...options, cutAt: i ? undefined : 1000 })
+    );
+    try {
+      await withTemp(async (dir) => {
+        const [r] = await captureLog(() =>
+          download(`${server.url}/k`, `${dir}/k`, fast)
+        );
+        assert.equal(r.sha256, sha(body));
+        assert.equal(r.resumed, true);
+        assert.equal(server.requests[1].headers["range"], "bytes=1000-");
+        assert.equal(server.requests[1].headers["if-range"], expected);
+      });
+    } finally {
+      await server.close();
+    }
+  }
+});
+
+Deno.test("download: no Range without Accept-Ranges, a validator and a length: the retry starts over", async () => {
+  const body = randomBytes(300_000);
+  const cases: [string, RangeOptions][] = [
+    ["no Accept-Ranges", { acceptRanges: false }],
+    ["neither ETag nor Last-Modified", { etag: null, lastModified: null }],
+    ["only a weak ETag", { etag: 'W/"x"', lastModified: null }],
+    ["an invalid ETag and date", { etag: "no-quotes", lastModified: "soon" }],
+  ];
+  for (const [what, options] of cases) {
+    const server = startRaw((req, conn, i) =>
+      serveRange(req, conn, body, { ...options, cutAt: i ? undefined : 1000 })
+    );
+    try {
+      await withTemp(async (dir) => {
+        const [r] = await captureLog(() =>
+          download(`${server.url}/k`, `${dir}/k`, fast)
+        );
+        assert.equal(r.sha256, sha(body), what);
+        assert.equal(r.resumed, false, what);
+        assert.equal(server.requests.length, 2, what);
+        assert.equal(server.requests[1].headers["range"], undefined, what);
+        assert.equal(server.requests[1].headers["if-range"], undefined, what);
+      });
+    } finally {
+      await server.close();
+    }
+  }
+});
+
+Deno.test("download: a file that changed between a cut and the resume is downloaded whole again (If-Range → 200)", async () => {
+  const v1 = randomBytes(400_000);
+  const v2 = randomBytes(400_000);
+  const server = startRaw((req, conn, i) =>
+    // A correct server: the new version's ETag does not match If-Range.
+    i === 0
+      ? serveRange(req, conn, v1, { cutAt: 150_000 })
+      : serveRange(req, conn, v2)
+  );
+  try {
+    await withTemp(async (dir) => {
+      const [r] = await captureLog(() =>
+        download(`${server.url}/k`, `${dir}/k`, fast)
+      );
+      assert.equal(server.requests[1].headers["if-range"], etagOf(v1));
+      assert.equal(r.sha256, sha(v2));
+      assert.equal(r.etag, etagOf(v2));
+      assert.equal(r.resumed, false);
+      assert.deepEqual(await Deno.readFile(`${dir}/k`), v2);
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("download: a 206 that is not the rest of the same version is never spliced: the next attempt starts over", async () => {
+  const v1 = randomBytes(400_000);
+  const v2 = randomBytes(400_000);
+  const longer = randomBytes(500_000);
+  const cut = 150_000;
+  const other = "Sun, 01 Jun 2025 00:00:00 GMT";
+  // Answer 1 is a 206 that a server ignoring If-Range (or lying) could send;
+  // answer 2, from byte 0, is the file the result must be.
+  const cases: [
+    string,
+    (req: RawRequest, conn: Deno.Conn) => Promise<void>,
+    Uint8Array,
+  ][] = [
+    [
+      "another ETag",
+      (req, conn) => serveRange(req, conn, v2, { ifRange: false }),
+      v2,
+    ],
+    [
+      "another Last-Modified",
+      (req, conn) =>
+        serveRange(req, conn, v2, {
+          ifRange: false,
+          etag: null,
+          lastModified: other,
+        }),
+      v2,
+    ],
+    [
+      "the same ETag but another total length",
+      (req, conn) =>
+        serveRange(req, conn, longer, { ifRange: false, etag: etagOf(v1) }),
+      longer,
+    ],
+    [
+      "another start",
+      (req, conn) =>
+        serveRange(req, conn, v1, {
+          contentRange: (_start, total) => `bytes 0-${total - 1}/${total}`,
+        }),
+      v1,
+    ],
+    [
+      "an unknown total",
+      (req, conn) =>
+        serveRange(req, conn, v1, {
+          contentRange: (start, total) => `bytes ${start}-${total - 1}/*`,
+        }),
+      v1,
+    ],
+    [
+      "no Content-Range",
+      (req, conn) => serveRange(req, conn, v1, { contentRange: () => null }),
+      v1,
+    ],
+  ];
+  for (const [what, resume, expected] of cases) {
+    const v1Options = what === "another Last-Modified" ? { etag: null } : {};
+    const server = startRaw((req, conn, i) => {
+      if (i === 0) {
+        return serveRange(req, conn, v1, { ...v1Options, cutAt: cut });
+      }
+      if (i === 1) return resume(req, conn);
+      return serveRange(req, conn, expected, {
+        ...(expected === longer ? { etag: etagOf(v1) } : {}),
+      });
+    });
+    try {
+      await withTemp(async (dir) => {
+        const [r, lines] = await captureLog(() =>
+          download(`${server.url}/k`, `${dir}/k`, fast)
+        );
+        assert.equal(server.requests.length, 3, what);
+        assert.equal(server.requests[1].headers["range"], `bytes=${cut}-`);
+        assert.equal(server.requests[2].headers["range"], undefined, what);
+        assert.equal(r.sha256, sha(expected), what);
+        assert.equal(r.size, expected.length, what);
+        assert.equal(r.resumed, false, what);
+        assert.deepEqual(await Deno.readFile(`${dir}/k`), expected, what);
+        assert.ok(
+          lines.some((l) =>
+            /not the rest of the same file.*starting over/.test(l)
+          ),
+          `${what}\n${lines.join("\n")}`,
+        );
+      });
+    } finally {
+      await server.close();
+    }
+  }
+});
+
+Deno.test("download: a spliced resume with no retry left fails (Download), leaving no file", async () => {
+  const v1 = randomBytes(200_000);
+  const v2 = randomBytes(200_000);
+  const server = startRaw((req, conn, i) =>
+    i === 0
+      ? serveRange(req, conn, v1, { cutAt: 50_000 })
+      : serveRange(req, conn, v2, { ifRange: false })
+  );
+  try {
+    await withTemp(async (dir) => {
+      await captureLog(() =>
+        assert.rejects(
+          download(`${server.url}/k`, `${dir}/k`, { ...fast, retries: 1 }),
+          bootError(ExitCode.Download, /not the rest of the same file.*ETag/),
+        )
+      );
+      assert.deepEqual([...Deno.readDirSync(dir)], []);
     });
   } finally {
     await server.close();
@@ -460,6 +669,80 @@ Deno.test("download: no byte for timeoutMs is a network error (retried, then fat
     });
   } finally {
     await server.close();
+  }
+});
+
+/** Headers, then `body` `step` bytes at a time every `everyMs` (no silence long enough for the idle timeout). */
+function trickle(body: Uint8Array, step: number, everyMs: number) {
+  return startRaw(async (_req, conn) => {
+    await respond(conn, 200, {
+      "content-length": body.length,
+      "accept-ranges": "bytes",
+      etag: etagOf(body),
+    });
+    for (let at = 0; at < body.length; at += step) {
+      await new Promise((r) => setTimeout(r, everyMs));
+      await writeAll(conn, body.subarray(at, at + step));
+    }
+  });
+}
+
+Deno.test("download: a body slower than minSpeed over minSpeedTimeMs is cut and retried, then fatal (resumed in between)", async () => {
+  const body = randomBytes(10_000);
+  const server = trickle(body, 1, 50); // 20 bytes/s
+  try {
+    await withTemp(async (dir) => {
+      const started = Date.now();
+      const [, lines] = await captureLog(() =>
+        assert.rejects(
+          download(`${server.url}/k`, `${dir}/k`, {
+            ...fast,
+            retries: 1,
+            timeoutMs: 5000,
+            minSpeed: 1000,
+            minSpeedTimeMs: 400,
+          }),
+          bootError(
+            ExitCode.Download,
+            /slower than 1000 bytes\/s \(\d+ bytes in 0\.\d s\) after \d+ bytes \(after 2 attempts\)$/,
+          ),
+        )
+      );
+      assert.ok(Date.now() - started < 3000, `${Date.now() - started} ms`);
+      assert.equal(server.requests.length, 2);
+      assert.match(server.requests[1].headers["range"] ?? "", /^bytes=\d+-$/);
+      assert.ok(lines.some((l) => /retry 1\/1 .*resuming at byte/.test(l)));
+      assert.deepEqual([...Deno.readDirSync(dir)], []);
+    });
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("download: a slow body above minSpeed completes; minSpeed 0 never cuts", async () => {
+  const body = randomBytes(40_000);
+  const fastEnough = trickle(body, 4000, 50); // 80 kB/s
+  const slow = trickle(body.subarray(0, 30), 1, 20); // 50 bytes/s
+  try {
+    await withTemp(async (dir) => {
+      const a = await download(`${fastEnough.url}/k`, `${dir}/a`, {
+        ...fast,
+        retries: 0,
+        minSpeed: 10_000,
+        minSpeedTimeMs: 200,
+      });
+      assert.equal(a.sha256, sha(body));
+      const b = await download(`${slow.url}/k`, `${dir}/b`, {
+        ...fast,
+        retries: 0,
+        minSpeed: 0,
+        minSpeedTimeMs: 100,
+      });
+      assert.equal(b.size, 30);
+    });
+  } finally {
+    await fastEnough.close();
+    await slow.close();
   }
 });
 
@@ -693,13 +976,23 @@ async function startTls(
   };
 }
 
-/** Serves `body` with Range support; `cutAt` ends the first answer early (a reset). */
+/**
+ * Serves `body` with Range support, an ETag and a Last-Modified; `cutAt` ends
+ * the answer early (a reset); `ifRange: false` ignores `If-Range` (answers
+ * the range of this body whatever the client had).
+ */
 function rangeResponse(
   req: Request,
   body: Uint8Array,
   cutAt?: number,
+  options: { ifRange?: boolean } = {},
 ): Response {
-  const m = /^bytes=(\d+)-$/.exec(req.headers.get("range") ?? "");
+  const etag = etagOf(body);
+  let m = /^bytes=(\d+)-$/.exec(req.headers.get("range") ?? "");
+  const ifRange = req.headers.get("if-range");
+  if (m && ifRange !== null && options.ifRange !== false && ifRange !== etag) {
+    m = null;
+  }
   const start = m ? Number(m[1]) : 0;
   const part = body.subarray(start, cutAt ?? body.length);
   let sent = false;
@@ -717,6 +1010,8 @@ function rangeResponse(
   const headers: Record<string, string> = {
     "accept-ranges": "bytes",
     "content-length": String(body.length - start),
+    etag,
+    "last-modified": DATE,
   };
   if (m) {
     headers["content-range"] = `bytes ${start}-${
@@ -798,10 +1093,18 @@ Deno.test("TLS --insecure (curl): resume after a cut, status codes, POST form, H
   await withTemp(async (dir) => {
     await makeCerts(dir);
     const body = randomBytes(3 * 1024 * 1024);
+    const v2 = randomBytes(2 * 1024 * 1024);
+    let changed = 0;
     const server = await startTls(dir, (req, i) => {
       const path = new URL(req.url).pathname;
       if (path === "/kernel") {
         return rangeResponse(req, body, i === 0 ? 1_000_000 : undefined);
+      }
+      if (path === "/changed") {
+        // Cut, then a resume answered (If-Range ignored) from another version.
+        return changed++ === 0
+          ? rangeResponse(req, body, 500_000)
+          : rangeResponse(req, v2, undefined, { ifRange: false });
       }
       if (path === "/token") return Response.json({ ok: true });
       if (path === "/redirect") {
@@ -825,6 +1128,21 @@ Deno.test("TLS --insecure (curl): resume after a cut, status codes, POST form, H
         assert.equal(r.sha256, sha(body));
         assert.equal(r.resumed, true);
         assert.match(server.seen[1].headers["range"] ?? "", /^bytes=\d+-$/);
+        assert.equal(server.seen[1].headers["if-range"], etagOf(body));
+
+        // The same splice rules through curl: never v1 + the tail of v2.
+        const before = server.seen.length;
+        const spliced = await download(
+          `${server.base}/changed`,
+          `${dir}/changed`,
+          { ...fast, client },
+        );
+        const asked = server.seen.slice(before);
+        assert.equal(asked.length, 3);
+        assert.equal(asked[1].headers["if-range"], etagOf(body));
+        assert.equal(asked[2].headers["range"], undefined);
+        assert.equal(spliced.sha256, sha(v2));
+        assert.equal(spliced.resumed, false);
 
         await assert.rejects(
           download(`${server.base}/nope`, `${dir}/n`, { ...fast, client }),

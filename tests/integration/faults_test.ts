@@ -12,6 +12,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { ExitCode } from "../../lib/errors.ts";
+import { lockWorkDir } from "../../lib/work_dir.ts";
 import { createFaults, type FaultLayer } from "../../dev/faults.ts";
 import {
   fakeKernel,
@@ -39,10 +40,10 @@ function randomBytes(size: number, head: number[] = []): Uint8Array {
   return out;
 }
 
-/** A 2 MiB bzImage-looking kernel with random contents. */
-function bigKernel(): Uint8Array {
-  const kernel = randomBytes(2 << 20);
-  kernel.set(fakeKernel(1024), 0);
+/** A bzImage-looking kernel (2 MiB by default) with random contents; its header claims its whole size. */
+function bigKernel(size = 2 << 20): Uint8Array {
+  const kernel = randomBytes(size);
+  kernel.set(fakeKernel(size).subarray(0, 1024), 0);
   return kernel;
 }
 
@@ -308,6 +309,57 @@ Deno.test("fault layer: reset, short and stall cut the body; served records what
   }
 });
 
+Deno.test("fault layer: edit drops request headers, rewrites answer headers, ends a body early without a length", async () => {
+  const faults = createFaults();
+  const body = randomBytes(100_000);
+  const seen: Headers[] = [];
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    (req) =>
+      faults.handle(req, "test", (inner) => {
+        seen.push(inner.headers);
+        return Promise.resolve(
+          new Response(body as BodyInit, {
+            headers: { etag: '"a"', "content-range": "bytes 0-9/10" },
+          }),
+        );
+      }),
+  );
+  const base = `http://127.0.0.1:${server.addr.port}`;
+  try {
+    let ran = 0;
+    faults.add({
+      match: { path: "/edit" },
+      fault: {
+        kind: "edit",
+        run: () => void ran++,
+        dropRequest: ["if-range"],
+        setResponse: {
+          etag: '"b"',
+          "content-range": (v) => v?.replace("/10", "/11") ?? null,
+          "content-length": null,
+        },
+        endAfter: 1000,
+      },
+    });
+    const res = await fetch(base + "/edit", {
+      headers: { "if-range": '"a"', range: "bytes=5-" },
+    });
+    assert.equal(ran, 1);
+    assert.equal(seen[0].get("if-range"), null, "the server never saw it");
+    assert.equal(seen[0].get("range"), "bytes=5-");
+    assert.equal(res.headers.get("etag"), '"b"');
+    assert.equal(res.headers.get("content-range"), "bytes 0-9/11");
+    assert.equal(res.headers.get("content-length"), null);
+    const got = new Uint8Array(await res.arrayBuffer());
+    assert.equal(got.length, 1000, "ends early, and looks complete");
+    assert.equal(faults.served.at(-1)!.complete, false);
+  } finally {
+    faults.release();
+    await server.shutdown();
+  }
+});
+
 // ---- connection reset mid-body ----
 
 Deno.test(
@@ -376,6 +428,237 @@ Deno.test(
       const r = await env.run();
       // One reset, then a whole answer: the retry must succeed and verify.
       await assertVerified(env, r);
+    });
+  },
+);
+
+// ---- resume: never two versions in one file ----
+
+/** What the run printed for the kernel, checked against `expected` and the file on disk. */
+async function assertKernel(r: CliResult, expected: Uint8Array): Promise<void> {
+  assert.equal(r.code, 0, show(r));
+  const printed = JSON.parse(r.stdout) as Printed;
+  assert.equal(printed.kernel.sha256, sha256(expected), show(r));
+  assert.equal(printed.kernel.size, expected.length);
+  assert.equal(await fileSha256(printed.kernel.path), sha256(expected));
+}
+
+function kernelGets(env: Env) {
+  return env.mock.requests.filter((q) =>
+    q.method === "GET" && q.path.includes(KERNEL_PATH)
+  );
+}
+
+Deno.test(
+  "fault: the kernel changes between a cut and the resume: If-Range gets the new one whole",
+  cli,
+  async () => {
+    await withMock({}, async (env) => {
+      const v2 = bigKernel();
+      env.faults.add({
+        match: { method: "GET", path: KERNEL_PATH },
+        fault: { kind: "reset", afterBytes: 700_000 },
+        times: 1,
+      });
+      env.faults.add({
+        match: { method: "GET", path: KERNEL_PATH },
+        fault: { kind: "before", run: () => env.mock.update({ kernel: v2 }) },
+        times: 1,
+      });
+      const r = await env.run(["--no-cache"]);
+      await assertKernel(r, v2);
+      const gets = kernelGets(env);
+      assert.match(gets[1].headers["if-range"] ?? "", /^"[0-9a-f]+"$/);
+      assert.equal(gets[1].headers.range, "bytes=700000-");
+      assert.deepEqual(gets.map((q) => q.status), [200, 200]);
+    });
+  },
+);
+
+Deno.test(
+  "fault: a server ignoring If-Range answers the resume from another version: never spliced",
+  cli,
+  async () => {
+    await withMock({}, async (env) => {
+      const v2 = bigKernel();
+      env.faults.add({
+        match: { method: "GET", path: KERNEL_PATH },
+        fault: { kind: "reset", afterBytes: 700_000 },
+        times: 1,
+      });
+      env.faults.add({
+        match: { method: "GET", path: KERNEL_PATH },
+        fault: {
+          kind: "edit",
+          run: () => env.mock.update({ kernel: v2 }),
+          dropRequest: ["if-range"],
+        },
+        times: 1,
+      });
+      const r = await env.run(["--no-cache"]);
+      await assertKernel(r, v2);
+      assert.deepEqual(kernelGets(env).map((q) => q.status), [200, 206, 200]);
+      assert.match(r.stderr, /not the rest of the same file .*ETag changed/);
+    });
+  },
+);
+
+Deno.test(
+  "fault: a file replaced within the same second (same Last-Modified, no ETag) by a longer one: never spliced",
+  cli,
+  async () => {
+    await withMock({ etags: false }, async (env) => {
+      const v2 = bigKernel((2 << 20) + 300_000);
+      env.faults.add({
+        match: { method: "GET", path: KERNEL_PATH },
+        fault: { kind: "reset", afterBytes: 700_000 },
+        times: 1,
+      });
+      env.faults.add({
+        match: { method: "GET", path: KERNEL_PATH },
+        fault: { kind: "before", run: () => env.mock.update({ kernel: v2 }) },
+        times: 1,
+      });
+      const r = await env.run(["--no-cache"]);
+      await assertKernel(r, v2);
+      const gets = kernelGets(env);
+      assert.equal(
+        gets[1].headers["if-range"],
+        gets[0].headers["if-range"] ?? "Wed, 01 Jan 2025 00:00:00 GMT",
+      );
+      assert.deepEqual(gets.map((q) => q.status), [200, 206, 200]);
+      assert.match(r.stderr, /the file is now \d+ bytes, not 2097152 bytes/);
+    });
+  },
+);
+
+Deno.test(
+  "fault: a kernel body without Content-Length that ends early is refused as truncated (exit 6)",
+  cli,
+  async () => {
+    await withMock({}, async (env) => {
+      env.faults.add({
+        match: { method: "GET", path: KERNEL_PATH },
+        fault: {
+          kind: "edit",
+          setResponse: { "content-length": null },
+          endAfter: 1_000_000,
+        },
+      });
+      const r = await env.run(["--no-cache"]);
+      await assertFailed(
+        env,
+        r,
+        ExitCode.Verify,
+        /boot-artifacts\/kernel.* is truncated: 1000000 bytes, but its bzimage header says at least 2097152/,
+      );
+    });
+  },
+);
+
+// ---- a trickle, and the work directory ----
+
+Deno.test(
+  "fault: a trickle (1 byte/s) is cut by --min-speed and fails with exit 5, not a hang",
+  cli,
+  async () => {
+    await withMock({}, async (env) => {
+      env.faults.add({
+        match: { method: "GET", path: KERNEL_PATH },
+        fault: { kind: "slow", chunkBytes: 1, intervalMs: 1000 },
+      });
+      const r = await env.run([
+        "--min-speed",
+        "1000",
+        "--min-speed-time",
+        "1",
+        "--retries",
+        "1",
+      ], { timeoutMs: 20_000 });
+      await assertFailed(
+        env,
+        r,
+        ExitCode.Download,
+        /boot-artifacts\/kernel.*slower than 1000 bytes\/s .*\(after 2 attempts\)/,
+      );
+      assert.ok(r.ms < 15_000, `cut in ${r.ms} ms`);
+    });
+  },
+);
+
+Deno.test(
+  "fault: a second instance on the same work directory exits 9 at once, touching nothing",
+  cli,
+  async () => {
+    await withMock({}, async (env) => {
+      const held = await lockWorkDir(env.work);
+      try {
+        const r = await env.run();
+        await assertFailed(
+          env,
+          r,
+          ExitCode.Locked,
+          /Another instance of the bootloader is using the work directory .*\/work/,
+        );
+        assert.ok(
+          !env.mock.requests.some((q) => q.path.includes(SCRIPT_PATH)),
+          "not even the script was fetched",
+        );
+      } finally {
+        held.release();
+      }
+      await assertVerified(env, await env.run());
+    });
+  },
+);
+
+Deno.test(
+  "fault: a work dir of another user, or one its group can write, exits 8",
+  cli,
+  async () => {
+    await withMock({}, async (env) => {
+      await Deno.mkdir(env.work);
+      await Deno.chmod(env.work, 0o770);
+      await assertFailed(
+        env,
+        await env.run(),
+        ExitCode.Disk,
+        /work directory .* is writable by other users \(mode 0770\)/,
+      );
+      if (Deno.uid() !== 0) return;
+      await Deno.chmod(env.work, 0o755);
+      await Deno.chown(env.work, 65534, 65534);
+      await assertFailed(
+        env,
+        await env.run(),
+        ExitCode.Disk,
+        /work directory .* belongs to uid 65534/,
+      );
+    });
+  },
+);
+
+Deno.test(
+  "fault: a FIFO named kernel.part and a link named initrd do not hang or redirect the run",
+  cli,
+  async () => {
+    await withMock({}, async (env) => {
+      await Deno.mkdir(env.work, { mode: 0o700 });
+      await new Deno.Command("mkfifo", { args: [`${env.work}/kernel.part`] })
+        .output();
+      await Deno.writeTextFile(`${env.tmp}/victim`, "precious");
+      await Deno.symlink(`${env.tmp}/victim`, `${env.work}/initrd`);
+      await assertVerified(env, await env.run([], { timeoutMs: 20_000 }));
+      assert.equal(await Deno.readTextFile(`${env.tmp}/victim`), "precious");
+      await Deno.remove(`${env.work}/kernel`);
+      await Deno.mkdir(`${env.work}/kernel`);
+      const r = await env.run();
+      assert.equal(r.code, ExitCode.Disk, show(r));
+      assert.equal(r.stdout, "");
+      assert.match(
+        r.stderr.trim().split("\n").at(-1)!,
+        /^assisted-bootloader: error: .*work\/kernel is a directory where the bootloader writes a file: remove it$/,
+      );
     });
   },
 );

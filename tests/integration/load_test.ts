@@ -7,7 +7,13 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import { createScriptClient } from "../../lib/infraenv.ts";
-import { artifactPin, isSignedUrl, load } from "../../lib/load.ts";
+import {
+  artifactPin,
+  isSignedUrl,
+  load,
+  MAX_CONCURRENT_DOWNLOADS,
+} from "../../lib/load.ts";
+import { lockWorkDir } from "../../lib/work_dir.ts";
 import type { KexecPlan } from "../../lib/plan.ts";
 import { resolvePlan } from "../../lib/resolve_plan.ts";
 import {
@@ -17,7 +23,12 @@ import {
 } from "../../dev/mock_infraenv.ts";
 import { captureLog, withTemp } from "../test_util.ts";
 import { createFaults } from "../../dev/faults.ts";
-import { kexecLoad, type LibcSymbols } from "../../lib/kexec.ts";
+import {
+  Errno,
+  kexecLoad,
+  type LibcSymbols,
+  STATX_SIZE,
+} from "../../lib/kexec.ts";
 
 const enc = new TextEncoder();
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
@@ -35,6 +46,57 @@ function resolver(mock: MockInfraEnv): () => Promise<KexecPlan> {
     assert.equal(plan.action, "kexec");
     return plan as KexecPlan;
   };
+}
+
+/**
+ * A fake libc whose `open` opens the real file like `O_NOFOLLOW` would (a
+ * link fails with ELOOP) and keeps its content and identity, and whose
+ * `statx` describes the opened file: what `kexec_file_load` would read.
+ */
+function filesLibc(): { libc: LibcSymbols; opened: Uint8Array[] } {
+  const opened: Uint8Array[] = [];
+  const infos = new Map<number, Deno.FileInfo>();
+  let errno = 0;
+  const libc: LibcSymbols = {
+    open(path) {
+      const name = new TextDecoder().decode(path).replace(/\0$/, "");
+      const info = Deno.lstatSync(name);
+      if (info.isSymlink) {
+        errno = Errno.ELOOP;
+        return -1;
+      }
+      opened.push(Deno.readFileSync(name));
+      const fd = 10 + opened.length;
+      infos.set(fd, info);
+      return fd;
+    },
+    close: () => 0,
+    statx(fd, _path, _flags, _mask, buf) {
+      const info = infos.get(fd)!;
+      const view = new DataView(buf.buffer, buf.byteOffset, STATX_SIZE);
+      const dev = BigInt(info.dev);
+      view.setUint16(28, info.mode!, true);
+      view.setBigUint64(32, BigInt(info.ino!), true);
+      view.setBigUint64(40, BigInt(info.size), true);
+      view.setUint32(
+        136,
+        Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn)),
+        true,
+      );
+      view.setUint32(
+        140,
+        Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn)),
+        true,
+      );
+      return 0;
+    },
+    syscall: () => 0n,
+    reboot: () => -1,
+    sync() {},
+    errno: () => errno,
+    strerror: (n) => `errno ${n}`,
+  };
+  return { libc, opened };
 }
 
 const bootError = (code: number, message?: RegExp) => (err: unknown) => {
@@ -212,9 +274,9 @@ Deno.test("load: an HTML page served as the kernel (status 200) is rejected, nam
   }
 });
 
-/** A tiny artifact server: path → bytes; `gate` can hold a response. */
+/** A tiny artifact server: path → bytes (or a status to answer); `gate` can hold a response. */
 function serve(
-  files: Record<string, Uint8Array>,
+  files: Record<string, Uint8Array | number>,
   gate?: (path: string) => Promise<void>,
 ) {
   const seen: string[] = [];
@@ -225,6 +287,9 @@ function serve(
       seen.push(path);
       await gate?.(path);
       const body = files[path];
+      if (typeof body === "number") {
+        return new Response("refused", { status: body });
+      }
       return body
         ? new Response(body as Uint8Array<ArrayBuffer>)
         : new Response("not found", { status: 404 });
@@ -558,8 +623,11 @@ Deno.test("load: a failure leaves no file that could pass for verified; stale fi
       for await (const e of Deno.readDir(dir)) names.push(e.name);
       // The kernel and /a.gz may have been aborted or verified; what is
       // cached is whole: no .part, and each manifest names a file that hashes
-      // to it. The initrd that failed is not there.
-      assert.deepEqual(names.filter((n) => n !== "cache"), ["notes.txt"]);
+      // to it. The initrd that failed is not there. (The lock file stays.)
+      assert.deepEqual(
+        names.filter((n) => n !== "cache" && n !== ".lock"),
+        ["notes.txt"],
+      );
       const cached: string[] = [];
       if (names.includes("cache")) {
         for await (const e of Deno.readDir(`${dir}/cache`)) {
@@ -587,6 +655,7 @@ Deno.test("load: a failure leaves no file that could pass for verified; stale fi
       const after = [];
       for await (const e of Deno.readDir(dir)) after.push(e.name);
       assert.deepEqual(after.sort(), [
+        ".lock",
         "cache",
         "initrd",
         "kernel",
@@ -653,24 +722,8 @@ Deno.test("load → kexecLoad: after a reset mid-kernel, kexec gets exactly the 
           cache: false,
         })
       );
-      // A libc that records the content of every file kexec would get.
-      const opened: Uint8Array[] = [];
-      const libc: LibcSymbols = {
-        open(path) {
-          opened.push(
-            Deno.readFileSync(
-              new TextDecoder().decode(path).replace(/\0$/, ""),
-            ),
-          );
-          return 10 + opened.length;
-        },
-        close: () => 0,
-        syscall: () => 0n,
-        reboot: () => -1,
-        sync() {},
-        errno: () => 0,
-        strerror: () => "",
-      };
+      // A libc on the real files: what kexec would get.
+      const { libc, opened } = filesLibc();
       kexecLoad(image, { libc, arch: "x86_64" });
       assert.equal(opened.length, 2);
       assert.equal(
@@ -698,4 +751,324 @@ Deno.test("load → kexecLoad: after a reset mid-kernel, kexec gets exactly the 
   } finally {
     await mock.close();
   }
+});
+
+Deno.test("load → kexecLoad: a kernel or initrd replaced after verification is never loaded", async () => {
+  const kernel = fakeKernel(50_000);
+  const srv = serve({
+    "/vmlinuz": kernel,
+    "/a.gz": new Uint8Array([0x1f, 0x8b, 8, 0, 1, 2, 3]),
+  });
+  try {
+    await withTemp(async (dir) => {
+      const base = {
+        workDir: dir,
+        progress: "none" as const,
+        retries: 0,
+        arch: "x86_64",
+        cache: false,
+      };
+      const swaps: [
+        string,
+        (
+          image: { kernel: { path: string }; initrd?: { path: string } },
+        ) => Promise<void>,
+      ][] = [
+        ["kernel renamed over", async (image) => {
+          await Deno.writeFile(`${dir}/evil`, fakeKernel(50_000).fill(7, 4096));
+          await Deno.rename(`${dir}/evil`, image.kernel.path);
+        }],
+        ["kernel made a symbolic link", async (image) => {
+          await Deno.writeFile(`${dir}/evil`, kernel);
+          await Deno.remove(image.kernel.path);
+          await Deno.symlink(`${dir}/evil`, image.kernel.path);
+        }],
+        ["initrd rewritten to a new file of the same size", async (image) => {
+          const bytes = await Deno.readFile(image.initrd!.path);
+          await Deno.remove(image.initrd!.path);
+          await Deno.writeFile(image.initrd!.path, bytes.fill(9, 4));
+        }],
+      ];
+      for (const [what, swap] of swaps) {
+        const [image] = await captureLog(() =>
+          load(plan(srv.base, ["/a.gz"]), base)
+        );
+        // Unchanged: loads, and the syscall gets exactly the verified bytes.
+        const ok = filesLibc();
+        kexecLoad(image, { libc: ok.libc, arch: "x86_64" });
+        assert.equal(sha(ok.opened[0]), sha(kernel));
+        assert.equal(sha(ok.opened[1]), image.initrd!.sha256);
+        await swap(image);
+        const { libc } = filesLibc();
+        let called = false;
+        libc.syscall = () => {
+          called = true;
+          return 0n;
+        };
+        assert.throws(
+          () => kexecLoad(image, { libc, arch: "x86_64" }),
+          bootError(
+            ExitCode.Disk,
+            /not the file that was verified|symbolic link/,
+          ),
+          what,
+        );
+        assert.equal(called, false, `${what}: kexec_file_load is never called`);
+        await Deno.remove(`${dir}/evil`).catch(() => {});
+      }
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("load: leftovers at our names (links, FIFOs) are removed, never written through nor opened; a directory is exit 8", async () => {
+  const kernel = fakeKernel(40_000);
+  const gz = new Uint8Array([0x1f, 0x8b, 8, 0, 1, 2, 3]);
+  const srv = serve({ "/vmlinuz": kernel, "/a.gz": gz });
+  const mkfifo = (path: string) =>
+    new Deno.Command("mkfifo", { args: [path] }).output();
+  try {
+    await withTemp(async (dir) => {
+      const work = `${dir}/work`;
+      await Deno.mkdir(work, { mode: 0o700 });
+      await Deno.writeTextFile(`${dir}/victim`, "precious");
+      await Deno.symlink(`${dir}/victim`, `${work}/kernel.part`);
+      await Deno.symlink(`${dir}/victim`, `${work}/initrd`);
+      await mkfifo(`${work}/initrd-part-0.part`);
+      await mkfifo(`${work}/initrd.part`);
+      await mkfifo(`${work}/kernel`);
+      const base = {
+        workDir: work,
+        progress: "none" as const,
+        retries: 0,
+        arch: "x86_64",
+        cache: false,
+      };
+      const [image] = await captureLog(() =>
+        Promise.race([
+          load(plan(srv.base, ["/a.gz"]), base),
+          new Promise<never>((_, reject) =>
+            setTimeout(() => reject(new Error("load hangs on a FIFO")), 10_000)
+          ),
+        ])
+      );
+      assert.equal(await Deno.readTextFile(`${dir}/victim`), "precious");
+      assert.deepEqual(await Deno.readFile(`${work}/kernel`), kernel);
+      for (const name of ["kernel", "initrd"]) {
+        const info = await Deno.lstat(`${work}/${name}`);
+        assert.ok(info.isFile && !info.isSymlink, name);
+      }
+      assert.equal(image.initrd!.parts[0].sha256, sha(gz));
+
+      for (const name of ["kernel.part", "kernel", "initrd-part-0", "initrd"]) {
+        await Deno.remove(`${work}/${name}`).catch(() => {});
+        await Deno.mkdir(`${work}/${name}`);
+        await captureLog(() =>
+          assert.rejects(
+            load(plan(srv.base, ["/a.gz"]), base),
+            bootError(
+              ExitCode.Disk,
+              new RegExp(
+                `work/${
+                  name.replace(".", "\\.")
+                } is a directory where the bootloader writes a file`,
+              ),
+            ),
+          )
+        );
+        await Deno.remove(`${work}/${name}`);
+      }
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test({
+  name: "load: a work dir owned by another user is refused (exit 8)",
+  ignore: Deno.uid() !== 0,
+  async fn() {
+    await withTemp(async (dir) => {
+      await Deno.mkdir(`${dir}/theirs`, { mode: 0o755 });
+      await Deno.chown(`${dir}/theirs`, 65534, 65534);
+      await assert.rejects(
+        load(plan("http://127.0.0.1:9", []), {
+          workDir: `${dir}/theirs`,
+          progress: "none",
+        }),
+        bootError(ExitCode.Disk, /belongs to uid 65534, not to this user/),
+      );
+    });
+  },
+});
+
+Deno.test("load: a second load on a locked work dir is refused at once (exit 9); the lock is released after", async () => {
+  const srv = serve({ "/vmlinuz": fakeKernel() });
+  try {
+    await withTemp(async (dir) => {
+      const base = {
+        workDir: dir,
+        progress: "none" as const,
+        retries: 0,
+        arch: "x86_64",
+      };
+      const held = await lockWorkDir(dir);
+      try {
+        await assert.rejects(
+          load(plan(srv.base, []), base),
+          bootError(ExitCode.Locked, /Another instance .* work directory/),
+        );
+        assert.deepEqual(srv.seen, [], "nothing fetched");
+        // The holder itself loads with its lock.
+        await captureLog(() =>
+          load(plan(srv.base, []), { ...base, lock: held })
+        );
+      } finally {
+        held.release();
+      }
+      await captureLog(() => load(plan(srv.base, []), base));
+      await captureLog(() => load(plan(srv.base, []), base));
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("load: after a 401 and a script re-fetch, the old plan's files are gone (signed parts at once)", async () => {
+  const kernel = fakeKernel(30_000);
+  const gz = (n: number) => new Uint8Array([0x1f, 0x8b, 8, 0, n]);
+  let refused = 0;
+  const srv = serve({
+    "/vmlinuz": kernel,
+    "/old-a.gz": gz(1),
+    "/old-b.gz": 401,
+    "/old-c.gz": gz(3),
+    "/new.gz": gz(4),
+  }, async (path) => {
+    // The expired URL answers once the others are on disk.
+    if (path === "/old-b.gz") {
+      await new Promise((r) => setTimeout(r, 300));
+      refused++;
+    }
+  });
+  const signed = (p: string, token: string) => `${p}?image_token=${token}`;
+  try {
+    await withTemp(async (dir) => {
+      const old = plan(srv.base, [
+        signed("/old-a.gz", "old"),
+        signed("/old-b.gz", "old"),
+        "/old-c.gz",
+      ]);
+      const fresh = plan(srv.base, [signed("/new.gz", "new")]);
+      const duringRefetch: string[] = [];
+      const listing = async () => {
+        const names = [];
+        for await (const e of Deno.readDir(dir)) names.push(e.name);
+        return names.sort();
+      };
+      const [image] = await captureLog(() =>
+        load(old, {
+          workDir: dir,
+          progress: "none",
+          retries: 0,
+          arch: "x86_64",
+          refetchPlan: async () => {
+            duringRefetch.push(...await listing());
+            return fresh;
+          },
+        })
+      );
+      assert.equal(refused, 1);
+      // While the script is fetched again, the signed part that downloaded
+      // (old-a) is already gone; the unsigned ones may wait for the new plan.
+      assert.ok(
+        !duringRefetch.includes("initrd-part-0"),
+        duringRefetch.join(" "),
+      );
+      assert.ok(duringRefetch.every((n) => !n.endsWith(".part")));
+      // After: the new plan's files only (old-c's part is not in it).
+      assert.deepEqual(await listing(), [".lock", "cache", "initrd", "kernel"]);
+      assert.equal(image.initrd!.parts.length, 1);
+      assert.equal(image.initrd!.parts[0].sha256, sha(gz(4)));
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("load: at most MAX_CONCURRENT_DOWNLOADS artifacts are fetched at once", async () => {
+  const gz = new Uint8Array([0x1f, 0x8b, 8, 0, 0]);
+  const files: Record<string, Uint8Array> = { "/vmlinuz": fakeKernel() };
+  for (let i = 0; i < 200; i++) files[`/i${i}.gz`] = gz;
+  let inFlight = 0;
+  let most = 0;
+  const srv = serve(files, async () => {
+    inFlight++;
+    most = Math.max(most, inFlight);
+    await new Promise((r) => setTimeout(r, 1));
+    inFlight--;
+  });
+  try {
+    await withTemp(async (dir) => {
+      const [image] = await captureLog(() =>
+        load(plan(srv.base, Object.keys(files).slice(1)), {
+          workDir: dir,
+          progress: "none",
+          retries: 0,
+          arch: "x86_64",
+          cache: false,
+        })
+      );
+      assert.equal(image.initrd!.parts.length, 200);
+      assert.ok(most <= MAX_CONCURRENT_DOWNLOADS, `${most} at once`);
+      assert.ok(most > 1, "still concurrent");
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("load: hundreds of initrds under a low open-file limit (ulimit -n 64) do not run out of descriptors", async () => {
+  await withTemp(async (dir) => {
+    const script = `${dir}/many.ts`;
+    await Deno.writeTextFile(
+      script,
+      `import { load } from ${
+        JSON.stringify(import.meta.resolve("../../lib/load.ts"))
+      };
+const gz = new Uint8Array([0x1f, 0x8b, 8, 0, 0]);
+const kernel = new Uint8Array(4096);
+kernel.set([0x48, 0x64, 0x72, 0x53], 0x202);
+const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} },
+  (req) => new Response(new URL(req.url).pathname === "/k" ? kernel : gz));
+const base = "http://127.0.0.1:" + server.addr.port;
+const image = await load({
+  action: "kexec",
+  kernel: { url: base + "/k", name: "k" },
+  initrds: Array.from({ length: 500 }, (_, i) => ({ url: base + "/i" + i, name: "i" + i })),
+  cmdline: "",
+  scripts: [],
+}, { workDir: Deno.args[0], progress: "none", retries: 0, arch: "x86_64", cache: false });
+await server.shutdown();
+console.log(image.initrd.parts.length);
+`,
+    );
+    const out = await new Deno.Command("sh", {
+      args: [
+        "-c",
+        'ulimit -n 64 && exec "$0" run -A --no-config "$1" "$2"',
+        Deno.execPath(),
+        script,
+        `${dir}/work`,
+      ],
+      env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(120_000),
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 0, stderr);
+    assert.equal(new TextDecoder().decode(out.stdout).trim(), "500");
+  });
 });

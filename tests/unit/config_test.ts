@@ -384,3 +384,36 @@ Deno.test("config: the token file mode comes from the file system by default", a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("config: --min-speed and --min-speed-time, with defaults for unattended boots", () => {
+  const d = run(["--ipxe-url", "http://h/boot.ipxe"]);
+  assert.equal(d.minSpeed, 1024);
+  assert.equal(d.minSpeedTimeMs, 30_000);
+  const c = run([
+    "--ipxe-url",
+    "http://h/boot.ipxe",
+    "--min-speed",
+    "0",
+    "--min-speed-time",
+    "2.5",
+  ]);
+  assert.equal(c.minSpeed, 0, "0 turns the check off");
+  assert.equal(c.minSpeedTimeMs, 2500);
+  const env = run(["--ipxe-url", "http://h/boot.ipxe"], {
+    ...none,
+    env: { ASSISTED_MIN_SPEED: "65536" },
+  });
+  assert.equal(env.minSpeed, 65536);
+  for (const bad of ["-1", "1.5", "fast", "", String(2 ** 30 + 1)]) {
+    usageError(
+      ["--ipxe-url", "http://h/boot.ipxe", `--min-speed=${bad}`],
+      /--min-speed must be a whole number of bytes per second/,
+    );
+  }
+  usageError(
+    ["--ipxe-url", "http://h/boot.ipxe", "--min-speed-time", "0.5"],
+    /--min-speed-time must be a number >= 1/,
+  );
+  assert.match(helpText(), /--min-speed BYTES .*default 1024; 0: never/);
+  assert.match(helpText(), /--min-speed-time SECONDS .*default 30/);
+});

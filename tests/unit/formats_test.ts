@@ -11,6 +11,7 @@ import {
   checkInitrd,
   checkKernel,
   type Format,
+  kernelMinimumSize,
   readHead,
   sniff,
   unpackArm64Kernel,
@@ -237,4 +238,110 @@ Deno.test("bzImageCmdlineSize: cmdline_size from protocol 2.06+, 255 before, 0 w
   view.setUint32(0x238, 2047, true);
   assert.equal(bzImageCmdlineSize(head), 2047);
   assert.equal(bzImageCmdlineSize(head.subarray(0, 0x200)), 0);
+});
+
+/** A bzImage header: `setup_sects` sectors of setup after the boot sector, `syssize` paragraphs of code. */
+function bzImageHead(
+  setupSects: number,
+  syssize: number,
+  version = 0x20f,
+): Uint8Array {
+  const b = fakeBzImage();
+  const view = new DataView(b.buffer);
+  b[0x1f1] = setupSects;
+  view.setUint16(0x206, version, true);
+  view.setUint32(0x1f4, syssize, true);
+  return b;
+}
+
+/** An arm64 Image header with the EFI stub's PE section table (as arch/arm64/kernel/efi-header.S lays it out). */
+function arm64PeHead(sections: [rawPointer: number, rawSize: number][]) {
+  const b = new Uint8Array(4096);
+  const view = new DataView(b.buffer);
+  b.set([0x4d, 0x5a], 0);
+  b.set(enc.encode("ARM\x64"), 0x38);
+  view.setUint32(0x3c, 0x40, true); // PE header offset
+  b.set(enc.encode("PE\0\0"), 0x40);
+  view.setUint16(0x46, sections.length, true);
+  view.setUint16(0x54, 0xa0, true); // size of the optional header
+  view.setBigUint64(0x10, 1n << 32n, true); // image_size: memory, BSS included
+  const table = 0x40 + 24 + 0xa0;
+  sections.forEach(([pointer, size], i) => {
+    view.setUint32(table + 40 * i + 16, size, true);
+    view.setUint32(table + 40 * i + 20, pointer, true);
+  });
+  return b;
+}
+
+Deno.test("kernelMinimumSize: bzImage setup_sects + syssize (32 bits from 2.04, 16 before); arm64 PE sections; image_size is not a file size", () => {
+  assert.equal(kernelMinimumSize(bzImageHead(27, 1000)), 28 * 512 + 16_000);
+  assert.equal(kernelMinimumSize(bzImageHead(0, 10)), 5 * 512 + 160); // 0 means 4
+  assert.equal(kernelMinimumSize(bzImageHead(1, 0x10000)), 1024 + 0x100000);
+  // Protocol 2.03: syssize is 16 bits (the next two bytes are another field).
+  assert.equal(kernelMinimumSize(bzImageHead(1, 0x10010, 0x203)), 1024 + 0x100);
+  // The real Debian x86_64 bzImage the VM tests boot: setup_sects 39,
+  // syssize 514080 → 8245760 bytes, the end of its PE .data section too.
+  assert.equal(kernelMinimumSize(bzImageHead(39, 514080)), 8_245_760);
+  assert.equal(
+    kernelMinimumSize(
+      arm64PeHead([[0x10000, 0x1730000], [0x1740000, 0x82da00]]),
+    ),
+    0x1f6da00,
+  );
+  // No PE header (no EFI stub), or a section table beyond the head: unknown.
+  assert.equal(kernelMinimumSize(fakeArm64Image()), 0);
+  assert.equal(kernelMinimumSize(arm64PeHead([]).subarray(0, 0x100)), 0);
+  assert.equal(kernelMinimumSize(enc.encode("not a kernel")), 0);
+});
+
+Deno.test("checkKernel: a kernel shorter than its header says is truncated (exit 6); exact and signed (longer) files pass", () => {
+  const x86 = { url: "http://h/vmlinuz?image_token=SECRET", arch: "x86_64" };
+  const head = bzImageHead(27, 1000);
+  const exact = 28 * 512 + 16_000;
+  assert.equal(checkKernel(head, { ...x86, size: exact }), "bzimage");
+  assert.equal(checkKernel(head, { ...x86, size: exact + 1472 }), "bzimage");
+  assert.equal(checkKernel(head, x86), "bzimage", "no size: no size check");
+  assert.throws(
+    () => checkKernel(head, { ...x86, size: exact - 1 }),
+    bootError(
+      ExitCode.Verify,
+      new RegExp(
+        `^Kernel http://h/vmlinuz\\?image_token=REDACTED is truncated: ${
+          exact - 1
+        } bytes, but its bzimage header says at least ${exact}$`,
+      ),
+    ),
+  );
+  const arm = { url: "http://h/Image", arch: "aarch64" };
+  const image = arm64PeHead([[0x1000, 0x1000], [0x2000, 0x800]]);
+  assert.equal(checkKernel(image, { ...arm, size: 0x2800 }), "arm64-image");
+  assert.throws(
+    () => checkKernel(image, { ...arm, size: 0x27ff }),
+    bootError(ExitCode.Verify, /truncated: 10239 bytes, .* at least 10240/),
+  );
+});
+
+Deno.test("unpackArm64Kernel: an Image shorter than its PE sections say is refused", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "formats_test_" });
+  try {
+    const image = arm64PeHead([[0x1000, 0x1000], [0x2000, 0x1000]]);
+    await Deno.writeFile(`${dir}/gz`, await pipe("gzip", ["-c"], image));
+    await assert.rejects(
+      unpackArm64Kernel(`${dir}/gz`, `${dir}/out`, {
+        url: "http://h/Image.gz",
+        arch: "aarch64",
+      }),
+      bootError(
+        ExitCode.Verify,
+        /unpacks to a truncated arm64 Image: 4096 bytes, but its header says at least 12288/,
+      ),
+    );
+    assert.deepEqual(
+      [...Deno.readDirSync(dir)].map((e) => e.name),
+      ["gz"],
+      "no Image, no .part left",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

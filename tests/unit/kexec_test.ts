@@ -9,43 +9,98 @@
 import assert from "node:assert/strict";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import {
+  AT_EMPTY_PATH,
   checkCanKexec,
   Errno,
+  fdInfo,
   handoffMode,
   KEXEC_FILE_LOAD,
   KEXEC_FILE_NO_INITRAMFS,
   kexecError,
   kexecExecute,
+  type KexecImage,
   kexecLoad,
   type LibcSymbols,
   LINUX_REBOOT_CMD_KEXEC,
+  O_NOFOLLOW,
   openLibc,
+  STATX_SIZE,
 } from "../../lib/kexec.ts";
+import type { FileIdentity } from "../../lib/work_dir.ts";
+import { withTemp } from "../test_util.ts";
 
 interface Call {
   name: string;
   args: unknown[];
 }
 
+/** A deterministic identity for a fake path (device 8:1, the inode from the name). */
+function identity(path: string, size = 1000): FileIdentity {
+  let ino = 7;
+  for (const c of path) ino = (ino * 31 + c.charCodeAt(0)) % 1_000_000;
+  return { dev: 0x801, ino, size };
+}
+
+/** `verified` for kexecLoad, as load would give it for these paths. */
+function verified(kernel: string, initrd?: string): KexecImage["verified"] {
+  return {
+    kernel: identity(kernel),
+    ...(initrd ? { initrd: identity(initrd) } : {}),
+  };
+}
+
+/** A `struct statx` as the kernel fills it (little-endian). */
+function statxBytes(
+  info: FileIdentity & { mode?: number; devMajor?: number; devMinor?: number },
+): Uint8Array {
+  const buf = new Uint8Array(STATX_SIZE);
+  const view = new DataView(buf.buffer);
+  view.setUint16(28, info.mode ?? 0o100600, true);
+  view.setBigUint64(32, BigInt(info.ino), true);
+  view.setBigUint64(40, BigInt(info.size), true);
+  view.setUint32(136, info.devMajor ?? info.dev >> 8, true);
+  view.setUint32(140, info.devMinor ?? info.dev & 0xff, true);
+  return buf;
+}
+
 function fakeLibc(
-  behaviour: { syscall?: bigint; errno?: number; openFails?: string } = {},
+  behaviour: {
+    syscall?: bigint;
+    errno?: number;
+    openFails?: string;
+    openErrno?: number;
+    /** What statx says about a path (default: a regular file, {@linkcode identity}). */
+    files?: Record<string, FileIdentity & { mode?: number }>;
+  } = {},
 ): LibcSymbols & { calls: Call[] } {
   const calls: Call[] = [];
   let nextFd = 10;
   let errno = 0;
+  const paths = new Map<number, string>();
   return {
     calls,
     open(path, flags) {
       const name = new TextDecoder().decode(path);
       calls.push({ name: "open", args: [name, flags] });
       if (behaviour.openFails && name.startsWith(behaviour.openFails)) {
-        errno = Errno.ENOENT;
+        errno = behaviour.openErrno ?? Errno.ENOENT;
         return -1;
       }
+      paths.set(nextFd, name.replace(/\0$/, ""));
       return nextFd++;
     },
     close(fd) {
       calls.push({ name: "close", args: [fd] });
+      return 0;
+    },
+    statx(dirfd, path, flags, mask, buf) {
+      calls.push({ name: "statx", args: [dirfd, path.slice(), flags, mask] });
+      const name = paths.get(dirfd);
+      if (name === undefined) {
+        errno = Errno.EBADF;
+        return -1;
+      }
+      buf.set(statxBytes(behaviour.files?.[name] ?? identity(name)));
       return 0;
     },
     syscall(nr, a1, a2, a3, a4, a5) {
@@ -67,6 +122,7 @@ function fakeLibc(
 }
 
 const O_CLOEXEC = 0o2000000;
+const O_NONBLOCK = 0o4000;
 
 Deno.test("kexecLoad: fds, cmdline with NUL, length, flags 0 and x86_64 number", () => {
   const libc = fakeLibc();
@@ -74,12 +130,30 @@ Deno.test("kexecLoad: fds, cmdline with NUL, length, flags 0 and x86_64 number",
     kernel: { path: "/w/kernel" },
     initrd: { path: "/w/initrd" },
     cmdline: "console=ttyS0 ü",
+    verified: verified("/w/kernel", "/w/initrd"),
   }, { libc, arch: "x86_64" });
   const names = libc.calls.map((c) => c.name);
-  assert.deepEqual(names, ["open", "open", "syscall", "close", "close"]);
-  assert.deepEqual(libc.calls[0].args, ["/w/kernel\0", O_CLOEXEC]);
-  assert.deepEqual(libc.calls[1].args, ["/w/initrd\0", O_CLOEXEC]);
-  const [nr, kfd, ifd, len, cmdline, flags] = libc.calls[2].args as [
+  assert.deepEqual(names, [
+    "open",
+    "statx",
+    "open",
+    "statx",
+    "syscall",
+    "close",
+    "close",
+  ]);
+  // Never through a link, never blocking on a FIFO.
+  const flags0 = O_CLOEXEC | O_NONBLOCK | 0o400000;
+  assert.deepEqual(libc.calls[0].args, ["/w/kernel\0", flags0]);
+  assert.deepEqual(libc.calls[2].args, ["/w/initrd\0", flags0]);
+  // fstat of the very descriptors: statx(fd, "", AT_EMPTY_PATH, …).
+  assert.deepEqual(libc.calls[1].args.slice(0, 3), [
+    10,
+    new Uint8Array([0]),
+    AT_EMPTY_PATH,
+  ]);
+  assert.equal(libc.calls[3].args[0], 11);
+  const [nr, kfd, ifd, len, cmdline, flags] = libc.calls[4].args as [
     bigint,
     bigint,
     bigint,
@@ -94,13 +168,23 @@ Deno.test("kexecLoad: fds, cmdline with NUL, length, flags 0 and x86_64 number",
   assert.deepEqual(cmdline, expected);
   assert.equal(len, BigInt(expected.length)); // counts the NUL (and UTF-8 bytes)
   assert.equal(flags, 0n);
-  assert.deepEqual(libc.calls.slice(3).map((c) => c.args[0]), [10, 11]);
+  assert.deepEqual(libc.calls.slice(5).map((c) => c.args[0]), [10, 11]);
 });
 
 Deno.test("kexecLoad: no initrd → KEXEC_FILE_NO_INITRAMFS, fd -1; numbers per arch", () => {
   for (const [arch, nr] of Object.entries(KEXEC_FILE_LOAD)) {
     const libc = fakeLibc();
-    kexecLoad({ kernel: { path: "/k" }, cmdline: "" }, { libc, arch });
+    kexecLoad(
+      { kernel: { path: "/k" }, cmdline: "", verified: verified("/k") },
+      {
+        libc,
+        arch,
+      },
+    );
+    assert.equal(
+      libc.calls[0].args[1],
+      O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW[arch],
+    );
     const call = libc.calls.find((c) => c.name === "syscall")!;
     assert.equal(call.args[0], BigInt(nr));
     assert.equal(call.args[2], -1n);
@@ -137,6 +221,7 @@ Deno.test("kexecLoad: each errno gives its exit code; fds are closed", () => {
           kernel: { path: "/k" },
           initrd: { path: "/i" },
           cmdline: "x",
+          verified: verified("/k", "/i"),
         }, { libc, arch: "aarch64" }),
       (err: unknown) => {
         assert.ok(err instanceof BootError);
@@ -161,17 +246,27 @@ Deno.test("kexecLoad: an initrd that cannot be opened closes the kernel fd, no s
         kernel: { path: "/k" },
         initrd: { path: "/missing/initrd" },
         cmdline: "",
+        verified: verified("/k", "/missing/initrd"),
       }, { libc, arch: "x86_64" }),
     /Cannot open the initrd \/missing\/initrd/,
   );
-  assert.deepEqual(libc.calls.map((c) => c.name), ["open", "open", "close"]);
+  assert.deepEqual(libc.calls.map((c) => c.name), [
+    "open",
+    "statx",
+    "open",
+    "close",
+  ]);
 });
 
 Deno.test("kexecLoad: unknown architecture and NUL in cmdline are refused before libc", () => {
   const libc = fakeLibc();
   assert.throws(
     () =>
-      kexecLoad({ kernel: { path: "/k" }, cmdline: "" }, {
+      kexecLoad({
+        kernel: { path: "/k" },
+        cmdline: "",
+        verified: verified("/k"),
+      }, {
         libc,
         arch: "riscv64",
       }),
@@ -180,13 +275,111 @@ Deno.test("kexecLoad: unknown architecture and NUL in cmdline are refused before
   );
   assert.throws(
     () =>
-      kexecLoad({ kernel: { path: "/k" }, cmdline: "a\0b" }, {
+      kexecLoad({
+        kernel: { path: "/k" },
+        cmdline: "a\0b",
+        verified: verified("/k"),
+      }, {
         libc,
         arch: "x86_64",
       }),
     /NUL/,
   );
   assert.equal(libc.calls.length, 0);
+});
+
+Deno.test("kexecLoad: a descriptor that is not the verified file is refused before the syscall (Disk), fds closed", () => {
+  const swaps: [string, FileIdentity & { mode?: number }][] = [
+    ["another inode (renamed over)", { ...identity("/w/kernel"), ino: 1 }],
+    ["another size", { ...identity("/w/kernel"), size: 999 }],
+    ["another device", { ...identity("/w/kernel"), dev: 0x802 }],
+    ["a FIFO", { ...identity("/w/kernel"), mode: 0o010600 }],
+    ["a directory", { ...identity("/w/kernel"), mode: 0o040700 }],
+  ];
+  for (const [what, file] of swaps) {
+    const libc = fakeLibc({ files: { "/w/kernel": file } });
+    assert.throws(
+      () =>
+        kexecLoad({
+          kernel: { path: "/w/kernel" },
+          initrd: { path: "/w/initrd" },
+          cmdline: "",
+          verified: verified("/w/kernel", "/w/initrd"),
+        }, { libc, arch: "x86_64" }),
+      (err: unknown) => {
+        assert.ok(err instanceof BootError, what);
+        assert.equal(err.exitCode, ExitCode.Disk, what);
+        assert.match(
+          err.message,
+          /kernel \/w\/kernel is not the file that was verified/,
+        );
+        return true;
+      },
+      what,
+    );
+    assert.ok(!libc.calls.some((c) => c.name === "syscall"), what);
+    assert.deepEqual(
+      libc.calls.filter((c) => c.name === "close").map((c) => c.args[0]),
+      [10],
+      `${what}: the opened fd is closed`,
+    );
+  }
+  // The initrd is checked the same way.
+  const libc = fakeLibc({
+    files: { "/w/initrd": { ...identity("/w/initrd"), ino: 5 } },
+  });
+  assert.throws(
+    () =>
+      kexecLoad({
+        kernel: { path: "/w/kernel" },
+        initrd: { path: "/w/initrd" },
+        cmdline: "",
+        verified: verified("/w/kernel", "/w/initrd"),
+      }, { libc, arch: "x86_64" }),
+    /initrd \/w\/initrd is not the file that was verified/,
+  );
+  assert.ok(!libc.calls.some((c) => c.name === "syscall"));
+});
+
+Deno.test("kexecLoad: a symbolic link at the path (ELOOP), an unverified initrd, a failing fstat: refused, no syscall", () => {
+  const link = fakeLibc({ openFails: "/w/kernel", openErrno: Errno.ELOOP });
+  assert.throws(
+    () =>
+      kexecLoad({
+        kernel: { path: "/w/kernel" },
+        cmdline: "",
+        verified: verified("/w/kernel"),
+      }, { libc: link, arch: "x86_64" }),
+    (err: unknown) =>
+      err instanceof BootError && err.exitCode === ExitCode.Disk &&
+      /symbolic link/.test(err.message),
+  );
+  const unverified = fakeLibc();
+  assert.throws(
+    () =>
+      kexecLoad({
+        kernel: { path: "/w/kernel" },
+        initrd: { path: "/w/initrd" },
+        cmdline: "",
+        verified: verified("/w/kernel"),
+      }, { libc: unverified, arch: "x86_64" }),
+    (err: unknown) =>
+      err instanceof BootError && err.exitCode === ExitCode.Disk &&
+      /never verified/.test(err.message),
+  );
+  assert.equal(unverified.calls.length, 0);
+  const noStat = fakeLibc();
+  noStat.statx = () => -1;
+  assert.throws(
+    () =>
+      kexecLoad({
+        kernel: { path: "/w/kernel" },
+        cmdline: "",
+        verified: verified("/w/kernel"),
+      }, { libc: noStat, arch: "x86_64" }),
+    /Cannot fstat the kernel/,
+  );
+  assert.ok(!noStat.calls.some((c) => c.name === "syscall"));
 });
 
 Deno.test("handoffMode: load-only, force-reboot, PID 1, systemd", () => {
@@ -296,10 +489,16 @@ Deno.test({
     assert.equal(libc.strerror(Errno.ENOENT), "No such file or directory");
     // kexecLoad with the real libc stops at open: no syscall is made.
     assert.throws(
-      () => kexecLoad({ kernel: { path: "/nonexistent/kernel" }, cmdline: "" }),
+      () =>
+        kexecLoad({
+          kernel: { path: "/nonexistent/kernel" },
+          cmdline: "",
+          verified: verified("/nonexistent/kernel"),
+        }),
       /Cannot open the kernel \/nonexistent\/kernel: No such file or directory/,
     );
     // The one real syscall: fd -1 fails before anything is read or loaded.
+    // (Never with a real file: see the next test for open + fstat.)
     const cmdline = new Uint8Array([0]);
     const ret = libc.syscall(
       BigInt(KEXEC_FILE_LOAD[Deno.build.arch]),
@@ -322,5 +521,57 @@ Deno.test({
     const err = kexecError(errno, libc.strerror(errno));
     assert.equal(err.exitCode, expected[errno][0]);
     assert.match(err.message, expected[errno][1]);
+  },
+});
+
+Deno.test({
+  name:
+    "real libc: open with O_NOFOLLOW|O_NONBLOCK refuses a link, does not block on a FIFO; statx reads what Deno.stat says",
+  ignore: !linux,
+  async fn() {
+    const libc = openLibc();
+    const flags = 0o2000000 | O_NONBLOCK | O_NOFOLLOW[Deno.build.arch];
+    const cstr = (path: string) => new TextEncoder().encode(path + "\0");
+    await withTemp(async (dir) => {
+      await Deno.writeFile(`${dir}/file`, new Uint8Array(12345));
+      await Deno.symlink(`${dir}/file`, `${dir}/link`);
+      await new Deno.Command("mkfifo", { args: [`${dir}/fifo`] }).output();
+      const fd = libc.open(cstr(`${dir}/file`), flags);
+      assert.ok(fd >= 0);
+      try {
+        const info = fdInfo(libc, fd)!;
+        const real = await Deno.stat(`${dir}/file`);
+        assert.deepEqual(info, {
+          regular: true,
+          dev: real.dev,
+          ino: real.ino,
+          size: 12345,
+        });
+      } finally {
+        libc.close(fd);
+      }
+      assert.equal(libc.open(cstr(`${dir}/link`), flags), -1);
+      assert.equal(libc.errno(), Errno.ELOOP);
+      const fifo = libc.open(cstr(`${dir}/fifo`), flags);
+      assert.ok(fifo >= 0, "a FIFO opens at once with O_NONBLOCK");
+      try {
+        assert.equal(fdInfo(libc, fifo)!.regular, false);
+      } finally {
+        libc.close(fifo);
+      }
+      // kexecLoad on the link stops at open: no syscall.
+      assert.throws(
+        () =>
+          kexecLoad({
+            kernel: { path: `${dir}/link` },
+            cmdline: "",
+            verified: {
+              kernel: { dev: 0, ino: 0, size: 0 },
+            },
+          }),
+        (err: unknown) =>
+          err instanceof BootError && err.exitCode === ExitCode.Disk,
+      );
+    });
   },
 });

@@ -1,0 +1,267 @@
+/**
+ * The work directory's rules on real files: ownership and mode of the
+ * directory and its cache, exclusive creation that never follows a link nor
+ * opens a FIFO, reads only of our own regular files, and the lock.
+ *
+ * Ownership cases need root (to give a directory to another uid); they are
+ * skipped, saying so, otherwise.
+ */
+
+import assert from "node:assert/strict";
+import { BootError, ExitCode } from "../../lib/errors.ts";
+import {
+  createFile,
+  identityOf,
+  LOCK_FILE,
+  lockWorkDir,
+  openOwnFile,
+  prepareWorkDir,
+} from "../../lib/work_dir.ts";
+import { withTemp } from "../test_util.ts";
+
+const isRoot = Deno.uid() === 0;
+/** A uid that is not ours (nobody). */
+const OTHER = 65534;
+
+function diskError(message: RegExp) {
+  return (err: unknown) => {
+    assert.ok(err instanceof BootError, String(err));
+    assert.equal(err.exitCode, ExitCode.Disk, err.message);
+    assert.match(err.message, message);
+    assert.doesNotMatch(err.message, /\n/);
+    return true;
+  };
+}
+
+async function mkfifo(path: string): Promise<void> {
+  const out = await new Deno.Command("mkfifo", { args: [path] }).output();
+  assert.ok(out.success, `mkfifo ${path}`);
+}
+
+/** Fails the test instead of hanging when `promise` does not settle in time. */
+async function within<T>(ms: number, promise: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`still pending after ${ms} ms`)),
+      ms,
+    );
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("prepareWorkDir: a directory writable by group or others is refused (0770, 0775, 0777, 1777), existing or not; 0700 and 0755 pass and keep their mode", async () => {
+  await withTemp(async (dir) => {
+    for (const mode of [0o770, 0o775, 0o777, 0o1777, 0o720, 0o702]) {
+      const path = `${dir}/m${mode.toString(8)}`;
+      await Deno.mkdir(path);
+      await Deno.chmod(path, mode);
+      await assert.rejects(
+        prepareWorkDir(path),
+        diskError(
+          new RegExp(
+            `work directory ${path} is writable by other users \\(mode ${
+              mode.toString(8).padStart(4, "0")
+            }\\)`,
+          ),
+        ),
+      );
+      assert.equal((await Deno.stat(path)).mode! & 0o7777, mode, "kept");
+    }
+    for (const mode of [0o700, 0o755]) {
+      const path = `${dir}/ok${mode.toString(8)}`;
+      await Deno.mkdir(path);
+      await Deno.chmod(path, mode);
+      await prepareWorkDir(path);
+      assert.equal((await Deno.stat(path)).mode! & 0o777, mode);
+    }
+    await prepareWorkDir(`${dir}/new/work`);
+    assert.equal((await Deno.stat(`${dir}/new/work`)).mode! & 0o777, 0o700);
+  });
+});
+
+Deno.test("prepareWorkDir: its cache/ must be a directory of ours too (unless the cache is off)", async () => {
+  await withTemp(async (dir) => {
+    await Deno.mkdir(`${dir}/cache`);
+    await Deno.chmod(`${dir}/cache`, 0o775);
+    await assert.rejects(
+      prepareWorkDir(dir),
+      diskError(/cache directory .*\/cache is writable by other users/),
+    );
+    await prepareWorkDir(dir, { cache: false });
+    await Deno.remove(`${dir}/cache`);
+    await Deno.mkdir(`${dir}/elsewhere`, { mode: 0o700 });
+    await Deno.symlink(`${dir}/elsewhere`, `${dir}/cache`);
+    await assert.rejects(
+      prepareWorkDir(dir),
+      diskError(/cache directory .*\/cache exists and is not a directory/),
+    );
+    await Deno.remove(`${dir}/cache`);
+    await Deno.writeTextFile(`${dir}/cache`, "");
+    await assert.rejects(prepareWorkDir(dir), diskError(/not a directory/));
+  });
+});
+
+Deno.test({
+  name:
+    "prepareWorkDir: a work dir or cache/ owned by another user is refused, even 0755 or 0700",
+  ignore: !isRoot,
+  async fn() {
+    await withTemp(async (dir) => {
+      for (const mode of [0o755, 0o700]) {
+        const path = `${dir}/theirs${mode.toString(8)}`;
+        await Deno.mkdir(path);
+        await Deno.chmod(path, mode);
+        await Deno.chown(path, OTHER, OTHER);
+        await assert.rejects(
+          prepareWorkDir(path),
+          diskError(
+            new RegExp(
+              `work directory ${path} belongs to uid ${OTHER}, not to this user \\(uid 0\\)`,
+            ),
+          ),
+        );
+      }
+      await Deno.mkdir(`${dir}/ours/cache`, { recursive: true, mode: 0o700 });
+      await Deno.chown(`${dir}/ours/cache`, OTHER, OTHER);
+      await assert.rejects(
+        prepareWorkDir(`${dir}/ours`),
+        diskError(/cache directory .* belongs to uid 65534/),
+      );
+    });
+  },
+});
+
+Deno.test("createFile: a leftover link is removed, never written through; its target is untouched", async () => {
+  await withTemp(async (dir) => {
+    await Deno.writeTextFile(`${dir}/victim`, "precious");
+    await Deno.symlink(`${dir}/victim`, `${dir}/kernel.part`);
+    await Deno.symlink(`${dir}/nowhere`, `${dir}/dangling.part`);
+    for (const name of ["kernel.part", "dangling.part"]) {
+      const file = await createFile(`${dir}/${name}`);
+      try {
+        await file.write(new TextEncoder().encode("new"));
+        const info = await Deno.lstat(`${dir}/${name}`);
+        assert.ok(info.isFile && !info.isSymlink, name);
+        assert.equal(info.mode! & 0o777, 0o600);
+      } finally {
+        file.close();
+      }
+    }
+    assert.equal(await Deno.readTextFile(`${dir}/victim`), "precious");
+    await assert.rejects(Deno.lstat(`${dir}/nowhere`), Deno.errors.NotFound);
+  });
+});
+
+Deno.test("createFile: a FIFO, a socket-like leftover or an old file is replaced without blocking; a directory is a Disk error", async () => {
+  await withTemp(async (dir) => {
+    await mkfifo(`${dir}/kernel.part`);
+    const file = await within(5000, createFile(`${dir}/kernel.part`));
+    file.close();
+    assert.ok((await Deno.lstat(`${dir}/kernel.part`)).isFile);
+
+    await Deno.writeTextFile(`${dir}/old`, "old bytes");
+    // Held open so that its inode cannot be reused for the new file.
+    using old = await Deno.open(`${dir}/old`);
+    const fresh = await createFile(`${dir}/old`);
+    const after = await fresh.stat();
+    fresh.close();
+    assert.equal(after.size, 0, "a new, empty file");
+    assert.notEqual(after.ino, (await old.stat()).ino);
+
+    await Deno.mkdir(`${dir}/initrd.part`);
+    await assert.rejects(
+      createFile(`${dir}/initrd.part`),
+      diskError(
+        /initrd\.part is a directory where the bootloader writes a file/,
+      ),
+    );
+    assert.ok((await Deno.stat(`${dir}/initrd.part`)).isDirectory, "kept");
+  });
+});
+
+Deno.test("openOwnFile: only our regular file, and only the one that was verified", async () => {
+  await withTemp(async (dir) => {
+    await Deno.writeTextFile(`${dir}/file`, "verified bytes");
+    const identity = identityOf(await Deno.stat(`${dir}/file`));
+    (await openOwnFile(`${dir}/file`, identity)).close();
+
+    await Deno.symlink(`${dir}/file`, `${dir}/link`);
+    await assert.rejects(
+      openOwnFile(`${dir}/link`),
+      diskError(/link is not a regular file/),
+    );
+    await mkfifo(`${dir}/fifo`);
+    await assert.rejects(
+      within(5000, openOwnFile(`${dir}/fifo`)),
+      diskError(/fifo is not a regular file/),
+    );
+    await Deno.writeTextFile(`${dir}/other`, "verified bytes");
+    await Deno.rename(`${dir}/other`, `${dir}/file`);
+    await assert.rejects(
+      openOwnFile(`${dir}/file`, identity),
+      diskError(/is not the file that was verified/),
+    );
+    if (isRoot) {
+      await Deno.writeTextFile(`${dir}/theirs`, "x");
+      await Deno.chown(`${dir}/theirs`, OTHER, OTHER);
+      await assert.rejects(
+        openOwnFile(`${dir}/theirs`),
+        diskError(/belongs to uid 65534/),
+      );
+    }
+  });
+});
+
+Deno.test("lockWorkDir: a second holder is refused at once (exit 9) until the first releases; the lock file stays", async () => {
+  await withTemp(async (dir) => {
+    const work = `${dir}/work`;
+    const first = await lockWorkDir(work);
+    try {
+      await assert.rejects(
+        within(5000, lockWorkDir(work)),
+        (err: unknown) => {
+          assert.ok(err instanceof BootError);
+          assert.equal(err.exitCode, ExitCode.Locked);
+          assert.match(
+            err.message,
+            /^Another instance of the bootloader is using the work directory .*\/work \(it holds .*\/work\/\.lock\)/,
+          );
+          return true;
+        },
+      );
+    } finally {
+      first.release();
+    }
+    first.release(); // idempotent
+    {
+      using second = await lockWorkDir(work);
+      assert.equal(second.dir, work);
+    }
+    const info = await Deno.lstat(`${work}/${LOCK_FILE}`);
+    assert.ok(info.isFile);
+    assert.equal(info.mode! & 0o777, 0o600);
+    (await lockWorkDir(work)).release();
+  });
+});
+
+Deno.test("lockWorkDir: a link, FIFO or directory at the lock file's name", async () => {
+  await withTemp(async (dir) => {
+    await Deno.writeTextFile(`${dir}/victim`, "precious");
+    await Deno.symlink(`${dir}/victim`, `${dir}/${LOCK_FILE}`);
+    (await lockWorkDir(dir)).release();
+    assert.ok((await Deno.lstat(`${dir}/${LOCK_FILE}`)).isFile);
+    assert.equal(await Deno.readTextFile(`${dir}/victim`), "precious");
+    await Deno.remove(`${dir}/${LOCK_FILE}`);
+    await mkfifo(`${dir}/${LOCK_FILE}`);
+    (await within(5000, lockWorkDir(dir))).release();
+    assert.ok((await Deno.lstat(`${dir}/${LOCK_FILE}`)).isFile);
+    await Deno.remove(`${dir}/${LOCK_FILE}`);
+    await Deno.mkdir(`${dir}/${LOCK_FILE}`);
+    await assert.rejects(lockWorkDir(dir), diskError(/is a directory/));
+  });
+});
