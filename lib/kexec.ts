@@ -12,7 +12,11 @@
 import { BootError, ExitCode, type ExitCodeValue } from "./errors.ts";
 import { log } from "./log.ts";
 
-/** `kexec_file_load` syscall numbers by `Deno.build.arch` / `uname -m` name. */
+/**
+ * `kexec_file_load` syscall numbers by `Deno.build.arch` / `uname -m` name
+ * (x86_64: arch/x86/entry/syscalls/syscall_64.tbl; aarch64 uses the generic
+ * table, include/uapi/asm-generic/unistd.h).
+ */
 export const KEXEC_FILE_LOAD: Readonly<Record<string, number>> = {
   x86_64: 320,
   aarch64: 294,
@@ -22,11 +26,16 @@ export const KEXEC_FILE_LOAD: Readonly<Record<string, number>> = {
 
 /** `KEXEC_FILE_NO_INITRAMFS`: load without an initrd. */
 export const KEXEC_FILE_NO_INITRAMFS = 4;
-/** `LINUX_REBOOT_CMD_KEXEC`: start the loaded kernel. */
+/** `LINUX_REBOOT_CMD_KEXEC`: start the loaded kernel (the same on every architecture). */
 export const LINUX_REBOOT_CMD_KEXEC = 0x45584543;
 
-const O_RDONLY = 0;
-const O_CLOEXEC = 0o2000000;
+/**
+ * The `open` flags {@linkcode kexecLoad} uses: `O_RDONLY | O_CLOEXEC`. Both
+ * have the same value on every architecture in {@linkcode KEXEC_FILE_LOAD}
+ * (asm-generic/fcntl.h); flags such as O_DIRECTORY and O_NOFOLLOW do not
+ * (arm64 redefines them), which is why none of those is used here.
+ */
+export const KEXEC_OPEN_FLAGS = 0 | 0o2000000;
 
 /** The libc functions the binding uses (the real ones, or fakes in tests). */
 export interface LibcSymbols {
@@ -70,7 +79,10 @@ export function openLibc(): LibcSymbols {
         open: { parameters: ["buffer", "i32"], result: "i32" },
         close: { parameters: ["i32"], result: "i32" },
         // glibc's syscall() is variadic but an assembly shim reading registers:
-        // declaring the six integer/pointer arguments we pass is safe.
+        // declaring the six integer/pointer arguments we pass is safe. On x86_64
+        // and on Linux aarch64 (AAPCS64: variadic arguments go in x0-x7 like
+        // named ones, unlike Apple's arm64) each lands in the register the shim
+        // moves into the syscall's.
         syscall: {
           parameters: ["i64", "i64", "i64", "u64", "buffer", "u64"],
           result: "i64",
@@ -223,7 +235,7 @@ export function kexecLoad(
   const libc = options.libc ?? openLibc();
   const fds: number[] = [];
   const openRead = (path: string, what: string): number => {
-    const fd = libc.open(cString(path), O_RDONLY | O_CLOEXEC);
+    const fd = libc.open(cString(path), KEXEC_OPEN_FLAGS);
     if (fd < 0) {
       const errno = libc.errno();
       throw new BootError(
@@ -240,7 +252,7 @@ export function kexecLoad(
     const cmdline = cString(image.cmdline);
     const flags = image.initrd ? 0 : KEXEC_FILE_NO_INITRAMFS;
     log.debug(
-      `kexec_file_load(kernel fd ${kernelFd}, initrd fd ${initrdFd}, ${cmdline.length} bytes of cmdline, flags ${flags})`,
+      `kexec_file_load(kernel fd ${kernelFd}, initrd fd ${initrdFd}, ${cmdline.length} bytes of cmdline, flags ${flags}) [syscall ${nr} on ${arch}]`,
     );
     const ret = libc.syscall(
       BigInt(nr),

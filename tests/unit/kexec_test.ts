@@ -14,6 +14,7 @@ import {
   handoffMode,
   KEXEC_FILE_LOAD,
   KEXEC_FILE_NO_INITRAMFS,
+  KEXEC_OPEN_FLAGS,
   kexecError,
   kexecExecute,
   kexecLoad,
@@ -21,6 +22,8 @@ import {
   LINUX_REBOOT_CMD_KEXEC,
   openLibc,
 } from "../../lib/kexec.ts";
+import { configureLog } from "../../lib/log.ts";
+import { captureLog } from "../test_util.ts";
 
 interface Call {
   name: string;
@@ -151,6 +154,46 @@ Deno.test("kexecLoad: each errno gives its exit code; fds are closed", () => {
   assert.match(kexecError(Errno.EPERM).message, /root.*lockdown/);
   assert.match(kexecError(Errno.EKEYREJECTED).message, /Secure Boot/);
   assert.match(kexecError(Errno.ENOEXEC).message, /not recognise/);
+});
+
+Deno.test("kexecLoad on aarch64: syscall 294 with the x86_64 argument layout and open flags; the log names the number", async () => {
+  const image = {
+    kernel: { path: "/w/kernel.Image" },
+    initrd: { path: "/w/initrd" },
+    cmdline: "console=ttyAMA0 ignition.firstboot",
+  };
+  const arm = fakeLibc();
+  const [, lines] = await captureLog(() => {
+    configureLog({ level: "debug" });
+    kexecLoad(image, { libc: arm, arch: "aarch64" });
+    return Promise.resolve();
+  });
+  configureLog({ level: "info" });
+  const x86 = fakeLibc();
+  kexecLoad(image, { libc: x86, arch: "x86_64" });
+  const syscallOf = (libc: ReturnType<typeof fakeLibc>) =>
+    libc.calls.find((c) => c.name === "syscall")!.args;
+  const [armNr, ...armArgs] = syscallOf(arm);
+  const [x86Nr, ...x86Args] = syscallOf(x86);
+  assert.equal(armNr, 294n);
+  assert.equal(x86Nr, 320n);
+  // kernel fd, initrd fd, cmdline length with its NUL, cmdline, flags 0: the same on both.
+  assert.deepEqual(armArgs, x86Args);
+  assert.deepEqual(armArgs.slice(0, 2), [10n, 11n]);
+  // open(O_RDONLY | O_CLOEXEC): 0o2000000 on aarch64 as on x86_64.
+  for (const libc of [arm, x86]) {
+    assert.deepEqual(
+      libc.calls.filter((c) => c.name === "open").map((c) => c.args[1]),
+      [O_CLOEXEC, O_CLOEXEC],
+    );
+  }
+  assert.equal(KEXEC_OPEN_FLAGS, O_CLOEXEC);
+  assert.ok(
+    lines.some((l) =>
+      /kexec_file_load\(.*\) \[syscall 294 on aarch64\]/.test(l)
+    ),
+    lines.join("\n"),
+  );
 });
 
 Deno.test("kexecLoad: an initrd that cannot be opened closes the kernel fd, no syscall", () => {
