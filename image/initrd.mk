@@ -51,7 +51,7 @@ INITRD_BOOTLOADER_ARGS := $(DENO) $(BOOTLOADER_JS)
 endif
 
 .PHONY: initrd vm-kernel initrd-force-check
-## initrd: build/initrd/assisted-bootloader.initrd and the VM kernel build/vm/vmlinuz (ARCH=aarch64: build/*/aarch64/)
+## initrd: build/initrd/assisted-bootloader.initrd and the VM kernel build/vm/vmlinuz
 initrd: $(INITRD) $(VM_KERNEL) $(VM_SERVED_KERNEL)
 vm-kernel: $(VM_KERNEL) $(VM_SERVED_KERNEL)
 
