@@ -7,6 +7,12 @@ TOOLS := $(ROOT)/.tools
 BUILD := $(ROOT)/build
 DENO_VERSION := 2.9.6
 DENO_PLATFORM := $(if $(filter aarch64 arm64,$(shell uname -m)),linux-arm64-glibc,linux-x64-glibc)
+# Target of `make initrd`, `make run-vm` and the disk image: x86_64 or aarch64 (aliases amd64,
+# arm64); default: this host. Another architecture than the host's is cross-assembled.
+HOST_ARCH := $(patsubst arm64,aarch64,$(shell uname -m))
+ARCH ?= $(HOST_ARCH)
+override ARCH := $(patsubst arm64,aarch64,$(patsubst amd64,x86_64,$(ARCH)))
+$(if $(filter x86_64 aarch64,$(ARCH)),,$(error ARCH must be x86_64 or aarch64 (arm64), not $(ARCH)))
 # Deno from PATH when present, else the copy `make setup` installs under .tools/.
 DENO := $(shell command -v deno 2>/dev/null || echo $(TOOLS)/bin/deno)
 export PATH := $(TOOLS)/bin:$(PATH)

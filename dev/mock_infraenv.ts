@@ -775,6 +775,7 @@ async function main(): Promise<void> {
       "same-origin": { type: "boolean", default: false },
       "public-base-url": { type: "string" },
       "auth-mode": { type: "string", default: "none" },
+      arch: { type: "string", default: "x86_64" },
       kernel: { type: "string" },
       initrd: { type: "string" },
       karg: { type: "string", multiple: true, default: [] },
@@ -788,7 +789,7 @@ async function main(): Promise<void> {
   if (values.help) {
     console.log(
       "usage: mock_infraenv.ts [--port N] [--same-origin] [--public-base-url URL] [--auth-mode none|local|rhsso]\n" +
-        "  [--kernel PATH] [--initrd PATH] [--karg ARG]... [--extra-initrd PATH[:/wrap/path]]...\n" +
+        "  [--arch x86_64|arm64] [--kernel PATH] [--initrd PATH] [--karg ARG]... [--extra-initrd PATH[:/wrap/path]]...\n" +
         "  [--file /url/path=PATH]... [--installed-mac MAC]... [--down-for SECONDS]",
     );
     return;
@@ -808,6 +809,7 @@ async function main(): Promise<void> {
     sameOrigin: values["same-origin"],
     publicBaseUrl: values["public-base-url"],
     authMode: mode,
+    arch: values.arch,
     kernel: values.kernel,
     initrd: values.initrd,
     extraKargs: values.karg,

@@ -1,7 +1,8 @@
 /**
  * A small harness for tests (and `make run-vm`) that boot QEMU guests.
  *
- * - {@linkcode startVm} starts `qemu-system-x86_64` under a hard timeout (GNU
+ * - {@linkcode startVm} starts `qemu-system-x86_64` (or, for an aarch64 guest,
+ *   `qemu-system-aarch64 -M virt`) under a hard timeout (GNU
  *   `timeout`, which also kills QEMU's helper processes and outlives a crashed
  *   test), captures the serial console into a file and lets the caller wait for
  *   lines in it. {@linkcode Vm.kill} (or `await using`) always stops everything.
@@ -31,6 +32,32 @@
 /** Accelerator for the guest. */
 export type Accel = "kvm" | "tcg";
 
+/** Guest architecture, named like `Deno.build.arch` and `uname -m`. */
+export type GuestArch = "x86_64" | "aarch64";
+
+/** Per guest architecture: the QEMU binary, its Debian package and the serial console's name. */
+export const QEMU_SYSTEM: Readonly<
+  Record<GuestArch, { binary: string; package: string; console: string }>
+> = {
+  x86_64: {
+    binary: "qemu-system-x86_64",
+    package: "qemu-system-x86",
+    console: "ttyS0",
+  },
+  aarch64: {
+    binary: "qemu-system-aarch64",
+    package: "qemu-system-arm",
+    console: "ttyAMA0",
+  },
+};
+
+/** The guest architecture `name` stands for (`x86_64`, `amd64`, `aarch64`, `arm64`), or null. */
+export function guestArch(name: string): GuestArch | null {
+  if (name === "x86_64" || name === "amd64") return "x86_64";
+  if (name === "aarch64" || name === "arm64") return "aarch64";
+  return null;
+}
+
 /** One forwarded guest address: guest `guestAddress:guestPort` -> host `127.0.0.1:hostPort`. */
 export interface GuestForward {
   /** Address the guest connects to (inside 10.0.2.0/24, e.g. `10.0.2.100`). */
@@ -43,6 +70,8 @@ export interface GuestForward {
 
 /** What to boot and how; used by {@linkcode startVm} and {@linkcode qemuArgs}. */
 export interface VmOptions {
+  /** Guest architecture (default `x86_64`); aarch64 boots the `virt` machine. */
+  arch?: GuestArch;
   /** Kernel image (`-kernel`); omit to boot `disk` through the firmware. */
   kernel?: string;
   /** Initramfs (`-initrd`), only with `kernel`. */
@@ -75,7 +104,7 @@ export interface StartVmOptions extends VmOptions {
   timeoutMs: number;
   /** Copy serial lines to stderr as they arrive (default: env `VM_ECHO=1`). */
   echo?: boolean;
-  /** QEMU binary (default: {@linkcode findQemu}). */
+  /** QEMU binary (default: {@linkcode findQemu} of the architecture's binary). */
   qemu?: string;
 }
 
@@ -134,7 +163,7 @@ export interface Vm extends AsyncDisposable {
   kill(): Promise<VmExit>;
 }
 
-/** Returns the path of `qemu-system-x86_64` on PATH, or null when QEMU is not installed. */
+/** Returns the path of `name` (default `qemu-system-x86_64`) on PATH, or null when it is not installed. */
 export function findQemu(name = "qemu-system-x86_64"): string | null {
   for (const dir of (Deno.env.get("PATH") ?? "/usr/bin:/bin").split(":")) {
     const path = `${dir || "."}/${name}`;
@@ -150,19 +179,25 @@ export function findQemu(name = "qemu-system-x86_64"): string | null {
 /**
  * The QEMU arguments for `options`, with the serial consoles on `serial`:
  * `{ file }` (no other output) or `"stdio"` (console and monitor multiplexed
- * on the terminal, Ctrl-A X quits, Ctrl-A C switches to the monitor). Both
- * ttyS0 and ttyS1 exist and write to the same place.
+ * on the terminal, Ctrl-A X quits, Ctrl-A C switches to the monitor). On
+ * x86_64 both ttyS0 and ttyS1 exist and write to the same place; the aarch64
+ * `virt` machine has one PL011 UART (ttyAMA0).
  */
 export function qemuArgs(
   options: VmOptions,
   serial: { file: string } | "stdio",
 ): string[] {
   const accel = options.accel ?? "tcg";
+  const arm = options.arch === "aarch64";
+  // Under TCG, emulating the architected pointer authentication (QARMA) costs much
+  // more than QEMU's own cheap algorithm; the guest cannot tell the difference.
+  const cpu = accel === "kvm" ? "host" : arm ? "max,pauth-impdef=on" : "max";
   const args = [
+    ...(arm ? ["-machine", "virt"] : []),
     "-accel",
     accel,
     "-cpu",
-    accel === "kvm" ? "host" : "max",
+    cpu,
     "-smp",
     String(options.cpus ?? 2),
     "-m",
@@ -190,7 +225,8 @@ export function qemuArgs(
       `file,id=con,path=${serial.file.replaceAll(",", ",,")},mux=on`,
     );
   }
-  args.push("-serial", "chardev:con", "-serial", "chardev:con");
+  args.push("-serial", "chardev:con");
+  if (!arm) args.push("-serial", "chardev:con");
   if (options.kernel) {
     args.push("-kernel", options.kernel);
     if (options.initrd) args.push("-initrd", options.initrd);
@@ -226,10 +262,11 @@ const POLL_MS = 50;
  * timeout. Throws when QEMU is not installed.
  */
 export function startVm(options: StartVmOptions): Vm {
-  const qemu = options.qemu ?? findQemu();
+  const system = QEMU_SYSTEM[options.arch ?? "x86_64"];
+  const qemu = options.qemu ?? findQemu(system.binary);
   if (!qemu) {
     throw new Error(
-      "qemu-system-x86_64 is not installed (Debian package: qemu-system-x86)",
+      `${system.binary} is not installed (Debian package: ${system.package})`,
     );
   }
   Deno.writeTextFileSync(options.serialLog, "");
@@ -470,19 +507,24 @@ export interface ProbeAccelOptions {
   timeoutMs?: number;
   /** Remember the answer here, keyed by host boot, kernel and QEMU (default: no cache). */
   cacheFile?: string;
-  /** QEMU binary (default: {@linkcode findQemu}). */
+  /** QEMU binary (default: {@linkcode findQemu} of the architecture's binary). */
   qemu?: string;
+  /** Guest architecture (default `x86_64`); KVM is only possible when it is the host's. */
+  arch?: GuestArch;
 }
 
 /**
  * Picks the accelerator: `"kvm"` only when the bare `kernel` booted with
  * `-accel kvm -cpu host` reaches the "VFS: Unable to mount root" panic on the
- * serial console in time, else `"tcg"`. Env `VM_ACCEL=kvm|tcg` overrides.
+ * serial console in time, else `"tcg"`; always `"tcg"` for a guest of another
+ * architecture than the host's. Env `VM_ACCEL=kvm|tcg` overrides.
  */
 export async function probeAccel(
   kernel: string,
   options: ProbeAccelOptions = {},
 ): Promise<Accel> {
+  const arch = options.arch ?? "x86_64";
+  if (arch !== Deno.build.arch) return "tcg";
   const forced = Deno.env.get("VM_ACCEL");
   if (forced === "kvm" || forced === "tcg") return forced;
   try {
@@ -490,7 +532,7 @@ export async function probeAccel(
   } catch {
     return "tcg";
   }
-  const qemu = options.qemu ?? findQemu();
+  const qemu = options.qemu ?? findQemu(QEMU_SYSTEM[arch].binary);
   if (!qemu) return "tcg";
   const key = await probeKey(kernel, qemu);
   if (options.cacheFile) {
@@ -507,8 +549,9 @@ export async function probeAccel(
   let accel: Accel = "tcg";
   try {
     await using vm = startVm({
+      arch,
       kernel,
-      append: "console=ttyS0 panic=-1",
+      append: `console=${QEMU_SYSTEM[arch].console} panic=-1`,
       accel: "kvm",
       memoryMiB: 256,
       cpus: 1,

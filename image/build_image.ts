@@ -431,7 +431,7 @@ const HELP =
 
   --stream NAME           STREAM            FCOS stream: stable (default), testing, next
   --stream-url URL        STREAM_URL        stream metadata URL or file (default: from STREAM)
-  --arch ARCH             ARCH              x86_64 or aarch64 (default: this host)
+  --arch ARCH             ARCH              x86_64 or aarch64 (arm64) (default: this host)
   --ignition PATH         IGNITION_OUT      config to embed (default build/assisted-bootloader.ign)
   --disk-size SIZE        DISK_SIZE         final size, sparse (default 120G)
   --console-kargs "A B"   CONSOLE_KARGS     serial console kargs (default console=tty0 console=ttyS0,115200n8)
@@ -486,7 +486,13 @@ export function optionsFromArgs(
     const v = (values[flag] as string | undefined) ?? env[FLAGS[flag]];
     return v === undefined || v === "" ? undefined : v;
   };
-  const arch = get("arch") ?? Deno.build.arch;
+  // FCOS names the architectures like `uname -m`; Debian's names are accepted too.
+  const given = get("arch") ?? Deno.build.arch;
+  const arch = given === "arm64"
+    ? "aarch64"
+    : given === "amd64"
+    ? "x86_64"
+    : given;
   const verify = get("verify-signature") ?? "1";
   if (verify !== "0" && verify !== "1") {
     throw new BootError("VERIFY_SIGNATURE must be 0 or 1", ExitCode.Usage);

@@ -2,7 +2,7 @@
 # Included by the top-level Makefile. Parameters (make variables or environment):
 #   STREAM            FCOS stream: stable (default), testing, next
 #   STREAM_URL        stream metadata URL or local file (default: the official one for STREAM)
-#   ARCH              x86_64 or aarch64 (default: this host)
+#   ARCH              x86_64 or aarch64 (arm64) (default: this host)
 #   DISK_SIZE         final disk size, sparse (default 120G)
 #   CONSOLE_KARGS     serial console kargs (default console=tty0 console=ttyS0,115200n8)
 #   FEDORA_KEYS       OpenPGP keys file for the signature (default: fetched from FEDORA_KEYS_URL)

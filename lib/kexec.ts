@@ -13,7 +13,11 @@ import { BootError, ExitCode, type ExitCodeValue } from "./errors.ts";
 import { log } from "./log.ts";
 import type { FileIdentity } from "./work_dir.ts";
 
-/** `kexec_file_load` syscall numbers by `Deno.build.arch` / `uname -m` name. */
+/**
+ * `kexec_file_load` syscall numbers by `Deno.build.arch` / `uname -m` name
+ * (x86_64: arch/x86/entry/syscalls/syscall_64.tbl; aarch64 uses the generic
+ * table, include/uapi/asm-generic/unistd.h).
+ */
 export const KEXEC_FILE_LOAD: Readonly<Record<string, number>> = {
   x86_64: 320,
   aarch64: 294,
@@ -23,7 +27,7 @@ export const KEXEC_FILE_LOAD: Readonly<Record<string, number>> = {
 
 /** `KEXEC_FILE_NO_INITRAMFS`: load without an initrd. */
 export const KEXEC_FILE_NO_INITRAMFS = 4;
-/** `LINUX_REBOOT_CMD_KEXEC`: start the loaded kernel. */
+/** `LINUX_REBOOT_CMD_KEXEC`: start the loaded kernel (the same on every architecture). */
 export const LINUX_REBOOT_CMD_KEXEC = 0x45584543;
 
 const O_RDONLY = 0;
@@ -102,7 +106,10 @@ export function openLibc(): LibcSymbols {
           result: "i32",
         },
         // glibc's syscall() is variadic but an assembly shim reading registers:
-        // declaring the six integer/pointer arguments we pass is safe.
+        // declaring the six integer/pointer arguments we pass is safe. On x86_64
+        // and on Linux aarch64 (AAPCS64: variadic arguments go in x0-x7 like
+        // named ones, unlike Apple's arm64) each lands in the register the shim
+        // moves into the syscall's.
         syscall: {
           parameters: ["i64", "i64", "i64", "u64", "buffer", "u64"],
           result: "i64",
@@ -366,7 +373,7 @@ export function kexecLoad(
     const cmdline = cString(image.cmdline);
     const flags = image.initrd ? 0 : KEXEC_FILE_NO_INITRAMFS;
     log.debug(
-      `kexec_file_load(kernel fd ${kernelFd}, initrd fd ${initrdFd}, ${cmdline.length} bytes of cmdline, flags ${flags})`,
+      `kexec_file_load(kernel fd ${kernelFd}, initrd fd ${initrdFd}, ${cmdline.length} bytes of cmdline, flags ${flags}) [syscall ${nr} on ${arch}]`,
     );
     const ret = libc.syscall(
       BigInt(nr),

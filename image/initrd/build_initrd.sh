@@ -8,12 +8,41 @@
 # udhcpc script. COMPRESS=gzip|zstd|none (default: gzip). NICS=virtio (default: the
 # virtio_net chain + e1000, loaded in a fixed order) or all (every Ethernet driver of the
 # kernel package, loaded by device modalias: for real hardware).
+# TARGET_ARCH=x86_64|aarch64 (default: this host) is checked against every binary copied in.
+# SYSROOT=DIR builds for another architecture: busybox and the libraries come from DIR (the
+# unpacked Debian packages of fetch_sysroot.sh), found with readelf instead of ldd; the
+# foreign busybox cannot list its applets here, so /init links them at boot.
 set -euo pipefail
 out=$1 modules=$2 bootloader=$3 bundle=${4:-}
 compress=${COMPRESS:-gzip}
+target=${TARGET_ARCH:-$(uname -m)}
+sysroot=${SYSROOT:-}
 here=$(dirname "$(readlink -f "$0")")
-"$here/require_tools.sh" cpio:cpio ldd:libc-bin dpkg=busybox-static:busybox-static /bin/busybox:busybox-static
+if [[ -n $sysroot ]]; then
+  "$here/require_tools.sh" cpio:cpio readelf:binutils
+  busybox=$sysroot/bin/busybox
+else
+  "$here/require_tools.sh" cpio:cpio ldd:libc-bin dpkg=busybox-static:busybox-static /bin/busybox:busybox-static
+  busybox=/bin/busybox
+fi
 [[ $compress == zstd ]] && "$here/require_tools.sh" zstd:zstd
+
+# ELF e_machine of each target: a binary of the wrong architecture would only fail at boot.
+case $target in
+  x86_64) machine=62 ;;
+  aarch64) machine=183 ;;
+  *) echo "error: TARGET_ARCH must be x86_64 or aarch64, not $target" >&2; exit 2 ;;
+esac
+check_machine() {
+  local got
+  got=$(od -An -tu2 -j18 -N2 "$1" | tr -d ' ')
+  [[ $got == "$machine" ]] || {
+    echo "error: $1 is not an ELF executable for $target (e_machine ${got:-none}, want $machine)" >&2
+    exit 1
+  }
+}
+check_machine "$busybox"
+check_machine "$(readlink -f "$bootloader")"
 
 mkdir -p "$(dirname "$out")"
 root=$(mktemp -d "$(dirname "$out")/.root.XXXXXX")
@@ -25,15 +54,63 @@ ln -s ../bin "$root/usr/sbin"
 chmod 1777 "$root/tmp"
 
 # busybox: `--list` names busybox itself; linking it would make /bin/busybox a loop (-40 on /init).
-cp /bin/busybox "$root/bin/busybox"
-for applet in $(/bin/busybox --list); do
-  [[ $applet == busybox ]] && continue
-  ln -s busybox "$root/bin/$applet"
-done
+cp "$busybox" "$root/bin/busybox"
+if [[ -n $sysroot ]]; then
+  ln -s busybox "$root/bin/sh"
+else
+  for applet in $(/bin/busybox --list); do
+    [[ $applet == busybox ]] && continue
+    ln -s busybox "$root/bin/$applet"
+  done
+fi
+
+# The real file behind PATH inside the sysroot (its links may be relative or absolute).
+sysroot_file() {
+  local path=$1 i
+  for i in 1 2 3 4 5 6 7 8; do
+    [[ -L $sysroot$path ]] || break
+    local link
+    link=$(readlink "$sysroot$path")
+    [[ $link == /* ]] && path=$link || path=$(dirname "$path")/$link
+  done
+  [[ -f $sysroot$path ]] || { echo "error: $path is not in $sysroot" >&2; exit 1; }
+  echo "$sysroot$path"
+}
+
+copy_libs_sysroot() {
+  # Copies the interpreter and every library the foreign binary $1 needs (recursively) from
+  # the sysroot, each to /lib/<multiarch>/ where the dynamic loader looks by default.
+  local interp lib found dir f todo=("$1") seen=" "
+  interp=$(readelf -l "$1" | sed -n 's/.*Requesting program interpreter: \(.*\)]$/\1/p')
+  [[ -n $interp ]] || return 0 # static
+  mkdir -p "$root$(dirname "$interp")"
+  cp "$(sysroot_file "$interp")" "$root$interp"
+  while ((${#todo[@]} > 0)); do
+    f=${todo[-1]}
+    unset 'todo[-1]'
+    for lib in $(readelf -d "$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]$/\1/p'); do
+      [[ $seen == *" $lib "* ]] && continue
+      seen+="$lib "
+      found=""
+      for dir in "$sysroot"/lib/*-linux-gnu "$sysroot"/usr/lib/*-linux-gnu; do
+        [[ -e $dir/$lib ]] && { found=$dir/$lib; break; }
+      done
+      [[ -n $found ]] || { echo "error: $lib (needed by $(basename "$f")) is not in $sysroot" >&2; exit 1; }
+      dir=/lib/$(basename "$(dirname "$found")")
+      mkdir -p "$root$dir"
+      cp "$(sysroot_file "${found#"$sysroot"}")" "$root$dir/$lib"
+      todo+=("$root$dir/$lib")
+    done
+  done
+}
 
 copy_libs() {
   # Copies every library the dynamic binary $1 loads, real files at the paths ldd prints.
   local line path
+  if [[ -n $sysroot ]]; then
+    copy_libs_sysroot "$1"
+    return
+  fi
   ldd "$1" >/dev/null 2>&1 || return 0 # static
   while read -r line; do
     case $line in
@@ -55,9 +132,12 @@ else
   cp "$(readlink -f "$bootloader")" "$root/bin/assisted-bootloader"
   copy_libs "$root/bin/assisted-bootloader"
 fi
-# Deno.dlopen("libc.so.6") and friends resolve through the default search path.
+# Deno.dlopen("libc.so.6") and friends resolve through the default search path (a cross
+# build copied libc with the binary's own libraries already).
+[[ $target == aarch64 ]] && abi=AArch64 || abi=x86-64
 for lib in libc.so.6; do
-  path=$(ldconfig -p | awk -v l="$lib" '$1 == l && /x86-64|x86_64/ && !found {print $NF; found = 1}')
+  [[ -n $sysroot ]] && break
+  path=$(ldconfig -p | awk -v l="$lib" -v abi="$abi" '$1 == l && index($0, abi) && !found {print $NF; found = 1}')
   [[ -n $path && ! -e $root$path ]] && { mkdir -p "$root$(dirname "$path")"; cp "$(readlink -f "$path")" "$root$path"; }
 done
 

@@ -1,17 +1,21 @@
 #!/bin/bash
 # Fetches the Debian kernel package and extracts what the VMs need:
-#   fetch_kernel.sh OUT_DIR CACHE_DIR
+#   fetch_kernel.sh OUT_DIR CACHE_DIR [DEB_ARCH]
 # OUT_DIR/vmlinuz, OUT_DIR/modules/*.ko (NIC drivers), OUT_DIR/modules/load-order,
 # OUT_DIR/kernel.stamp ("package version sha256"). The .deb is cached in
 # CACHE_DIR/debs/ and checked against the SHA256 apt knows. Outputs are rewritten only
 # when the package changes, so make rebuilds dependants only then.
-# KERNEL_PACKAGE=linux-image-X overrides the package (default: what linux-image-amd64 depends on).
+# DEB_ARCH: Debian architecture of the kernel (default amd64; arm64 on an amd64 host is
+# fetched through dpkg's foreign architectures, see fetch_deb.sh).
+# KERNEL_PACKAGE=linux-image-X overrides the package (default: what linux-image-DEB_ARCH depends on).
 set -euo pipefail
 out=$1
 cache=$2/debs
+arch=${3:-amd64}
 here=$(dirname "$(readlink -f "$0")")
 "$here/require_tools.sh" apt-get:apt dpkg-deb:dpkg sha256sum:coreutils flock:util-linux
 mkdir -p "$out" "$cache"
+"$here/fetch_deb.sh" --ensure-arch "$arch"
 # One fetch at a time per cache (parallel test runs share build/).
 exec 9>"$cache/.lock"
 flock 9
@@ -20,12 +24,13 @@ flock 9
 modules=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net e1000)
 
 resolve() {
-  echo "${KERNEL_PACKAGE:-$(apt-cache depends linux-image-amd64 2>/dev/null |
-    awk '/Depends: linux-image-[0-9]/ && !found {print $2; found = 1}')}"
+  local name=${KERNEL_PACKAGE:-$(apt-cache depends "linux-image-$arch:$arch" 2>/dev/null |
+    awk '/Depends: linux-image-[0-9]/ && !found {print $2; found = 1}')}
+  [[ -n $name ]] && echo "${name%:*}:$arch"
 }
 pkg=$(resolve)
 has_version() { [[ -n $1 && $(apt-cache show --no-all-versions "$1" 2>/dev/null) == *$'\nSHA256: '* ]]; }
-if ! has_version "$pkg" && [[ $(id -u) == 0 ]] && ! ls "$cache"/linux-image-*_amd64.deb >/dev/null 2>&1; then
+if ! has_version "$pkg" && [[ $(id -u) == 0 ]] && ! ls "$cache"/linux-image-*_"$arch".deb >/dev/null 2>&1; then
   # A fresh machine (or container) may have no package lists yet.
   echo "apt has no kernel package metadata: running apt-get update" >&2
   apt-get update -qq >&2 || true
@@ -45,14 +50,14 @@ if [[ -z $deb && -n ${KERNEL_PACKAGE:-} ]]; then
 fi
 if [[ -z $deb ]]; then
   # No apt metadata (offline machine): reuse the newest cached kernel package.
-  deb=$(ls -1 "$cache"/linux-image-*_amd64.deb 2>/dev/null | sort -V | tail -n 1 || true)
+  deb=$(ls -1 "$cache"/linux-image-*_"$arch".deb 2>/dev/null | sort -V | tail -n 1 || true)
   [[ -n $deb ]] || { echo "error: cannot resolve the Debian kernel package (run apt-get update, or set KERNEL_PACKAGE)" >&2; exit 1; }
   sha=$(sha256sum "$deb" | cut -d' ' -f1)
   pkg=$(dpkg-deb -f "$deb" Package)
   version=$(dpkg-deb -f "$deb" Version)
   echo "warning: no apt metadata for the kernel package, using cached $deb" >&2
 fi
-stamp="$pkg $version $sha"
+stamp="${pkg%:*} $version $sha"
 if [[ -f $out/kernel.stamp && $(cat "$out/kernel.stamp") == "$stamp" && -f $out/vmlinuz ]]; then
   exit 0
 fi
@@ -73,6 +78,8 @@ rm -rf "$out/modules"
 mkdir -p "$out/modules"
 for m in "${modules[@]}"; do
   ko=$(find "$tmp/lib/modules/$kver" -name "$m.ko" -print -quit)
+  # Built into this kernel (arm64 has virtio and virtio_ring built in): nothing to load.
+  [[ -z $ko ]] && grep -q "/$m\.ko\$" "$tmp/lib/modules/$kver/modules.builtin" 2>/dev/null && continue
   [[ -n $ko ]] || { echo "error: module $m.ko is not in $pkg" >&2; exit 1; }
   cp "$ko" "$out/modules/"
   echo "$m" >>"$out/modules/load-order"
@@ -90,7 +97,7 @@ if command -v depmod >/dev/null && command -v modinfo >/dev/null; then
   done < <(find "$mods/kernel" -name '*.ko')
   queue=()
   while IFS= read -r ko; do queue+=("$ko"); done < <(find "$mods/kernel/drivers/net/ethernet" -name '*.ko')
-  for m in "${modules[@]}"; do queue+=("${by_name[$m]}"); done
+  for m in "${modules[@]}"; do [[ -n ${by_name[$m]:-} ]] && queue+=("${by_name[$m]}"); done
   declare -A seen=()
   while ((${#queue[@]} > 0)); do
     ko=${queue[-1]}

@@ -1,15 +1,18 @@
 #!/bin/bash
 # Builds the marker "discovery" initrd: static busybox + marker/init, gzip newc cpio.
-#   build_marker_initrd.sh OUT
+#   build_marker_initrd.sh OUT [BUSYBOX]
+# BUSYBOX: a static busybox of another architecture (default: the host's /bin/busybox).
 set -euo pipefail
 out=$1
+busybox=${2:-/bin/busybox}
 here=$(dirname "$(readlink -f "$0")")
-"$here/../initrd/require_tools.sh" cpio:cpio dpkg=busybox-static:busybox-static /bin/busybox:busybox-static
+"$here/../initrd/require_tools.sh" cpio:cpio
+[[ -n ${2:-} ]] || "$here/../initrd/require_tools.sh" dpkg=busybox-static:busybox-static /bin/busybox:busybox-static
 mkdir -p "$(dirname "$out")"
 root=$(mktemp -d "$(dirname "$out")/.marker.XXXXXX")
 trap 'rm -rf "$root" "$out.tmp.$$"' EXIT
 mkdir -p "$root"/{bin,dev,proc,sys,tmp}
-cp /bin/busybox "$root/bin/busybox"
+cp "$busybox" "$root/bin/busybox"
 ln -s busybox "$root/bin/sh"
 install -m 0755 "$here/marker/init" "$root/init"
 mknod -m 600 "$root/dev/console" c 5 1 2>/dev/null || true

@@ -11,7 +11,13 @@
  * deno run -A image/vm/run_vm.ts --kernel build/vm/vmlinuz --marker-initrd build/vm/marker.initrd \
  *   --initrd build/initrd/assisted-bootloader.initrd [--append ARG]... [--accel kvm|tcg]
  * deno run -A image/vm/run_vm.ts --kernel build/vm/vmlinuz --marker-initrd build/vm/marker.initrd --image disk.raw
+ * deno run -A image/vm/run_vm.ts --arch aarch64 --kernel build/vm/aarch64/boot-Image \
+ *   --served-kernel build/vm/aarch64/vmlinuz.gz --marker-initrd build/vm/aarch64/marker.initrd \
+ *   --initrd build/initrd/aarch64/assisted-bootloader.initrd
  * ```
+ *
+ * `--kernel` is what QEMU boots and, unless `--served-kernel` names another
+ * file, also what the mock serves for the bootloader to kexec.
  *
  * @module
  */
@@ -21,7 +27,9 @@ import { startMock } from "../../dev/mock_infraenv.ts";
 import {
   type Accel,
   findQemu,
+  guestArch,
   probeAccel,
+  QEMU_SYSTEM,
   qemuArgs,
   type VmOptions,
 } from "../../dev/qemu.ts";
@@ -30,7 +38,7 @@ import {
 export const GUEST_MOCK_ADDRESS = "10.0.2.100";
 
 const USAGE =
-  `usage: run_vm.ts --kernel VMLINUZ --marker-initrd INITRD (--initrd INITRD | --image DISK.raw)
+  `usage: run_vm.ts [--arch x86_64|aarch64] --kernel VMLINUZ [--served-kernel KERNEL] --marker-initrd INITRD (--initrd INITRD | --image DISK.raw)
   [--append ARG]... [--accel kvm|tcg] [--accel-cache FILE] [--memory MiB (default 512, 2048 with --image)] [--on-failure shell|poweroff]
   [--bootloader BINARY (with --image: served at http://${"10.0.2.100"}/assisted-bootloader for the image's unit)]`;
 
@@ -49,7 +57,9 @@ async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
+      arch: { type: "string", default: Deno.build.arch },
       kernel: { type: "string" },
+      "served-kernel": { type: "string" },
       initrd: { type: "string" },
       image: { type: "string" },
       "marker-initrd": { type: "string" },
@@ -76,7 +86,21 @@ async function main(args: string[]): Promise<number> {
     console.error(`run-vm: --accel must be kvm or tcg, not ${values.accel}`);
     return 2;
   }
-  for (const file of [kernel, marker, values.initrd ?? values.image!]) {
+  const arch = guestArch(values.arch);
+  if (!arch) {
+    console.error(
+      `run-vm: --arch must be x86_64 or aarch64 (arm64), not ${values.arch}`,
+    );
+    return 2;
+  }
+  if (arch === "aarch64" && values.image) {
+    console.error(
+      "run-vm: --image boots through firmware, which is wired up for x86_64 only (an arm64 disk needs UEFI)",
+    );
+    return 2;
+  }
+  const served = values["served-kernel"] ?? kernel;
+  for (const file of [kernel, served, marker, values.initrd ?? values.image!]) {
     try {
       Deno.statSync(file);
     } catch {
@@ -84,10 +108,11 @@ async function main(args: string[]): Promise<number> {
       return 2;
     }
   }
-  const qemu = findQemu();
+  const system = QEMU_SYSTEM[arch];
+  const qemu = findQemu(system.binary);
   if (!qemu) {
     console.error(
-      "run-vm: qemu-system-x86_64 is not installed (Debian package: qemu-system-x86)",
+      `run-vm: ${system.binary} is not installed (Debian package: ${system.package})`,
     );
     return 2;
   }
@@ -99,10 +124,12 @@ async function main(args: string[]): Promise<number> {
     authMode: "none",
     sameOrigin: true,
     publicBaseUrl: `http://${GUEST_MOCK_ADDRESS}`,
-    kernel,
+    // The service names arm64 artifacts arch=arm64.
+    arch: arch === "aarch64" ? "arm64" : arch,
+    kernel: served,
     initrd: marker,
     extraKargs: [
-      "console=ttyS0",
+      `console=${system.console}`,
       "panic=-1",
       `assisted_marker=run-vm-${stamp}`,
     ],
@@ -119,9 +146,10 @@ async function main(args: string[]): Promise<number> {
   Deno.addSignalListener("SIGTERM", stop);
   try {
     const accel: Accel = (values.accel as Accel | undefined) ??
-      await probeAccel(kernel, { cacheFile: values["accel-cache"] });
+      await probeAccel(kernel, { cacheFile: values["accel-cache"], arch });
     const port = Number(new URL(mock.baseUrl).port);
     const options: VmOptions = {
+      arch,
       accel,
       // Fedora CoreOS wants 2 GiB; the bootloader initramfs fits in 512 MiB.
       memoryMiB: Number(values.memory ?? (values.image ? 2048 : 512)),
@@ -137,7 +165,7 @@ async function main(args: string[]): Promise<number> {
       options.kernel = kernel;
       options.initrd = values.initrd;
       options.append = [
-        "console=ttyS0",
+        `console=${system.console}`,
         "panic=-1",
         `assisted.ipxe_url=${mock.ipxeScriptUrl}`,
         `assisted.on_failure=${values["on-failure"]}`,

@@ -443,6 +443,9 @@ Deno.test({
             "console=tty0",
             "console=ttyAMA0,115200n8",
           ]);
+          const alias = optionsFromArgs(["--arch", "arm64"], {});
+          assert.equal(alias.arch, "aarch64");
+          assert.deepEqual(alias.consoleKargs, d.consoleKargs);
           const o = options(f, "good", {
             output: `${f.dir}/small/x.raw`,
             diskSize: 100 * MiB,

@@ -27,7 +27,8 @@ import {
   STATX_SIZE,
 } from "../../lib/kexec.ts";
 import type { FileIdentity } from "../../lib/work_dir.ts";
-import { withTemp } from "../test_util.ts";
+import { captureLog, withTemp } from "../test_util.ts";
+import { configureLog } from "../../lib/log.ts";
 
 interface Call {
   name: string;
@@ -236,6 +237,45 @@ Deno.test("kexecLoad: each errno gives its exit code; fds are closed", () => {
   assert.match(kexecError(Errno.EPERM).message, /root.*lockdown/);
   assert.match(kexecError(Errno.EKEYREJECTED).message, /Secure Boot/);
   assert.match(kexecError(Errno.ENOEXEC).message, /not recognise/);
+});
+
+Deno.test("kexecLoad on aarch64: syscall 294 with the x86_64 argument layout, arm64's O_NOFOLLOW; the log names the number", async () => {
+  const image = {
+    kernel: { path: "/w/kernel.Image" },
+    initrd: { path: "/w/initrd" },
+    cmdline: "console=ttyAMA0 ignition.firstboot",
+    verified: verified("/w/kernel.Image", "/w/initrd"),
+  };
+  const arm = fakeLibc();
+  const [, lines] = await captureLog(() => {
+    configureLog({ level: "debug" });
+    kexecLoad(image, { libc: arm, arch: "aarch64" });
+    return Promise.resolve();
+  });
+  configureLog({ level: "info" });
+  const x86 = fakeLibc();
+  kexecLoad(image, { libc: x86, arch: "x86_64" });
+  const syscallOf = (libc: ReturnType<typeof fakeLibc>) =>
+    libc.calls.find((c) => c.name === "syscall")!.args;
+  const [armNr, ...armArgs] = syscallOf(arm);
+  const [x86Nr, ...x86Args] = syscallOf(x86);
+  assert.equal(armNr, 294n);
+  assert.equal(x86Nr, 320n);
+  // kernel fd, initrd fd, cmdline length with its NUL, cmdline, flags 0: the same on both.
+  assert.deepEqual(armArgs, x86Args);
+  // open(O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW): O_NOFOLLOW is
+  // 0o100000 on arm64 (arch/arm64/include/uapi/asm/fcntl.h), 0o400000 on x86_64.
+  const flagsOf = (libc: ReturnType<typeof fakeLibc>) =>
+    libc.calls.filter((c) => c.name === "open").map((c) => c.args[1]);
+  assert.deepEqual(flagsOf(arm), [0o2104000, 0o2104000]);
+  assert.deepEqual(flagsOf(x86), [0o2404000, 0o2404000]);
+  assert.equal(O_NOFOLLOW.aarch64, 0o100000);
+  assert.ok(
+    lines.some((l) =>
+      /kexec_file_load\(.*\) \[syscall 294 on aarch64\]/.test(l)
+    ),
+    lines.join("\n"),
+  );
 });
 
 Deno.test("kexecLoad: an initrd that cannot be opened closes the kernel fd, no syscall", () => {

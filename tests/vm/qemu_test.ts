@@ -5,7 +5,13 @@
  */
 
 import assert from "node:assert/strict";
-import { qemuArgs, startVm } from "../../dev/qemu.ts";
+import {
+  guestArch,
+  probeAccel,
+  QEMU_SYSTEM,
+  qemuArgs,
+  startVm,
+} from "../../dev/qemu.ts";
 
 Deno.test("qemuArgs: restricted user networking forwarded to 127.0.0.1 only, disk never written", () => {
   const args = qemuArgs({
@@ -47,6 +53,38 @@ Deno.test("qemuArgs: restricted user networking forwarded to 127.0.0.1 only, dis
   assert.deepEqual(
     none.slice(none.indexOf("-accel"), none.indexOf("-accel") + 4),
     ["-accel", "kvm", "-cpu", "host"],
+  );
+});
+
+Deno.test("qemuArgs: an aarch64 guest boots the virt machine with one UART; arm64 is an alias; no KVM across architectures", async () => {
+  const args = qemuArgs({
+    arch: "aarch64",
+    kernel: "Image",
+    append: `console=${QEMU_SYSTEM.aarch64.console}`,
+    forwards: [{ guestAddress: "10.0.2.100", guestPort: 80, hostPort: 8080 }],
+  }, { file: "/tmp/serial.log" });
+  assert.deepEqual(args.slice(0, 6), [
+    "-machine",
+    "virt",
+    "-accel",
+    "tcg",
+    "-cpu",
+    "max,pauth-impdef=on",
+  ]);
+  assert.equal(args.filter((a) => a === "chardev:con").length, 1);
+  assert.equal(args[args.indexOf("-device") + 1], "virtio-net-pci,netdev=n0");
+  assert.equal(QEMU_SYSTEM.aarch64.console, "ttyAMA0");
+  assert.equal(QEMU_SYSTEM.aarch64.binary, "qemu-system-aarch64");
+  const x86 = qemuArgs({ kernel: "k" }, { file: "/tmp/serial.log" });
+  assert.ok(!x86.includes("-machine"));
+  assert.equal(guestArch("arm64"), "aarch64");
+  assert.equal(guestArch("amd64"), "x86_64");
+  assert.equal(guestArch("riscv64"), null);
+  // A guest of another architecture than the host's never probes KVM (no QEMU is run).
+  const other = Deno.build.arch === "aarch64" ? "x86_64" : "aarch64";
+  assert.equal(
+    await probeAccel("/nonexistent", { arch: other, qemu: "/nonexistent" }),
+    "tcg",
   );
 });
 
