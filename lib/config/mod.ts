@@ -63,17 +63,17 @@ export {
 } from "./layers.ts";
 export { formatEnvLine, parseEnvFile, unwritableReason } from "./env_file.ts";
 export {
-  checkInfraEnvId,
-  checkKarg,
+  type CheckedOption,
   checkSha256,
-  checkToken,
   checkUrl,
+  checkValue,
   type Config,
   MAX_TIMEOUT_SECONDS,
   type Mode,
   normalizeMac,
   validateConfig,
   type Validated,
+  VALUE_CHECKS,
 } from "./validate.ts";
 
 /** What a caller asked for besides booting. */

@@ -4,9 +4,9 @@
  * logging, no global state; the secrets found are returned for the caller to
  * register with the logger.
  *
- * The checks of single values ({@linkcode checkUrl}, {@linkcode checkSha256},
- * {@linkcode checkInfraEnvId}, {@linkcode checkToken}…) are exported: the
- * generators (ignition/, image/) check what they write with them, naming
+ * The check of each option's values is in one table,
+ * {@linkcode VALUE_CHECKS}: validation applies it, and so do the generators
+ * (ignition/, image/) to every value they write for the bootloader, naming
  * their own parameters.
  *
  * @module
@@ -113,21 +113,21 @@ export function checkSha256(value: string, what: string): string {
 }
 
 /** Normalises a MAC to lower-case colon form, or throws. */
-export function normalizeMac(value: string): string {
+export function normalizeMac(value: string, what = "--mac"): string {
   const hex = value.replace(/[:-]/g, "");
   if (
     !/^[0-9a-fA-F]{12}$/.test(hex) ||
     !/^([0-9a-fA-F]{2}([:-]|$)){6}$/.test(value)
   ) {
     throw usageError(
-      `--mac must look like 52:54:00:12:34:56, got "${value}"`,
+      `${what} must look like 52:54:00:12:34:56, got "${value}"`,
     );
   }
   return hex.toLowerCase().match(/../g)!.join(":");
 }
 
 /** Checks an InfraEnv id (a UUID: hex digits and dashes); returns it in lower case. */
-export function checkInfraEnvId(value: string, what = "InfraEnv id"): string {
+function checkInfraEnvId(value: string, what = "InfraEnv id"): string {
   if (!/^[0-9a-fA-F-]{8,64}$/.test(value)) {
     throw usageError(`${what} must be a UUID, got "${value.slice(0, 80)}"`);
   }
@@ -139,7 +139,7 @@ export function checkInfraEnvId(value: string, what = "InfraEnv id"): string {
  * dropped, then non-empty and printable ASCII, so it can go in an HTTP
  * header. Returns it trimmed.
  */
-export function checkToken(value: string, what: string): string {
+function checkToken(value: string, what: string): string {
   const v = value.trim();
   if (v === "") throw usageError(`${what} is empty`);
   if (!isHeaderToken(v)) {
@@ -155,7 +155,7 @@ export function checkToken(value: string, what: string): string {
  * spaces (from a quoted kernel parameter) comes back quoted for the next
  * kernel.
  */
-export function checkKarg(karg: string, what: string): string {
+function checkKarg(karg: string, what: string): string {
   if (karg.trim() === "") {
     throw usageError(`${what} needs a non-empty argument`);
   }
@@ -193,6 +193,70 @@ function checkChoice<T extends string>(
   return value as T;
 }
 
+/** `NAME=VALUE`, one `--set` value. */
+function checkSetting(pair: string, what: string): [string, string] {
+  const eq = pair.indexOf("=");
+  if (eq <= 0) throw usageError(`${what} takes NAME=VALUE, got "${pair}"`);
+  return [pair.slice(0, eq), pair.slice(eq + 1)];
+}
+
+/** `URL=HEX`, one `--artifact-sha256` value (the last `=` splits: a URL may hold one). */
+function checkPin(pair: string, what: string): [string, string] {
+  const eq = pair.lastIndexOf("=");
+  if (eq <= 0) throw usageError(`${what} takes URL=HEX, got "${pair}"`);
+  const url = checkUrl(pair.slice(0, eq), `${what} URL`, [
+    "http",
+    "https",
+    "file",
+  ]);
+  return [url, checkSha256(pair.slice(eq + 1), `${what} digest`)];
+}
+
+/**
+ * The check of one value, by option (one element for a list option): what
+ * {@linkcode validateConfig} applies, and what a generator applies to each
+ * value it writes for the bootloader, naming it `what`. Each returns the
+ * value as the configuration holds it.
+ */
+export const VALUE_CHECKS = {
+  "api-url": (v: string, what: string) =>
+    checkUrl(v, what, ["http", "https"]).replace(/\/+$/, ""),
+  "sso-url": (v: string, what: string) => checkUrl(v, what, ["http", "https"]),
+  "ipxe-url": (v: string, what: string) =>
+    checkUrl(v, what, ["http", "https", "file"]),
+  "infra-env-id": checkInfraEnvId,
+  token: checkToken,
+  "ipxe-script-type": (v: string, what: string) =>
+    checkChoice(v, what, ["discovery-image-always", "boot-order-control"]),
+  mac: normalizeMac,
+  set: checkSetting,
+  "append-karg": checkKarg,
+  "delete-karg": checkKarg,
+  "kernel-sha256": checkSha256,
+  "initrd-sha256": checkSha256,
+  "artifact-sha256": checkPin,
+  retries: (v: string, what: string) => checkNumber(v, what, 0),
+  timeout: (v: string, what: string) =>
+    checkNumber(v, what, 0.1, MAX_TIMEOUT_SECONDS),
+  progress: (v: string, what: string) =>
+    checkChoice(v, what, ["auto", "tty", "lines", "none"] as const),
+} as const satisfies Partial<
+  Record<OptionName, (value: string, what: string) => unknown>
+>;
+
+/** An option whose values are checked by {@linkcode VALUE_CHECKS}. */
+export type CheckedOption = keyof typeof VALUE_CHECKS;
+
+/** Checks one value of `name` (see {@linkcode VALUE_CHECKS}); `what` names it in errors (default `--name`). */
+export function checkValue<N extends CheckedOption>(
+  name: N,
+  value: string,
+  what: string = `--${name}`,
+): ReturnType<typeof VALUE_CHECKS[N]> {
+  const check = VALUE_CHECKS[name] as (v: string, w: string) => unknown;
+  return check(value, what) as ReturnType<typeof VALUE_CHECKS[N]>;
+}
+
 /** Typed, trimmed access to merged raw values. */
 function accessors(raw: RawOptions) {
   const str = (name: OptionName): string | undefined => {
@@ -226,7 +290,7 @@ function scriptSource(
 ): ScriptSource {
   const { str } = accessors(raw);
   const secret = (value: string, what: string) => {
-    const token = checkToken(value, what);
+    const token = checkValue("token", value, what);
     secrets.push(token);
     return token;
   };
@@ -245,7 +309,7 @@ function scriptSource(
   if (ipxeUrl !== undefined) {
     return {
       kind: "ipxe-url",
-      url: checkUrl(ipxeUrl, "--ipxe-url", ["http", "https", "file"]),
+      url: checkValue("ipxe-url", ipxeUrl),
     };
   }
   if (infraEnvId === undefined) {
@@ -253,7 +317,7 @@ function scriptSource(
       "No script source: give --ipxe-url URL, or --infra-env-id ID with a token (see --help)",
     );
   }
-  const id = checkInfraEnvId(infraEnvId);
+  const id = checkValue("infra-env-id", infraEnvId, "InfraEnv id");
   const token = str("token");
   const tokenFile = str("token-file");
   const refreshFile = str("refresh-token-file");
@@ -274,58 +338,18 @@ function scriptSource(
     auth = {
       kind: "refresh",
       refreshToken: secret(text, `refresh token file ${refreshFile}`),
-      ssoUrl: checkUrl(str("sso-url") ?? DEFAULT_SSO_URL, "--sso-url", [
-        "http",
-        "https",
-      ]),
+      ssoUrl: checkValue("sso-url", str("sso-url") ?? DEFAULT_SSO_URL),
     };
   }
   const scriptType = str("ipxe-script-type");
-  if (scriptType !== undefined) {
-    checkChoice(scriptType, "--ipxe-script-type", [
-      "discovery-image-always",
-      "boot-order-control",
-    ]);
-  }
+  if (scriptType !== undefined) checkValue("ipxe-script-type", scriptType);
   return {
     kind: "infraenv",
-    apiUrl: checkUrl(str("api-url") ?? DEFAULT_API_URL, "--api-url", [
-      "http",
-      "https",
-    ]).replace(/\/+$/, ""),
+    apiUrl: checkValue("api-url", str("api-url") ?? DEFAULT_API_URL),
     infraEnvId: id,
     auth,
     scriptType,
   };
-}
-
-/** `NAME=VALUE` pairs of `--set`. */
-function presetSettings(pairs: string[]): Record<string, string> {
-  const settings: Record<string, string> = {};
-  for (const pair of pairs) {
-    const eq = pair.indexOf("=");
-    if (eq <= 0) throw usageError(`--set takes NAME=VALUE, got "${pair}"`);
-    settings[pair.slice(0, eq)] = pair.slice(eq + 1);
-  }
-  return settings;
-}
-
-/** `URL=HEX` pins of `--artifact-sha256` (the last `=` splits: a URL may hold one). */
-function artifactPins(pairs: string[]): Record<string, string> {
-  const pins: Record<string, string> = {};
-  for (const pair of pairs) {
-    const eq = pair.lastIndexOf("=");
-    if (eq <= 0) {
-      throw usageError(`--artifact-sha256 takes URL=HEX, got "${pair}"`);
-    }
-    const url = checkUrl(pair.slice(0, eq), "--artifact-sha256 URL", [
-      "http",
-      "https",
-      "file",
-    ]);
-    pins[url] = checkSha256(pair.slice(eq + 1), "--artifact-sha256 digest");
-  }
-  return pins;
 }
 
 /**
@@ -346,38 +370,32 @@ export function validateConfig(
   const { str, bool, list } = accessors(raw);
   const secrets: string[] = [];
   const source = scriptSource(raw, files, secrets);
-  const settings = presetSettings(list("set"));
-  const artifactSha256 = artifactPins(list("artifact-sha256"));
-  const number = (
-    name: OptionName,
-    fallback: number,
-    min: number,
-    max?: number,
-  ) => {
+  const settings = Object.fromEntries(
+    list("set").map((pair) => checkValue("set", pair)),
+  );
+  const artifactSha256 = Object.fromEntries(
+    list("artifact-sha256").map((pair) => checkValue("artifact-sha256", pair)),
+  );
+  const number = (name: "retries" | "timeout", fallback: number) => {
     const v = str(name);
-    return v === undefined ? fallback : checkNumber(v, `--${name}`, min, max);
+    return v === undefined ? fallback : checkValue(name, v);
   };
   const printPlan = bool("print-plan");
   const noKexec = bool("no-kexec");
   if (printPlan && noKexec) {
     throw usageError("Give --print-plan or --no-kexec, not both");
   }
-  const progress = checkChoice(str("progress") ?? "auto", "--progress", [
-    "auto",
-    "tty",
-    "lines",
-    "none",
-  ]);
-  const kargs = (name: OptionName) =>
-    list(name).map((karg) => checkKarg(karg, `--${name}`));
-  const sha = (name: OptionName) => {
+  const progress = checkValue("progress", str("progress") ?? "auto");
+  const kargs = (name: "append-karg" | "delete-karg") =>
+    list(name).map((karg) => checkValue(name, karg));
+  const sha = (name: "kernel-sha256" | "initrd-sha256") => {
     const v = str(name);
-    return v === undefined ? undefined : checkSha256(v, `--${name}`);
+    return v === undefined ? undefined : checkValue(name, v);
   };
   const mac = str("mac");
   const config: Config = {
     source,
-    mac: mac === undefined ? undefined : normalizeMac(mac),
+    mac: mac === undefined ? undefined : checkValue("mac", mac),
     settings,
     hostSettings: !bool("no-host-settings"),
     appendKargs: kargs("append-karg"),
@@ -390,8 +408,8 @@ export function validateConfig(
     kernelSha256: sha("kernel-sha256"),
     initrdSha256: sha("initrd-sha256"),
     artifactSha256,
-    retries: number("retries", 5, 0),
-    timeoutMs: number("timeout", 30, 0.1, MAX_TIMEOUT_SECONDS) * 1000,
+    retries: number("retries", 5),
+    timeoutMs: number("timeout", 30) * 1000,
     caCerts: list("ca-cert"),
     insecure: bool("insecure"),
     progress,
