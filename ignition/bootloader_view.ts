@@ -82,7 +82,9 @@ export function checkKernelParameters(cmdline: string): string[] {
   const raw = readKernelCmdline(cmdline, (m) => warnings.push(m));
   for (const [name, value] of Object.entries(raw)) {
     if (!(name in VALUE_CHECKS) || typeof value === "boolean") continue;
-    const what = `assisted.${name.replaceAll("-", "_")}`;
+    const what = `kernel command line parameter assisted.${
+      name.replaceAll("-", "_")
+    }`;
     const option = name as CheckedOption;
     const values = OPTIONS[option].kind === "list"
       ? value as string[]

@@ -7,7 +7,8 @@
  * `download.env` that way, and config.env is valid as one). They agree on
  * what {@linkcode formatEnvLine} writes, a subset of both syntaxes:
  *
- * - one line per value, no control character (a newline cannot be written);
+ * - one line per value, no control character (a newline cannot be written)
+ *   nor U+2028/U+2029 (line and paragraph separators);
  * - a value without `"` or `\` between double quotes (systemd treats only
  *   those two specially there: `$` and `` ` `` are literal, EnvironmentFile=
  *   expands no variables);
@@ -55,6 +56,10 @@ export function unwritableReason(value: string): string | undefined {
   // deno-lint-ignore no-control-regex
   if (/[\x00-\x1f\x7f]/.test(value)) {
     return "it holds a newline or another control character";
+  }
+  // parseEnvFile's line pattern stops at them, as JavaScript's `.` does.
+  if (/[\u2028\u2029]/.test(value)) {
+    return "it holds a Unicode line or paragraph separator";
   }
   if (!value.isWellFormed()) return "it is not valid Unicode";
   if (/["\\]/.test(value) && value.includes("'")) {
