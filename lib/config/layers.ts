@@ -130,12 +130,12 @@ function kernelCmdline(
 }
 
 /** True when `mode` lets users other than the owner read the file. */
-export function sharedMode(mode: number | undefined): boolean {
+function sharedMode(mode: number | undefined): boolean {
   return mode !== undefined && (mode & 0o044) !== 0;
 }
 
 /** `(mode 0644): chmod 600 PATH`, the end of a warning about a shared file. */
-export function chmodAdvice(path: string, mode: number): string {
+function chmodAdvice(path: string, mode: number): string {
   return `(mode ${
     (mode & 0o777).toString(8).padStart(4, "0")
   }): chmod 600 ${path}`;
@@ -215,7 +215,7 @@ function optionOfKey(key: string): string {
  * `ASSISTED_*` key is an error: a typo (`ASSISTED_KERNEL_SHA=…`) must not
  * silently drop a pin. In the environment it is ignored.
  */
-export function readAssistedPairs(
+function readAssistedPairs(
   pairs: Iterable<[string, string]>,
   where: string,
   strict: boolean,
