@@ -8,7 +8,7 @@
  * @module
  */
 
-import { type Config, parseConfig } from "./lib/config.ts";
+import { type Config, parseConfig } from "./lib/config/mod.ts";
 import { BootError, ExitCode } from "./lib/errors.ts";
 import { createClient, errorText, sleep } from "./lib/http.ts";
 import { readHostSettings } from "./lib/host_settings.ts";

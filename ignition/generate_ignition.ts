@@ -15,52 +15,101 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { dirname } from "node:path";
 import { BootError, ExitCode } from "../lib/errors.ts";
+import {
+  firstSet,
+  helpRows,
+  type OptionTable,
+  parseFlags,
+  readEnv,
+} from "../lib/option_table.ts";
 import { type IgnitionOptions, renderIgnition } from "./mod.ts";
 
 /** Default output path, relative to the working directory. */
 export const DEFAULT_OUTPUT = "build/assisted-bootloader.ign";
 
+/** The generator's options; each also reads the environment variable in upper snake case. */
+const GENERATOR_OPTIONS = {
+  "bootloader-url": {
+    kind: "string",
+    arg: "URL",
+    help: "http(s) URL of the bootloader binary (required)",
+  },
+  "bootloader-sha256": {
+    kind: "string",
+    arg: "HEX",
+    help: "its sha256 (required)",
+  },
+  "api-url": { kind: "string", arg: "URL", help: "Assisted Service API URL" },
+  "infra-env-id": {
+    kind: "string",
+    arg: "ID",
+    help: "InfraEnv id (this or --ipxe-url)",
+  },
+  "ipxe-url": { kind: "string", arg: "URL", help: "direct iPXE script URL" },
+  "token-file": {
+    kind: "string",
+    arg: "PATH",
+    help: "file holding the token (embedded, mode 0600)",
+  },
+  "refresh-token-file": {
+    kind: "string",
+    arg: "PATH",
+    help: "file holding an offline refresh token (mode 0600)",
+  },
+  "sso-url": {
+    kind: "string",
+    arg: "URL",
+    help: "SSO token endpoint for the refresh token",
+  },
+  "ca-bundle": { kind: "string", arg: "PATH", help: "PEM CA bundle to trust" },
+  "ssh-keys": {
+    kind: "string",
+    arg: "PATH",
+    help: "authorized_keys file for the core user",
+  },
+  "password-hash-file": {
+    kind: "string",
+    arg: "PATH",
+    help: "file holding a crypt(3) hash for core",
+  },
+  "password-hash": { kind: "string", arg: "HASH", help: "the hash itself" },
+  "extra-kargs": {
+    kind: "string",
+    arg: '"A B"',
+    help: "kernel args appended to the discovery kernel",
+  },
+  setting: {
+    kind: "list",
+    arg: "KEY=VALUE",
+    help: "extra ASSISTED_* line in config.env (repeatable)",
+  },
+  output: {
+    kind: "string",
+    arg: "PATH",
+    env: "IGNITION_OUT",
+    help: `output file (default ${DEFAULT_OUTPUT}, "-" for stdout)`,
+  },
+  help: { kind: "boolean", short: "h", help: "show this help" },
+} as const satisfies OptionTable;
+
+/** Options given as flags only. */
+const FLAG_ONLY = ["setting", "help"];
+
 const HELP =
   `Usage: generate_ignition.ts [options]   (each option also reads the env var in CAPS)
 
-  --bootloader-url URL        BOOTLOADER_URL     http(s) URL of the bootloader binary (required)
-  --bootloader-sha256 HEX     BOOTLOADER_SHA256  its sha256 (required)
-  --api-url URL               API_URL            Assisted Service API URL
-  --infra-env-id ID           INFRA_ENV_ID       InfraEnv id (this or --ipxe-url)
-  --ipxe-url URL              IPXE_URL           direct iPXE script URL
-  --token-file PATH           TOKEN_FILE         file holding the token (embedded, mode 0600)
-  --refresh-token-file PATH   REFRESH_TOKEN_FILE file holding an offline refresh token (mode 0600)
-  --sso-url URL               SSO_URL            SSO token endpoint for the refresh token
-  --ca-bundle PATH            CA_BUNDLE          PEM CA bundle to trust
-  --ssh-keys PATH             SSH_KEYS           authorized_keys file for the core user
-  --password-hash-file PATH   PASSWORD_HASH_FILE file holding a crypt(3) hash for core
-  --password-hash HASH        PASSWORD_HASH      the hash itself
-  --extra-kargs "A B"         EXTRA_KARGS        kernel args appended to the discovery kernel
-  --setting KEY=VALUE         (repeatable)       extra ASSISTED_* line in config.env
-  --output PATH               IGNITION_OUT       output file (default ${DEFAULT_OUTPUT}, "-" for stdout)
+Every value bound for the bootloader's config.env is checked as the bootloader checks it.
+
+${
+    helpRows(GENERATOR_OPTIONS, {
+      flagWidth: 30,
+      envWidth: 18,
+      noEnv: (name) => FLAG_ONLY.includes(name) ? "(flag only)" : undefined,
+    }).join("\n")
+  }
 `;
-
-const FLAGS = {
-  "bootloader-url": "BOOTLOADER_URL",
-  "bootloader-sha256": "BOOTLOADER_SHA256",
-  "api-url": "API_URL",
-  "infra-env-id": "INFRA_ENV_ID",
-  "ipxe-url": "IPXE_URL",
-  "token-file": "TOKEN_FILE",
-  "refresh-token-file": "REFRESH_TOKEN_FILE",
-  "sso-url": "SSO_URL",
-  "ca-bundle": "CA_BUNDLE",
-  "ssh-keys": "SSH_KEYS",
-  "password-hash-file": "PASSWORD_HASH_FILE",
-  "password-hash": "PASSWORD_HASH",
-  "extra-kargs": "EXTRA_KARGS",
-  "output": "IGNITION_OUT",
-} as const;
-
-type Flag = keyof typeof FLAGS;
 
 async function readInput(name: string, path: string): Promise<string> {
   try {
@@ -89,34 +138,21 @@ export async function optionsFromArgs(
   args: string[],
   env: Record<string, string | undefined>,
 ): Promise<ParsedArgs> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      options: {
-        ...Object.fromEntries(
-          Object.keys(FLAGS).map((k) => [k, { type: "string" as const }]),
-        ),
-        setting: { type: "string", multiple: true },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    });
-  } catch (err) {
-    throw new BootError((err as Error).message.split("\n")[0], ExitCode.Usage);
-  }
-  const values = parsed.values as Record<
-    string,
-    string | string[] | boolean | undefined
-  >;
+  const values = firstSet([
+    parseFlags(args, GENERATOR_OPTIONS),
+    readEnv(Object.entries(env), GENERATOR_OPTIONS, {
+      where: "environment variable",
+      flagOnly: FLAG_ONLY,
+      emptyIsUnset: true,
+    }),
+  ]);
   if (values.help) {
     console.log(HELP);
     Deno.exit(0);
   }
-  const get = (flag: Flag): string | undefined => {
-    const v = (values[flag] as string | undefined) ?? env[FLAGS[flag]];
-    return v === undefined || v === "" ? undefined : v;
+  const get = (name: keyof typeof GENERATOR_OPTIONS): string | undefined => {
+    const v = values[name] as string | undefined;
+    return v === "" ? undefined : v;
   };
   const options: IgnitionOptions = {
     bootloaderUrl: get("bootloader-url") ?? "",

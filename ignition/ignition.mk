@@ -13,6 +13,7 @@
 #   PASSWORD_HASH_FILE  file with a crypt(3) hash for `core` (or PASSWORD_HASH, with $ written $$)
 #   EXTRA_KARGS         kernel arguments appended to the discovery kernel ("a=1 b=2")
 #   IGNITION_OUT        output (default build/assisted-bootloader.ign, mode 0600)
+# What the bootloader would refuse (INFRA_ENV_ID=my-env, say) is refused here: see docs/deploy.md.
 IGNITION_OUT ?= $(BUILD)/assisted-bootloader.ign
 IGNITION_VARS := BOOTLOADER_URL BOOTLOADER_SHA256 API_URL INFRA_ENV_ID IPXE_URL TOKEN_FILE \
   REFRESH_TOKEN_FILE SSO_URL CA_BUNDLE SSH_KEYS PASSWORD_HASH_FILE PASSWORD_HASH EXTRA_KARGS IGNITION_OUT

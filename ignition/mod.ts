@@ -9,6 +9,14 @@
  * (`assisted-bootloader.service`, `assisted-bootloader-run.sh`), embedded
  * verbatim; every per-install value goes into the two environment files.
  *
+ * Nothing is written that the bootloader would refuse: each value bound for
+ * config.env passes the bootloader's own check of its option (named after the
+ * generator's parameter), the file is written in the subset of the `KEY=VALUE`
+ * syntax that the bootloader and systemd read alike (lib/config/env_file.ts),
+ * and then the bootloader's parser reads the result as it will on the target
+ * ({@linkcode bootloaderView}). A refusal there would stop the unit for good
+ * (exit 2 is not retried): an image that could never boot.
+ *
  * @example
  * ```ts
  * import { renderIgnition } from "./mod.ts";
@@ -22,7 +30,20 @@
  * @module
  */
 
+import {
+  type CheckedOption,
+  checkSha256,
+  checkUrl,
+  checkValue,
+  formatEnvLine,
+  OPTIONS,
+  VALUE_CHECKS,
+} from "../lib/config/mod.ts";
 import { BootError, ExitCode } from "../lib/errors.ts";
+import { envName } from "../lib/option_table.ts";
+import { bootloaderView } from "./bootloader_view.ts";
+
+export { bootloaderView, checkKernelParameters } from "./bootloader_view.ts";
 
 /** Ignition spec version produced (accepted by every current FCOS and by Debian 12's ignition-validate). */
 export const IGNITION_VERSION = "3.3.0";
@@ -72,7 +93,7 @@ export interface IgnitionOptions {
   passwordHash?: string;
   /** Kernel arguments the bootloader appends to the discovery kernel (`--append-karg`). */
   extraKargs?: string[];
-  /** Further `ASSISTED_*` settings written to config.env as they are (for example `ASSISTED_WORK_DIR`). */
+  /** Further `ASSISTED_*` settings for config.env (for example `ASSISTED_WORK_DIR`), checked as the bootloader checks them. */
   settings?: Record<string, string>;
 }
 
@@ -106,56 +127,14 @@ function usage(message: string): BootError {
   return new BootError(message, ExitCode.Usage);
 }
 
-function checkUrl(name: string, value: string): string {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    throw usage(`${name} is not a valid URL: ${JSON.stringify(value)}`);
-  }
-  if (url.protocol !== "http:" && url.protocol !== "https:") {
-    throw usage(
-      `${name} must be an http or https URL, got ${url.protocol.slice(0, -1)}`,
-    );
-  }
-  if (!url.hostname) throw usage(`${name} has no host`);
-  if (/\s/.test(value)) throw usage(`${name} must not contain whitespace`);
-  return value;
-}
-
-/**
- * A value that is safe between double quotes for both the bootloader's
- * config parser and systemd's `EnvironmentFile=`: one line, no quote,
- * backslash, `$` or backtick.
- */
-function checkValue(name: string, value: string): string {
-  // deno-lint-ignore no-control-regex
-  if (/[\x00-\x1f\x7f]/.test(value)) {
-    throw usage(`${name} must be a single line without control characters`);
-  }
-  if (/["\\$`]/.test(value)) {
-    throw usage(
-      `${name} must not contain a double quote, backslash, $ or backtick`,
-    );
+/** The binary's URL: http(s) with a host, no whitespace (the run script hands it to curl). */
+function checkBootloaderUrl(value: string): string {
+  checkUrl(value, "BOOTLOADER_URL", ["http", "https"]);
+  if (!new URL(value).hostname) throw usage("BOOTLOADER_URL has no host");
+  if (/\s/.test(value)) {
+    throw usage("BOOTLOADER_URL must not contain whitespace");
   }
   return value;
-}
-
-/**
- * Checks a token read from a file: one trailing newline is dropped, anything
- * else must be a non-empty run of printable, non-space characters.
- */
-export function normalizeToken(name: string, raw: string): string {
-  const token = raw.replace(/\r?\n$/, "");
-  if (token.length === 0) throw usage(`${name} is empty`);
-  if (/[\r\n]/.test(token)) {
-    throw usage(`${name} contains a newline: a token is one line`);
-  }
-  // deno-lint-ignore no-control-regex
-  if (/[\s\x00-\x1f\x7f]/.test(token)) {
-    throw usage(`${name} contains whitespace or control characters`);
-  }
-  return token;
 }
 
 function normalizeSha(value: string | undefined): string {
@@ -164,15 +143,39 @@ function normalizeSha(value: string | undefined): string {
       "BOOTLOADER_SHA256 is required (sha256 of the bootloader binary)",
     );
   }
-  const sha = value.trim().toLowerCase().replace(/^sha256[-:]/, "");
-  if (!/^[0-9a-f]{64}$/.test(sha)) {
-    throw usage("BOOTLOADER_SHA256 must be 64 hex digits");
-  }
-  return sha;
+  const sha = value.trim().replace(/^sha256[-:]/i, "");
+  return checkSha256(sha, "BOOTLOADER_SHA256");
 }
 
-function envLine(key: string, value: string): string {
-  return `${key}="${checkValue(key, value)}"\n`;
+/**
+ * Lines of config.env, checked as they are added: each value with the
+ * bootloader's own check of its option, each key once.
+ */
+class ConfigEnv {
+  #lines: string[] = [];
+  #keys = new Map<string, string>();
+
+  /** Adds `key=value`; `what` names the value in errors (a generator parameter). */
+  add(key: string, value: string, what: string): void {
+    const earlier = this.#keys.get(key);
+    if (earlier !== undefined) {
+      throw usage(`${key} would be written twice (${earlier}, ${what})`);
+    }
+    this.#keys.set(key, what);
+    this.#lines.push(formatEnvLine(key, value, what));
+  }
+
+  /** Adds the value of a checked option (see `VALUE_CHECKS`). */
+  addChecked(name: CheckedOption, value: string, what: string): void {
+    checkValue(name, value, what);
+    this.add(envName(name, OPTIONS[name], "ASSISTED_"), value, what);
+  }
+
+  /** The file's text. */
+  text(): string {
+    return "# assisted-bootloader configuration, written by Ignition (make generate-ignition)\n" +
+      this.#lines.join("");
+  }
 }
 
 function dataUrl(text: string): string {
@@ -209,10 +212,7 @@ export async function targetFiles(
       "BOOTLOADER_URL is required (http(s) URL of the bootloader binary)",
     );
   }
-  const url = checkValue(
-    "BOOTLOADER_URL",
-    checkUrl("BOOTLOADER_URL", options.bootloaderUrl),
-  );
+  const url = checkBootloaderUrl(options.bootloaderUrl);
   const sha = normalizeSha(options.bootloaderSha256);
   if (!options.infraEnvId && !options.ipxeUrl) {
     throw usage("Either INFRA_ENV_ID (with API_URL) or IPXE_URL is required");
@@ -224,43 +224,27 @@ export async function targetFiles(
     throw usage("Give TOKEN_FILE or REFRESH_TOKEN_FILE, not both");
   }
   const files: TargetFile[] = [];
-  let config =
-    "# assisted-bootloader configuration, written by Ignition (make generate-ignition)\n";
-  if (options.apiUrl) {
-    config += envLine("ASSISTED_API_URL", checkUrl("API_URL", options.apiUrl));
-  }
+  const config = new ConfigEnv();
+  if (options.apiUrl) config.addChecked("api-url", options.apiUrl, "API_URL");
   if (options.infraEnvId) {
-    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(options.infraEnvId)) {
-      throw usage(
-        "INFRA_ENV_ID must be an id such as a UUID (letters, digits, '.', '_', '-')",
-      );
-    }
-    config += envLine("ASSISTED_INFRA_ENV_ID", options.infraEnvId);
+    const id = options.infraEnvId.trim();
+    config.addChecked("infra-env-id", id, "INFRA_ENV_ID");
   }
   if (options.ipxeUrl) {
-    config += envLine(
-      "ASSISTED_IPXE_URL",
-      checkUrl("IPXE_URL", options.ipxeUrl),
-    );
+    config.addChecked("ipxe-url", options.ipxeUrl, "IPXE_URL");
   }
-  if (options.ssoUrl) {
-    config += envLine("ASSISTED_SSO_URL", checkUrl("SSO_URL", options.ssoUrl));
-  }
+  if (options.ssoUrl) config.addChecked("sso-url", options.ssoUrl, "SSO_URL");
   if (options.token !== undefined) {
-    files.push({
-      path: TOKEN_PATH,
-      mode: 0o600,
-      contents: normalizeToken("The token (TOKEN_FILE)", options.token),
-    });
-    config += envLine("ASSISTED_TOKEN_FILE", TOKEN_PATH);
+    const what = "The token (TOKEN_FILE)";
+    const token = checkValue("token", options.token, what);
+    files.push({ path: TOKEN_PATH, mode: 0o600, contents: token });
+    config.add("ASSISTED_TOKEN_FILE", TOKEN_PATH, what);
   }
   if (options.refreshToken !== undefined) {
-    const token = normalizeToken(
-      "The refresh token (REFRESH_TOKEN_FILE)",
-      options.refreshToken,
-    );
+    const what = "The refresh token (REFRESH_TOKEN_FILE)";
+    const token = checkValue("token", options.refreshToken, what);
     files.push({ path: REFRESH_TOKEN_PATH, mode: 0o600, contents: token });
-    config += envLine("ASSISTED_REFRESH_TOKEN_FILE", REFRESH_TOKEN_PATH);
+    config.add("ASSISTED_REFRESH_TOKEN_FILE", REFRESH_TOKEN_PATH, what);
   }
   if (options.caBundle !== undefined) {
     if (!options.caBundle.includes("-----BEGIN CERTIFICATE-----")) {
@@ -271,33 +255,47 @@ export async function targetFiles(
       mode: 0o644,
       contents: options.caBundle.replace(/\n?$/, "\n"),
     });
-    config += envLine("ASSISTED_CA_CERT", CA_PATH);
+    config.add("ASSISTED_CA_CERT", CA_PATH, "CA_BUNDLE");
   }
   const kargs = options.extraKargs ?? [];
   for (const karg of kargs) {
-    if (!karg || /\s/.test(karg)) {
-      throw usage(
-        `EXTRA_KARGS entry ${JSON.stringify(karg)} is empty or has whitespace`,
-      );
-    }
+    const what = `EXTRA_KARGS entry ${JSON.stringify(karg)}`;
+    // config.env holds a list as one value split on whitespace.
+    if (/\s/.test(karg)) throw usage(`${what} has whitespace`);
+    checkValue("append-karg", karg, what);
   }
-  if (kargs.length) config += envLine("ASSISTED_APPEND_KARG", kargs.join(" "));
+  if (kargs.length) {
+    config.add("ASSISTED_APPEND_KARG", kargs.join(" "), "EXTRA_KARGS");
+  }
   for (const [key, value] of Object.entries(options.settings ?? {})) {
     if (!/^ASSISTED_[A-Z0-9_]+$/.test(key)) {
       throw usage(`Setting ${key} is not an ASSISTED_* name`);
     }
-    config += envLine(key, value);
+    const what = `Setting ${key}`;
+    const name = key.slice(9).toLowerCase().replaceAll("_", "-");
+    if (name in VALUE_CHECKS) {
+      const option = name as CheckedOption;
+      // A list is one value split on whitespace, as the bootloader reads it.
+      const values = OPTIONS[option].kind === "list"
+        ? value.split(/\s+/).filter((v) => v !== "")
+        : [value.trim()];
+      for (const v of values) checkValue(option, v, what);
+    }
+    config.add(key, value, what);
   }
   files.unshift(
-    { path: CONFIG_PATH, mode: 0o600, contents: config },
+    { path: CONFIG_PATH, mode: 0o600, contents: config.text() },
     {
       path: DOWNLOAD_ENV_PATH,
       mode: 0o600,
       contents: "# Read by assisted-bootloader.service\n" +
-        envLine("BOOTLOADER_URL", url) +
-        envLine("BOOTLOADER_SHA256", sha),
+        formatEnvLine("BOOTLOADER_URL", url) +
+        formatEnvLine("BOOTLOADER_SHA256", sha),
     },
   );
+  // The whole of it, as the bootloader will read it: the settings, and what
+  // only shows in combination.
+  bootloaderView(files, { configPath: CONFIG_PATH });
   files.push({
     path: RUN_SCRIPT_PATH,
     mode: 0o755,
@@ -384,4 +382,34 @@ export function decodeDataUrl(source: string): Uint8Array {
     return Uint8Array.from(atob(m[2]), (c) => c.charCodeAt(0));
   }
   return new TextEncoder().encode(decodeURIComponent(m[2]));
+}
+
+/**
+ * The bootloader's files (under {@linkcode CONFIG_DIR}) that an Ignition
+ * config writes, decoded; undefined when it writes no config.env there or
+ * one of them is not an inline `data:` URL (then what the target will read
+ * cannot be known here).
+ */
+export function bootloaderFiles(ignition: unknown): TargetFile[] | undefined {
+  const files = (ignition as Partial<IgnitionConfig>)?.storage?.files;
+  if (!Array.isArray(files)) return undefined;
+  const out: TargetFile[] = [];
+  for (const f of files) {
+    if (typeof f?.path !== "string" || !f.path.startsWith(`${CONFIG_DIR}/`)) {
+      continue;
+    }
+    const source = f.contents?.source;
+    const compressed = (f.contents as { compression?: string }).compression;
+    if (typeof source !== "string" || compressed) return undefined;
+    let contents: string;
+    try {
+      contents = new TextDecoder("utf-8", { fatal: true }).decode(
+        decodeDataUrl(source),
+      );
+    } catch {
+      return undefined;
+    }
+    out.push({ path: f.path, mode: f.mode ?? 0o644, contents });
+  }
+  return out.some((f) => f.path === CONFIG_PATH) ? out : undefined;
 }

@@ -14,10 +14,22 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { createHash } from "node:crypto";
 import { basename, dirname, resolve } from "node:path";
 import { BootError, ExitCode } from "../lib/errors.ts";
+import {
+  bootloaderFiles,
+  bootloaderView,
+  checkKernelParameters,
+  CONFIG_PATH,
+} from "../ignition/mod.ts";
+import {
+  firstSet,
+  helpRows,
+  type OptionTable,
+  parseFlags,
+  readEnv,
+} from "../lib/option_table.ts";
 import {
   download,
   resolveMetal,
@@ -196,6 +208,36 @@ async function checkIgnition(
   return bytes;
 }
 
+/**
+ * The console kargs go on the image's kernel command line, where the
+ * bootloader reads `assisted.*` parameters: checked as it will read them,
+ * with the config.env the Ignition config writes when it carries one (a
+ * refusal there stops the unit for good).
+ */
+function checkKargs(
+  ignition: Uint8Array,
+  options: BuildImageOptions,
+  say: (l: string) => void,
+): void {
+  const cmdline = options.consoleKargs.join(" ");
+  const files = bootloaderFiles(JSON.parse(new TextDecoder().decode(ignition)));
+  let warnings: string[];
+  try {
+    warnings = files
+      ? bootloaderView(files, { configPath: CONFIG_PATH, cmdline }).warnings
+      : checkKernelParameters(cmdline);
+  } catch (err) {
+    if (!(err instanceof BootError)) throw err;
+    throw new BootError(
+      `${options.ignition} with CONSOLE_KARGS "${cmdline}": ${err.message}`,
+      ExitCode.Usage,
+    );
+  }
+  for (const w of warnings) {
+    say(`image: warning: the bootloader will say: ${w}`);
+  }
+}
+
 function loudWarning(say: (l: string) => void): void {
   const bar = "image: " + "!".repeat(72);
   say(bar);
@@ -219,6 +261,7 @@ export async function buildImage(
   await Deno.mkdir(cache, { recursive: true });
   await Deno.mkdir(dirname(output), { recursive: true });
   const config = await checkIgnition(options.ignition, say);
+  checkKargs(config, options, say);
 
   say(`image: stream metadata ${options.streamUrl} (${options.arch})`);
   const art = await resolveMetal(options.streamUrl, options.arch);
@@ -426,65 +469,106 @@ async function customize(
   }
 }
 
+/** The builder's options; each also reads the environment variable in upper snake case (or `env`). */
+const IMAGE_OPTIONS = {
+  stream: {
+    kind: "string",
+    arg: "NAME",
+    help: "FCOS stream: stable (default), testing, next",
+  },
+  "stream-url": {
+    kind: "string",
+    arg: "URL",
+    help: "stream metadata URL or file (default: from STREAM)",
+  },
+  arch: {
+    kind: "string",
+    arg: "ARCH",
+    help: "x86_64 or aarch64 (arm64) (default: this host)",
+  },
+  ignition: {
+    kind: "string",
+    arg: "PATH",
+    env: "IGNITION_OUT",
+    help: "config to embed (default build/assisted-bootloader.ign)",
+  },
+  "disk-size": {
+    kind: "string",
+    arg: "SIZE",
+    help: "final size, sparse (default 120G)",
+  },
+  "console-kargs": {
+    kind: "string",
+    arg: '"A B"',
+    help: "serial console kargs (default console=tty0 console=ttyS0,115200n8)",
+  },
+  "verify-signature": {
+    kind: "string",
+    arg: "0|1",
+    help: "0 skips the GPG check (loudly); default 1",
+  },
+  "fedora-keys": {
+    kind: "string",
+    arg: "PATH",
+    help: "OpenPGP keys file (default: fetched from FEDORA_KEYS_URL)",
+  },
+  "fedora-keys-url": {
+    kind: "string",
+    arg: "URL",
+    help: `default ${FEDORA_KEYS_URL}`,
+  },
+  cache: {
+    kind: "string",
+    arg: "DIR",
+    env: "IMAGE_CACHE",
+    help: "downloads and intermediates (default build/cache)",
+  },
+  output: {
+    kind: "string",
+    arg: "PATH",
+    env: "IMAGE_OUT",
+    help: "raw image (default build/assisted-bootloader.raw; + .xz, .sha256)",
+  },
+  "compress-level": {
+    kind: "string",
+    arg: "N",
+    help: "xz preset 0-9 (default 6)",
+  },
+  help: { kind: "boolean", short: "h", help: "show this help" },
+} as const satisfies OptionTable;
+
 const HELP =
   `Usage: build_image.ts [options]   (each option also reads the env var in CAPS)
 
-  --stream NAME           STREAM            FCOS stream: stable (default), testing, next
-  --stream-url URL        STREAM_URL        stream metadata URL or file (default: from STREAM)
-  --arch ARCH             ARCH              x86_64 or aarch64 (arm64) (default: this host)
-  --ignition PATH         IGNITION_OUT      config to embed (default build/assisted-bootloader.ign)
-  --disk-size SIZE        DISK_SIZE         final size, sparse (default 120G)
-  --console-kargs "A B"   CONSOLE_KARGS     serial console kargs (default console=tty0 console=ttyS0,115200n8)
-  --verify-signature 0|1  VERIFY_SIGNATURE  0 skips the GPG check (loudly); default 1
-  --fedora-keys PATH      FEDORA_KEYS       OpenPGP keys file (default: fetched from FEDORA_KEYS_URL)
-  --fedora-keys-url URL   FEDORA_KEYS_URL   default ${FEDORA_KEYS_URL}
-  --cache DIR             IMAGE_CACHE       downloads and intermediates (default build/cache)
-  --output PATH           IMAGE_OUT         raw image (default build/assisted-bootloader.raw; + .xz, .sha256)
-  --compress-level N      COMPRESS_LEVEL    xz preset 0-9 (default 6)
+${
+    helpRows(IMAGE_OPTIONS, {
+      flagWidth: 27,
+      envWidth: 17,
+      noEnv: (name) => name === "help" ? "(flag only)" : undefined,
+    }).join("\n")
+  }
 `;
-
-const FLAGS = {
-  "stream": "STREAM",
-  "stream-url": "STREAM_URL",
-  "arch": "ARCH",
-  "ignition": "IGNITION_OUT",
-  "disk-size": "DISK_SIZE",
-  "console-kargs": "CONSOLE_KARGS",
-  "verify-signature": "VERIFY_SIGNATURE",
-  "fedora-keys": "FEDORA_KEYS",
-  "fedora-keys-url": "FEDORA_KEYS_URL",
-  "cache": "IMAGE_CACHE",
-  "output": "IMAGE_OUT",
-  "compress-level": "COMPRESS_LEVEL",
-} as const;
 
 /** Turns flags and environment variables (flags win; empty counts as unset) into options. */
 export function optionsFromArgs(
   args: string[],
   env: Record<string, string | undefined>,
 ): BuildImageOptions {
-  let values: Record<string, unknown>;
-  try {
-    values = parseArgs({
-      args,
-      options: {
-        ...Object.fromEntries(
-          Object.keys(FLAGS).map((k) => [k, { type: "string" as const }]),
-        ),
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-    }).values;
-  } catch (err) {
-    throw new BootError((err as Error).message.split("\n")[0], ExitCode.Usage);
-  }
+  const values = firstSet([
+    parseFlags(args, IMAGE_OPTIONS),
+    readEnv(Object.entries(env), IMAGE_OPTIONS, {
+      where: "environment variable",
+      flagOnly: ["help"],
+      emptyIsUnset: true,
+    }),
+  ]);
   if (values.help) {
     console.log(HELP);
     Deno.exit(0);
   }
-  const get = (flag: keyof typeof FLAGS): string | undefined => {
-    const v = (values[flag] as string | undefined) ?? env[FLAGS[flag]];
-    return v === undefined || v === "" ? undefined : v;
+  const get = (name: keyof typeof IMAGE_OPTIONS): string | undefined => {
+    const v = values[name] as string | undefined;
+    return v === "" ? undefined : v;
   };
   // FCOS names the architectures like `uname -m`; Debian's names are accepted too.
   const given = get("arch") ?? Deno.build.arch;

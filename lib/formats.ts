@@ -338,7 +338,7 @@ function sliceStream(
 
 /** Options for {@linkcode unpackArm64Kernel}. */
 export interface UnpackOptions extends CheckOptions {
-  /** The verified file `src` must be (device, inode, size): anything else is refused. */
+  /** The verified file `src` must be (device, inode, size, modification time): anything else is refused. */
   identity?: FileIdentity;
 }
 

@@ -15,7 +15,6 @@
  * @module
  */
 
-import type { ApiAuth, ScriptSource } from "./config.ts";
 import { BootError, ExitCode } from "./errors.ts";
 import {
   errorText,
@@ -29,6 +28,23 @@ import {
   withRetries,
 } from "./http.ts";
 import { addSecret, log, redact } from "./log.ts";
+
+/** How the API is authenticated. */
+export type ApiAuth =
+  | { kind: "none" }
+  | { kind: "token"; token: string }
+  | { kind: "refresh"; refreshToken: string; ssoUrl: string };
+
+/** Where the first iPXE script comes from. */
+export type ScriptSource =
+  | { kind: "ipxe-url"; url: string }
+  | {
+    kind: "infraenv";
+    apiUrl: string;
+    infraEnvId: string;
+    auth: ApiAuth;
+    scriptType?: string;
+  };
 
 /** Options shared by the client's requests. */
 export interface ClientOptions {

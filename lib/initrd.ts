@@ -110,7 +110,7 @@ export interface InitrdPart {
   path: string;
   /** cpio wrapping, for `initrd URL /path …`. */
   cpio?: CpioWrap;
-  /** The verified file `path` must be (device, inode, size); anything else is refused (Disk). */
+  /** The verified file `path` must be (device, inode, size, modification time); anything else is refused (Disk). */
   identity?: FileIdentity;
 }
 
@@ -134,7 +134,7 @@ export interface AssembledInitrd {
   size: number;
   /** Its sha256, hex. */
   sha256: string;
-  /** The file whose bytes were hashed (device, inode, size). */
+  /** The file whose bytes were hashed (device, inode, size, modification time). */
   identity: FileIdentity;
   /** One entry per part, in order. */
   layout: InitrdLayout[];

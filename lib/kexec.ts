@@ -42,7 +42,7 @@ export const O_NOFOLLOW: Readonly<Record<string, number>> = {
 };
 /** `statx` flag: `path` is empty, describe `dirfd` itself (an `fstat`). */
 export const AT_EMPTY_PATH = 0x1000;
-/** `statx` mask: type, mode, inode and size (what {@linkcode kexecLoad} checks). */
+/** `statx` mask: type, mode, inode, size and times (what {@linkcode kexecLoad} checks). */
 export const STATX_BASIC_STATS = 0x7ff;
 /** Size of `struct statx` (the same on every architecture). */
 export const STATX_SIZE = 256;
@@ -271,6 +271,10 @@ export function fdInfo(
     regular: (view.getUint16(28, true) & S_IFMT) === S_IFREG,
     ino: Number(view.getBigUint64(32, true)),
     size: Number(view.getBigUint64(40, true)),
+    // stx_mtime: seconds (s64) and nanoseconds (u32), truncated to whole
+    // milliseconds as the runtime's stat reports them.
+    mtimeMs: Number(view.getBigInt64(112, true)) * 1000 +
+      Math.floor(view.getUint32(120, true) / 1_000_000),
     dev: makedev(view.getUint32(136, true), view.getUint32(140, true)),
   };
 }
@@ -289,7 +293,7 @@ function cString(text: string): Uint8Array {
  *
  * The files are opened with `O_NOFOLLOW | O_NONBLOCK` (a symbolic link is
  * refused, a FIFO cannot block), and each descriptor is checked with `fstat`
- * (`statx` on the fd) to be a regular file with the device, inode and size
+ * (`statx` on the fd) to be a regular file with the device, inode, size and modification time
  * of the verified file (`image.verified`) before the kernel reads it:
  * `kexec_file_load` reads exactly the descriptors that were checked, so no
  * rename, link or other file put at the path after verification can be
@@ -352,7 +356,8 @@ export function kexecLoad(
     }
     if (
       !info.regular || info.dev !== identity.dev ||
-      info.ino !== identity.ino || info.size !== identity.size
+      info.ino !== identity.ino || info.size !== identity.size ||
+      info.mtimeMs !== identity.mtimeMs
     ) {
       throw new BootError(
         `The ${what} ${path} is not the file that was verified (it was replaced after verification): refusing to load it`,

@@ -16,7 +16,7 @@
  *
  * The work directory is `lib/work_dir.ts`'s: owned by us, locked for the
  * run, every file created exclusively. What `load` returns carries the
- * identity (device, inode, size) of the verified kernel and initrd, which
+ * identity (device, inode, size, modification time) of the verified kernel and initrd, which
  * `kexecLoad` checks on the descriptors it hands to the kernel.
  *
  * @module
@@ -140,7 +140,7 @@ export interface LoadedImage {
   cmdline: string;
   /** The plan that was loaded (a newer one when `refetchPlan` was used). */
   plan: KexecPlan;
-  /** Which files were verified (device, inode, size): `kexecLoad` loads only these. */
+  /** Which files were verified (device, inode, size, modification time): `kexecLoad` loads only these. */
   verified: { kernel: FileIdentity; initrd?: FileIdentity };
 }
 

@@ -4,7 +4,7 @@
  * time holds it (an `flock` on `<dir>/.lock`), every file is created
  * exclusively (never through a symbolic link, never opening a FIFO or a
  * device), and a verified file is afterwards known by its identity (device,
- * inode, size), so that what is read or handed on later is provably the same
+ * inode, size, modification time), so that what is read or handed on later is provably the same
  * file and not something put at its name in between.
  *
  * @module
@@ -21,20 +21,33 @@ export interface FileIdentity {
   ino: number;
   /** Size in bytes. */
   size: number;
+  /**
+   * Modification time in whole milliseconds since the epoch. A file deleted
+   * and created again may get the same inode back at once; it cannot get the
+   * old file's modification time (only the owner can set that back, and the
+   * owner is the bootloader). A hard link or a rename leaves it unchanged.
+   */
+  mtimeMs: number;
 }
 
 /** The identity of a file from its `stat`/`fstat`. */
 export function identityOf(info: Deno.FileInfo): FileIdentity {
-  return { dev: info.dev ?? 0, ino: info.ino ?? 0, size: info.size };
+  return {
+    dev: info.dev ?? 0,
+    ino: info.ino ?? 0,
+    size: info.size,
+    mtimeMs: info.mtime?.getTime() ?? 0,
+  };
 }
 
-/** True when `info` is the file `identity` names (same device, inode and size). */
+/** True when `info` is the file `identity` names (same device, inode, size and modification time). */
 export function isSameFile(
   info: Deno.FileInfo | FileIdentity,
   identity: FileIdentity,
 ): boolean {
-  return (info.dev ?? 0) === identity.dev && (info.ino ?? 0) === identity.ino &&
-    info.size === identity.size;
+  const other = "mtimeMs" in info ? info : identityOf(info);
+  return other.dev === identity.dev && other.ino === identity.ino &&
+    other.size === identity.size && other.mtimeMs === identity.mtimeMs;
 }
 
 /**

@@ -100,3 +100,45 @@ export async function makeTestCerts(dir: string): Promise<void> {
     "ext.cnf",
   ]);
 }
+
+/** Config file values that the bootloader and systemd must both read back unchanged (no `${`: see ignition_config_test). */
+export const ENV_FILE_WRITABLE = [
+  "",
+  "plain",
+  "https://h.example/x?a=1&b=2#frag",
+  "  leading and trailing spaces  ",
+  "a'b",
+  "'",
+  '"',
+  'a"b',
+  'menu="x y"',
+  "C:\\path\\x",
+  "\\",
+  "$HOME and $PATH",
+  "$",
+  "a$",
+  "`id`",
+  "#not a comment",
+  "a # b ; c",
+  ";semicolon",
+  "export X=1",
+  "KEY=VALUE",
+  "h\u00e9llo w\u00f6rld \u2603 \u{1f600}",
+  "\u00a0nbsp\u00a0",
+  "=",
+];
+
+/** Config file values no line can carry for both readers. */
+export const ENV_FILE_UNWRITABLE = [
+  "a\nb",
+  "a\rb",
+  "tab\there",
+  "nul\0",
+  "bell\x07",
+  "del\x7f",
+  `a'b"c`,
+  "a'b\\c",
+  "lone \ud800 surrogate",
+  "line\u2028separator",
+  "paragraph\u2029separator",
+];

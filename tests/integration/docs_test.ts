@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import { pages } from "../../dev/gen_docs.ts";
-import { helpText, OPTIONS, parseConfig } from "../../lib/config.ts";
+import { helpText, OPTIONS, parseConfig } from "../../lib/config/mod.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import { configureLog } from "../../lib/log.ts";
 

@@ -277,6 +277,7 @@ Deno.test("download: the result carries ETag, Last-Modified and the announced le
         dev: info.dev,
         ino: info.ino,
         size: body.length,
+        mtimeMs: info.mtime!.getTime(),
       });
     });
   } finally {

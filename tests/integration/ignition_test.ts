@@ -289,12 +289,12 @@ Deno.test("bad parameters are refused with a one-line error", async () => {
     [
       "short sha",
       { bootloaderSha256: SHA.slice(1) },
-      /BOOTLOADER_SHA256 must be 64 hex digits/,
+      /BOOTLOADER_SHA256 must be 64 hexadecimal digits/,
     ],
     [
       "non-hex sha",
       { bootloaderSha256: "g" + SHA.slice(1) },
-      /BOOTLOADER_SHA256 must be 64 hex digits/,
+      /BOOTLOADER_SHA256 must be 64 hexadecimal digits/,
     ],
     ["missing url", { bootloaderUrl: "" }, /BOOTLOADER_URL is required/],
     [
@@ -305,7 +305,7 @@ Deno.test("bad parameters are refused with a one-line error", async () => {
     [
       "ftp url",
       { bootloaderUrl: "ftp://example.com/x" },
-      /BOOTLOADER_URL must be an http or https URL/,
+      /BOOTLOADER_URL must be http or https, got "ftp"/,
     ],
     [
       "malformed api url",
@@ -315,7 +315,7 @@ Deno.test("bad parameters are refused with a one-line error", async () => {
     [
       "token with newline",
       { refreshToken: "abc\ndef\n" },
-      /contains a newline/,
+      /The refresh token \(REFRESH_TOKEN_FILE\) contains characters that cannot be sent in an HTTP header/,
     ],
     [
       "empty token",
@@ -337,13 +337,22 @@ Deno.test("bad parameters are refused with a one-line error", async () => {
       { ipxeUrl: "https://x.example/ipxe" },
       /INFRA_ENV_ID or IPXE_URL, not both/,
     ],
-    ["quote in a value", { infraEnvId: 'a"b' }, /INFRA_ENV_ID must be an id/],
     [
-      "dollar in a url",
-      { bootloaderUrl: "https://x.example/$HOME" },
-      /must not contain a double quote/,
+      "an id the bootloader refuses",
+      { infraEnvId: "my-env" },
+      /INFRA_ENV_ID must be a UUID, got "my-env"/,
     ],
-    ["karg with newline", { extraKargs: ["a\nb"] }, /EXTRA_KARGS entry/],
+    ["quote in a value", { infraEnvId: 'a"b' }, /INFRA_ENV_ID must be a UUID/],
+    [
+      "both quotes in a url",
+      { bootloaderUrl: `https://x.example/a'b"c` },
+      /BOOTLOADER_URL cannot be written to an environment file: it holds a ' and also a "/,
+    ],
+    [
+      "karg with newline",
+      { extraKargs: ["a\nb"] },
+      /EXTRA_KARGS entry "a\\nb" has whitespace/,
+    ],
     [
       "bad ssh key",
       { sshKeys: ["hello"] },
@@ -392,7 +401,7 @@ Deno.test("make generate-ignition writes a 0600 config; the CLI refuses bad inpu
       `BOOTLOADER_URL=https://example.com/bl?x='1'`,
       `BOOTLOADER_SHA256=${SHA}`,
       `API_URL=http://127.0.0.1:8090`,
-      `INFRA_ENV_ID=abc`,
+      `INFRA_ENV_ID=6b1a3e5c-8f0e-4a51-9d9e-0e2e3d6f7a10`,
       `TOKEN_FILE=${dir}/token`,
       `EXTRA_KARGS=a=1 b`,
       `IGNITION_OUT=${out}`,

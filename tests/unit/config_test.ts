@@ -6,7 +6,7 @@ import {
   parseConfig,
   parseEnvFile,
   splitKernelCmdline,
-} from "../../lib/config.ts";
+} from "../../lib/config/mod.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import { configureLog } from "../../lib/log.ts";
 

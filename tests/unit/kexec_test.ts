@@ -39,7 +39,7 @@ interface Call {
 function identity(path: string, size = 1000): FileIdentity {
   let ino = 7;
   for (const c of path) ino = (ino * 31 + c.charCodeAt(0)) % 1_000_000;
-  return { dev: 0x801, ino, size };
+  return { dev: 0x801, ino, size, mtimeMs: 1_700_000_000_123 };
 }
 
 /** `verified` for kexecLoad, as load would give it for these paths. */
@@ -59,6 +59,8 @@ function statxBytes(
   view.setUint16(28, info.mode ?? 0o100600, true);
   view.setBigUint64(32, BigInt(info.ino), true);
   view.setBigUint64(40, BigInt(info.size), true);
+  view.setBigInt64(112, BigInt(Math.floor(info.mtimeMs / 1000)), true);
+  view.setUint32(120, (info.mtimeMs % 1000) * 1_000_000 + 999_999, true);
   view.setUint32(136, info.devMajor ?? info.dev >> 8, true);
   view.setUint32(140, info.devMinor ?? info.dev & 0xff, true);
   return buf;
@@ -333,6 +335,10 @@ Deno.test("kexecLoad: a descriptor that is not the verified file is refused befo
     ["another inode (renamed over)", { ...identity("/w/kernel"), ino: 1 }],
     ["another size", { ...identity("/w/kernel"), size: 999 }],
     ["another device", { ...identity("/w/kernel"), dev: 0x802 }],
+    [
+      "the same inode given back to a new file (another mtime)",
+      { ...identity("/w/kernel"), mtimeMs: 1_700_000_000_124 },
+    ],
     ["a FIFO", { ...identity("/w/kernel"), mode: 0o010600 }],
     ["a directory", { ...identity("/w/kernel"), mode: 0o040700 }],
   ];
@@ -586,6 +592,7 @@ Deno.test({
           dev: real.dev,
           ino: real.ino,
           size: 12345,
+          mtimeMs: real.mtime!.getTime(),
         });
       } finally {
         libc.close(fd);
@@ -606,7 +613,7 @@ Deno.test({
             kernel: { path: `${dir}/link` },
             cmdline: "",
             verified: {
-              kernel: { dev: 0, ino: 0, size: 0 },
+              kernel: { dev: 0, ino: 0, size: 0, mtimeMs: 0 },
             },
           }),
         (err: unknown) =>

@@ -1,0 +1,331 @@
+/**
+ * Reading the configuration's layers: flags, `ASSISTED_*` environment
+ * variables, the `KEY=VALUE` config file and `assisted.*` kernel command-line
+ * parameters, each into raw option values; merging them (flag > env > file >
+ * cmdline, a list taken whole from one layer); and reading the files the
+ * merged options name (InfraEnv id, tokens). Every byte comes through
+ * {@linkcode ConfigSources}, so a test (or a generator checking what a target
+ * will see) can stand in for the machine. What the values mean is
+ * validate.ts's job.
+ *
+ * @module
+ */
+
+import {
+  firstSet,
+  type OptionValue,
+  parseFlags,
+  readEnv,
+  storeValue,
+  usageError,
+} from "../option_table.ts";
+import { parseEnvFile } from "./env_file.ts";
+import {
+  DEFAULT_CONFIG_FILE,
+  FLAG_ONLY,
+  type OptionName,
+  OPTIONS,
+} from "./options.ts";
+
+/** Where the layers are read from; each default is this machine. */
+export interface ConfigSources {
+  /** Environment variables (default: `Deno.env.toObject()`). */
+  env?: Record<string, string>;
+  /**
+   * Kernel command line (default: read with `readTextFile` from
+   * `ASSISTED_KERNEL_CMDLINE_FILE`, else `/proc/cmdline`; empty when unreadable).
+   */
+  cmdline?: string;
+  /** Reads a text file: the config file, /proc/cmdline, named files (default: `Deno.readTextFileSync`). */
+  readTextFile?: (path: string) => string;
+  /** Permission bits of a file, undefined when unknown (default: from `Deno.statSync`). */
+  fileMode?: (path: string) => number | undefined;
+}
+
+/** Option values as read from one layer, or merged. */
+export type RawOptions = Partial<Record<OptionName, OptionValue>>;
+
+/** The four layers, highest precedence first. */
+export interface Layers {
+  /** Command-line flags. */
+  flags: RawOptions;
+  /** `ASSISTED_*` environment variables. */
+  env: RawOptions;
+  /** The config file (empty when there is none). */
+  file: RawOptions;
+  /** `assisted.*` kernel command-line parameters. */
+  cmdline: RawOptions;
+}
+
+/** A file named by an option, as read: its text and mode, or why it could not be read. */
+export type FileRead =
+  | { text: string; mode?: number }
+  | { error: string };
+
+/** Files named by the merged options (see {@linkcode NAMED_FILE_OPTIONS}), by path. */
+export type NamedFiles = Record<string, FileRead>;
+
+/** Options whose value is a file the configuration reads (its contents are validated). */
+export const NAMED_FILE_OPTIONS: readonly OptionName[] = [
+  "infra-env-id-file",
+  "token-file",
+  "refresh-token-file",
+];
+
+/** `assisted.*` kernel parameters that are not options (read by the initramfs's /init). */
+const CMDLINE_OTHERS = new Set(["on-failure"]);
+
+/** `ASSISTED_*` variables that are not options. */
+const ENV_OTHERS = new Set(["kernel-cmdline-file", "debug"]);
+
+function statMode(path: string): number | undefined {
+  try {
+    return Deno.statSync(path).mode ?? undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** How files are read: the injected functions, else this machine's. */
+interface FileAccess {
+  readTextFile: (path: string) => string;
+  fileMode: (path: string) => number | undefined;
+}
+
+function fileAccess(sources: ConfigSources): FileAccess {
+  return {
+    readTextFile: sources.readTextFile ?? Deno.readTextFileSync,
+    fileMode: sources.fileMode ?? statMode,
+  };
+}
+
+/** Reads a file for the configuration: its text and mode, or a one-line reason. */
+function readFile(files: FileAccess, path: string): FileRead {
+  try {
+    return { text: files.readTextFile(path), mode: files.fileMode(path) };
+  } catch (err) {
+    const error = err instanceof Deno.errors.NotFound
+      ? "no such file"
+      : err instanceof Deno.errors.PermissionDenied
+      ? "permission denied"
+      : err instanceof Error
+      ? err.message
+      : String(err);
+    return { error };
+  }
+}
+
+/** The kernel command line: given, or read from `ASSISTED_KERNEL_CMDLINE_FILE` or `/proc/cmdline` (empty when unreadable). */
+function kernelCmdline(
+  sources: ConfigSources,
+  env: Record<string, string>,
+  files: FileAccess,
+): string {
+  if (sources.cmdline !== undefined) return sources.cmdline;
+  const read = readFile(
+    files,
+    env.ASSISTED_KERNEL_CMDLINE_FILE ?? "/proc/cmdline",
+  );
+  return "text" in read ? read.text : "";
+}
+
+/** True when `mode` lets users other than the owner read the file. */
+function sharedMode(mode: number | undefined): boolean {
+  return mode !== undefined && (mode & 0o044) !== 0;
+}
+
+/** `(mode 0644): chmod 600 PATH`, the end of a warning about a shared file. */
+function chmodAdvice(path: string, mode: number): string {
+  return `(mode ${
+    (mode & 0o777).toString(8).padStart(4, "0")
+  }): chmod 600 ${path}`;
+}
+
+/** Reads the flags (every option of the table, `--help` and `--version` included). */
+export function readFlags(argv: string[]): RawOptions {
+  return parseFlags(argv, OPTIONS) as RawOptions;
+}
+
+/** Splits a kernel command line like Linux does: whitespace, with double quotes grouping. */
+export function splitKernelCmdline(cmdline: string): string[] {
+  const out: string[] = [];
+  let current = "";
+  let quoted = false;
+  let any = false;
+  for (const ch of cmdline) {
+    if (ch === '"') {
+      quoted = !quoted;
+      any = true;
+    } else if (!quoted && /\s/.test(ch)) {
+      if (any) out.push(current);
+      current = "";
+      any = false;
+    } else {
+      current += ch;
+      any = true;
+    }
+  }
+  if (any) out.push(current);
+  return out;
+}
+
+/**
+ * Reads the `assisted.*` parameters of a kernel command line (a repeated key
+ * makes a list). An unknown `assisted.*` key goes to `warn`: the initramfs's
+ * /init reads its own, and a typo is not worth refusing to boot.
+ */
+export function readKernelCmdline(
+  cmdline: string,
+  warn: (message: string) => void,
+): RawOptions {
+  const raw: RawOptions = {};
+  for (const arg of splitKernelCmdline(cmdline)) {
+    if (!arg.startsWith("assisted.")) continue;
+    const eq = arg.indexOf("=");
+    const key = (eq < 0 ? arg.slice(9) : arg.slice(9, eq)).replaceAll("_", "-");
+    const value = eq < 0 ? undefined : arg.slice(eq + 1);
+    const where = `kernel command line parameter ${arg.split("=")[0]}`;
+    if (!(key in OPTIONS) || FLAG_ONLY.includes(key as OptionName)) {
+      if (!CMDLINE_OTHERS.has(key)) {
+        warn(
+          `ignoring unknown kernel command line parameter ${arg.split("=")[0]}`,
+        );
+      }
+      continue;
+    }
+    const name = key as OptionName;
+    storeValue(raw, name, OPTIONS[name].kind, value, where);
+  }
+  return raw;
+}
+
+/** `ASSISTED_` names are matched like kernel parameters: case and `-`/`_` do not matter after the prefix. */
+function normalizeKey(key: string): string {
+  return key.startsWith("ASSISTED_")
+    ? "ASSISTED_" + key.slice(9).toUpperCase().replaceAll("-", "_")
+    : key;
+}
+
+function optionOfKey(key: string): string {
+  return key.slice(9).toLowerCase().replaceAll("_", "-");
+}
+
+/**
+ * Reads `ASSISTED_*` pairs. In a config file (`strict`) an unknown
+ * `ASSISTED_*` key is an error: a typo (`ASSISTED_KERNEL_SHA=…`) must not
+ * silently drop a pin. In the environment it is ignored.
+ */
+function readAssistedPairs(
+  pairs: Iterable<[string, string]>,
+  where: string,
+  strict: boolean,
+): RawOptions {
+  return readEnv(pairs, OPTIONS, {
+    where,
+    prefix: "ASSISTED_",
+    flagOnly: FLAG_ONLY,
+    normalizeKey,
+    onUnknown: strict
+      ? (key) => {
+        if (!ENV_OTHERS.has(optionOfKey(key))) {
+          throw usageError(`${where}: unknown setting ${key}`);
+        }
+      }
+      : undefined,
+  }) as RawOptions;
+}
+
+/**
+ * Reads the environment, kernel command line and config file layers under
+ * the flags already read. The config file is `--config` (from the flags, the
+ * environment or the command line), else {@linkcode DEFAULT_CONFIG_FILE} when
+ * it exists. Warnings (an unknown kernel parameter, a config file holding a
+ * token that others can read) go to `warn` as they are found.
+ */
+export function readLayers(
+  flags: RawOptions,
+  sources: ConfigSources,
+  warn: (message: string) => void,
+): Layers {
+  const files = fileAccess(sources);
+  const vars = sources.env ?? Deno.env.toObject();
+  const env = readAssistedPairs(
+    Object.entries(vars),
+    "environment variable",
+    false,
+  );
+  const cmdline = readKernelCmdline(kernelCmdline(sources, vars, files), warn);
+  const given = (flags.config ?? env.config ?? cmdline.config) as
+    | string
+    | undefined;
+  const path = given ?? DEFAULT_CONFIG_FILE;
+  const read = readFile(files, path);
+  let file: RawOptions = {};
+  if ("error" in read) {
+    // The default config file is optional.
+    if (given !== undefined) {
+      throw usageError(`Cannot read config file ${path}: ${read.error}`);
+    }
+  } else {
+    file = readAssistedPairs(
+      parseEnvFile(read.text, path),
+      `config file ${path}`,
+      true,
+    );
+    // A secret in a file others can read is no secret: say so (the run goes
+    // on, the file may be on a read-only medium).
+    if (file.token !== undefined && sharedMode(read.mode)) {
+      warn(
+        `Config file ${path} holds ASSISTED_TOKEN and is readable by other users ${
+          chmodAdvice(path, read.mode!)
+        }`,
+      );
+    }
+  }
+  return { flags, env, file, cmdline };
+}
+
+/** Merges the layers: flag > env > file > cmdline, each option (a list too) taken whole from one layer. */
+export function mergeLayers(layers: Layers): RawOptions {
+  return firstSet([
+    layers.flags,
+    layers.env,
+    layers.file,
+    layers.cmdline,
+  ]) as RawOptions;
+}
+
+/** What a warning calls the file each secret-holding option names. */
+const SECRET_FILES: Partial<Record<OptionName, string>> = {
+  "token-file": "Token file",
+  "refresh-token-file": "Refresh token file",
+};
+
+/**
+ * Reads the files the merged options name ({@linkcode NAMED_FILE_OPTIONS}); a
+ * failure is kept for validation to report, not thrown. A token file others
+ * can read is reported to `warn`.
+ */
+export function readNamedFiles(
+  merged: RawOptions,
+  sources: ConfigSources,
+  warn: (message: string) => void,
+): NamedFiles {
+  const access = fileAccess(sources);
+  const files: NamedFiles = {};
+  for (const name of NAMED_FILE_OPTIONS) {
+    const value = merged[name];
+    if (typeof value !== "string") continue;
+    const path = value.trim();
+    const read = files[path] ??= readFile(access, path);
+    const subject = SECRET_FILES[name];
+    if (subject && "text" in read && sharedMode(read.mode)) {
+      warn(
+        `${subject} ${path} is readable by other users ${
+          chmodAdvice(path, read.mode!)
+        }`,
+      );
+    }
+  }
+  return files;
+}

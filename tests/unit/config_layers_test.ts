@@ -1,0 +1,199 @@
+/**
+ * The configuration's steps: which layer wins for every pair of layers, a
+ * list taken whole from one layer, every byte read through the injected
+ * sources (/proc/cmdline and the default config file included), and a
+ * validation that neither reads nor registers anything.
+ */
+
+import assert from "node:assert/strict";
+import {
+  type ConfigSources,
+  DEFAULT_CONFIG_FILE,
+  mergeLayers,
+  parseConfig,
+  readConfig,
+  readFlags,
+  readLayers,
+  validateConfig,
+} from "../../lib/config/mod.ts";
+import { redact } from "../../lib/log.ts";
+
+const ID = "6f2a3c1e-8d4b-4e7a-9c1f-2b3d4e5f6a7b";
+
+/** Sources with the given files; every path read is recorded. */
+function sources(
+  files: Record<string, string>,
+  extra: ConfigSources = {},
+): ConfigSources & { reads: string[] } {
+  const reads: string[] = [];
+  return {
+    env: {},
+    readTextFile: (path) => {
+      reads.push(path);
+      if (path in files) return files[path];
+      throw new Deno.errors.NotFound(path);
+    },
+    fileMode: () => 0o100600,
+    ...extra,
+    reads,
+  };
+}
+
+function config(argv: string[], s: ConfigSources) {
+  const r = readConfig(argv, s);
+  assert.equal(r.kind, "run");
+  return (r as Extract<typeof r, { kind: "run" }>).config;
+}
+
+Deno.test("config layers: the environment beats the config file when no flag sets the option", () => {
+  const s = sources({
+    "/cfg":
+      `ASSISTED_IPXE_URL=http://file/x\nASSISTED_WORK_DIR=/from-file\nASSISTED_RETRIES=7\n`,
+  }, {
+    env: { ASSISTED_CONFIG: "/cfg", ASSISTED_WORK_DIR: "/from-env" },
+    cmdline: "",
+  });
+  const c = config([], s);
+  assert.equal(c.workDir, "/from-env", "env beats file");
+  assert.equal(c.retries, 7, "the file still sets what env does not");
+  assert.deepEqual(c.source, { kind: "ipxe-url", url: "http://file/x" });
+});
+
+Deno.test("config layers: the config file beats the kernel command line", () => {
+  const s = sources({
+    [DEFAULT_CONFIG_FILE]:
+      "ASSISTED_WORK_DIR=/from-file\nASSISTED_INSECURE=0\n",
+  }, {
+    cmdline:
+      "ro assisted.ipxe_url=http://cmdline/x assisted.work_dir=/from-cmdline assisted.insecure",
+  });
+  const c = config([], s);
+  assert.equal(c.workDir, "/from-file", "file beats cmdline");
+  assert.equal(c.insecure, false, "a false boolean in the file still wins");
+  assert.deepEqual(c.source, { kind: "ipxe-url", url: "http://cmdline/x" });
+});
+
+Deno.test("config layers: a list option is taken whole from one layer, never merged across layers", () => {
+  const s = sources({
+    "/cfg":
+      "ASSISTED_IPXE_URL=http://h/x\nASSISTED_SET='a=file b=file'\nASSISTED_CA_CERT=/file.pem\n",
+  }, {
+    env: {
+      ASSISTED_CONFIG: "/cfg",
+      ASSISTED_APPEND_KARG: "env1 env2",
+      ASSISTED_CA_CERT: "/env.pem",
+    },
+    cmdline:
+      "assisted.append_karg=cmd1 assisted.set=c=cmdline assisted.delete_karg=quiet assisted.delete_karg=splash",
+  });
+  const c = config(["--ca-cert", "/flag.pem"], s);
+  assert.deepEqual(c.caCerts, ["/flag.pem"], "flag over env and file");
+  assert.deepEqual(c.appendKargs, ["env1", "env2"], "env over cmdline");
+  assert.deepEqual(c.settings, { a: "file", b: "file" }, "file over cmdline");
+  assert.deepEqual(
+    c.deleteKargs,
+    ["quiet", "splash"],
+    "the cmdline's repeats make the list when nothing else sets it",
+  );
+});
+
+Deno.test("config layers: each layer is read apart, and merging takes the first that sets an option", () => {
+  const s = sources({ "/cfg": "ASSISTED_RETRIES=7\nASSISTED_TIMEOUT=9\n" }, {
+    env: { ASSISTED_CONFIG: "/cfg", ASSISTED_RETRIES: "3" },
+    cmdline: "assisted.timeout=1 assisted.progress=none",
+  });
+  const layers = readLayers(readFlags(["--retries", "2"]), s, () => {});
+  assert.deepEqual({ ...layers.flags }, { retries: "2" });
+  assert.deepEqual(layers.env, { config: "/cfg", retries: "3" });
+  assert.deepEqual(layers.file, { retries: "7", timeout: "9" });
+  assert.deepEqual(layers.cmdline, { timeout: "1", progress: "none" });
+  assert.deepEqual(mergeLayers(layers), {
+    retries: "2",
+    config: "/cfg",
+    timeout: "9",
+    progress: "none",
+  });
+});
+
+Deno.test("config layers: /proc/cmdline and the default config file are read through the injected sources", () => {
+  const s = sources({
+    "/proc/cmdline": "BOOT_IMAGE=/vmlinuz assisted.ipxe_url=http://proc/x\n",
+    [DEFAULT_CONFIG_FILE]: "ASSISTED_RETRIES=4\n",
+  });
+  const c = config([], s);
+  assert.deepEqual(c.source, { kind: "ipxe-url", url: "http://proc/x" });
+  assert.equal(c.retries, 4);
+  assert.deepEqual(s.reads.sort(), [DEFAULT_CONFIG_FILE, "/proc/cmdline"]);
+
+  // ASSISTED_KERNEL_CMDLINE_FILE names another file, read the same way.
+  const other = sources(
+    { "/tmp/cmdline": "assisted.ipxe_url=http://other/x" },
+    {
+      env: { ASSISTED_KERNEL_CMDLINE_FILE: "/tmp/cmdline" },
+    },
+  );
+  assert.deepEqual(config([], other).source, {
+    kind: "ipxe-url",
+    url: "http://other/x",
+  });
+  assert.ok(other.reads.includes("/tmp/cmdline"));
+  assert.ok(!other.reads.includes("/proc/cmdline"));
+
+  // Files the options name come through the same function.
+  const named = sources({ "/id": ID + "\n", "/tok": "token-value-123456\n" }, {
+    cmdline: "",
+  });
+  const n = config(
+    ["--infra-env-id-file", "/id", "--token-file", "/tok"],
+    named,
+  );
+  assert.equal(n.source.kind === "infraenv" && n.source.infraEnvId, ID);
+  assert.deepEqual(named.reads.sort(), [DEFAULT_CONFIG_FILE, "/id", "/tok"]);
+});
+
+Deno.test({
+  name:
+    "config validation is pure: no permission at all, and secrets are returned, not registered",
+  permissions: "none",
+  fn() {
+    const token = "pure-validation-token-" + crypto.randomUUID();
+    const { config: c, secrets } = validateConfig({
+      "infra-env-id": ID,
+      "token-file": "/t",
+    }, { "/t": { text: token + "\n", mode: 0o100600 } });
+    assert.deepEqual(c.source.kind === "infraenv" && c.source.auth, {
+      kind: "token",
+      token,
+    });
+    assert.deepEqual(secrets, [token]);
+    assert.ok(redact(`x ${token}`).includes(token), "not registered");
+    // A named file that could not be read is reported by validation, with the reader's reason.
+    assert.throws(
+      () =>
+        validateConfig({ "infra-env-id": ID, "token-file": "/t" }, {
+          "/t": { error: "permission denied" },
+        }),
+      /Cannot read token file \/t: permission denied/,
+    );
+  },
+});
+
+Deno.test("config: readConfig returns secrets and warnings to its caller, parseConfig registers and logs them", () => {
+  const token = "returned-token-" + crypto.randomUUID();
+  const s = sources({ "/t": token }, { cmdline: "assisted.typo=1" });
+  const warnings: string[] = [];
+  const r = readConfig(["--infra-env-id", ID, "--token-file", "/t"], {
+    ...s,
+    warn: (m) => warnings.push(m),
+  });
+  assert.equal(r.kind === "run" && r.secrets[0], token);
+  assert.deepEqual(warnings, [
+    "ignoring unknown kernel command line parameter assisted.typo",
+  ]);
+  assert.ok(redact(token).includes(token), "readConfig registers nothing");
+  parseConfig(["--infra-env-id", ID, "--token-file", "/t"], {
+    ...s,
+    cmdline: "",
+  });
+  assert.equal(redact(token), "REDACTED", "parseConfig registers the token");
+});
