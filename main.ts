@@ -88,6 +88,7 @@ async function boot(config: Config): Promise<number> {
       settings,
       appendKargs: config.appendKargs,
       deleteKargs: config.deleteKargs,
+      console: { mode: config.console, hostCmdline: config.hostCmdline },
       sleep: config.mode === "print-plan" ? undefined : (ms) => sleep(ms),
       print: (line) => log.info(`script: ${line}`),
     });

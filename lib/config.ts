@@ -10,6 +10,8 @@
 import { parseArgs } from "node:util";
 import { BootError, ExitCode } from "./errors.ts";
 import { isHeaderToken } from "./http.ts";
+import { type ConsoleMode, isConsoleMode } from "./consoles.ts";
+import { kargProblem, parseKernelCmdline } from "./kargs.ts";
 import { addSecret, log } from "./log.ts";
 
 /** Version printed by `--version`. */
@@ -108,6 +110,12 @@ export const OPTIONS = {
     kind: "list",
     arg: "ARG",
     help: "delete KEY or KEY=VALUE from the command line (repeatable)",
+  },
+  console: {
+    kind: "string",
+    arg: "MODE",
+    help:
+      "keep (default): the script's console= kargs; host: this kernel's console= replace them; host-persistent: also inside coreos.inst.persistent-kargs",
   },
   "print-plan": {
     kind: "boolean",
@@ -216,6 +224,10 @@ export interface Config {
   appendKargs: string[];
   /** `--delete-karg` values. */
   deleteKargs: string[];
+  /** Where the discovery kernel's consoles come from (`--console`). */
+  console: ConsoleMode;
+  /** The running kernel's command line, as read for the `assisted.*` parameters. */
+  hostCmdline: string;
   /** Plan, no-kexec or kexec. */
   mode: Mode;
   /** Load, then exit. */
@@ -288,27 +300,14 @@ function usage(message: string): BootError {
   );
 }
 
-/** Splits a kernel command line like Linux does: whitespace, with double quotes grouping. */
+/**
+ * Splits a kernel command line like Linux does (`next_arg`): each argument as
+ * `param` or `param=value`, with the kernel's quote removal.
+ */
 export function splitKernelCmdline(cmdline: string): string[] {
-  const out: string[] = [];
-  let current = "";
-  let quoted = false;
-  let any = false;
-  for (const ch of cmdline) {
-    if (ch === '"') {
-      quoted = !quoted;
-      any = true;
-    } else if (!quoted && /\s/.test(ch)) {
-      if (any) out.push(current);
-      current = "";
-      any = false;
-    } else {
-      current += ch;
-      any = true;
-    }
-  }
-  if (any) out.push(current);
-  return out;
+  return parseKernelCmdline(cmdline).map((a) =>
+    a.value === undefined ? a.param : `${a.param}=${a.value}`
+  );
 }
 
 function fromCmdline(cmdline: string): Raw {
@@ -764,13 +763,24 @@ export function parseConfig(
       if (karg.trim() === "") {
         throw usage(`--${name} needs a non-empty argument`);
       }
-      if (!/\s/.test(karg) || karg.includes('"')) return karg;
-      // A value with spaces (from a quoted kernel parameter): quote it for the next kernel.
-      const eq = karg.indexOf("=");
-      return eq > 0
-        ? `${karg.slice(0, eq)}="${karg.slice(eq + 1)}"`
-        : `"${karg}"`;
+      let out = karg;
+      if (/\s/.test(karg) && !karg.includes('"')) {
+        // A value with spaces (from a quoted kernel parameter): quote it for the next kernel.
+        const eq = karg.indexOf("=");
+        out = eq > 0
+          ? `${karg.slice(0, eq)}="${karg.slice(eq + 1)}"`
+          : `"${karg}"`;
+      }
+      const problem = kargProblem(out);
+      if (problem) throw usage(`--${name} ${JSON.stringify(karg)}: ${problem}`);
+      return out;
     });
+  const consoleMode = str("console") ?? "keep";
+  if (!isConsoleMode(consoleMode)) {
+    throw usage(
+      `--console must be keep, host or host-persistent, got "${consoleMode}"`,
+    );
+  }
   const mac = str("mac");
   return {
     kind: "run",
@@ -781,6 +791,8 @@ export function parseConfig(
       hostSettings: !bool("no-host-settings"),
       appendKargs: kargs("append-karg"),
       deleteKargs: kargs("delete-karg"),
+      console: consoleMode,
+      hostCmdline: cmdline,
       mode: printPlan ? "print-plan" : noKexec ? "no-kexec" : "kexec",
       loadOnly: bool("load-only"),
       forceReboot: bool("force-reboot"),

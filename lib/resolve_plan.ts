@@ -7,8 +7,10 @@
  * @module
  */
 
+import { chooseConsoles, type ConsoleMode } from "./consoles.ts";
 import type { ScriptClient } from "./infraenv.ts";
 import { runScriptSource } from "./ipxe/mod.ts";
+import { log } from "./log.ts";
 import { type BootPlan, editCmdline, type LocalBootPlan } from "./plan.ts";
 
 /** Largest script accepted, in bytes. */
@@ -22,6 +24,8 @@ export interface ResolveOptions {
   appendKargs?: string[];
   /** `--delete-karg` values. */
   deleteKargs?: string[];
+  /** `--console` and the running kernel's command line (default: keep the script's consoles). */
+  console?: { mode: ConsoleMode; hostCmdline: string };
   /** How `sleep` waits (nothing in plan mode). */
   sleep?: (ms: number) => Promise<void>;
   /** Where `echo` output goes. */
@@ -53,6 +57,17 @@ export async function resolvePlan(
       print: options.print,
       maxScriptBytes: MAX_SCRIPT_BYTES,
     });
+    if (options.console && options.console.mode !== "keep") {
+      const choice = chooseConsoles(plan.cmdline, options.console);
+      log.info(
+        choice.consoles.length === 0
+          ? "this kernel's command line has no console=: the script's consoles are kept"
+          : `consoles from this kernel's command line: ${
+            choice.consoles.join(" ")
+          } (the script had ${choice.before.join(" ") || "none"})`,
+      );
+      plan.cmdline = choice.cmdline;
+    }
     plan.cmdline = editCmdline(plan.cmdline, {
       append: options.appendKargs,
       remove: options.deleteKargs,
