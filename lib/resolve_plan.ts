@@ -32,6 +32,8 @@ export interface ResolveOptions {
   print?: (line: string) => void;
   /** iPXE `${buildarch}`. */
   buildarch?: string;
+  /** iPXE `${platform}` (`efi` or `pcbios`). */
+  platform?: string;
 }
 
 /** The iPXE `${buildarch}` name for a Deno architecture. */
@@ -53,6 +55,7 @@ export async function resolvePlan(
       fetch: client.fetch,
       settings: options.settings,
       buildarch: options.buildarch ?? ipxeArch(),
+      platform: options.platform,
       sleep: options.sleep,
       print: options.print,
       maxScriptBytes: MAX_SCRIPT_BYTES,
