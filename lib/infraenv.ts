@@ -1,8 +1,10 @@
 /**
  * The InfraEnv client: builds the script URL, authenticates (Bearer access
  * token, or an offline token exchanged at the SSO), fetches scripts for the
- * iPXE interpreter, and recognises the service's "boot from local disk"
- * answer (404 to a MAC-specific script request).
+ * iPXE interpreter, and recognises the service's answers to a MAC-specific
+ * script request: 404 "boot from local disk", and 500 "more than one host
+ * has this MAC", after which the script is fetched without the MAC, as iPXE
+ * given the plain script URL would.
  *
  * The bearer token is sent only to the API's own origin and path (the
  * `--api-url` prefix, checked again on every redirect hop), never to a URL
@@ -294,6 +296,54 @@ export function isMacScriptRequest(url: string): boolean {
   }
 }
 
+/** The `reason` of an assisted-service error body (`{"kind":"Error","reason":…}`), or undefined. */
+function serviceReason(body: string): string | undefined {
+  try {
+    const json = JSON.parse(body);
+    return json && typeof json === "object" && typeof json.reason === "string"
+      ? json.reason
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * True for the service's answer to a MAC that more than one host of the
+ * InfraEnv has in its inventory: HTTP 500, reason "IPXE booting skipped.
+ * Unexpected number of hosts N with mac M" (`canServeHostIPXEScript`). Its
+ * other 500s (a failed database lookup, "IPXE booting skipped. InfraEnv …:
+ * Host with mac …: <error>"; a script it could not render), a proxy's error
+ * page, or this text in anything but the service's error shape are not.
+ */
+export function isAmbiguousMacAnswer(status: number, body: string): boolean {
+  const reason = status === 500 ? serviceReason(body) : undefined;
+  return reason !== undefined &&
+    /^IPXE booting skipped\. Unexpected number of hosts \d+ with mac /.test(
+      reason,
+    );
+}
+
+/** `url` without its `mac` query parameter(s); every other byte stays (a signed URL stays signed). */
+export function withoutMac(url: string): string {
+  const hash = url.indexOf("#");
+  const fragment = hash < 0 ? "" : url.slice(hash);
+  const rest = hash < 0 ? url : url.slice(0, hash);
+  const q = rest.indexOf("?");
+  if (q < 0) return url;
+  const name = (part: string) => {
+    const raw = part.split("=")[0].replaceAll("+", " ");
+    try {
+      return decodeURIComponent(raw);
+    } catch {
+      return raw;
+    }
+  };
+  const kept = rest.slice(q + 1).split("&").filter((p) => name(p) !== "mac");
+  return rest.slice(0, q) + (kept.length ? `?${kept.join("&")}` : "") +
+    fragment;
+}
+
 /** Fetches scripts for the iPXE interpreter and remembers a "boot from local disk" answer. */
 export interface ScriptClient {
   /** URL of the first script. */
@@ -386,10 +436,12 @@ export function createScriptClient(
         warnPlainHttp(parsed, "The api_key or image_token of a script URL");
       }
       let reauthenticated = false;
+      const macRequest = isMacScriptRequest(url);
       for (;;) {
         const authorization = bearer ? await tokens.authorization() : undefined;
         let response: Response;
         let body: Uint8Array | undefined;
+        let ambiguous: string | undefined;
         try {
           response = await withRetries(async () => {
             const res = await request(url, {
@@ -399,11 +451,13 @@ export function createScriptClient(
               timeoutMs: fetchOptions.timeoutMs ?? options.timeoutMs,
             });
             if (res.status >= 500 || res.status === 429) {
-              throw new HttpStatusError(
-                res.status,
-                url,
-                await readErrorBody(res),
-              );
+              const errorBody = await readErrorBody(res);
+              // Not transient: the same MAC finds the same hosts every time.
+              if (macRequest && isAmbiguousMacAnswer(res.status, errorBody)) {
+                ambiguous = errorBodyText(errorBody);
+                return res;
+              }
+              throw new HttpStatusError(res.status, url, errorBody);
             }
             if (res.ok) {
               // A body cut mid-way (reset, or shorter than Content-Length) is
@@ -437,6 +491,12 @@ export function createScriptClient(
             `Cannot fetch ${redact(url)}: ${describe(err)}`,
             ExitCode.Api,
           );
+        }
+        if (ambiguous !== undefined) {
+          log.warn(
+            `the service cannot tell which host has this MAC (HTTP 500: ${ambiguous}): fetching the script without mac=, as iPXE given the plain script URL would`,
+          );
+          return await client.fetch(withoutMac(url), fetchOptions);
         }
         if (
           response.status === 401 && bearer && !reauthenticated &&

@@ -15,7 +15,10 @@ import {
   kargProblem,
   parseKernelCmdline,
 } from "../../lib/kargs.ts";
-import { editCmdline } from "../../lib/plan.ts";
+import type { ScriptClient } from "../../lib/infraenv.ts";
+import { editCmdline, type KexecPlan } from "../../lib/plan.ts";
+import { resolvePlan } from "../../lib/resolve_plan.ts";
+import { captureLog } from "../test_util.ts";
 import { renderBootScript } from "../../dev/mock_infraenv.ts";
 
 const ROOTFS =
@@ -338,5 +341,44 @@ Deno.test("consoles: a plan without console= gets the host's appended", () => {
     chooseConsoles("a b -- init", { mode: "host", hostCmdline: HOST_FCOS })
       .cmdline,
     "a b console=tty0 console=ttyS0,115200n8 -- init",
+  );
+});
+
+Deno.test("resolvePlan: host consoles first, then the user's edits; the host platform reaches the script", async () => {
+  const script = renderBootScript({
+    initrd: "http://i/initrd",
+    kernel: "http://k/kernel",
+    rootfs: ROOTFS,
+    extraKargs: ["p=${platform}"],
+  });
+  const client: ScriptClient = {
+    firstUrl: "http://s/script",
+    fetch: (url) =>
+      Promise.resolve({ url, body: new TextEncoder().encode(script) }),
+  };
+  const [plan, logged] = await captureLog(() =>
+    resolvePlan(client, {
+      settings: {},
+      console: { mode: "host", hostCmdline: "console=ttyS0" },
+      appendKargs: ["console=ttyS2"],
+      deleteKargs: ["rd.luks.options"],
+      platform: "efi",
+    })
+  );
+  assert.equal(plan.action, "kexec");
+  assert.equal(
+    (plan as KexecPlan).cmdline,
+    TEMPLATE.replace(" rd.luks.options=discard", "").replace(
+      "console=tty1 console=ttyS1,115200n8 coreos",
+      "console=ttyS0 coreos",
+    ) + " p=efi console=ttyS2",
+  );
+  assert.ok(
+    logged.some((l) =>
+      l.endsWith(
+        "consoles from this kernel's command line: console=ttyS0 (the script had console=tty1 console=ttyS1,115200n8)",
+      )
+    ),
+    logged.join("\n"),
   );
 });
