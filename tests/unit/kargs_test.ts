@@ -4,6 +4,7 @@
  * (lib/consoles.ts), on the exact assisted-service template.
  */
 import assert from "node:assert/strict";
+import { type Config, parseConfig } from "../../lib/config.ts";
 import {
   chooseConsoles,
   consoleArgs,
@@ -381,4 +382,50 @@ Deno.test("resolvePlan: host consoles first, then the user's edits; the host pla
     ),
     logged.join("\n"),
   );
+});
+
+/** What each edit in docs/configuration.md's table does to the template, spelled as the docs spell it. */
+const DOC_EDITS: Record<string, string> = {
+  "--delete-karg console": `${HEAD} ${PERSISTENT}`,
+  "--delete-karg console=tty1": `${HEAD} console=ttyS1,115200n8 ${PERSISTENT}`,
+  "--delete-karg coreos.inst.persistent-kargs":
+    `${HEAD} console=tty1 console=ttyS1,115200n8`,
+  "--delete-karg 'coreos.inst.persistent-kargs=console=tty1 console=ttyS1,115200n8'":
+    `${HEAD} console=tty1 console=ttyS1,115200n8`,
+  "--delete-karg rd.luks.options": TEMPLATE.replace(
+    " rd.luks.options=discard",
+    "",
+  ),
+  "--append-karg console=ttyS0,115200n8": `${TEMPLATE} console=ttyS0,115200n8`,
+  "--append-karg 'p=a b'": `${TEMPLATE} p="a b"`,
+};
+
+Deno.test("editCmdline: each edit docs/configuration.md shows, through the option parser", async () => {
+  const doc = await Deno.readTextFile(
+    new URL("../../docs/configuration.md", import.meta.url),
+  );
+  const shown = [...doc.matchAll(/^\| `(--(?:append|delete)-karg [^`]+)`/gm)]
+    .map((m) => m[1]);
+  assert.deepEqual(shown.toSorted(), Object.keys(DOC_EDITS).toSorted());
+  for (const edit of shown) {
+    const [flag, ...rest] = edit.split(" ");
+    const value = rest.join(" ").replace(/^'(.*)'$/, "$1");
+    const parsed = parseConfig(["--ipxe-url", "http://h/s", flag, value], {
+      env: {},
+      cmdline: "",
+      readTextFile: (p) => {
+        throw new Deno.errors.NotFound(p);
+      },
+    });
+    assert.equal(parsed.kind, "run");
+    const config = (parsed as { config: Config }).config;
+    assert.equal(
+      editCmdline(TEMPLATE, {
+        remove: config.deleteKargs,
+        append: config.appendKargs,
+      }),
+      DOC_EDITS[edit],
+      edit,
+    );
+  }
 });
