@@ -4,11 +4,13 @@ import {
   createScriptClient,
   errorBodyText,
   exchangeRefreshToken,
+  scriptUrl,
+} from "../../lib/infraenv.ts";
+import {
   isAmbiguousMacAnswer,
   isMacScriptRequest,
-  scriptUrl,
   withoutMac,
-} from "../../lib/infraenv.ts";
+} from "../../lib/mac_request.ts";
 import { captureLog } from "../test_util.ts";
 import {
   type MockHost,
