@@ -11,7 +11,7 @@
 import { type Config, parseConfig } from "./lib/config/mod.ts";
 import { BootError, ExitCode } from "./lib/errors.ts";
 import { createClient, errorText, sleep } from "./lib/http.ts";
-import { readHostSettings } from "./lib/host_settings.ts";
+import { hostPlatform, readHostSettings } from "./lib/host_settings.ts";
 import { createScriptClient } from "./lib/infraenv.ts";
 import {
   checkCanKexec,
@@ -82,6 +82,7 @@ async function boot(config: Config): Promise<number> {
       : {}),
     ...config.settings,
   };
+  const platform = config.hostSettings ? hostPlatform() : undefined;
   const resolve = async (): Promise<KexecPlan> => {
     const scripts = createScriptClient(config.source, {
       mac: settings["net0/mac"],
@@ -94,6 +95,8 @@ async function boot(config: Config): Promise<number> {
       settings,
       appendKargs: config.appendKargs,
       deleteKargs: config.deleteKargs,
+      console: { mode: config.console, hostCmdline: config.hostCmdline },
+      platform,
       sleep: config.mode === "print-plan" ? undefined : (ms) => sleep(ms),
       print: (line) => log.info(`script: ${line}`),
     });

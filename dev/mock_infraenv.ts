@@ -34,6 +34,30 @@ export interface ExtraInitrd {
   wrapAs?: string;
 }
 
+/**
+ * A host in the InfraEnv, as assisted-service's `canServeHostIPXEScript`
+ * sees it: the MACs in its stored inventory, its status and stage.
+ */
+export interface MockHost {
+  /** Host id (default: derived from its position). */
+  id?: string;
+  /** MACs of its interfaces, as its inventory holds them (the agent reports lower case). */
+  macs: string[];
+  /** Host status (default `known`); `installed` gets the 404. */
+  status?: string;
+  /** Installation stage with `installing-in-progress` (`Rebooting`, `Done`… get the 404). */
+  stage?: string;
+}
+
+/** Stages of an `installing-in-progress` host that the service answers 404 for. */
+export const LOCAL_BOOT_STAGES = [
+  "Done",
+  "Configuring",
+  "Joined",
+  "Rebooting",
+  "Waiting for ignition",
+];
+
 /** A request as the mock saw it. */
 export interface RecordedRequest {
   /** Which server answered. */
@@ -80,6 +104,10 @@ export interface MockOptions {
   extraInitrds?: ExtraInitrd[];
   /** MACs of hosts that are installed: a MAC-specific script request gets the 404 "boot from disk". */
   installedMacs?: string[];
+  /** The InfraEnv's hosts (added to those of `installedMacs`), looked up by a MAC-specific script request. */
+  hosts?: MockHost[];
+  /** Make the inventory lookup fail with this database error (the service answers 500). */
+  inventoryError?: string;
   /** Serve this exact text as the boot script instead of the template. */
   scriptOverride?: string;
   /** Extra static routes on the API server: path -> bytes or file path. */
@@ -219,6 +247,14 @@ export function renderBootScript(urls: {
     "boot",
   );
   return lines.join("\n") + "\n";
+}
+
+/** What go-openapi's `format: mac` accepts for a 6-byte MAC (`net.ParseMAC`). */
+function isMac(value: string): boolean {
+  return /^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}$/.test(
+    value,
+  ) ||
+    /^[0-9a-fA-F]{4}\.[0-9a-fA-F]{4}\.[0-9a-fA-F]{4}$/.test(value);
 }
 
 function jsonResponse(
@@ -506,6 +542,63 @@ export async function startMock(
     return undefined;
   };
 
+  /** The hosts of the InfraEnv, each with its inventory as stored (JSON text). */
+  const inventory = () =>
+    [
+      ...(opts.installedMacs ?? []).map((m): MockHost => ({
+        macs: [m],
+        status: "installed",
+      })),
+      ...opts.hosts ?? [],
+    ].map((h, i) => ({
+      id: h.id ??
+        `0d4c4c4c-0000-4000-8000-${(i + 1).toString(16).padStart(12, "0")}`,
+      status: h.status ?? "known",
+      stage: h.stage,
+      inventory: JSON.stringify({
+        interfaces: h.macs.map((m) => ({ mac_address: m })),
+      }),
+    }));
+
+  /** assisted-service `canServeHostIPXEScript`: undefined when the boot script may be served. */
+  const canServeHost = (mac: string): Response | undefined => {
+    if (opts.inventoryError !== undefined) {
+      return serviceError(
+        500,
+        `IPXE booting skipped. InfraEnv ${id}: Host with mac ${mac}: ${opts.inventoryError}`,
+      );
+    }
+    // `inventory like %MAC%`, upper or lower case: a substring match.
+    const hosts = inventory().filter((h) =>
+      h.inventory.includes(mac.toUpperCase()) ||
+      h.inventory.includes(mac.toLowerCase())
+    );
+    if (hosts.length === 0) return undefined;
+    if (hosts.length > 1) {
+      return serviceError(
+        500,
+        `IPXE booting skipped. Unexpected number of hosts ${hosts.length} with mac ${mac}`,
+      );
+    }
+    const h = hosts[0];
+    if (h.status === "installed") {
+      return serviceError(
+        404,
+        `IPXE booting skipped. InfraEnv ${id}: host ${h.id} having mac ${mac} is already installed`,
+      );
+    }
+    if (
+      h.status === "installing-in-progress" && h.stage !== undefined &&
+      LOCAL_BOOT_STAGES.includes(h.stage)
+    ) {
+      return serviceError(
+        404,
+        `IPXE booting skipped. InfraEnv ${id}: host ${h.id} having mac ${mac} is in stage ${h.stage}`,
+      );
+    }
+    return undefined;
+  };
+
   const api = async (req: Request): Promise<Response> => {
     const url = new URL(req.url);
     if (url.pathname === SSO_PATH) return await sso(req);
@@ -568,18 +661,16 @@ export async function startMock(
     }
     const mac = url.searchParams.get("mac");
     let body: string;
-    if (mac !== null) {
-      const installed = (opts.installedMacs ?? []).some((m) =>
-        m.toLowerCase() === mac.toLowerCase()
-      );
-      if (installed) {
-        return serviceError(
-          404,
-          `IPXE booting skipped. InfraEnv ${id} host 0d4c4c4c-0000-0000-0000-${
-            mac.replace(/:/g, "").padStart(12, "0")
-          } is already installed`,
-        );
+    if (mac) {
+      // go-openapi's `format: mac` check, a 422 that the service turns into 400.
+      if (!isMac(mac)) {
+        return jsonResponse(400, {
+          code: 602,
+          message: `mac in query must be of type mac: "${mac}"`,
+        });
       }
+      const refused = canServeHost(mac);
+      if (refused) return refused;
       body = bootScript();
     } else if (scriptType === "boot-order-control") {
       const chained = new URL(`${apiPublic}${scriptPath}`);
@@ -782,6 +873,7 @@ async function main(): Promise<void> {
       "extra-initrd": { type: "string", multiple: true, default: [] },
       file: { type: "string", multiple: true, default: [] },
       "installed-mac": { type: "string", multiple: true, default: [] },
+      host: { type: "string", multiple: true, default: [] },
       "down-for": { type: "string" },
       help: { type: "boolean", default: false },
     },
@@ -790,7 +882,8 @@ async function main(): Promise<void> {
     console.log(
       "usage: mock_infraenv.ts [--port N] [--same-origin] [--public-base-url URL] [--auth-mode none|local|rhsso]\n" +
         "  [--arch x86_64|arm64] [--kernel PATH] [--initrd PATH] [--karg ARG]... [--extra-initrd PATH[:/wrap/path]]...\n" +
-        "  [--file /url/path=PATH]... [--installed-mac MAC]... [--down-for SECONDS]",
+        "  [--file /url/path=PATH]... [--installed-mac MAC]... [--host STATUS[/STAGE]=MAC[,MAC]...]...\n" +
+        "  [--down-for SECONDS]",
     );
     return;
   }
@@ -819,6 +912,16 @@ async function main(): Promise<void> {
     }),
     files,
     installedMacs: values["installed-mac"],
+    hosts: values.host.map((spec): MockHost => {
+      const eq = spec.indexOf("=");
+      if (eq <= 0) {
+        throw new Error(
+          `--host takes STATUS[/STAGE]=MAC[,MAC]..., got ${spec}`,
+        );
+      }
+      const [status, stage] = spec.slice(0, eq).split("/");
+      return { status, stage, macs: spec.slice(eq + 1).split(",") };
+    }),
     downUntil: values["down-for"]
       ? Date.now() + Number(values["down-for"]) * 1000
       : undefined,

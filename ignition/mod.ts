@@ -267,6 +267,11 @@ export async function targetFiles(
   if (kargs.length) {
     config.add("ASSISTED_APPEND_KARG", kargs.join(" "), "EXTRA_KARGS");
   }
+  // FCOS boots with the image's console kargs (CONSOLE_KARGS): the discovery
+  // kernel gets the same, not the service's ttyS1 (docs/consoles.md).
+  if (options.settings?.ASSISTED_CONSOLE === undefined) {
+    config.addChecked("console", "host", "the image's console mode");
+  }
   for (const [key, value] of Object.entries(options.settings ?? {})) {
     if (!/^ASSISTED_[A-Z0-9_]+$/.test(key)) {
       throw usage(`Setting ${key} is not an ASSISTED_* name`);

@@ -4,7 +4,8 @@
 #   STREAM_URL        stream metadata URL or local file (default: the official one for STREAM)
 #   ARCH              x86_64 or aarch64 (arm64) (default: this host)
 #   DISK_SIZE         final disk size, sparse (default 120G)
-#   CONSOLE_KARGS     serial console kargs (default console=tty0 console=ttyS0,115200n8)
+#   CONSOLE_KARGS     serial console kargs (default console=tty0 console=ttyS0,115200n8); the
+#                     discovery kernel gets them too (ASSISTED_CONSOLE=host, docs/consoles.md)
 #   FEDORA_KEYS       OpenPGP keys file for the signature (default: fetched from FEDORA_KEYS_URL)
 #   VERIFY_SIGNATURE  1 (default); 0 skips the GPG check, with a loud warning
 #   IMAGE_CACHE       downloads and intermediates (default build/cache)

@@ -1,7 +1,9 @@
 /**
- * iPXE settings read from the running host: the boot NIC's MAC and address,
- * the hostname and SMBIOS identifiers, named as iPXE names them (`net0/mac`,
- * `net0/ip`, `hostname`, `smbios/uuid`…).
+ * iPXE settings read from the running host: the boot NIC's MAC, address and
+ * PCI identity, the DNS server and domain, the hostname and SMBIOS
+ * identifiers, named as iPXE names them (`net0/mac`, `net0/ip`,
+ * `net0/busid`, `hostname`, `smbios/uuid`…), and the firmware platform.
+ * docs/ipxe.md lists what iPXE reports that Linux cannot tell.
  *
  * @module
  */
@@ -16,6 +18,41 @@ export interface HostSources {
   hostname?: string;
   /** Reads a small text file, or returns undefined (default: sysfs reads). */
   readText?: (path: string) => string | undefined;
+  /** Resolves a path's symbolic links, or returns undefined (default: `Deno.realPathSync`). */
+  realPath?: (path: string) => string | undefined;
+}
+
+/** Whether a path exists (injected by tests). */
+export type PathExists = (path: string) => boolean;
+
+function pathExists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function realPathOrUndefined(path: string): string | undefined {
+  try {
+    return Deno.realPathSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * iPXE's `${platform}` on this machine: on x86 `efi` when the firmware is UEFI
+ * (Linux shows `/sys/firmware/efi`), `pcbios` otherwise; iPXE runs only as
+ * an EFI program on the other architectures.
+ */
+export function hostPlatform(
+  arch: string = Deno.build.arch,
+  exists: PathExists = pathExists,
+): "efi" | "pcbios" {
+  if (arch !== "x86_64") return "efi";
+  return exists("/sys/firmware/efi") ? "efi" : "pcbios";
 }
 
 function readTextOrUndefined(path: string): string | undefined {
@@ -54,6 +91,92 @@ function netmask(prefix: string): string | undefined {
   return prefix.includes(".") ? prefix : undefined;
 }
 
+const PCI_ADDRESS = /^([0-9a-f]{4}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$/;
+
+/**
+ * `bustype`, `busloc` and `busid` of a NIC on PCI, as iPXE's netdev settings
+ * give them: the PCI function is the nearest `DDDD:BB:DD.F` directory above
+ * the interface's device (a virtio NIC sits one level below it).
+ */
+function pciSettings(
+  iface: string,
+  readText: (path: string) => string | undefined,
+  realPath: (path: string) => string | undefined,
+): Record<string, string> {
+  const device = realPath(`/sys/class/net/${iface}/device`);
+  if (!device) return {};
+  const parts = device.split("/");
+  for (let i = parts.length - 1; i > 0; i--) {
+    const m = PCI_ADDRESS.exec(parts[i]);
+    if (!m) continue;
+    const dir = parts.slice(0, i + 1).join("/");
+    const hex4 = (file: string) => {
+      const v = readText(`${dir}/${file}`);
+      return v && /^0x[0-9a-fA-F]{4}$/.test(v)
+        ? v.slice(2).toLowerCase()
+        : undefined;
+    };
+    const v = hex4("vendor");
+    const d = hex4("device");
+    const [seg, bus, dev, fn] = m.slice(1).map((x) => parseInt(x, 16));
+    const loc = (seg << 16) | (bus << 8) | (dev << 3) | fn;
+    const out: Record<string, string> = {
+      "net0/bustype": "PCI",
+      "net0/busloc": `0x${loc.toString(16)}`,
+    };
+    if (v && d) {
+      // iPXE's dhcp_netdev_desc: bus type 1 (PCI), vendor, device, big-endian.
+      out["net0/busid"] = `01:${v.slice(0, 2)}:${v.slice(2)}:${d.slice(0, 2)}:${
+        d.slice(2)
+      }`;
+    }
+    return out;
+  }
+  return {};
+}
+
+function isIpv4(value: string | undefined): value is string {
+  const parts = value?.split(".") ?? [];
+  return parts.length === 4 &&
+    parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255);
+}
+
+/** `dns` (the first IPv4 name server that is not loopback) and `domain`, from resolv.conf. */
+function dnsSettings(
+  readText: (path: string) => string | undefined,
+): Record<string, string> {
+  // systemd-resolved's own file names the upstream servers, not its stub.
+  const text = readText("/run/systemd/resolve/resolv.conf") ??
+    readText("/etc/resolv.conf") ?? "";
+  const out: Record<string, string> = {};
+  let search: string | undefined;
+  for (const line of text.split("\n")) {
+    const [key, value] = line.trim().split(/\s+/);
+    if (
+      key === "nameserver" && !out["net0/dns"] && isIpv4(value) &&
+      !value.startsWith("127.")
+    ) {
+      out["net0/dns"] = value;
+    }
+    if (key === "domain" && value) out["net0/domain"] = value;
+    if (key === "search" && value && search === undefined) search = value;
+  }
+  if (!out["net0/domain"] && search && search !== ".") {
+    out["net0/domain"] = search;
+  }
+  return out;
+}
+
+/** SMBIOS strings iPXE reads, and the sysfs file Linux shows each in. */
+const DMI: Record<string, string> = {
+  "smbios/uuid": "product_uuid",
+  "smbios/serial": "product_serial",
+  "smbios/manufacturer": "sys_vendor",
+  "smbios/product": "product_name",
+  "smbios/asset": "chassis_asset_tag",
+  "smbios/board-serial": "board_serial",
+};
+
 /**
  * Reads the host's settings. `mac` (from `--mac`) picks the boot NIC; without
  * it the interface of the default route is used. Missing facts are left out
@@ -65,6 +188,7 @@ export function readHostSettings(
 ): Record<string, string> {
   const out: Record<string, string> = {};
   const readText = sources.readText ?? readTextOrUndefined;
+  const realPath = sources.realPath ?? realPathOrUndefined;
   const routes = sources.routes ?? readText("/proc/net/route") ?? "";
   let interfaces: Deno.NetworkInterfaceInfo[] = [];
   try {
@@ -79,6 +203,15 @@ export function readHostSettings(
     (iface ? readText(`/sys/class/net/${iface}/address`) : undefined);
   if (nicMac && nicMac !== "00:00:00:00:00:00") {
     out["net0/mac"] = nicMac.toLowerCase();
+    out["net0/hwaddr"] = nicMac.toLowerCase();
+    out["net0/ifname"] = "net0";
+  }
+  if (iface) {
+    // ARPHRD_ETHER: iPXE's link-layer protocol name.
+    if (readText(`/sys/class/net/${iface}/type`) === "1") {
+      out["net0/linktype"] = "Ethernet";
+    }
+    Object.assign(out, pciSettings(iface, readText, realPath));
   }
   const v4 = interfaces.find((i) => i.name === iface && i.family === "IPv4");
   if (v4) {
@@ -88,6 +221,7 @@ export function readHostSettings(
   }
   const gateway = iface ? gatewayOf(routes, iface) : undefined;
   if (gateway) out["net0/gateway"] = gateway;
+  Object.assign(out, dnsSettings(readText));
   try {
     const hostname = sources.hostname ?? Deno.hostname();
     if (hostname && hostname !== "localhost") {
@@ -96,18 +230,10 @@ export function readHostSettings(
   } catch {
     // Leave it unset.
   }
-  const dmi: Record<string, string> = {
-    "smbios/uuid": "product_uuid",
-    "smbios/serial": "product_serial",
-    "smbios/manufacturer": "sys_vendor",
-    "smbios/product": "product_name",
-  };
-  for (const [name, file] of Object.entries(dmi)) {
+  for (const [name, file] of Object.entries(DMI)) {
     const value = readText(`/sys/class/dmi/id/${file}`);
     if (value) {
-      out[name] = value.toLowerCase() === value || name !== "smbios/uuid"
-        ? value
-        : value.toLowerCase();
+      out[name] = name === "smbios/uuid" ? value.toLowerCase() : value;
     }
   }
   return out;

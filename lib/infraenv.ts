@@ -1,8 +1,10 @@
 /**
  * The InfraEnv client: builds the script URL, authenticates (Bearer access
  * token, or an offline token exchanged at the SSO), fetches scripts for the
- * iPXE interpreter, and recognises the service's "boot from local disk"
- * answer (404 to a MAC-specific script request).
+ * iPXE interpreter, and recognises the service's answers to a MAC-specific
+ * script request: 404 "boot from local disk", and 500 "more than one host
+ * has this MAC", after which the script is fetched without the MAC, as iPXE
+ * given the plain script URL would.
  *
  * The bearer token is sent only to the API's own origin and path (the
  * `--api-url` prefix, checked again on every redirect hop), never to a URL
@@ -28,6 +30,11 @@ import {
   withRetries,
 } from "./http.ts";
 import { addSecret, log, redact } from "./log.ts";
+import {
+  isAmbiguousMacAnswer,
+  isMacScriptRequest,
+  withoutMac,
+} from "./mac_request.ts";
 
 /** How the API is authenticated. */
 export type ApiAuth =
@@ -298,18 +305,6 @@ export function createTokenProvider(
   };
 }
 
-/** True when `url` is an assisted script request for one MAC (the one that can answer "boot from disk"). */
-export function isMacScriptRequest(url: string): boolean {
-  try {
-    const u = new URL(url);
-    return u.pathname.endsWith("/downloads/files") &&
-      u.searchParams.get("file_name") === "ipxe-script" &&
-      u.searchParams.has("mac");
-  } catch {
-    return false;
-  }
-}
-
 /** Fetches scripts for the iPXE interpreter and remembers a "boot from local disk" answer. */
 export interface ScriptClient {
   /** URL of the first script. */
@@ -402,10 +397,12 @@ export function createScriptClient(
         warnPlainHttp(parsed, "The api_key or image_token of a script URL");
       }
       let reauthenticated = false;
+      const macRequest = isMacScriptRequest(url);
       for (;;) {
         const authorization = bearer ? await tokens.authorization() : undefined;
         let response: Response;
         let body: Uint8Array | undefined;
+        let ambiguous: string | undefined;
         try {
           response = await withRetries(async () => {
             const res = await request(url, {
@@ -415,11 +412,13 @@ export function createScriptClient(
               timeoutMs: fetchOptions.timeoutMs ?? options.timeoutMs,
             });
             if (res.status >= 500 || res.status === 429) {
-              throw new HttpStatusError(
-                res.status,
-                url,
-                await readErrorBody(res),
-              );
+              const errorBody = await readErrorBody(res);
+              // Not transient: the same MAC finds the same hosts every time.
+              if (macRequest && isAmbiguousMacAnswer(res.status, errorBody)) {
+                ambiguous = errorBodyText(errorBody);
+                return res;
+              }
+              throw new HttpStatusError(res.status, url, errorBody);
             }
             if (res.ok) {
               // A body cut mid-way (reset, or shorter than Content-Length) is
@@ -453,6 +452,12 @@ export function createScriptClient(
             `Cannot fetch ${redact(url)}: ${describe(err)}`,
             ExitCode.Api,
           );
+        }
+        if (ambiguous !== undefined) {
+          log.warn(
+            `the service cannot tell which host has this MAC (HTTP 500: ${ambiguous}): fetching the script without mac=, as iPXE given the plain script URL would`,
+          );
+          return await client.fetch(withoutMac(url), fetchOptions);
         }
         if (
           response.status === 401 && bearer && !reauthenticated &&

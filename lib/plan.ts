@@ -8,6 +8,8 @@
  * @module
  */
 
+import { kargPattern, matchesKarg, rewriteCmdline } from "./kargs.ts";
+
 /** How iPXE wraps an image in a cpio newc header (`initrd URL /path mode=… mkdir=…`). */
 export interface CpioWrap {
   /** Path of the file inside the initramfs (the image's command line up to the first space). */
@@ -63,39 +65,31 @@ export type BootPlan = KexecPlan | LocalBootPlan;
 
 /** Options for {@linkcode editCmdline}. */
 export interface EditCmdlineOptions {
-  /** Arguments appended at the end, in order. */
+  /** Arguments appended to the kernel's parameters, in order. */
   append?: string[];
   /** Arguments removed: an exact `key=value` match, or every argument with that key when no `=` is given. */
   remove?: string[];
 }
 
 /**
- * Applies `--append-karg` / `--delete-karg` to a command line.
- *
- * Deletion keeps the spacing iPXE produced for every other argument; appended
- * arguments are joined with one space.
+ * Applies `--append-karg` / `--delete-karg` to a command line, argument by
+ * argument as the kernel splits it (see `kargs.ts`): a deletion removes whole
+ * arguments whose key (and value, when given) match, quoted or not, and
+ * nothing inside another argument's quoted value; every other byte stays.
+ * Appended arguments are joined with one space and go before a `--`.
  *
  * @example
  * ```ts
- * editCmdline("a=1 b c=2", { remove: ["b"], append: ["d"] }); // "a=1 c=2 d"
+ * editCmdline('a=1 b p="b c" c=2', { remove: ["b"], append: ["d"] }); // 'a=1 p="b c" c=2 d'
  * ```
  */
 export function editCmdline(
   cmdline: string,
   options: EditCmdlineOptions = {},
 ): string {
-  let out = cmdline;
-  for (const del of options.remove ?? []) {
-    const parts = out.split(" ");
-    const kept = parts.filter((arg) => {
-      if (arg === "") return true;
-      if (del.includes("=")) return arg !== del;
-      return arg !== del && !arg.startsWith(`${del}=`);
-    });
-    if (kept.length !== parts.length) out = kept.join(" ");
-  }
-  for (const add of options.append ?? []) {
-    out = out === "" ? add : `${out} ${add}`;
-  }
-  return out;
+  const patterns = (options.remove ?? []).map(kargPattern);
+  return rewriteCmdline(cmdline, {
+    remove: (arg) => patterns.some((p) => matchesKarg(arg, p)),
+    append: options.append,
+  });
 }

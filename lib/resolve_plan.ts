@@ -7,8 +7,10 @@
  * @module
  */
 
+import { chooseConsoles, type ConsoleMode } from "./consoles.ts";
 import type { ScriptClient } from "./infraenv.ts";
 import { runScriptSource } from "./ipxe/mod.ts";
+import { log } from "./log.ts";
 import { type BootPlan, editCmdline, type LocalBootPlan } from "./plan.ts";
 
 /** Largest script accepted, in bytes. */
@@ -22,12 +24,16 @@ export interface ResolveOptions {
   appendKargs?: string[];
   /** `--delete-karg` values. */
   deleteKargs?: string[];
+  /** `--console` and the running kernel's command line (default: keep the script's consoles). */
+  console?: { mode: ConsoleMode; hostCmdline: string };
   /** How `sleep` waits (nothing in plan mode). */
   sleep?: (ms: number) => Promise<void>;
   /** Where `echo` output goes. */
   print?: (line: string) => void;
   /** iPXE `${buildarch}`. */
   buildarch?: string;
+  /** iPXE `${platform}` (`efi` or `pcbios`). */
+  platform?: string;
 }
 
 /** The iPXE `${buildarch}` name for a Deno architecture. */
@@ -49,10 +55,22 @@ export async function resolvePlan(
       fetch: client.fetch,
       settings: options.settings,
       buildarch: options.buildarch ?? ipxeArch(),
+      platform: options.platform,
       sleep: options.sleep,
       print: options.print,
       maxScriptBytes: MAX_SCRIPT_BYTES,
     });
+    if (options.console && options.console.mode !== "keep") {
+      const choice = chooseConsoles(plan.cmdline, options.console);
+      log.info(
+        choice.consoles.length === 0
+          ? "this kernel's command line has no console=: the script's consoles are kept"
+          : `consoles from this kernel's command line: ${
+            choice.consoles.join(" ")
+          } (the script had ${choice.before.join(" ") || "none"})`,
+      );
+      plan.cmdline = choice.cmdline;
+    }
     plan.cmdline = editCmdline(plan.cmdline, {
       append: options.appendKargs,
       remove: options.deleteKargs,

@@ -11,6 +11,7 @@
  * @module
  */
 
+import { parseKernelCmdline } from "../kargs.ts";
 import {
   firstSet,
   type OptionValue,
@@ -55,6 +56,8 @@ export interface Layers {
   file: RawOptions;
   /** `assisted.*` kernel command-line parameters. */
   cmdline: RawOptions;
+  /** The running kernel's whole command line, as read (not an option layer: a fact of the host). */
+  hostCmdline: string;
 }
 
 /** A file named by an option, as read: its text and mode, or why it could not be read. */
@@ -146,27 +149,14 @@ export function readFlags(argv: string[]): RawOptions {
   return parseFlags(argv, OPTIONS) as RawOptions;
 }
 
-/** Splits a kernel command line like Linux does: whitespace, with double quotes grouping. */
+/**
+ * Splits a kernel command line like Linux does (`next_arg`): each argument as
+ * `param` or `param=value`, with the kernel's quote removal.
+ */
 export function splitKernelCmdline(cmdline: string): string[] {
-  const out: string[] = [];
-  let current = "";
-  let quoted = false;
-  let any = false;
-  for (const ch of cmdline) {
-    if (ch === '"') {
-      quoted = !quoted;
-      any = true;
-    } else if (!quoted && /\s/.test(ch)) {
-      if (any) out.push(current);
-      current = "";
-      any = false;
-    } else {
-      current += ch;
-      any = true;
-    }
-  }
-  if (any) out.push(current);
-  return out;
+  return parseKernelCmdline(cmdline).map((a) =>
+    a.value === undefined ? a.param : `${a.param}=${a.value}`
+  );
 }
 
 /**
@@ -254,7 +244,8 @@ export function readLayers(
     "environment variable",
     false,
   );
-  const cmdline = readKernelCmdline(kernelCmdline(sources, vars, files), warn);
+  const hostCmdline = kernelCmdline(sources, vars, files);
+  const cmdline = readKernelCmdline(hostCmdline, warn);
   const given = (flags.config ?? env.config ?? cmdline.config) as
     | string
     | undefined;
@@ -282,7 +273,7 @@ export function readLayers(
       );
     }
   }
-  return { flags, env, file, cmdline };
+  return { flags, env, file, cmdline, hostCmdline };
 }
 
 /** Merges the layers: flag > env > file > cmdline, each option (a list too) taken whole from one layer. */

@@ -108,9 +108,15 @@ export function readConfig(
   if (flags.version) {
     return { kind: "version", text: `assisted-bootloader ${VERSION}` };
   }
-  const merged = mergeLayers(readLayers(flags, options, warn));
+  const layers = readLayers(flags, options, warn);
+  const merged = mergeLayers(layers);
   const files = readNamedFiles(merged, options, warn);
-  return { kind: "run", ...validateConfig(merged, files) };
+  const { config, secrets } = validateConfig(merged, files);
+  return {
+    kind: "run",
+    config: { ...config, hostCmdline: layers.hostCmdline },
+    secrets,
+  };
 }
 
 /**

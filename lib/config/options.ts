@@ -99,6 +99,12 @@ export const OPTIONS = {
     arg: "ARG",
     help: "delete KEY or KEY=VALUE from the command line (repeatable)",
   },
+  console: {
+    kind: "string",
+    arg: "MODE",
+    help:
+      "keep (default): the script's console= kargs; host: this kernel's console= replace them; host-persistent: also inside coreos.inst.persistent-kargs",
+  },
   "print-plan": {
     kind: "boolean",
     help: "run the scripts, download nothing, print the plan as JSON",

@@ -12,7 +12,9 @@
  * @module
  */
 
+import { CONSOLE_MODES, type ConsoleMode } from "../consoles.ts";
 import { isHeaderToken } from "../http.ts";
+import { kargProblem } from "../kargs.ts";
 import type { ApiAuth, ScriptSource } from "../infraenv.ts";
 import { usageError } from "../option_table.ts";
 import type { NamedFiles, RawOptions } from "./layers.ts";
@@ -40,6 +42,14 @@ export interface Config {
   appendKargs: string[];
   /** `--delete-karg` values. */
   deleteKargs: string[];
+  /** Where the discovery kernel's consoles come from (`--console`). */
+  console: ConsoleMode;
+  /**
+   * The running kernel's command line, as the layers read it for the
+   * `assisted.*` parameters (a fact of the host, not an option: "" until
+   * `readConfig` fills it in).
+   */
+  hostCmdline: string;
   /** Plan, no-kexec or kexec. */
   mode: Mode;
   /** Load, then exit. */
@@ -163,9 +173,15 @@ function checkKarg(karg: string, what: string): string {
   if (karg.trim() === "") {
     throw usageError(`${what} needs a non-empty argument`);
   }
-  if (!/\s/.test(karg) || karg.includes('"')) return karg;
-  const eq = karg.indexOf("=");
-  return eq > 0 ? `${karg.slice(0, eq)}="${karg.slice(eq + 1)}"` : `"${karg}"`;
+  let out = karg;
+  if (/\s/.test(karg) && !karg.includes('"')) {
+    // A value with spaces (from a quoted kernel parameter): quote it for the next kernel.
+    const eq = karg.indexOf("=");
+    out = eq > 0 ? `${karg.slice(0, eq)}="${karg.slice(eq + 1)}"` : `"${karg}"`;
+  }
+  const problem = kargProblem(out);
+  if (problem) throw usageError(`${what} ${JSON.stringify(karg)}: ${problem}`);
+  return out;
 }
 
 function checkNumber(
@@ -259,6 +275,8 @@ export const VALUE_CHECKS = {
     checkNumber(v, what, 1, MAX_TIMEOUT_SECONDS),
   progress: (v: string, what: string) =>
     checkChoice(v, what, ["auto", "tty", "lines", "none"] as const),
+  console: (v: string, what: string): ConsoleMode =>
+    checkChoice(v, what, CONSOLE_MODES),
 } as const satisfies Partial<
   Record<OptionName, (value: string, what: string) => unknown>
 >;
@@ -422,6 +440,8 @@ export function validateConfig(
     hostSettings: !bool("no-host-settings"),
     appendKargs: kargs("append-karg"),
     deleteKargs: kargs("delete-karg"),
+    console: checkValue("console", str("console") ?? "keep"),
+    hostCmdline: "",
     mode: printPlan ? "print-plan" : noKexec ? "no-kexec" : "kexec",
     loadOnly: bool("load-only"),
     forceReboot: bool("force-reboot"),

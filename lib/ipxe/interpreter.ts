@@ -15,6 +15,7 @@ import { fromBinary, strtoul, toBinary } from "./bytes.ts";
 import { IpxeError } from "./error.ts";
 import { UsageError } from "./getopt.ts";
 import {
+  denumerate,
   ExpansionLimitError,
   SettingParseError,
   Settings,
@@ -45,6 +46,8 @@ export interface EngineOptions {
   buildarch?: string;
   /** `${platform}`: default `pcbios` on x86_64, `efi` on arm64. */
   platform?: string;
+  /** Clock of `${unixtime}`, in milliseconds since the Epoch (default `Date.now`). */
+  now?: () => number;
   /** Called by `sleep N` with N*1000; default: no waiting. */
   sleep?: (ms: number) => Promise<void>;
   /** Receives `echo` output and command diagnostics; default: nothing. */
@@ -176,6 +179,13 @@ export class Engine {
             return str(toBinary(platform));
           case "version":
             return str("2.0.0+");
+          case "unixtime": {
+            const seconds = Math.floor((options.now ?? Date.now)() / 1000);
+            return {
+              raw: denumerate("uint32", BigInt(seconds) & 0xffffffffn)!,
+              type: "uint32",
+            };
+          }
           case "cwuri": {
             const uri = this.cwuri();
             return uri === undefined ? undefined : { raw: uri, type: "string" };

@@ -79,6 +79,9 @@ const NAMED_TYPES: Record<string, SettingType> = {
   "san-drive": "uint8",
   "san-filename": "string",
   unixtime: "uint32",
+  busloc: "uint32",
+  busid: "hex",
+  mtu: "int16",
 };
 
 const INT_WIDTH: Record<string, number> = {

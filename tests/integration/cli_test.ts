@@ -260,6 +260,167 @@ Deno.test("cli: the first request carries the boot NIC's MAC: an installed host 
   });
 });
 
+Deno.test("cli: a MAC two hosts have: the plain script URL boots discovery, said once, not retried", async () => {
+  const hosts = [
+    { macs: [MAC], status: "installed" },
+    { macs: [MAC], status: "known" },
+  ];
+  await withMock({ authMode: "none", hosts }, async (mock) => {
+    const base = [
+      "--api-url",
+      mock.apiUrl,
+      "--infra-env-id",
+      mock.infraEnvId,
+      "--mac",
+      MAC,
+      "--no-host-settings",
+      "--print-plan",
+    ];
+    const plain =
+      `${mock.apiUrl}/assisted-install/v2/infra-envs/${mock.infraEnvId}/downloads/files?file_name=ipxe-script`;
+    const run = await cli(base);
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(run.json!.action, "kexec");
+    assert.deepEqual(run.json!.scripts, [plain]);
+    const said = run.stderr.split("\n").filter((l) => /without mac=/.test(l));
+    assert.equal(said.length, 1, run.stderr);
+    assert.match(said[0], /Unexpected number of hosts 2 with mac/);
+    assert.deepEqual(
+      mock.requests.map((r) => r.status),
+      [500, 200],
+      "one 500, no retries",
+    );
+    // The boot-order-control redirect's MAC request falls back the same way.
+    mock.requests.length = 0;
+    const redirect = await cli([
+      ...base,
+      "--ipxe-script-type",
+      "boot-order-control",
+    ]);
+    assert.equal(redirect.code, 0, redirect.stderr);
+    const scripts = redirect.json!.scripts as string[];
+    assert.equal(scripts.length, 2);
+    assert.equal(scripts[1], `${plain}`);
+    assert.deepEqual(mock.requests.map((r) => r.status), [200, 500, 200]);
+  });
+});
+
+Deno.test("cli: an installed host still boots locally; one installing, at a late stage, too", async () => {
+  await withMock({
+    authMode: "none",
+    hosts: [
+      { macs: [MAC], status: "installed" },
+      {
+        macs: ["52:54:00:00:00:07"],
+        status: "installing-in-progress",
+        stage: "Waiting for ignition",
+      },
+    ],
+  }, async (mock) => {
+    for (
+      const [mac, why] of [[MAC, /is already installed/], [
+        "52:54:00:00:00:07",
+        /is in stage Waiting for ignition/,
+      ]] as const
+    ) {
+      const run = await cli([
+        "--api-url",
+        mock.apiUrl,
+        "--infra-env-id",
+        mock.infraEnvId,
+        "--mac",
+        mac,
+        "--no-host-settings",
+        "--print-plan",
+      ]);
+      assert.equal(run.code, 0, run.stderr);
+      assert.equal(run.json!.action, "local-boot");
+      assert.match(run.json!.reason as string, why);
+    }
+  });
+});
+
+Deno.test("cli: --console host puts this kernel's consoles in the plan, persistent-kargs intact", async () => {
+  await withMock({ authMode: "none" }, async (mock) => {
+    const dir = await Deno.makeTempDir();
+    try {
+      await Deno.writeTextFile(
+        `${dir}/cmdline`,
+        "BOOT_IMAGE=/vmlinuz root=/dev/vda console=tty0 console=ttyS0,115200n8\n",
+      );
+      const env = { ASSISTED_KERNEL_CMDLINE_FILE: `${dir}/cmdline` };
+      const args = [
+        "--ipxe-url",
+        mock.ipxeScriptUrl,
+        "--print-plan",
+        "--no-host-settings",
+      ];
+      const persistent =
+        'coreos.inst.persistent-kargs="console=tty1 console=ttyS1,115200n8"';
+      const keep = await cli(args, env);
+      assert.equal(keep.code, 0, keep.stderr);
+      assert.match(
+        keep.json!.cmdline as string,
+        new RegExp(` console=tty1 console=ttyS1,115200n8 ${persistent}$`),
+        "keep is the default",
+      );
+      const host = await cli([...args, "--console", "host"], env);
+      assert.equal(host.code, 0, host.stderr);
+      assert.match(
+        host.json!.cmdline as string,
+        new RegExp(
+          ` ignition\\.platform\\.id=metal console=tty0 console=ttyS0,115200n8 ${persistent}$`,
+        ),
+      );
+      assert.match(
+        host.stderr,
+        /consoles from this kernel's command line: console=tty0 console=ttyS0,115200n8 \(the script had console=tty1 console=ttyS1,115200n8\)/,
+      );
+      // From the kernel command line itself, as the initramfs gives it.
+      await Deno.writeTextFile(
+        `${dir}/cmdline`,
+        "console=ttyAMA0,115200 assisted.console=host-persistent\n",
+      );
+      const all = await cli(args, env);
+      assert.equal(all.code, 0, all.stderr);
+      assert.match(
+        all.json!.cmdline as string,
+        / console=ttyAMA0,115200 coreos\.inst\.persistent-kargs="console=ttyAMA0,115200"$/,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+});
+
+Deno.test("cli: ${platform} is this machine's firmware with host settings, the architecture's default without", async () => {
+  await withMock({
+    authMode: "none",
+    scriptOverride:
+      "#!ipxe\nkernel http://h/vmlinuz p=${platform} a=${buildarch}\nboot\n",
+  }, async (mock) => {
+    const arm = Deno.build.arch === "aarch64";
+    let efi = arm;
+    try {
+      Deno.statSync("/sys/firmware/efi");
+      efi = true;
+    } catch {
+      // BIOS firmware (or no sysfs): pcbios on x86.
+    }
+    const arch = arm ? "arm64" : "x86_64";
+    const host = await cli(["--ipxe-url", mock.ipxeScriptUrl, "--print-plan"]);
+    assert.equal(host.code, 0, host.stderr);
+    assert.equal(host.json!.cmdline, `p=${efi ? "efi" : "pcbios"} a=${arch}`);
+    const none = await cli([
+      "--ipxe-url",
+      mock.ipxeScriptUrl,
+      "--print-plan",
+      "--no-host-settings",
+    ]);
+    assert.equal(none.json!.cmdline, `p=${arm ? "efi" : "pcbios"} a=${arch}`);
+  });
+});
+
 Deno.test("cli: a 401 from the API → the offline token is exchanged again", async () => {
   await withMock({ authMode: "rhsso", rejectBearer: 1 }, async (mock) => {
     const rt = await tokenFile(mock.refreshToken);

@@ -155,6 +155,8 @@ function bootloaderOutcome(o: IgnitionOptions, settingsInFile: boolean) {
     files["/reference/refresh-token"] = o.refreshToken;
   }
   if (o.extraKargs?.length) env.ASSISTED_APPEND_KARG = o.extraKargs.join(" ");
+  // The image's default: consoles from the FCOS kernel the image boots.
+  env.ASSISTED_CONSOLE = "host";
   const argv: string[] = [];
   if (settingsInFile) {
     // Only plain values here: the point is the key, which the environment would ignore.

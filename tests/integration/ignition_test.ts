@@ -26,6 +26,10 @@ import {
   ZINCATI_PATH,
 } from "../../ignition/mod.ts";
 import { optionsFromArgs } from "../../ignition/generate_ignition.ts";
+import { defaultConsoleKargs } from "../../image/build_image.ts";
+import { type Config, parseConfig } from "../../lib/config/mod.ts";
+import { chooseConsoles } from "../../lib/consoles.ts";
+import { renderBootScript } from "../../dev/mock_infraenv.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const SHA = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -593,4 +597,53 @@ Deno.test("the download-and-run script verifies before running, against 127.0.0.
     await server.shutdown();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("config.env: the discovery boot takes the image's consoles by default", async () => {
+  const text = file(await generateIgnition(BASE), CONFIG_PATH).text;
+  assert.match(text, /^ASSISTED_CONSOLE="host"$/m);
+  // What the bootloader reads from it on an FCOS machine booted with the
+  // image's CONSOLE_KARGS, on arm64 too.
+  for (const arch of ["x86_64", "aarch64"]) {
+    const kargs = defaultConsoleKargs(arch);
+    const parsed = parseConfig(["--config", CONFIG_PATH], {
+      env: {},
+      cmdline: `BOOT_IMAGE=(hd0,gpt3)/ostree/x/vmlinuz rw ${kargs.join(" ")}`,
+      readTextFile: (p) => {
+        if (p === CONFIG_PATH) return text;
+        if (p === REFRESH_TOKEN_PATH) return TOKEN;
+        throw new Deno.errors.NotFound(p);
+      },
+      fileMode: () => 0o600,
+    });
+    assert.equal(parsed.kind, "run");
+    const config = (parsed as { config: Config }).config;
+    assert.equal(config.console, "host");
+    const script = renderBootScript({
+      initrd: "http://i/initrd",
+      kernel: "http://k/kernel",
+      rootfs: "http://r/rootfs",
+    });
+    const cmdline = script.split("\n")[2].split(" ").slice(2).join(" ");
+    const out = chooseConsoles(cmdline, {
+      mode: config.console,
+      hostCmdline: config.hostCmdline,
+    }).cmdline;
+    assert.match(
+      out,
+      new RegExp(
+        ` ignition\\.platform\\.id=metal ${
+          kargs.join(" ")
+        } coreos\\.inst\\.persistent-kargs="console=tty1 console=ttyS1,115200n8"$`,
+      ),
+    );
+  }
+  // A setting of its own replaces the default, once.
+  const keep = file(
+    await generateIgnition({ ...BASE, settings: { ASSISTED_CONSOLE: "keep" } }),
+    CONFIG_PATH,
+  ).text;
+  assert.deepEqual(keep.match(/^ASSISTED_CONSOLE=.*$/gm), [
+    'ASSISTED_CONSOLE="keep"',
+  ]);
 });

@@ -4,10 +4,19 @@ import {
   createScriptClient,
   errorBodyText,
   exchangeRefreshToken,
-  isMacScriptRequest,
   scriptUrl,
 } from "../../lib/infraenv.ts";
-import { type MockInfraEnv, startMock } from "../../dev/mock_infraenv.ts";
+import {
+  isAmbiguousMacAnswer,
+  isMacScriptRequest,
+  withoutMac,
+} from "../../lib/mac_request.ts";
+import { captureLog } from "../test_util.ts";
+import {
+  type MockHost,
+  type MockInfraEnv,
+  startMock,
+} from "../../dev/mock_infraenv.ts";
 
 const fast = { retries: 2, baseDelayMs: 10, timeoutMs: 5000 };
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -224,4 +233,162 @@ Deno.test("infraenv: unsupported schemes and missing files are named", async () 
     client.fetch(client.firstUrl, { maxBytes: 10 }),
     /Cannot read file:\/\/\/nonexistent\/boot\.ipxe: no such file/,
   );
+});
+
+const MAC = "52:54:00:12:34:56";
+
+/** Fetches the InfraEnv's script for `mac` from a mock with `hosts`; the log lines it wrote. */
+async function macRequest(
+  hosts: MockHost[],
+  extra: { inventoryError?: string } = {},
+) {
+  const mock = await startMock({ authMode: "none", hosts, ...extra });
+  try {
+    const client = createScriptClient({
+      kind: "infraenv",
+      apiUrl: mock.apiUrl,
+      infraEnvId: mock.infraEnvId,
+      auth: { kind: "none" },
+    }, { ...fast, mac: MAC });
+    const [result, logged] = await captureLog(() =>
+      client.fetch(client.firstUrl, { maxBytes: 65536 })
+        .then((r) => ({ ...r, text: text(r.body) }), (err: unknown) => err)
+    );
+    return {
+      mock,
+      client,
+      result,
+      logged,
+      statuses: mock.requests.map((r) => `${r.status} ${r.path}`),
+    };
+  } finally {
+    await mock.close();
+  }
+}
+
+Deno.test("infraenv: the service's inventory lookup for a MAC known to 0, 1 or 2 hosts", async () => {
+  const plain =
+    "/api/assisted-install/v2/infra-envs/6f2a3c1e-8d4b-4e7a-9c1f-2b3d4e5f6a7b/downloads/files?file_name=ipxe-script";
+  const withMac = `${plain}&mac=52%3A54%3A00%3A12%3A34%3A56`;
+  // Unknown MAC, or one host still in discovery: the boot script, at once.
+  for (
+    const hosts of [
+      [],
+      [{ macs: ["52:54:00:00:00:09"] }],
+      [{ macs: ["52:54:00:aa:aa:aa", MAC], status: "known" }],
+      [{ macs: [MAC], status: "installing-in-progress", stage: "Installing" }],
+    ]
+  ) {
+    const r = await macRequest(hosts);
+    assert.match((r.result as { text: string }).text, /^#!ipxe\n/);
+    assert.deepEqual(r.statuses, [`200 ${withMac}`], JSON.stringify(hosts));
+    assert.equal(r.client.localBootReason, undefined);
+  }
+  // One host, installed (or past the point of no return): boot the local disk.
+  for (
+    const [host, why] of <[MockHost, RegExp][]> [
+      [{ macs: [MAC], status: "installed" }, /is already installed$/],
+      [
+        { macs: [MAC.toUpperCase()], status: "installed" },
+        /is already installed$/,
+      ],
+      [
+        { macs: [MAC], status: "installing-in-progress", stage: "Rebooting" },
+        /is in stage Rebooting$/,
+      ],
+    ]
+  ) {
+    const r = await macRequest([host]);
+    assert.ok(r.result instanceof BootError, String(r.result));
+    assert.match(
+      r.client.localBootReason!,
+      new RegExp(
+        `^IPXE booting skipped\\. InfraEnv \\S+: host \\S+ having mac ${MAC} ${why.source}`,
+      ),
+    );
+    assert.deepEqual(r.statuses, [`404 ${withMac}`]);
+  }
+});
+
+Deno.test("infraenv: a MAC two hosts have: one 500, then the plain script URL, said in one line", async () => {
+  const plain =
+    "/api/assisted-install/v2/infra-envs/6f2a3c1e-8d4b-4e7a-9c1f-2b3d4e5f6a7b/downloads/files?file_name=ipxe-script";
+  // Even when one of them is installed: the service counts before it looks.
+  const r = await macRequest([
+    { macs: [MAC], status: "installed" },
+    { macs: [MAC, "52:54:00:00:00:02"], status: "known" },
+  ]);
+  const result = r.result as { url: string; text: string };
+  assert.match(result.text, /^#!ipxe\ninitrd --name initrd /);
+  assert.equal(result.url, `${r.mock.baseUrl}${plain}`);
+  assert.deepEqual(r.statuses, [
+    `500 ${plain}&mac=52%3A54%3A00%3A12%3A34%3A56`,
+    `200 ${plain}`,
+  ]);
+  assert.equal(r.client.localBootReason, undefined);
+  const said = r.logged.filter((l) => /without mac=/.test(l));
+  assert.equal(said.length, 1, r.logged.join("\n"));
+  assert.match(
+    said[0],
+    /Unexpected number of hosts 2 with mac 52:54:00:12:34:56.*fetching the script without mac=/,
+  );
+});
+
+Deno.test("infraenv: a 500 of another kind is retried and reported, never a reason to drop the MAC", async () => {
+  const r = await macRequest([{ macs: [MAC] }], {
+    inventoryError: "dial tcp 10.0.0.5:5432: connect: connection refused",
+  });
+  assert.ok(r.result instanceof BootError, String(r.result));
+  assert.equal(r.result.exitCode, ExitCode.Api);
+  assert.match(
+    r.result.message,
+    /answered HTTP 500|HTTP 500: IPXE booting skipped\. InfraEnv \S+: Host with mac 52:54:00:12:34:56: dial tcp/,
+  );
+  assert.equal(r.statuses.length, 1 + fast.retries, r.statuses.join("\n"));
+  assert.ok(r.statuses.every((s) => s.includes("&mac=")), "the MAC stays");
+});
+
+Deno.test("infraenv: which 500s mean 'more than one host has this MAC'", () => {
+  const body = (reason: string, code = "500") =>
+    JSON.stringify({ code, href: "", id: Number(code), kind: "Error", reason });
+  const ambiguous =
+    "IPXE booting skipped. Unexpected number of hosts 2 with mac 52:54:00:12:34:56";
+  assert.ok(isAmbiguousMacAnswer(500, body(ambiguous)));
+  assert.ok(!isAmbiguousMacAnswer(404, body(ambiguous, "404")));
+  assert.ok(!isAmbiguousMacAnswer(503, body(ambiguous, "503")));
+  assert.ok(
+    !isAmbiguousMacAnswer(500, ambiguous),
+    "plain text is not the service's shape",
+  );
+  assert.ok(
+    !isAmbiguousMacAnswer(
+      500,
+      body(
+        "IPXE booting skipped. InfraEnv x: Host with mac 52:54:00:12:34:56: timeout",
+      ),
+    ),
+  );
+  assert.ok(
+    !isAmbiguousMacAnswer(500, `<html>${ambiguous}</html>`),
+    "a proxy page",
+  );
+  assert.ok(!isAmbiguousMacAnswer(500, body(`proxy: ${ambiguous}`)));
+});
+
+Deno.test("infraenv: withoutMac drops the mac parameter, every other byte stays", () => {
+  assert.equal(
+    withoutMac(
+      "http://h/p?file_name=ipxe-script&mac=52%3A54%3A00%3A12%3A34%3A56",
+    ),
+    "http://h/p?file_name=ipxe-script",
+  );
+  assert.equal(
+    withoutMac(
+      "https://h/p?api_key=a.b%2Bc&file_name=ipxe-script&mac=52:54:00:12:34:56&x=1#f",
+    ),
+    "https://h/p?api_key=a.b%2Bc&file_name=ipxe-script&x=1#f",
+  );
+  assert.equal(withoutMac("http://h/p?mac=1&%6Dac=2"), "http://h/p");
+  assert.equal(withoutMac("http://h/p?macx=1"), "http://h/p?macx=1");
+  assert.equal(withoutMac("http://h/p"), "http://h/p");
 });

@@ -111,10 +111,14 @@ Deno.test("config: kernel command line options, quoted values and repeats", () =
   assert.deepEqual(c.appendKargs, ["a=1", 'b="two words"']);
   assert.equal(c.forceReboot, true);
   assert.equal(c.hostSettings, true);
-  assert.deepEqual(splitKernelCmdline('a "b c" d="e f"g'), [
+  // As the kernel's next_arg reads them: a value's quote goes only when it
+  // opens the value, its closing one only at the argument's end.
+  assert.deepEqual(splitKernelCmdline('a "b c" d="e f"g h="i j" "k=l m"'), [
     "a",
     "b c",
-    "d=e fg",
+    'd=e f"g',
+    "h=i j",
+    "k=l m",
   ]);
 });
 
@@ -416,4 +420,54 @@ Deno.test("config: --min-speed and --min-speed-time, with defaults for unattende
   );
   assert.match(helpText(), /--min-speed BYTES .*default 1024; 0: never/);
   assert.match(helpText(), /--min-speed-time SECONDS .*default 30/);
+});
+
+Deno.test("config: --console takes keep, host or host-persistent, and keeps the kernel's command line", () => {
+  const host = "BOOT_IMAGE=/vmlinuz console=tty0 console=ttyS0,115200n8";
+  const base = ["--ipxe-url", "http://h/b"];
+  const keep = run(base, { ...none, cmdline: host });
+  assert.equal(keep.console, "keep", "keep is the default");
+  assert.equal(keep.hostCmdline, host);
+  assert.equal(run([...base, "--console", "host"]).console, "host");
+  assert.equal(
+    run(base, { ...none, cmdline: `${host} assisted.console=host-persistent` })
+      .console,
+    "host-persistent",
+  );
+  assert.equal(
+    run(base, { ...none, env: { ASSISTED_CONSOLE: "host" } }).console,
+    "host",
+  );
+  usageError(
+    [...base, "--console", "auto"],
+    /--console must be keep, host or host-persistent, got "auto"/,
+  );
+});
+
+Deno.test("config: each --append-karg / --delete-karg is one kernel argument", () => {
+  const base = ["--ipxe-url", "http://h/b"];
+  const c = run([
+    ...base,
+    "--append-karg",
+    'p="a b"',
+    "--delete-karg",
+    "coreos.inst.persistent-kargs=console=tty1 console=ttyS1,115200n8",
+  ]);
+  assert.deepEqual(c.appendKargs, ['p="a b"']);
+  assert.deepEqual(c.deleteKargs, [
+    'coreos.inst.persistent-kargs="console=tty1 console=ttyS1,115200n8"',
+  ]);
+  usageError(
+    [...base, "--append-karg", 'p="a b'],
+    /--append-karg "p=\\"a b": it has an unbalanced double quote/,
+  );
+  usageError(
+    [...base, "--delete-karg", 'x=a "b c"'],
+    /--delete-karg .*: the kernel would read 2 arguments in it/,
+  );
+  usageError(
+    [...base],
+    /--append-karg "q=\\" quiet": it has an unbalanced double quote/,
+    { ...none, cmdline: 'assisted.append_karg=q=" quiet' },
+  );
 });

@@ -29,6 +29,7 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { argText, parseKernelCmdline } from "../../lib/kargs.ts";
 import {
   type MockInfraEnv,
   type MockOptions,
@@ -489,6 +490,16 @@ async function expectChain(
   assert.ok(
     cmdline?.includes(CONFIG_KARG),
     `cmdline lacks ${CONFIG_KARG}: ${cmdline}`,
+  );
+  // config.env's ASSISTED_CONSOLE=host: the machine's console (this guest's
+  // console=ttyS0) replaced the template's tty1 and ttyS1.
+  const args = parseKernelCmdline(
+    cmdline!.replace(/^.*assisted-marker: cmdline: /, ""),
+  );
+  assert.deepEqual(
+    args.filter((a) => a.param === "console").map(argText),
+    ["console=ttyS0"],
+    cmdline,
   );
 }
 

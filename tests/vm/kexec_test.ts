@@ -12,6 +12,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { startMock } from "../../dev/mock_infraenv.ts";
+import { argText, parseKernelCmdline } from "../../lib/kargs.ts";
 import {
   type Accel,
   findQemu,
@@ -76,9 +77,12 @@ function sha256(data: Uint8Array): string {
   return createHash("sha256").update(data).digest("hex");
 }
 
+/** The guest's console: the initramfs hands it to the discovery kernel (`--console host`). */
+const GUEST_CONSOLE = "console=ttyS0,115200n8";
+
 function bootCmdline(ipxeUrl: string, extra: string[] = []): string {
   return [
-    "console=ttyS0",
+    GUEST_CONSOLE,
     "panic=-1",
     `assisted.ipxe_url=${ipxeUrl}`,
     "assisted.on_failure=poweroff",
@@ -142,6 +146,7 @@ Deno.test({
     const id = crypto.randomUUID().slice(0, 8);
     const marker = `vmtest-${id}`;
     const appended = `assisted_appended=${id}`;
+    const quoted = `assisted_quoted=a b ${id}`;
     const wrapped = new TextEncoder().encode(`wrapped initrd ${id}\n`);
     const mock = await startMock({
       authMode: "none",
@@ -149,7 +154,9 @@ Deno.test({
       publicBaseUrl: `http://${GUEST_ADDRESS}`,
       kernel: KERNEL,
       initrd: MARKER_INITRD,
-      extraKargs: ["console=ttyS0", "panic=-1", `assisted_marker=${marker}`],
+      // No console= of our own: the template's tty1 and ttyS1 are all the
+      // script has, and only the one chosen from the guest shows anything.
+      extraKargs: ["panic=-1", `assisted_marker=${marker}`],
       extraInitrds: [{
         name: "wrapped.txt",
         body: wrapped,
@@ -159,6 +166,8 @@ Deno.test({
     try {
       const append = bootCmdline(mock.ipxeScriptUrl, [
         `assisted.append_karg=${appended}`,
+        `"assisted.append_karg=${quoted}"`,
+        "assisted.delete_karg=rd.luks.options",
       ]);
       await withVm("kexec", {
         append,
@@ -214,6 +223,33 @@ Deno.test({
           cmdline.split(" ").includes(appended),
           `--append-karg value missing from ${cmdline}`,
         );
+        // As the marker kernel read it: the console chosen from the guest's
+        // own command line replaced the template's, the quoted kargs (the
+        // service's and an appended one) arrived whole, the deletion took
+        // exactly its argument.
+        const args = parseKernelCmdline(cmdline);
+        assert.deepEqual(
+          args.filter((a) => a.param === "console").map(argText),
+          [GUEST_CONSOLE],
+          cmdline,
+        );
+        assert.ok(
+          cmdline.includes(
+            ' coreos.inst.persistent-kargs="console=tty1 console=ttyS1,115200n8"',
+          ),
+          cmdline,
+        );
+        assert.equal(
+          args.find((a) => a.param === "assisted_quoted")?.value,
+          `a b ${id}`,
+          cmdline,
+        );
+        assert.ok(!cmdline.includes("rd.luks.options"), cmdline);
+        assert.match(cmdline, / random\.trust_cpu=on ignition\.firstboot /);
+        const consoles = await vm.waitFor(/assisted-marker: consoles: (.*)/, {
+          from: first.index,
+        });
+        assert.equal(consoles.match[1].trim(), "ttyS0");
         // The wrapped initrd: its bytes at the path of `initrd URL /path`.
         await vm.waitFor(
           new RegExp(
