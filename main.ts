@@ -8,6 +8,8 @@
  * @module
  */
 
+import { fetchCaCert } from "./lib/ca_cert_url.ts";
+import { systemCertificates } from "./lib/ca_store.ts";
 import { type Config, parseConfig } from "./lib/config.ts";
 import { BootError, ExitCode } from "./lib/errors.ts";
 import { createClient, errorText, sleep } from "./lib/http.ts";
@@ -64,8 +66,34 @@ async function boot(config: Config): Promise<number> {
       forceReboot: config.forceReboot,
     });
   }
-  const client = await createClient({
+  // The system store is read once; the bootloader trusts it in every mode.
+  const systemCerts = systemCertificates();
+  let caCerts: string[] = [];
+  if (config.caCertUrl) {
+    // Fetched with TLS verified even under --insecure (or over plain http):
+    // its digest decides whether it is trusted.
+    const verifying = createClient({
+      caCertFiles: config.caCerts,
+      systemCerts,
+    });
+    try {
+      caCerts = await fetchCaCert(
+        config.caCertUrl.url,
+        config.caCertUrl.sha256,
+        {
+          client: verifying,
+          retries: config.retries,
+          timeoutMs: config.timeoutMs,
+        },
+      );
+    } finally {
+      verifying?.close();
+    }
+  }
+  const client = createClient({
     caCertFiles: config.caCerts,
+    caCerts,
+    systemCerts,
     insecure: config.insecure,
   });
   const settings = {

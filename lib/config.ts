@@ -165,6 +165,17 @@ export const OPTIONS = {
     arg: "PATH",
     help: "extra trusted CA certificate, PEM (repeatable)",
   },
+  "ca-cert-url": {
+    kind: "string",
+    arg: "URL",
+    help:
+      "fetch a CA certificate to trust (http/https; needs --ca-cert-sha256)",
+  },
+  "ca-cert-sha256": {
+    kind: "string",
+    arg: "HEX",
+    help: "the sha256 the --ca-cert-url file must have",
+  },
   insecure: {
     kind: "boolean",
     help: "DANGEROUS: do not verify TLS certificates",
@@ -238,6 +249,8 @@ export interface Config {
   timeoutMs: number;
   /** Extra CA certificate files. */
   caCerts: string[];
+  /** A CA certificate to fetch and trust (`--ca-cert-url`), with its sha256. */
+  caCertUrl?: { url: string; sha256: string };
   /** Skip TLS verification. */
   insecure: boolean;
   /** Progress display. */
@@ -772,6 +785,13 @@ export function parseConfig(
         : `"${karg}"`;
     });
   const mac = str("mac");
+  const caCertUrl = str("ca-cert-url");
+  const caCertSha256 = str("ca-cert-sha256");
+  if ((caCertUrl === undefined) !== (caCertSha256 === undefined)) {
+    throw usage(
+      "--ca-cert-url and --ca-cert-sha256 go together: a fetched CA is trusted only with its digest",
+    );
+  }
   return {
     kind: "run",
     config: {
@@ -796,6 +816,10 @@ export function parseConfig(
       retries: number("retries", 5, 0),
       timeoutMs: number("timeout", 30, 0.1, MAX_TIMEOUT_SECONDS) * 1000,
       caCerts: list("ca-cert"),
+      caCertUrl: caCertUrl === undefined ? undefined : {
+        url: checkUrl(caCertUrl, "--ca-cert-url", ["http", "https"]),
+        sha256: checkSha(caCertSha256!, "--ca-cert-sha256"),
+      },
       insecure: bool("insecure"),
       progress: progress as Config["progress"],
       verbose: bool("verbose"),
