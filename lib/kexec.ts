@@ -5,11 +5,20 @@
  *
  * Every libc call goes through a {@linkcode LibcSymbols} object, so tests
  * inject fakes and never load a kernel or reboot the machine running them.
+ * When `kexec_file_load` cannot take the kernel (ENOSYS, ENOEXEC), the load
+ * falls back to kexec-tools (`kexec_tools.ts`), where lockdown allows it.
  *
  * @module
  */
 
 import { BootError, ExitCode, type ExitCodeValue } from "./errors.ts";
+import {
+  findKexec,
+  kexecToolsLoad,
+  type Lockdown,
+  lockdownState,
+  type ProgramRunner,
+} from "./kexec_tools.ts";
 import { log } from "./log.ts";
 
 /** `kexec_file_load` syscall numbers by `Deno.build.arch` / `uname -m` name. */
@@ -120,6 +129,8 @@ export const Errno = {
   EBUSY: 16,
   EINVAL: 22,
   ENOSYS: 38,
+  ENODATA: 61,
+  EBADMSG: 74,
   ENOKEY: 126,
   EKEYREJECTED: 129,
 } as const;
@@ -140,6 +151,8 @@ export function kexecError(errno: number, text = ""): BootError {
       );
     case Errno.EKEYREJECTED:
     case Errno.ENOKEY:
+    case Errno.ENODATA:
+    case Errno.EBADMSG:
       return make(
         "the kernel's signature was rejected: Secure Boot or kexec signature enforcement requires a kernel signed with a trusted key",
         ExitCode.KexecSignature,
@@ -182,13 +195,31 @@ export interface KexecImage {
   cmdline: string;
 }
 
+/** The kexec-tools fallback of {@linkcode kexecLoad} (tests inject every part). */
+export interface KexecFallback {
+  /** The `kexec` program, `null` when it is not installed (default: {@linkcode findKexec}). */
+  program?: string | null;
+  /** Runs it (default: `Deno.Command`, no shell). */
+  run?: ProgramRunner;
+  /** Kernel lockdown (default: {@linkcode lockdownState}). */
+  lockdown?: Lockdown;
+}
+
 /** Options for {@linkcode kexecLoad}. */
 export interface KexecLoadOptions {
   /** libc symbols (default: the real libc; tests inject fakes). */
   libc?: LibcSymbols;
   /** Architecture (default `Deno.build.arch`). */
   arch?: string;
+  /**
+   * The fallback to kexec-tools, `false` for none. Default: the real one with
+   * the real libc, none with an injected libc (a test never runs `kexec`).
+   */
+  fallback?: KexecFallback | false;
 }
+
+/** Which loader took the kernel. */
+export type KexecLoader = "kexec_file_load" | "kexec_load";
 
 function cString(text: string): Uint8Array {
   const bytes = new TextEncoder().encode(text);
@@ -198,14 +229,18 @@ function cString(text: string): Uint8Array {
 }
 
 /**
- * Loads the kernel, initrd and command line with `kexec_file_load`. Returns
- * when the image is loaded (start it with {@linkcode kexecExecute}); throws a
- * {@linkcode BootError} with a Kexec* exit code otherwise.
+ * Loads the kernel, initrd and command line with `kexec_file_load`; when it
+ * fails with ENOSYS or ENOEXEC, with kexec-tools' `kexec -l -c` (the
+ * `kexec_load` call) on the same files and command line, if `kexec` is
+ * installed and kernel lockdown is off. Logs and returns the loader that
+ * took the kernel (start it with {@linkcode kexecExecute}); throws a
+ * {@linkcode BootError} with a Kexec* exit code otherwise (the code of the
+ * `kexec_file_load` failure when the fallback fails too).
  */
 export function kexecLoad(
   image: KexecImage,
   options: KexecLoadOptions = {},
-): void {
+): KexecLoader {
   const arch = options.arch ?? Deno.build.arch;
   const nr = KEXEC_FILE_LOAD[arch];
   if (nr === undefined) {
@@ -221,6 +256,71 @@ export function kexecLoad(
     );
   }
   const libc = options.libc ?? openLibc();
+  const fallback = options.fallback ?? (options.libc ? false : {});
+  const errno = kexecFileLoad(image, nr, libc);
+  if (errno === undefined) {
+    log.info("kernel loaded with kexec_file_load");
+    return "kexec_file_load";
+  }
+  const err = kexecError(errno, libc.strerror(errno));
+  const lockdown = fallback === false
+    ? "unknown"
+    : fallback.lockdown ?? lockdownState();
+  const locked = lockdown === "integrity" || lockdown === "confidentiality";
+  if (locked && SIGNATURE_ERRNOS.has(errno)) {
+    throw new BootError(
+      `kexec_file_load failed: kernel lockdown is on (${lockdown}), so the kernel must be signed by a key the running kernel trusts (Secure Boot: the distribution's key or an enrolled MOK), and this one is not (${
+        libc.strerror(errno)
+      })`,
+      err.exitCode,
+    );
+  }
+  if (errno !== Errno.ENOSYS && errno !== Errno.ENOEXEC) throw err;
+  if (fallback === false) throw err;
+  if (locked) {
+    throw new BootError(
+      `${err.message}; kexec-tools cannot help: kernel lockdown (${lockdown}) forbids kexec_load, only a kernel signed by a key the running kernel trusts can be loaded`,
+      err.exitCode,
+    );
+  }
+  const program = fallback.program === undefined
+    ? findKexec()
+    : fallback.program;
+  if (!program) {
+    throw new BootError(
+      `${err.message}; install kexec-tools for the kexec_load fallback`,
+      err.exitCode,
+    );
+  }
+  log.warn(
+    `${err.message}: loading the same files with ${program} -l (kexec_load) instead`,
+  );
+  const failure = kexecToolsLoad(program, image, fallback.run);
+  if (failure !== undefined) {
+    throw new BootError(
+      `${err.message}; the fallback failed too: ${failure}`,
+      err.exitCode,
+    );
+  }
+  log.info(`kernel loaded with kexec-tools (${program} -l, kexec_load)`);
+  return "kexec_load";
+}
+
+/** errno values of a refused signature (with lockdown on, the kernel needs a trusted one). */
+const SIGNATURE_ERRNOS = new Set<number>([
+  Errno.EPERM,
+  Errno.EKEYREJECTED,
+  Errno.ENOKEY,
+  Errno.ENODATA,
+  Errno.EBADMSG,
+]);
+
+/** One `kexec_file_load` call on opened files; the errno when it failed. */
+function kexecFileLoad(
+  image: KexecImage,
+  nr: number,
+  libc: LibcSymbols,
+): number | undefined {
   const fds: number[] = [];
   const openRead = (path: string, what: string): number => {
     const fd = libc.open(cString(path), O_RDONLY | O_CLOEXEC);
@@ -250,10 +350,7 @@ export function kexecLoad(
       cmdline,
       BigInt(flags),
     );
-    if (ret !== 0n) {
-      const errno = libc.errno();
-      throw kexecError(errno, libc.strerror(errno));
-    }
+    return ret === 0n ? undefined : libc.errno();
   } finally {
     for (const fd of fds) libc.close(fd);
   }
