@@ -3,6 +3,7 @@
 # INITRD_COMPRESS=zstd|gzip|none (zstd: smallest and fast to unpack).
 # INITRD_NICS=virtio|all: virtio_net + e1000 (VMs), or every Ethernet driver of the Debian
 # kernel, loaded by device modalias (real hardware; about 10 MB more).
+# CA_BUNDLE=ca.pem: a PEM bundle the bootloader in the initramfs trusts (its system store).
 INITRD_COMPRESS ?= zstd
 INITRD_NICS ?= virtio
 VM_DIR := $(BUILD)/vm
@@ -43,7 +44,9 @@ $(BOOTLOADER_JS): $(BOOTLOADER_SOURCES) | setup
 # The options file changes only when the options do, so changing them rebuilds the initrd.
 INITRD_OPTIONS := compress=$(INITRD_COMPRESS) nics=$(INITRD_NICS)
 INITRD_OPTIONS_FILE := $(INITRD_DIR)/options
+# A changed CA bundle changes the options too.
+INITRD_OPTIONS += $(if $(CA_BUNDLE),ca=$(shell sha256sum < '$(CA_BUNDLE)' 2>/dev/null | cut -c1-16))
 $(shell mkdir -p $(INITRD_DIR) && [ "$$(cat $(INITRD_OPTIONS_FILE) 2>/dev/null)" = "$(INITRD_OPTIONS)" ] || echo "$(INITRD_OPTIONS)" > $(INITRD_OPTIONS_FILE))
 
 $(INITRD): $(INITRD_INPUTS) $(INITRD_SCRIPTS) $(VM_DIR)/modules/load-order $(INITRD_OPTIONS_FILE)
-	COMPRESS=$(INITRD_COMPRESS) NICS=$(INITRD_NICS) $(ROOT)/image/initrd/build_initrd.sh $@ $(VM_DIR)/modules $(INITRD_BOOTLOADER_ARGS)
+	COMPRESS=$(INITRD_COMPRESS) NICS=$(INITRD_NICS) CA_BUNDLE='$(CA_BUNDLE)' $(ROOT)/image/initrd/build_initrd.sh $@ $(VM_DIR)/modules $(INITRD_BOOTLOADER_ARGS)

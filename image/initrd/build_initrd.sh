@@ -7,7 +7,9 @@
 # prints), the NIC modules of MODULES_DIR (+ load-order), /init, /init-bootloader and the
 # udhcpc script. COMPRESS=gzip|zstd|none (default: gzip). NICS=virtio (default: the
 # virtio_net chain + e1000, loaded in a fixed order) or all (every Ethernet driver of the
-# kernel package, loaded by device modalias: for real hardware).
+# kernel package, loaded by device modalias: for real hardware). CA_BUNDLE=PEM file: the
+# initramfs's system trust store (/etc/ssl/certs/ca-certificates.crt), which the bootloader reads.
+# KEXEC_TOOLS=PATH of kexec-tools' kexec (default: this host's) or none: the fallback loader.
 set -euo pipefail
 out=$1 modules=$2 bootloader=$3 bundle=${4:-}
 compress=${COMPRESS:-gzip}
@@ -61,6 +63,15 @@ for lib in libc.so.6; do
   [[ -n $path && ! -e $root$path ]] && { mkdir -p "$root$(dirname "$path")"; cp "$(readlink -f "$path")" "$root$path"; }
 done
 
+# kexec-tools' kexec and its libraries: the bootloader's fallback when kexec_file_load cannot
+# take a kernel (ENOSYS, ENOEXEC).
+kexec_bin=${KEXEC_TOOLS:-$(command -v kexec || echo /sbin/kexec)}
+if [[ $kexec_bin != none ]]; then
+  [[ -n ${KEXEC_TOOLS:-} ]] || "$here/require_tools.sh" "$kexec_bin:kexec-tools"
+  cp "$(readlink -f "$kexec_bin")" "$root/bin/kexec"
+  copy_libs "$root/bin/kexec"
+fi
+
 cp "$modules"/*.ko "$modules/load-order" "$root/lib/modules/assisted/"
 if [[ ${NICS:-virtio} == all ]]; then
   # Every Ethernet driver with modules.dep/alias (fetch_kernel.sh builds MODULES_DIR/../nic-modules).
@@ -74,6 +85,13 @@ fi
 install -m 0755 "$here/init" "$root/init"
 install -m 0755 "$here/init-bootloader" "$root/init-bootloader"
 install -m 0755 "$here/udhcpc.script" "$root/usr/share/udhcpc/default.script"
+# A private CA for the bootloader: the initramfs's system store (it has none otherwise; Deno's
+# built-in roots cover public CAs).
+if [[ -n ${CA_BUNDLE:-} ]]; then
+  grep -q -- '-----BEGIN CERTIFICATE-----' "$CA_BUNDLE" 2>/dev/null ||
+    { echo "error: CA_BUNDLE=$CA_BUNDLE is not a readable PEM certificate file" >&2; exit 2; }
+  install -D -m 0644 "$CA_BUNDLE" "$root/etc/ssl/certs/ca-certificates.crt"
+fi
 echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
 echo "root:x:0:" >"$root/etc/group"
 : >"$root/etc/resolv.conf"
