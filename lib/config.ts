@@ -352,7 +352,7 @@ function fromCmdline(cmdline: string): Raw {
 }
 
 /** `assisted.*` kernel parameters that are not options (read by the initramfs's /init). */
-const CMDLINE_OTHERS = new Set(["on-failure"]);
+const CMDLINE_OTHERS = new Set(["on-failure", "retry-delay"]);
 
 /** `ASSISTED_*` variables that are not options. */
 const ENV_OTHERS = new Set(["kernel-cmdline-file", "debug"]);
