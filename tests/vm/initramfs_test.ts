@@ -15,17 +15,26 @@
  *   as a second cpio archive that wraps `/init-bootloader`; the product
  *   initramfs is unchanged.
  *
+ * - a private CA is trusted in the initramfs both ways it can be given: in
+ *   its system store (where `make initrd CA_BUNDLE=` puts it; here through a
+ *   second archive) and fetched with `assisted.ca_cert_url` +
+ *   `assisted.ca_cert_sha256`: the script and the artifacts come over https
+ *   from servers signed by each, with `DENO_TLS_CA_STORE` unset.
+ *
  * Builds with `make initrd marker-initrd` first (skipped with `VM_TEST_NO_BUILD=1`).
  * Skipped, with a message, only when qemu-system-x86_64 is not installed.
  * `VM_ECHO=1` copies the serial console to stderr; `VM_ACCEL=kvm|tcg` skips the probe.
  */
 
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { createFaults } from "../../dev/faults.ts";
 import { type MockOptions, startMock } from "../../dev/mock_infraenv.ts";
+import { makeTestCerts } from "../test_util.ts";
 import {
   type Accel,
   findQemu,
+  type GuestForward,
   type LineMatch,
   probeAccel,
   startVm,
@@ -89,7 +98,15 @@ async function reach(
 /** Boots `initrd` against a mock made with `options`, runs `body`, always stops both. */
 async function withGuest(
   label: string,
-  options: { mock: MockOptions; initrd?: string; kargs: string[] },
+  options: {
+    mock: MockOptions;
+    initrd?: string;
+    kargs: string[];
+    /** The script URL (default: the mock's). */
+    ipxeUrl?: string;
+    /** More guest addresses forwarded to host ports. */
+    forwards?: GuestForward[];
+  },
   body: (vm: Vm, mock: Awaited<ReturnType<typeof startMock>>) => Promise<void>,
 ): Promise<void> {
   const accel = await prepare();
@@ -108,7 +125,7 @@ async function withGuest(
     append: [
       "console=ttyS0",
       "panic=-1",
-      `assisted.ipxe_url=${mock.ipxeScriptUrl}`,
+      `assisted.ipxe_url=${options.ipxeUrl ?? mock.ipxeScriptUrl}`,
       "assisted.progress=lines",
       ...options.kargs,
     ].join(" "),
@@ -117,7 +134,7 @@ async function withGuest(
       guestAddress: GUEST_ADDRESS,
       guestPort: 80,
       hostPort: Number(new URL(mock.baseUrl).port),
-    }],
+    }, ...(options.forwards ?? [])],
     serialLog,
     timeoutMs: VM_TIMEOUT_MS,
   });
@@ -260,11 +277,51 @@ Deno.test({
   },
 });
 
-/** The boot initramfs plus a second archive that runs the bootloader under the seccomp filter. */
-async function denyKexecFileLoadInitrd(): Promise<string> {
-  const dir = `${BUILD}/vm/deny-kexec-file-load`;
+/**
+ * The boot initramfs followed by a second archive made of the files of `dir`
+ * (written as `build/vm/NAME.initrd`): the kernel unpacks concatenated
+ * archives in order, later files replacing earlier ones; an uncompressed
+ * archive must start on a 4-byte boundary (zero padding is skipped).
+ */
+async function withOverlay(name: string, dir: string): Promise<string> {
+  const cpio = await new Deno.Command("sh", {
+    args: [
+      "-c",
+      "find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0",
+    ],
+    cwd: dir,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.ok(cpio.success, new TextDecoder().decode(cpio.stderr));
+  const base = await Deno.readFile(BOOT_INITRD);
+  const pad = (4 - (base.length % 4)) % 4;
+  const out = `${BUILD}/vm/${name}.initrd`;
+  const file = await Deno.open(out, {
+    write: true,
+    create: true,
+    truncate: true,
+  });
+  try {
+    await file.write(base);
+    await file.write(new Uint8Array(pad + 512));
+    await file.write(cpio.stdout);
+  } finally {
+    file.close();
+  }
+  return out;
+}
+
+async function freshDir(name: string): Promise<string> {
+  const dir = `${BUILD}/vm/${name}`;
   await Deno.remove(dir, { recursive: true }).catch(() => {});
   await Deno.mkdir(dir, { recursive: true });
+  return dir;
+}
+
+/** The boot initramfs plus a second archive that runs the bootloader under the seccomp filter. */
+async function denyKexecFileLoadInitrd(): Promise<string> {
+  const dir = await freshDir("deny-kexec-file-load");
   const cc = await new Deno.Command("gcc", {
     args: [
       "-static",
@@ -300,39 +357,7 @@ async function denyKexecFileLoadInitrd(): Promise<string> {
   for (const f of ["init-bootloader", "init-bootloader.real"]) {
     await Deno.chmod(`${dir}/${f}`, 0o755);
   }
-  const cpio = new Deno.Command("cpio", {
-    args: ["-o", "-H", "newc", "--quiet", "-R", "0:0"],
-    cwd: dir,
-    stdin: "piped",
-    stdout: "piped",
-  }).spawn();
-  const writer = cpio.stdin.getWriter();
-  await writer.write(
-    new TextEncoder().encode(
-      "deny_kexec_file_load\ninit-bootloader\ninit-bootloader.real\n",
-    ),
-  );
-  await writer.close();
-  const overlay = await cpio.output();
-  assert.ok(overlay.success, "cpio failed");
-  // The kernel unpacks concatenated archives in order, later files replacing earlier ones;
-  // an uncompressed archive must start on a 4-byte boundary (zero padding is skipped).
-  const base = await Deno.readFile(BOOT_INITRD);
-  const pad = (4 - (base.length % 4)) % 4;
-  const out = `${BUILD}/vm/deny-kexec-file-load.initrd`;
-  const file = await Deno.open(out, {
-    write: true,
-    create: true,
-    truncate: true,
-  });
-  try {
-    await file.write(base);
-    await file.write(new Uint8Array(pad + 512));
-    await file.write(overlay.stdout);
-  } finally {
-    file.close();
-  }
-  return out;
+  return await withOverlay("deny-kexec-file-load", dir);
 }
 
 Deno.test({
@@ -413,6 +438,141 @@ Deno.test({
         JSON.parse(new TextDecoder().decode(plan.stdout)).cmdline;
       assert.ok(expected.includes(appended), expected);
       assert.equal(cmdline, expected);
+    });
+  },
+});
+
+/** An HTTPS server on 127.0.0.1 with the leaf of `dir`; `routes` maps paths to bodies. */
+async function serveTls(dir: string, routes: Record<string, () => BodyInit>) {
+  const seen: string[] = [];
+  const server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    onListen() {},
+    cert: await Deno.readTextFile(`${dir}/leaf.pem`),
+    key: await Deno.readTextFile(`${dir}/leaf.key`),
+  }, (req) => {
+    const path = new URL(req.url).pathname;
+    seen.push(path);
+    const route = routes[path];
+    return route
+      ? new Response(route())
+      : new Response("not found", { status: 404 });
+  });
+  return { port: server.addr.port, seen, close: () => server.shutdown() };
+}
+
+Deno.test({
+  name:
+    "vm: the initramfs trusts a CA in its system store and one fetched with assisted.ca_cert_url (digest checked), and kexecs over https",
+  ignore: !qemu,
+  async fn() {
+    await prepare();
+    const certs = await freshDir("trust-certs");
+    // Store CA: signs the script's server; fetched CA: signs the artifacts' server.
+    for (const name of ["store", "fetched"]) {
+      await Deno.mkdir(`${certs}/${name}`);
+      await makeTestCerts(`${certs}/${name}`, [GUEST_ADDRESS]);
+    }
+    const fetchedCa = await Deno.readFile(`${certs}/fetched/ca.pem`);
+    const caSha = createHash("sha256").update(fetchedCa).digest("hex");
+    const storeDir = await freshDir("trust-store");
+    await Deno.mkdir(`${storeDir}/etc/ssl/certs`, { recursive: true });
+    await Deno.copyFile(
+      `${certs}/store/ca.pem`,
+      `${storeDir}/etc/ssl/certs/ca-certificates.crt`,
+    );
+    const initrd = await withOverlay("trust-store", storeDir);
+    const marker = `trust-${crypto.randomUUID().slice(0, 8)}`;
+    const artifacts = `https://${GUEST_ADDRESS}:8443`;
+    const scripts = await serveTls(`${certs}/store`, {
+      "/boot.ipxe": () =>
+        `#!ipxe\nkernel ${artifacts}/kernel console=ttyS0 panic=-1 assisted_marker=${marker}\ninitrd ${artifacts}/initrd\nboot\n`,
+    });
+    const files = await serveTls(`${certs}/fetched`, {
+      "/kernel": () => Deno.readFileSync(KERNEL),
+      "/initrd": () => Deno.readFileSync(MARKER_INITRD),
+    });
+    try {
+      await withGuest("trust", {
+        mock: { files: { "/ca.pem": fetchedCa } },
+        initrd,
+        ipxeUrl: `https://${GUEST_ADDRESS}/boot.ipxe`,
+        forwards: [
+          {
+            guestAddress: GUEST_ADDRESS,
+            guestPort: 443,
+            hostPort: scripts.port,
+          },
+          {
+            guestAddress: GUEST_ADDRESS,
+            guestPort: 8443,
+            hostPort: files.port,
+          },
+        ],
+        kargs: [
+          "assisted.on_failure=poweroff",
+          `assisted.ca_cert_url=http://${GUEST_ADDRESS}/ca.pem`,
+          `assisted.ca_cert_sha256=${caSha}`,
+        ],
+      }, async (vm) => {
+        const first = await reach(
+          vm,
+          "CA fetched and checked",
+          /trusting 1 CA certificate\(s\) from http:\/\/10\.0\.2\.100\/ca\.pem \(sha256 [0-9a-f]{64}\)/,
+        );
+        await reach(
+          vm,
+          "script over https (store CA)",
+          /plan: kernel https:\/\/10\.0\.2\.100:8443\/kernel/,
+          first.index,
+        );
+        const loaded = await reach(
+          vm,
+          "artifacts over https (fetched CA), loaded",
+          /kernel loaded with kexec_file_load/,
+          first.index,
+        );
+        await assertSecondKernel(vm, marker, loaded.index);
+      });
+      assert.deepEqual(scripts.seen, ["/boot.ipxe"]);
+      assert.deepEqual(files.seen.toSorted(), ["/initrd", "/kernel"]);
+    } finally {
+      await scripts.close();
+      await files.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "vm: a CA whose bytes do not have assisted.ca_cert_sha256 is not trusted: exit 6, nothing else fetched",
+  ignore: !qemu,
+  async fn() {
+    await prepare();
+    await withGuest("trust-mismatch", {
+      mock: {
+        files: {
+          // Bytes, not a path: any PEM-looking text whose digest is not the one given.
+          "/ca.pem": new TextEncoder().encode(
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+          ),
+        },
+      },
+      kargs: [
+        "assisted.on_failure=poweroff",
+        `assisted.ca_cert_url=http://${GUEST_ADDRESS}/ca.pem`,
+        `assisted.ca_cert_sha256=${"0".repeat(64)}`,
+      ],
+    }, async (vm, mock) => {
+      await reach(
+        vm,
+        "digest refused",
+        /assisted-initrd: error: attempt 1 failed with exit code 6: The CA certificate http:\/\/10\.0\.2\.100\/ca\.pem has sha256 [0-9a-f]{64}, not 0{64} \(--ca-cert-sha256\): not trusted/,
+      );
+      const exit = await vm.exited;
+      assert.equal(exit.killed, false, "the VM did not power off by itself");
+      assert.deepEqual(mock.requests.map((r) => r.path), ["/ca.pem"]);
     });
   },
 });
