@@ -66,36 +66,7 @@ async function boot(config: Config): Promise<number> {
       forceReboot: config.forceReboot,
     });
   }
-  // The system store is read once; the bootloader trusts it in every mode.
-  const systemCerts = systemCertificates();
-  let caCerts: string[] = [];
-  if (config.caCertUrl) {
-    // Fetched with TLS verified even under --insecure (or over plain http):
-    // its digest decides whether it is trusted.
-    const verifying = createClient({
-      caCertFiles: config.caCerts,
-      systemCerts,
-    });
-    try {
-      caCerts = await fetchCaCert(
-        config.caCertUrl.url,
-        config.caCertUrl.sha256,
-        {
-          client: verifying,
-          retries: config.retries,
-          timeoutMs: config.timeoutMs,
-        },
-      );
-    } finally {
-      verifying?.close();
-    }
-  }
-  const client = createClient({
-    caCertFiles: config.caCerts,
-    caCerts,
-    systemCerts,
-    insecure: config.insecure,
-  });
+  const client = await httpClient(config);
   const settings = {
     ...(config.hostSettings
       ? readHostSettings(config.mac)
@@ -168,6 +139,45 @@ async function boot(config: Config): Promise<number> {
   }
   await kexecExecute(handoff);
   return ExitCode.Ok;
+}
+
+/**
+ * The HTTP client of the run: Deno's roots, the system store (read once, in
+ * every mode), `--ca-cert` files and the `--ca-cert-url` CA once its digest
+ * matched; `--insecure` as asked.
+ */
+async function httpClient(
+  config: Config,
+): Promise<Deno.HttpClient | undefined> {
+  const systemCerts = systemCertificates();
+  let caCerts: string[] = [];
+  if (config.caCertUrl) {
+    // Fetched with TLS verified even under --insecure (or over plain http):
+    // its digest decides whether it is trusted.
+    const verifying = createClient({
+      caCertFiles: config.caCerts,
+      systemCerts,
+    });
+    try {
+      caCerts = await fetchCaCert(
+        config.caCertUrl.url,
+        config.caCertUrl.sha256,
+        {
+          client: verifying,
+          retries: config.retries,
+          timeoutMs: config.timeoutMs,
+        },
+      );
+    } finally {
+      verifying?.close();
+    }
+  }
+  return createClient({
+    caCertFiles: config.caCerts,
+    caCerts,
+    systemCerts,
+    insecure: config.insecure,
+  });
 }
 
 /** Thrown inside plan resolution when the service answers "boot from local disk". */
