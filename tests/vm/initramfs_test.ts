@@ -202,7 +202,7 @@ Deno.test({
           vm,
           `attempt ${n} failed`,
           new RegExp(
-            `assisted-initrd: error: attempt ${n} failed with exit code 4: .*HTTP 503`,
+            `assisted-initrd: error: the bootloader failed with exit code 4 \\(attempt ${n}\\): .*HTTP 503`,
           ),
           first.index,
         );
@@ -251,7 +251,7 @@ Deno.test({
       const failed = await reach(
         vm,
         "attempt 1 failed",
-        /assisted-initrd: error: attempt 1 failed with exit code 2: --timeout must be a number/,
+        /assisted-initrd: error: the bootloader failed with exit code 2 \(attempt 1\): --timeout must be a number/,
       );
       await reach(
         vm,
@@ -568,7 +568,7 @@ Deno.test({
       await reach(
         vm,
         "digest refused",
-        /assisted-initrd: error: attempt 1 failed with exit code 6: The CA certificate http:\/\/10\.0\.2\.100\/ca\.pem has sha256 [0-9a-f]{64}, not 0{64} \(--ca-cert-sha256\): not trusted/,
+        /assisted-initrd: error: the bootloader failed with exit code 6 \(attempt 1\): The CA certificate http:\/\/10\.0\.2\.100\/ca\.pem has sha256 [0-9a-f]{64}, not 0{64} \(--ca-cert-sha256\): not trusted/,
       );
       const exit = await vm.exited;
       assert.equal(exit.killed, false, "the VM did not power off by itself");
