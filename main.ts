@@ -8,6 +8,8 @@
  * @module
  */
 
+import { fetchCaCert } from "./lib/ca_cert_url.ts";
+import { systemCertificates } from "./lib/ca_store.ts";
 import { type Config, parseConfig } from "./lib/config/mod.ts";
 import { BootError, ExitCode } from "./lib/errors.ts";
 import { createClient, errorText, sleep } from "./lib/http.ts";
@@ -70,10 +72,7 @@ async function boot(config: Config): Promise<number> {
   using lock = config.mode === "print-plan"
     ? undefined
     : await lockWorkDir(config.workDir, { cache: !config.noCache });
-  const client = await createClient({
-    caCertFiles: config.caCerts,
-    insecure: config.insecure,
-  });
+  const client = await httpClient(config);
   const settings = {
     ...(config.hostSettings
       ? readHostSettings(config.mac)
@@ -152,6 +151,45 @@ async function boot(config: Config): Promise<number> {
   }
   await kexecExecute(handoff);
   return ExitCode.Ok;
+}
+
+/**
+ * The HTTP client of the run: Deno's roots, the system store (read once, in
+ * every mode), `--ca-cert` files and the `--ca-cert-url` CA once its digest
+ * matched; `--insecure` as asked.
+ */
+async function httpClient(
+  config: Config,
+): Promise<Deno.HttpClient | undefined> {
+  const systemCerts = systemCertificates();
+  let caCerts: string[] = [];
+  if (config.caCertUrl) {
+    // Fetched with TLS verified even under --insecure (or over plain http):
+    // its digest decides whether it is trusted.
+    const verifying = createClient({
+      caCertFiles: config.caCerts,
+      systemCerts,
+    });
+    try {
+      caCerts = await fetchCaCert(
+        config.caCertUrl.url,
+        config.caCertUrl.sha256,
+        {
+          client: verifying,
+          retries: config.retries,
+          timeoutMs: config.timeoutMs,
+        },
+      );
+    } finally {
+      verifying?.close();
+    }
+  }
+  return createClient({
+    caCertFiles: config.caCerts,
+    caCerts,
+    systemCerts,
+    insecure: config.insecure,
+  });
 }
 
 /** Thrown inside plan resolution when the service answers "boot from local disk". */

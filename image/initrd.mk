@@ -8,6 +8,9 @@
 # arm64 kernel gzip'd like RHCOS's as the kernel the mock serves (vmlinuz.gz), and, since
 # Debian's arm64 kernels lack KEXEC_FILE, a kernel built from Debian's linux-source with it as
 # the one the VM boots (boot-Image).
+# (The arm64 initramfs carries no kexec-tools fallback: Debian's arm64 kexec-tools pulls in
+# the Xen libraries.)
+# CA_BUNDLE=ca.pem: a PEM bundle the bootloader in the initramfs trusts (its system store).
 INITRD_COMPRESS ?= zstd
 INITRD_NICS ?= virtio
 DEB_ARCH := $(if $(filter aarch64,$(ARCH)),arm64,amd64)
@@ -92,8 +95,10 @@ $(BOOTLOADER_JS): $(BOOTLOADER_SOURCES) | setup
 # The options file changes only when the options do, so changing them rebuilds the initrd.
 INITRD_OPTIONS := compress=$(INITRD_COMPRESS) nics=$(INITRD_NICS)
 INITRD_OPTIONS_FILE := $(INITRD_DIR)/options
+# A changed CA bundle changes the options too.
+INITRD_OPTIONS += $(if $(CA_BUNDLE),ca=$(shell sha256sum < '$(CA_BUNDLE)' 2>/dev/null | cut -c1-16))
 $(shell mkdir -p $(INITRD_DIR) && [ "$$(cat $(INITRD_OPTIONS_FILE) 2>/dev/null)" = "$(INITRD_OPTIONS)" ] || echo "$(INITRD_OPTIONS)" > $(INITRD_OPTIONS_FILE))
 
 $(INITRD): $(INITRD_INPUTS) $(INITRD_SCRIPTS) $(VM_DIR)/modules/load-order $(INITRD_OPTIONS_FILE)
-	COMPRESS=$(INITRD_COMPRESS) NICS=$(INITRD_NICS) TARGET_ARCH=$(ARCH) $(INITRD_ENV) \
+	COMPRESS=$(INITRD_COMPRESS) NICS=$(INITRD_NICS) TARGET_ARCH=$(ARCH) CA_BUNDLE='$(CA_BUNDLE)' $(INITRD_ENV) \
 	  $(ROOT)/image/initrd/build_initrd.sh $@ $(VM_DIR)/modules $(INITRD_BOOTLOADER_ARGS)

@@ -20,9 +20,16 @@ export const ExitCode = {
   Script: 3,
   /** The InfraEnv API or SSO refused or failed (auth, HTTP errors on the script). */
   Api: 4,
-  /** An artifact could not be downloaded (network, HTTP status, size, scheme, slower than the minimum rate). */
+  /**
+   * An artifact could not be downloaded (network, HTTP status, size, scheme, slower than the
+   * minimum rate), or the `--ca-cert-url` certificate.
+   */
   Download: 5,
-  /** An artifact failed verification (digest pin, length, format check, a kernel shorter than its header says). */
+  /**
+   * An artifact failed verification (digest pin, length, format check: e.g. an HTML page served
+   * as a kernel, a kernel shorter than its header says), or the `--ca-cert-url` certificate did
+   * (sha256 other than `--ca-cert-sha256`, not PEM).
+   */
   Verify: 6,
   /**
    * Refused to start: not root (without `--print-plan`/`--no-kexec`), unsupported architecture,
@@ -38,17 +45,26 @@ export const ExitCode = {
   Disk: 8,
   /** Another instance holds the work directory (its lock file). */
   Locked: 9,
-  /** kexec_file_load: EPERM (not root, or kernel lockdown). */
+  /**
+   * kexec_file_load: EPERM (not root, or kernel lockdown: then the kernel must be signed by a key
+   * the running kernel trusts).
+   */
   KexecPermission: 10,
-  /** kexec_file_load: EKEYREJECTED/ENOKEY (Secure Boot wants a signed kernel). */
+  /** kexec_file_load: EKEYREJECTED/ENOKEY/ENODATA/EBADMSG (Secure Boot wants a signed kernel). */
   KexecSignature: 11,
-  /** kexec_file_load: ENOEXEC (not a kernel for this machine). */
+  /**
+   * kexec_file_load: ENOEXEC (not a kernel for this machine), and the kexec-tools fallback was not
+   * possible (not installed, lockdown) or failed too.
+   */
   KexecFormat: 12,
   /** kexec_file_load: EBUSY (a kexec image is already loaded or in use). */
   KexecBusy: 13,
   /** kexec_file_load: ENOMEM (not enough memory for kernel + initrd). */
   KexecMemory: 14,
-  /** kexec_file_load: ENOSYS/EINVAL (unsupported by this kernel, or it rejected the image or command line). */
+  /**
+   * kexec_file_load: ENOSYS/EINVAL (unsupported by this kernel, or it rejected the image or command
+   * line); for ENOSYS, the kexec-tools fallback was not possible or failed too.
+   */
   KexecUnsupported: 15,
   /** kexec_file_load failed with another errno. */
   KexecOther: 16,

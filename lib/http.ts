@@ -9,6 +9,11 @@
  * @module
  */
 
+import {
+  splitPem,
+  systemCertificates,
+  usableCertificates,
+} from "./ca_store.ts";
 import { BootError, ExitCode } from "./errors.ts";
 import { log, redact } from "./log.ts";
 
@@ -463,6 +468,13 @@ function isInsecureClient(client?: Deno.HttpClient): boolean {
 export interface CreateClientOptions {
   /** PEM files whose certificates are trusted in addition to the system roots (`--ca-cert`). */
   caCertFiles?: string[];
+  /** PEM certificates (text) trusted in addition, e.g. the one `--ca-cert-url` fetched. */
+  caCerts?: string[];
+  /**
+   * The system store's certificates (default: {@linkcode systemCertificates});
+   * `[]` leaves the store out (Deno's built-in roots remain).
+   */
+  systemCerts?: string[];
   /** Skip TLS certificate verification (`--insecure`); every connection is logged as a warning. */
   insecure?: boolean;
   /** The curl program used for `--insecure` (default `curl` from PATH). */
@@ -470,9 +482,14 @@ export interface CreateClientOptions {
 }
 
 /**
- * Builds the HTTP client for `--ca-cert` and `--insecure`; returns `undefined`
- * when neither is given (the runtime's default client verifies TLS against
- * the system roots).
+ * Builds the HTTP client: TLS is verified against Deno's built-in roots plus
+ * the system trust store (read here, so that it counts whatever
+ * `DENO_TLS_CA_STORE` says and in a compiled binary too), the `--ca-cert`
+ * files and `caCerts`. Returns `undefined` only when there is nothing to add
+ * and not `insecure` (the runtime's default client then does the same).
+ * Certificates of the system store that the TLS stack cannot parse are left
+ * out with a warning; a `--ca-cert` file that holds none, or one it cannot
+ * parse, is a {@linkcode BootError} (Usage).
  *
  * Deno has no run-time switch to skip certificate verification
  * (`Deno.createHttpClient` has none, the `--unsafely-ignore-certificate-errors`
@@ -480,15 +497,15 @@ export interface CreateClientOptions {
  * works but buffers whole bodies in memory). So a client made with
  * `insecure: true` is remembered here and {@linkcode request} sends its
  * `https:` requests through `curl --insecure`, streaming its output through a
- * pipe (flat memory), and warns on every connection. Throws a
+ * pipe (flat memory), and warns on every connection: no certificate is
+ * checked then, whatever store curl itself would use. Throws a
  * {@linkcode BootError} (Usage) when a CA file is unreadable or curl is missing.
  */
 export function createClient(
   options: CreateClientOptions = {},
 ): Deno.HttpClient | undefined {
   const files = options.caCertFiles ?? [];
-  if (files.length === 0 && !options.insecure) return undefined;
-  const caCerts = files.map((file) => {
+  const userCerts = files.flatMap((file) => {
     let text: string;
     try {
       text = Deno.readTextFileSync(file);
@@ -498,14 +515,24 @@ export function createClient(
         ExitCode.Usage,
       );
     }
-    if (!text.includes("-----BEGIN CERTIFICATE-----")) {
+    const certs = splitPem(text);
+    if (certs.length === 0) {
       throw new BootError(
         `CA certificate ${file} holds no PEM certificate`,
         ExitCode.Usage,
       );
     }
-    return text;
+    if (usableCertificates(certs).rejected > 0) {
+      throw new BootError(
+        `CA certificate ${file} holds a certificate that cannot be parsed`,
+        ExitCode.Usage,
+      );
+    }
+    return certs;
   });
+  const systemCerts = options.systemCerts ?? systemCertificates();
+  const caCerts = [...systemCerts, ...userCerts, ...(options.caCerts ?? [])];
+  if (caCerts.length === 0 && !options.insecure) return undefined;
   if (options.insecure) {
     curlProgram = options.curl ?? "curl";
     try {

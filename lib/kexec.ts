@@ -5,11 +5,20 @@
  *
  * Every libc call goes through a {@linkcode LibcSymbols} object, so tests
  * inject fakes and never load a kernel or reboot the machine running them.
+ * When `kexec_file_load` cannot take the kernel (ENOSYS, ENOEXEC), the load
+ * falls back to kexec-tools (`kexec_tools.ts`), where lockdown allows it.
  *
  * @module
  */
 
 import { BootError, ExitCode, type ExitCodeValue } from "./errors.ts";
+import {
+  findKexec,
+  kexecToolsLoad,
+  type Lockdown,
+  lockdownState,
+  type ProgramRunner,
+} from "./kexec_tools.ts";
 import { log } from "./log.ts";
 import type { FileIdentity } from "./work_dir.ts";
 
@@ -169,6 +178,8 @@ export const Errno = {
   EINVAL: 22,
   ELOOP: 40,
   ENOSYS: 38,
+  ENODATA: 61,
+  EBADMSG: 74,
   ENOKEY: 126,
   EKEYREJECTED: 129,
 } as const;
@@ -189,6 +200,8 @@ export function kexecError(errno: number, text = ""): BootError {
       );
     case Errno.EKEYREJECTED:
     case Errno.ENOKEY:
+    case Errno.ENODATA:
+    case Errno.EBADMSG:
       return make(
         "the kernel's signature was rejected: Secure Boot or kexec signature enforcement requires a kernel signed with a trusted key",
         ExitCode.KexecSignature,
@@ -236,12 +249,27 @@ export interface KexecImage {
   verified: { kernel: FileIdentity; initrd?: FileIdentity };
 }
 
+/** The kexec-tools fallback of {@linkcode kexecLoad} (tests inject every part). */
+export interface KexecFallback {
+  /** The `kexec` program, `null` when it is not installed (default: {@linkcode findKexec}). */
+  program?: string | null;
+  /** Runs it (default: `Deno.Command`, no shell). */
+  run?: ProgramRunner;
+  /** Kernel lockdown (default: {@linkcode lockdownState}). */
+  lockdown?: Lockdown;
+}
+
 /** Options for {@linkcode kexecLoad}. */
 export interface KexecLoadOptions {
   /** libc symbols (default: the real libc; tests inject fakes). */
   libc?: LibcSymbols;
   /** Architecture (default `Deno.build.arch`). */
   arch?: string;
+  /**
+   * The fallback to kexec-tools, `false` for none. Default: the real one with
+   * the real libc, none with an injected libc (a test never runs `kexec`).
+   */
+  fallback?: KexecFallback | false;
 }
 
 /** The `st_dev` number glibc (and so the runtime's `stat`) builds from a major and minor. */
@@ -279,6 +307,9 @@ export function fdInfo(
   };
 }
 
+/** Which loader took the kernel. */
+export type KexecLoader = "kexec_file_load" | "kexec_load";
+
 function cString(text: string): Uint8Array {
   const bytes = new TextEncoder().encode(text);
   const out = new Uint8Array(bytes.length + 1);
@@ -287,22 +318,28 @@ function cString(text: string): Uint8Array {
 }
 
 /**
- * Loads the kernel, initrd and command line with `kexec_file_load`. Returns
- * when the image is loaded (start it with {@linkcode kexecExecute}); throws a
- * {@linkcode BootError} with a Kexec* exit code otherwise.
+ * Loads the kernel, initrd and command line with `kexec_file_load`; when it
+ * fails with ENOSYS or ENOEXEC, with kexec-tools' `kexec -l -c` (the
+ * `kexec_load` call) on the same files and command line, if `kexec` is
+ * installed and kernel lockdown is off. Logs and returns the loader that
+ * took the kernel (start it with {@linkcode kexecExecute}); throws a
+ * {@linkcode BootError} with a Kexec* exit code otherwise (the code of the
+ * `kexec_file_load` failure when the fallback fails too).
  *
  * The files are opened with `O_NOFOLLOW | O_NONBLOCK` (a symbolic link is
  * refused, a FIFO cannot block), and each descriptor is checked with `fstat`
- * (`statx` on the fd) to be a regular file with the device, inode, size and modification time
- * of the verified file (`image.verified`) before the kernel reads it:
- * `kexec_file_load` reads exactly the descriptors that were checked, so no
- * rename, link or other file put at the path after verification can be
- * loaded (a Disk error, exit 8, instead).
+ * (`statx` on the fd) to be a regular file with the device, inode, size and
+ * modification time of the verified file (`image.verified`) before anything
+ * reads it: `kexec_file_load` reads exactly the descriptors that were
+ * checked, and the fallback hands `kexec` those same descriptors as
+ * `/proc/<pid>/fd/<n>` (which reopens the open file, not whatever is at its
+ * name now), so no rename, link or other file put at the path after
+ * verification can be loaded (a Disk error, exit 8, instead).
  */
 export function kexecLoad(
   image: KexecImage,
   options: KexecLoadOptions = {},
-): void {
+): KexecLoader {
   const arch = options.arch ?? Deno.build.arch;
   const nr = KEXEC_FILE_LOAD[arch];
   if (nr === undefined) {
@@ -324,12 +361,120 @@ export function kexecLoad(
     );
   }
   const libc = options.libc ?? openLibc();
+  const fallback = options.fallback ?? (options.libc ? false : {});
+  const files = openVerified(image, libc, arch);
+  try {
+    const errno = kexecFileLoad(files, image, { nr, arch, libc });
+    if (errno === undefined) {
+      log.info("kernel loaded with kexec_file_load");
+      return "kexec_file_load";
+    }
+    return fallbackLoad(files, image, { errno, libc, fallback });
+  } finally {
+    files.close();
+  }
+}
+
+/** Options of {@linkcode fallbackLoad}. */
+interface FallbackLoadOptions {
+  /** Why `kexec_file_load` failed. */
+  errno: number;
+  /** The libc in use (for `strerror`). */
+  libc: LibcSymbols;
+  /** The fallback, or `false` for none. */
+  fallback: KexecFallback | false;
+}
+
+/** After `kexec_file_load` failed: kexec-tools on the same open files, when that can help. */
+function fallbackLoad(
+  files: VerifiedFiles,
+  image: KexecImage,
+  options: FallbackLoadOptions,
+): KexecLoader {
+  const { errno, libc, fallback } = options;
+  const err = kexecError(errno, libc.strerror(errno));
+  const lockdown = fallback === false
+    ? "unknown"
+    : fallback.lockdown ?? lockdownState();
+  const locked = lockdown === "integrity" || lockdown === "confidentiality";
+  if (locked && SIGNATURE_ERRNOS.has(errno)) {
+    throw new BootError(
+      `kexec_file_load failed: kernel lockdown is on (${lockdown}), so the kernel must be signed by a key the running kernel trusts (Secure Boot: the distribution's key or an enrolled MOK), and this one is not (${
+        libc.strerror(errno)
+      })`,
+      err.exitCode,
+    );
+  }
+  if (errno !== Errno.ENOSYS && errno !== Errno.ENOEXEC) throw err;
+  if (fallback === false) throw err;
+  if (locked) {
+    throw new BootError(
+      `${err.message}; kexec-tools cannot help: kernel lockdown (${lockdown}) forbids kexec_load, only a kernel signed by a key the running kernel trusts can be loaded`,
+      err.exitCode,
+    );
+  }
+  const program = fallback.program === undefined
+    ? findKexec()
+    : fallback.program;
+  if (!program) {
+    throw new BootError(
+      `${err.message}; install kexec-tools for the kexec_load fallback`,
+      err.exitCode,
+    );
+  }
+  log.warn(
+    `${err.message}: loading the same files with ${program} -l (kexec_load) instead`,
+  );
+  // The verified descriptors, reopened through /proc: never the names again.
+  const procFd = (fd: number) => ({ path: `/proc/${Deno.pid}/fd/${fd}` });
+  const failure = kexecToolsLoad(program, {
+    kernel: procFd(files.kernelFd),
+    ...(files.initrdFd >= 0 ? { initrd: procFd(files.initrdFd) } : {}),
+    cmdline: image.cmdline,
+  }, fallback.run);
+  if (failure !== undefined) {
+    throw new BootError(
+      `${err.message}; the fallback failed too: ${failure}`,
+      err.exitCode,
+    );
+  }
+  log.info(`kernel loaded with kexec-tools (${program} -l, kexec_load)`);
+  return "kexec_load";
+}
+
+/** errno values of a refused signature (with lockdown on, the kernel needs a trusted one). */
+const SIGNATURE_ERRNOS = new Set<number>([
+  Errno.EPERM,
+  Errno.EKEYREJECTED,
+  Errno.ENOKEY,
+  Errno.ENODATA,
+  Errno.EBADMSG,
+]);
+
+/** The verified files, open; `close` closes them. */
+interface VerifiedFiles {
+  /** The kernel's descriptor. */
+  kernelFd: number;
+  /** The initrd's descriptor, -1 without one. */
+  initrdFd: number;
+  /** Closes both. */
+  close(): void;
+}
+
+/**
+ * Opens the kernel and initrd of `image` and checks each descriptor is the
+ * verified file (Disk otherwise); nothing stays open when it throws.
+ */
+function openVerified(
+  image: KexecImage,
+  libc: LibcSymbols,
+  arch: string,
+): VerifiedFiles {
   const fds: number[] = [];
-  const openVerified = (
-    path: string,
-    what: string,
-    identity: FileIdentity,
-  ): number => {
+  const close = () => {
+    for (const fd of fds.splice(0)) libc.close(fd);
+  };
+  const open = (path: string, what: string, identity: FileIdentity) => {
     const fd = libc.open(
       cString(path),
       O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW[arch],
@@ -367,34 +512,38 @@ export function kexecLoad(
     return fd;
   };
   try {
-    const kernelFd = openVerified(
-      image.kernel.path,
-      "kernel",
-      image.verified.kernel,
-    );
+    const kernelFd = open(image.kernel.path, "kernel", image.verified.kernel);
     const initrdFd = image.initrd
-      ? openVerified(image.initrd.path, "initrd", image.verified.initrd!)
+      ? open(image.initrd.path, "initrd", image.verified.initrd!)
       : -1;
-    const cmdline = cString(image.cmdline);
-    const flags = image.initrd ? 0 : KEXEC_FILE_NO_INITRAMFS;
-    log.debug(
-      `kexec_file_load(kernel fd ${kernelFd}, initrd fd ${initrdFd}, ${cmdline.length} bytes of cmdline, flags ${flags}) [syscall ${nr} on ${arch}]`,
-    );
-    const ret = libc.syscall(
-      BigInt(nr),
-      BigInt(kernelFd),
-      BigInt(initrdFd),
-      BigInt(cmdline.length),
-      cmdline,
-      BigInt(flags),
-    );
-    if (ret !== 0n) {
-      const errno = libc.errno();
-      throw kexecError(errno, libc.strerror(errno));
-    }
-  } finally {
-    for (const fd of fds) libc.close(fd);
+    return { kernelFd, initrdFd, close };
+  } catch (err) {
+    close();
+    throw err;
   }
+}
+
+/** One `kexec_file_load` call on the verified descriptors; the errno when it failed. */
+function kexecFileLoad(
+  files: VerifiedFiles,
+  image: KexecImage,
+  options: { nr: number; arch: string; libc: LibcSymbols },
+): number | undefined {
+  const { nr, arch, libc } = options;
+  const cmdline = cString(image.cmdline);
+  const flags = image.initrd ? 0 : KEXEC_FILE_NO_INITRAMFS;
+  log.debug(
+    `kexec_file_load(kernel fd ${files.kernelFd}, initrd fd ${files.initrdFd}, ${cmdline.length} bytes of cmdline, flags ${flags}) [syscall ${nr} on ${arch}]`,
+  );
+  const ret = libc.syscall(
+    BigInt(nr),
+    BigInt(files.kernelFd),
+    BigInt(files.initrdFd),
+    BigInt(cmdline.length),
+    cmdline,
+    BigInt(flags),
+  );
+  return ret === 0n ? undefined : libc.errno();
 }
 
 /** How the loaded kernel is started. */

@@ -37,10 +37,13 @@ export async function captureLog<T>(
 }
 
 /**
- * Writes a private CA (`ca.pem`) and a leaf for 127.0.0.1 signed by it
- * (`leaf.pem`, `leaf.key`) into `dir`, made with openssl now.
+ * Writes a private CA (`ca.pem`) and a leaf for `ips` (default 127.0.0.1)
+ * signed by it (`leaf.pem`, `leaf.key`) into `dir`, made with openssl now.
  */
-export async function makeTestCerts(dir: string): Promise<void> {
+export async function makeTestCerts(
+  dir: string,
+  ips: string[] = ["127.0.0.1"],
+): Promise<void> {
   const openssl = async (args: string[]) => {
     const out = await new Deno.Command("openssl", {
       args,
@@ -76,11 +79,13 @@ export async function makeTestCerts(dir: string): Promise<void> {
     "-out",
     "leaf.csr",
     "-subj",
-    "/CN=127.0.0.1",
+    `/CN=${ips[0]}`,
   ]);
   await Deno.writeTextFile(
     `${dir}/ext.cnf`,
-    "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    `subjectAltName=${
+      ips.map((ip) => `IP:${ip}`).join(",")
+    }\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n`,
   );
   await openssl([
     "x509",

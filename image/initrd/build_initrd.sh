@@ -12,6 +12,10 @@
 # SYSROOT=DIR builds for another architecture: busybox and the libraries come from DIR (the
 # unpacked Debian packages of fetch_sysroot.sh), found with readelf instead of ldd; the
 # foreign busybox cannot list its applets here, so /init links them at boot.
+# CA_BUNDLE=PEM file: the initramfs's system trust store (/etc/ssl/certs/ca-certificates.crt),
+# which the bootloader reads.
+# KEXEC_TOOLS=PATH of kexec-tools' kexec (default: this host's; none with SYSROOT) or none: the
+# fallback loader.
 set -euo pipefail
 out=$1 modules=$2 bootloader=$3 bundle=${4:-}
 compress=${COMPRESS:-gzip}
@@ -141,6 +145,21 @@ for lib in libc.so.6; do
   [[ -n $path && ! -e $root$path ]] && { mkdir -p "$root$(dirname "$path")"; cp "$(readlink -f "$path")" "$root$path"; }
 done
 
+# kexec-tools' kexec and its libraries: the bootloader's fallback when kexec_file_load cannot
+# take a kernel (ENOSYS, ENOEXEC).
+# A cross build has none unless KEXEC_TOOLS names one for the target.
+if [[ -n $sysroot ]]; then
+  kexec_bin=${KEXEC_TOOLS:-none}
+else
+  kexec_bin=${KEXEC_TOOLS:-$(command -v kexec || echo /sbin/kexec)}
+fi
+if [[ $kexec_bin != none ]]; then
+  [[ -n ${KEXEC_TOOLS:-} ]] || "$here/require_tools.sh" "$kexec_bin:kexec-tools"
+  check_machine "$(readlink -f "$kexec_bin")"
+  cp "$(readlink -f "$kexec_bin")" "$root/bin/kexec"
+  copy_libs "$root/bin/kexec"
+fi
+
 cp "$modules"/*.ko "$modules/load-order" "$root/lib/modules/assisted/"
 if [[ ${NICS:-virtio} == all ]]; then
   # Every Ethernet driver with modules.dep/alias (fetch_kernel.sh builds MODULES_DIR/../nic-modules).
@@ -154,6 +173,13 @@ fi
 install -m 0755 "$here/init" "$root/init"
 install -m 0755 "$here/init-bootloader" "$root/init-bootloader"
 install -m 0755 "$here/udhcpc.script" "$root/usr/share/udhcpc/default.script"
+# A private CA for the bootloader: the initramfs's system store (it has none otherwise; Deno's
+# built-in roots cover public CAs).
+if [[ -n ${CA_BUNDLE:-} ]]; then
+  grep -q -- '-----BEGIN CERTIFICATE-----' "$CA_BUNDLE" 2>/dev/null ||
+    { echo "error: CA_BUNDLE=$CA_BUNDLE is not a readable PEM certificate file" >&2; exit 2; }
+  install -D -m 0644 "$CA_BUNDLE" "$root/etc/ssl/certs/ca-certificates.crt"
+fi
 echo "root:x:0:0:root:/root:/bin/sh" >"$root/etc/passwd"
 echo "root:x:0:" >"$root/etc/group"
 : >"$root/etc/resolv.conf"

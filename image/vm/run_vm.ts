@@ -39,7 +39,7 @@ export const GUEST_MOCK_ADDRESS = "10.0.2.100";
 
 const USAGE =
   `usage: run_vm.ts [--arch x86_64|aarch64] --kernel VMLINUZ [--served-kernel KERNEL] --marker-initrd INITRD (--initrd INITRD | --image DISK.raw)
-  [--append ARG]... [--accel kvm|tcg] [--accel-cache FILE] [--memory MiB (default 512, 2048 with --image)] [--on-failure shell|poweroff]
+  [--append ARG]... [--accel kvm|tcg] [--accel-cache FILE] [--memory MiB (default 512, 2048 with --image)] [--on-failure shell|retry|poweroff|reboot (default shell)]
   [--bootloader BINARY (with --image: served at http://${"10.0.2.100"}/assisted-bootloader for the image's unit)]`;
 
 async function sha256Hex(path: string): Promise<string> {

@@ -76,7 +76,7 @@ export const NAMED_FILE_OPTIONS: readonly OptionName[] = [
 ];
 
 /** `assisted.*` kernel parameters that are not options (read by the initramfs's /init). */
-const CMDLINE_OTHERS = new Set(["on-failure"]);
+const CMDLINE_OTHERS = new Set(["on-failure", "retry-delay"]);
 
 /** `ASSISTED_*` variables that are not options. */
 const ENV_OTHERS = new Set(["kernel-cmdline-file", "debug"]);

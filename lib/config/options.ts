@@ -172,6 +172,17 @@ export const OPTIONS = {
     arg: "PATH",
     help: "extra trusted CA certificate, PEM (repeatable)",
   },
+  "ca-cert-url": {
+    kind: "string",
+    arg: "URL",
+    help:
+      "fetch a CA certificate to trust (http/https; needs --ca-cert-sha256)",
+  },
+  "ca-cert-sha256": {
+    kind: "string",
+    arg: "HEX",
+    help: "the sha256 the --ca-cert-url file must have",
+  },
   insecure: {
     kind: "boolean",
     help: "DANGEROUS: do not verify TLS certificates",

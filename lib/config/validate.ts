@@ -76,6 +76,8 @@ export interface Config {
   minSpeedTimeMs: number;
   /** Extra CA certificate files. */
   caCerts: string[];
+  /** A CA certificate to fetch and trust (`--ca-cert-url`), with its sha256. */
+  caCertUrl?: { url: string; sha256: string };
   /** Skip TLS verification. */
   insecure: boolean;
   /** Progress display. */
@@ -254,6 +256,9 @@ export const VALUE_CHECKS = {
   "api-url": (v: string, what: string) =>
     checkUrl(v, what, ["http", "https"]).replace(/\/+$/, ""),
   "sso-url": (v: string, what: string) => checkUrl(v, what, ["http", "https"]),
+  "ca-cert-url": (v: string, what: string) =>
+    checkUrl(v, what, ["http", "https"]),
+  "ca-cert-sha256": checkSha256,
   "ipxe-url": (v: string, what: string) =>
     checkUrl(v, what, ["http", "https", "file"]),
   "infra-env-id": checkInfraEnvId,
@@ -433,6 +438,13 @@ export function validateConfig(
     return v === undefined ? undefined : checkValue(name, v);
   };
   const mac = str("mac");
+  const caCertUrl = str("ca-cert-url");
+  const caCertSha256 = str("ca-cert-sha256");
+  if ((caCertUrl === undefined) !== (caCertSha256 === undefined)) {
+    throw usageError(
+      "--ca-cert-url and --ca-cert-sha256 go together: a fetched CA is trusted only with its digest",
+    );
+  }
   const config: Config = {
     source,
     mac: mac === undefined ? undefined : checkValue("mac", mac),
@@ -455,6 +467,10 @@ export function validateConfig(
     minSpeed: number("min-speed", 1024),
     minSpeedTimeMs: number("min-speed-time", 30) * 1000,
     caCerts: list("ca-cert"),
+    caCertUrl: caCertUrl === undefined ? undefined : {
+      url: checkValue("ca-cert-url", caCertUrl),
+      sha256: checkValue("ca-cert-sha256", caCertSha256!),
+    },
     insecure: bool("insecure"),
     progress,
     verbose: bool("verbose"),

@@ -1083,7 +1083,7 @@ Deno.test("TLS: default verifies, --ca-cert adds trust, --insecure skips verific
         () => createClient({ caCertFiles: [`${dir}/missing.pem`] }),
         bootError(ExitCode.Usage, /Cannot read CA certificate/),
       );
-      assert.equal(createClient({}), undefined);
+      assert.equal(createClient({ systemCerts: [] }), undefined);
     } finally {
       await server.close();
     }

@@ -242,7 +242,7 @@ Deno.test("config: unknown assisted.* kernel parameters are warned about, /init'
     const c = run([], {
       ...none,
       cmdline:
-        "assisted.ipxe_url=http://h/x assisted.infra_env=typo assisted.on_failure=poweroff",
+        "assisted.ipxe_url=http://h/x assisted.infra_env=typo assisted.on_failure=poweroff assisted.retry_delay=5",
     });
     assert.equal(c.source.kind, "ipxe-url");
     assert.deepEqual(lines, [

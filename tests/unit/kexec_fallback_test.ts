@@ -1,0 +1,310 @@
+/**
+ * The kexec-tools fallback of `kexecLoad` through injected fakes: when
+ * `kexec_file_load` fails with ENOSYS or ENOEXEC, `kexec -l -c` runs on the
+ * same files and command line (no shell), only where lockdown allows it; the
+ * lockdown messages; the lockdown and program lookups.
+ *
+ * SAFETY: every test injects libc and the program runner: nothing here calls
+ * `kexec_file_load` or runs the real `kexec`.
+ */
+
+import assert from "node:assert/strict";
+import { BootError, ExitCode } from "../../lib/errors.ts";
+import {
+  Errno,
+  type KexecFallback,
+  type KexecImage,
+  kexecLoad,
+  type LibcSymbols,
+} from "../../lib/kexec.ts";
+import {
+  findKexec,
+  kexecToolsArgs,
+  lockdownState,
+  type RunResult,
+} from "../../lib/kexec_tools.ts";
+import type { FileIdentity } from "../../lib/work_dir.ts";
+import { captureLog } from "../test_util.ts";
+
+/** What `load` verified: the identity statx reports for every file of the fake libc. */
+const IDENTITY: FileIdentity = {
+  dev: 0x801,
+  ino: 4242,
+  size: 1000,
+  mtimeMs: 1_700_000_000_000,
+};
+
+/**
+ * A libc whose kexec_file_load fails with `errno` (0: succeeds); `open` gives
+ * descriptors 10, 11…, each the verified file (statx).
+ */
+function libcFailing(errno: number): LibcSymbols & { syscalls: number } {
+  let last = 0;
+  let fd = 10;
+  const libc = {
+    syscalls: 0,
+    open: () => fd++,
+    close: () => 0,
+    statx: (
+      _fd: number,
+      _path: Uint8Array,
+      _flags: number,
+      _mask: number,
+      buf: Uint8Array,
+    ) => {
+      const view = new DataView(buf.buffer, buf.byteOffset);
+      view.setUint16(28, 0o100600, true);
+      view.setBigUint64(32, BigInt(IDENTITY.ino), true);
+      view.setBigUint64(40, BigInt(IDENTITY.size), true);
+      view.setBigInt64(112, BigInt(IDENTITY.mtimeMs / 1000), true);
+      view.setUint32(136, IDENTITY.dev >> 8, true);
+      view.setUint32(140, IDENTITY.dev & 0xff, true);
+      return 0;
+    },
+    syscall: () => {
+      libc.syscalls++;
+      last = errno;
+      return errno === 0 ? 0n : -1n;
+    },
+    reboot: () => -1,
+    sync: () => {},
+    errno: () => last,
+    strerror: (n: number) =>
+      ({
+        [Errno.ENOSYS]: "Function not implemented",
+        [Errno.ENOEXEC]: "Exec format error",
+        [Errno.EPERM]: "Operation not permitted",
+        [Errno.EKEYREJECTED]: "Key was rejected by service",
+        [Errno.EBUSY]: "Device or resource busy",
+        [Errno.EINVAL]: "Invalid argument",
+      })[n] ?? `errno ${n}`,
+  };
+  return libc;
+}
+
+/** A fallback that records how it was run and answers `result`. */
+function fakeTools(
+  result: RunResult | Error = { code: 0, output: "" },
+  options: Partial<KexecFallback> = {},
+): KexecFallback & { runs: { program: string; args: string[] }[] } {
+  const runs: { program: string; args: string[] }[] = [];
+  return {
+    runs,
+    program: "/usr/sbin/kexec",
+    lockdown: "none",
+    run: (program, args) => {
+      runs.push({ program, args });
+      if (result instanceof Error) throw result;
+      return result;
+    },
+    ...options,
+  };
+}
+
+const CMDLINE =
+  'console=ttyS0 coreos.inst.persistent-kargs="console=tty1 console=ttyS1,115200n8" $(reboot) ; `id` ü';
+const IMAGE: KexecImage = {
+  kernel: { path: "/var/lib/assisted-bootloader/kernel" },
+  initrd: { path: "/var/lib/assisted-bootloader/initrd.img" },
+  cmdline: CMDLINE,
+  verified: { kernel: IDENTITY, initrd: IDENTITY },
+};
+
+function load(errno: number, fallback: KexecFallback | false, image = IMAGE) {
+  return kexecLoad(image, {
+    libc: libcFailing(errno),
+    arch: "x86_64",
+    fallback,
+  });
+}
+
+function fails(
+  fn: () => unknown,
+  code: number,
+  pattern: RegExp,
+): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof BootError, String(err));
+    assert.equal(err.exitCode, code, err.message);
+    assert.match(err.message, pattern);
+    assert.doesNotMatch(err.message, /\n/);
+    return true;
+  });
+}
+
+Deno.test("fallback: ENOSYS and ENOEXEC load the same files and command line with kexec -l -c, and say so", async () => {
+  for (const errno of [Errno.ENOSYS, Errno.ENOEXEC]) {
+    const tools = fakeTools();
+    const [loader, lines] = await captureLog(() =>
+      Promise.resolve(load(errno, tools))
+    );
+    assert.equal(loader, "kexec_load");
+    // One argument each, the command line byte for byte: no shell ever sees
+    // it. The files are the verified descriptors, reopened through /proc,
+    // never the names (which could lead elsewhere by now).
+    assert.deepEqual(tools.runs, [{
+      program: "/usr/sbin/kexec",
+      args: [
+        "-l",
+        "-c",
+        `/proc/${Deno.pid}/fd/10`,
+        `--initrd=/proc/${Deno.pid}/fd/11`,
+        `--command-line=${CMDLINE}`,
+      ],
+    }]);
+    assert.ok(
+      lines.some((l) =>
+        /warn: kexec_file_load failed: .*\((Function not implemented|Exec format error)\): loading the same files with \/usr\/sbin\/kexec -l \(kexec_load\) instead/
+          .test(l)
+      ),
+      lines.join("\n"),
+    );
+    assert.ok(
+      lines.some((l) =>
+        l.endsWith(
+          "kernel loaded with kexec-tools (/usr/sbin/kexec -l, kexec_load)",
+        )
+      ),
+      lines.join("\n"),
+    );
+  }
+  // Without an initrd: no --initrd at all.
+  assert.deepEqual(
+    kexecToolsArgs({ kernel: { path: "/k" }, cmdline: "" }),
+    ["-l", "-c", "/k", "--command-line="],
+  );
+});
+
+Deno.test("fallback: kexec_file_load succeeding, or failing otherwise, never runs kexec", async () => {
+  const tools = fakeTools();
+  const [loader, lines] = await captureLog(() =>
+    Promise.resolve(load(0, tools))
+  );
+  assert.equal(loader, "kexec_file_load");
+  assert.ok(
+    lines.some((l) => l.endsWith("kernel loaded with kexec_file_load")),
+  );
+  for (
+    const [errno, code] of [
+      [Errno.EBUSY, ExitCode.KexecBusy],
+      [Errno.EINVAL, ExitCode.KexecUnsupported],
+      [Errno.EPERM, ExitCode.KexecPermission],
+      [Errno.ENOMEM, ExitCode.KexecMemory],
+    ]
+  ) {
+    fails(() => load(errno, tools), code, /^kexec_file_load failed: /);
+  }
+  assert.equal(tools.runs.length, 0);
+  // An injected libc without a fallback: none (tests never reach the real kexec).
+  fails(
+    () => kexecLoad(IMAGE, { libc: libcFailing(Errno.ENOSYS), arch: "x86_64" }),
+    ExitCode.KexecUnsupported,
+    /^kexec_file_load failed: .*\(Function not implemented\)$/,
+  );
+});
+
+Deno.test("fallback: not installed, or failing too: the kexec_file_load exit code, both reasons", () => {
+  fails(
+    () => load(Errno.ENOSYS, fakeTools(undefined, { program: null })),
+    ExitCode.KexecUnsupported,
+    /\(Function not implemented\); install kexec-tools for the kexec_load fallback$/,
+  );
+  const failing = fakeTools({
+    code: 255,
+    output: "Cannot determine the file type of /k\nkexec: load failed\n",
+  });
+  fails(
+    () => load(Errno.ENOEXEC, failing),
+    ExitCode.KexecFormat,
+    /\(Exec format error\); the fallback failed too: \/usr\/sbin\/kexec exited with code 255: kexec: load failed$/,
+  );
+  assert.equal(failing.runs.length, 1);
+  fails(
+    () => load(Errno.ENOSYS, fakeTools(new Error("ENOENT: no such file"))),
+    ExitCode.KexecUnsupported,
+    /the fallback failed too: cannot run \/usr\/sbin\/kexec: ENOENT: no such file$/,
+  );
+});
+
+Deno.test("fallback: under lockdown kexec is never run, and the message says the kernel must be signed", () => {
+  for (const lockdown of ["integrity", "confidentiality"] as const) {
+    const tools = fakeTools(undefined, { lockdown });
+    fails(
+      () => load(Errno.ENOSYS, tools),
+      ExitCode.KexecUnsupported,
+      new RegExp(
+        `kexec-tools cannot help: kernel lockdown \\(${lockdown}\\) forbids kexec_load, only a kernel signed by a key the running kernel trusts can be loaded$`,
+      ),
+    );
+    // An unsigned kernel under lockdown: EPERM (or a signature errno): say what is needed.
+    for (
+      const [errno, code] of [
+        [Errno.EPERM, ExitCode.KexecPermission],
+        [Errno.EKEYREJECTED, ExitCode.KexecSignature],
+        [Errno.ENOKEY, ExitCode.KexecSignature],
+        [Errno.ENODATA, ExitCode.KexecSignature],
+        [Errno.EBADMSG, ExitCode.KexecSignature],
+      ]
+    ) {
+      fails(
+        () => load(errno, tools),
+        code,
+        new RegExp(
+          `^kexec_file_load failed: kernel lockdown is on \\(${lockdown}\\), so the kernel must be signed by a key the running kernel trusts`,
+        ),
+      );
+    }
+    assert.equal(tools.runs.length, 0);
+  }
+  // Lockdown unknown (securityfs not mounted): the kernel has the last word, so try.
+  const unknown = fakeTools(undefined, { lockdown: "unknown" });
+  assert.equal(load(Errno.ENOSYS, unknown), "kexec_load");
+  assert.equal(unknown.runs.length, 1);
+});
+
+Deno.test("lockdownState: the bracketed mode; no file under a mounted securityfs is none; not mounted is unknown", () => {
+  assert.equal(
+    lockdownState({ lockdown: "[none] integrity confidentiality\n" }),
+    "none",
+  );
+  assert.equal(
+    lockdownState({ lockdown: "none [integrity] confidentiality\n" }),
+    "integrity",
+  );
+  assert.equal(
+    lockdownState({ lockdown: "none integrity [confidentiality]\n" }),
+    "confidentiality",
+  );
+  assert.equal(lockdownState({ lockdown: "garbage" }), "unknown");
+  const mounted =
+    "proc /proc proc rw 0 0\nsecurityfs /sys/kernel/security securityfs rw,nosuid 0 0\n";
+  assert.equal(lockdownState({ lockdown: undefined, mounts: mounted }), "none");
+  assert.equal(
+    lockdownState({ lockdown: undefined, mounts: "proc /proc proc rw 0 0\n" }),
+    "unknown",
+  );
+});
+
+Deno.test("findKexec: PATH first, then /usr/sbin and /sbin; nothing when none is executable", () => {
+  const present = new Set(["/opt/bin/kexec", "/sbin/kexec"]);
+  const exec = (f: string) => present.has(f);
+  assert.equal(findKexec("/usr/bin:/opt/bin", exec), "/opt/bin/kexec");
+  assert.equal(findKexec("/usr/bin", exec), "/sbin/kexec");
+  assert.equal(findKexec("", () => false), undefined);
+});
+
+Deno.test("fallback: a file that is not the verified one never reaches kexec either", () => {
+  const tools = fakeTools();
+  const libc = libcFailing(Errno.ENOSYS);
+  const image = {
+    ...IMAGE,
+    verified: { kernel: { ...IDENTITY, ino: 1 }, initrd: IDENTITY },
+  };
+  fails(
+    () => kexecLoad(image, { libc, arch: "x86_64", fallback: tools }),
+    ExitCode.Disk,
+    /kernel .* is not the file that was verified/,
+  );
+  assert.equal(libc.syscalls, 0);
+  assert.equal(tools.runs.length, 0);
+});
