@@ -11,8 +11,8 @@
 import { fetchCaCert } from "./lib/ca_cert_url.ts";
 import { systemCertificates } from "./lib/ca_store.ts";
 import { type Config, parseConfig } from "./lib/config/mod.ts";
-import { BootError, ExitCode } from "./lib/errors.ts";
-import { createClient, errorText, sleep } from "./lib/http.ts";
+import { BootError, errorText, ExitCode } from "./lib/errors.ts";
+import { createClient } from "./lib/http.ts";
 import { hostPlatform, readHostSettings } from "./lib/host_settings.ts";
 import { createScriptClient } from "./lib/infraenv.ts";
 import {
@@ -27,6 +27,7 @@ import { configureLog, log, redact, safeJson } from "./lib/log.ts";
 import { checkPins } from "./lib/pins.ts";
 import type { KexecPlan } from "./lib/plan.ts";
 import { resolvePlan } from "./lib/resolve_plan.ts";
+import { sleep } from "./lib/retry.ts";
 import { lockWorkDir } from "./lib/work_dir.ts";
 
 function printJson(value: unknown): void {

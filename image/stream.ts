@@ -5,8 +5,8 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { BootError, ExitCode } from "../lib/errors.ts";
+import { sha256File } from "../lib/sha256.ts";
 
 /** Default stream metadata URL for a stream name. */
 export function streamUrl(stream: string): string {
@@ -119,19 +119,6 @@ export async function resolveMetal(
     throw fail(`The stream metadata at ${url} is not JSON`, ExitCode.Usage);
   }
   return metalArtifact(metadata, arch);
-}
-
-/** sha256 of a file, hex. */
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash("sha256");
-  using file = await Deno.open(path);
-  const buf = new Uint8Array(8 << 20);
-  for (;;) {
-    const n = await file.read(buf);
-    if (n === null) break;
-    hash.update(buf.subarray(0, n));
-  }
-  return hash.digest("hex");
 }
 
 async function exists(path: string): Promise<boolean> {

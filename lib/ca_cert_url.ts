@@ -8,18 +8,12 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { splitPem, usableCertificates } from "./ca_store.ts";
-import { BootError, ExitCode } from "./errors.ts";
-import {
-  errorText,
-  NetworkError,
-  readAtMost,
-  request,
-  statusError,
-  withRetries,
-} from "./http.ts";
+import { BootError, errorText, ExitCode } from "./errors.ts";
+import { NetworkError, readAtMost, request, statusError } from "./http.ts";
 import { log, redact } from "./log.ts";
+import { withRetries } from "./retry.ts";
+import { sha256Hex } from "./sha256.ts";
 
 /** Largest CA file fetched (a bundle of a few hundred certificates fits). */
 export const MAX_CA_BYTES = 1024 * 1024;
@@ -83,7 +77,7 @@ export async function fetchCaCert(
       ExitCode.Verify,
     );
   }
-  const actual = createHash("sha256").update(bytes).digest("hex");
+  const actual = sha256Hex(bytes);
   if (actual !== sha256) {
     throw new BootError(
       `The CA certificate ${shown} has sha256 ${actual}, not ${sha256} (--ca-cert-sha256): not trusted`,

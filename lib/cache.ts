@@ -22,11 +22,12 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import type { DownloadResult } from "./download.ts";
-import { probe, sha256Of } from "./download.ts";
+import { probe } from "./download.ts";
+import { errorText } from "./errors.ts";
 import { readHeadOf } from "./formats.ts";
 import { log, redact } from "./log.ts";
+import { sha256Hex, sha256Of } from "./sha256.ts";
 import {
   clearName,
   createFile,
@@ -64,16 +65,12 @@ const CACHE_ENTRY = /^([0-9a-f]{32})(\.json)?(\.part)?$/;
 const MANIFEST_LIMIT = 64 * 1024;
 
 function cacheKey(url: string): string {
-  return createHash("sha256").update(url).digest("hex").slice(0, 32);
+  return sha256Hex(url).slice(0, 32);
 }
 
 function cachePaths(dir: string, url: string) {
   const base = `${dir}/cache/${cacheKey(url)}`;
   return { file: base, manifest: `${base}.json` };
-}
-
-function message(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /** Reads and validates a manifest; throws when it is not a regular file of ours or not a manifest for `url`. */
@@ -198,7 +195,7 @@ export async function fromCache(
     manifest = await readManifest(paths.manifest, url);
   } catch (err) {
     await dropEntry(paths);
-    return skip(message(err));
+    return skip(errorText(err));
   }
   if (options.pin && options.pin.toLowerCase() !== manifest.sha256) {
     return skip("it does not match the pinned sha256");
@@ -208,7 +205,7 @@ export async function fromCache(
     file = await openOwnFile(paths.file);
   } catch (err) {
     await dropEntry(paths);
-    return skip(message(err));
+    return skip(errorText(err));
   }
   let identity: FileIdentity;
   try {
@@ -226,7 +223,7 @@ export async function fromCache(
       });
     } catch (err) {
       if (options.signal.aborted) throw err;
-      return skip(`HEAD failed: ${message(err)}`);
+      return skip(`HEAD failed: ${errorText(err)}`);
     }
     const stale = staleReason(manifest, head);
     if (stale) return skip(stale);
@@ -235,7 +232,7 @@ export async function fromCache(
       sha256 = await sha256Of(file);
     } catch (err) {
       await dropEntry(paths);
-      return skip(`cannot read it: ${message(err)}`);
+      return skip(`cannot read it: ${errorText(err)}`);
     }
     if (sha256 !== manifest.sha256) {
       await dropEntry(paths);
@@ -248,7 +245,7 @@ export async function fromCache(
       options.check(await readHeadOf(file), identity.size);
     } catch (err) {
       await dropEntry(paths);
-      return skip(message(err));
+      return skip(errorText(err));
     }
   } finally {
     file.close();
@@ -261,7 +258,7 @@ export async function fromCache(
       return skip("it was replaced while it was being checked");
     }
   } catch (err) {
-    return skip(`cannot link it: ${message(err)}`);
+    return skip(`cannot link it: ${errorText(err)}`);
   }
   log.info(
     `${label}: cached copy verified (sha256 ${manifest.sha256}), not downloaded`,
@@ -333,7 +330,7 @@ export async function toCache(
     await dropEntry(paths);
     await discard(part);
     await discard(manifestPart);
-    log.warn(`Cannot cache ${redact(result.url)}: ${message(err)}`);
+    log.warn(`Cannot cache ${redact(result.url)}: ${errorText(err)}`);
   }
 }
 

@@ -15,19 +15,19 @@
  */
 
 import { createHash, type Hash } from "node:crypto";
-import { BootError, ExitCode } from "./errors.ts";
+import { BootError, errorText, ExitCode } from "./errors.ts";
 import { readHeadOf } from "./formats.ts";
 import {
-  errorText,
   HttpStatusError,
   isTransient,
   NetworkError,
   request,
   statusError,
-  withRetries,
 } from "./http.ts";
 import { log, redact } from "./log.ts";
 import type { ProgressTracker } from "./progress.ts";
+import { sha256Of } from "./sha256.ts";
+import { withRetries } from "./retry.ts";
 import {
   clearName,
   createFile,
@@ -156,25 +156,6 @@ export function isPxeInitrd(url: string): boolean {
   } catch {
     return false;
   }
-}
-
-/** The sha256 (hex) of a file, read in 1 MiB chunks. */
-export async function sha256File(path: string): Promise<string> {
-  using file = await Deno.open(path, { read: true });
-  return await sha256Of(file);
-}
-
-/** The sha256 (hex) of an open file from its first byte, read in 1 MiB chunks. */
-export async function sha256Of(file: Deno.FsFile): Promise<string> {
-  const hash = createHash("sha256");
-  await file.seek(0, Deno.SeekMode.Start);
-  const buf = new Uint8Array(1 << 20);
-  for (;;) {
-    const n = await file.read(buf);
-    if (n === null) break;
-    hash.update(buf.subarray(0, n));
-  }
-  return hash.digest("hex");
 }
 
 interface State {

@@ -8,6 +8,8 @@
  * @module
  */
 
+import { redact } from "./log.ts";
+
 /** Exit codes of the bootloader (docs/exit_codes.md is generated from these comments). */
 export const ExitCode = {
   /** Success: booted, plan printed, local boot decided, `--no-kexec` or `--load-only` done. */
@@ -90,4 +92,17 @@ export class BootError extends Error {
     this.name = "BootError";
     this.exitCode = exitCode;
   }
+}
+
+/**
+ * A short description of any thrown value, for one log line: its message,
+ * the message of its `cause` when that is an error, only the first line, and
+ * redacted.
+ */
+export function errorText(err: unknown): string {
+  if (err instanceof Error) {
+    const cause = err.cause instanceof Error ? `: ${err.cause.message}` : "";
+    return redact(`${err.message}${cause}`.split("\n")[0]);
+  }
+  return redact(String(err));
 }

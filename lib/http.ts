@@ -14,7 +14,7 @@ import {
   systemCertificates,
   usableCertificates,
 } from "./ca_store.ts";
-import { BootError, ExitCode } from "./errors.ts";
+import { BootError, errorText, ExitCode } from "./errors.ts";
 import { log, redact } from "./log.ts";
 
 /** A non-success HTTP answer. */
@@ -374,87 +374,6 @@ export function isTransient(err: unknown): boolean {
     return err.status >= 500 || err.status === 429;
   }
   return false;
-}
-
-/** Options for {@linkcode withRetries}. */
-export interface RetryOptions {
-  /** Attempts after the first one (default 5). */
-  retries?: number;
-  /** First backoff delay in milliseconds (default 500). */
-  baseDelayMs?: number;
-  /** Longest backoff delay in milliseconds (default 30 s). */
-  maxDelayMs?: number;
-  /** Decides whether a failure is retried (default {@linkcode isTransient}). */
-  retryable?: (err: unknown) => boolean;
-  /** Told about each retry before its delay. */
-  onRetry?: (err: unknown, attempt: number, delayMs: number) => void;
-  /** Stops waiting. */
-  signal?: AbortSignal;
-  /** Random source in [0, 1) for the jitter (tests make it deterministic). */
-  random?: () => number;
-}
-
-/** The delay before retry number `attempt` (1-based): exponential, capped, with full jitter. */
-export function backoffDelay(
-  attempt: number,
-  options: RetryOptions = {},
-): number {
-  const base = options.baseDelayMs ?? 500;
-  const max = options.maxDelayMs ?? 30_000;
-  const ceiling = Math.min(max, base * 2 ** (attempt - 1));
-  const random = options.random ?? Math.random;
-  return Math.round(ceiling / 2 + random() * ceiling / 2);
-}
-
-/**
- * Runs `fn` until it succeeds, it fails with a non-retryable error, or the
- * retries are spent. A server's `Retry-After` wins over the computed backoff
- * (within `maxDelayMs`).
- */
-export async function withRetries<T>(
-  fn: (attempt: number) => Promise<T>,
-  options: RetryOptions = {},
-): Promise<T> {
-  const retries = options.retries ?? 5;
-  const retryable = options.retryable ?? isTransient;
-  for (let attempt = 0;; attempt++) {
-    try {
-      return await fn(attempt);
-    } catch (err) {
-      if (attempt >= retries || !retryable(err) || options.signal?.aborted) {
-        throw err;
-      }
-      let delay = backoffDelay(attempt + 1, options);
-      if (err instanceof HttpStatusError && err.retryAfterMs !== undefined) {
-        delay = Math.min(err.retryAfterMs, options.maxDelayMs ?? 30_000);
-      }
-      options.onRetry?.(err, attempt + 1, delay);
-      await sleep(delay, options.signal);
-    }
-  }
-}
-
-/** Waits `ms` milliseconds (resolves early when `signal` aborts). */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (ms <= 0 || signal?.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener("abort", done, { once: true });
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-  });
-}
-
-/** A short description of any thrown value. */
-export function errorText(err: unknown): string {
-  if (err instanceof Error) {
-    const cause = err.cause instanceof Error ? `: ${err.cause.message}` : "";
-    return redact(`${err.message}${cause}`.split("\n")[0]);
-  }
-  return redact(String(err));
 }
 
 /** Clients made by {@linkcode createClient} with `insecure: true`. */

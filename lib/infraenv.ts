@@ -17,9 +17,8 @@
  * @module
  */
 
-import { BootError, ExitCode } from "./errors.ts";
+import { BootError, errorText, ExitCode } from "./errors.ts";
 import {
-  errorText,
   HttpStatusError,
   isHeaderToken,
   isTransient,
@@ -27,7 +26,6 @@ import {
   readAtMost,
   readErrorBody,
   request,
-  withRetries,
 } from "./http.ts";
 import { addSecret, log, redact } from "./log.ts";
 import {
@@ -35,6 +33,7 @@ import {
   isMacScriptRequest,
   withoutMac,
 } from "./mac_request.ts";
+import { withRetries } from "./retry.ts";
 
 /** How the API is authenticated. */
 export type ApiAuth =

@@ -31,13 +31,14 @@ import {
   readHeadOf,
   unpackArm64Kernel,
 } from "./formats.ts";
-import { download, isPxeInitrd, sha256Of } from "./download.ts";
+import { download, isPxeInitrd } from "./download.ts";
 import { type Fetched, fromCache, pruneCache, toCache } from "./cache.ts";
 import { HttpStatusError } from "./http.ts";
 import { artifactPin, checkPins } from "./pins.ts";
 import { assembleInitrd } from "./initrd.ts";
 import { log, redact } from "./log.ts";
 import type { KexecPlan } from "./plan.ts";
+import { sha256Of } from "./sha256.ts";
 import {
   createProgress,
   type Progress,

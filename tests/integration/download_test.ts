@@ -5,16 +5,12 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import {
-  download,
-  isPxeInitrd,
-  probe,
-  sha256File,
-} from "../../lib/download.ts";
+import { download, isPxeInitrd, probe } from "../../lib/download.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import { createClient, request } from "../../lib/http.ts";
 import { configureLog, log } from "../../lib/log.ts";
 import { createProgress, formatBytes } from "../../lib/progress.ts";
+import { sha256File } from "../../lib/sha256.ts";
 import { captureLog, withTemp } from "../test_util.ts";
 
 const enc = new TextEncoder();
