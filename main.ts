@@ -12,7 +12,8 @@ import { fetchCaCert } from "./lib/ca_cert_url.ts";
 import { systemCertificates } from "./lib/ca_store.ts";
 import { type Config, parseConfig } from "./lib/config/mod.ts";
 import { BootError, errorText, ExitCode } from "./lib/errors.ts";
-import { createClient } from "./lib/http.ts";
+import type { HttpClient } from "./lib/http.ts";
+import { createClient } from "./lib/http_client.ts";
 import { hostPlatform, readHostSettings } from "./lib/host_settings.ts";
 import { createScriptClient } from "./lib/infraenv.ts";
 import {
@@ -161,7 +162,7 @@ async function boot(config: Config): Promise<number> {
  */
 async function httpClient(
   config: Config,
-): Promise<Deno.HttpClient | undefined> {
+): Promise<HttpClient | undefined> {
   const systemCerts = systemCertificates();
   let caCerts: string[] = [];
   if (config.caCertUrl) {

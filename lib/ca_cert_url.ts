@@ -10,7 +10,13 @@
 
 import { splitPem, usableCertificates } from "./ca_store.ts";
 import { BootError, errorText, ExitCode } from "./errors.ts";
-import { NetworkError, readAtMost, request, statusError } from "./http.ts";
+import {
+  type HttpClient,
+  NetworkError,
+  readAtMost,
+  request,
+  statusError,
+} from "./http.ts";
 import { log, redact } from "./log.ts";
 import { withRetries } from "./retry.ts";
 import { sha256Hex } from "./sha256.ts";
@@ -21,7 +27,7 @@ export const MAX_CA_BYTES = 1024 * 1024;
 /** Options for {@linkcode fetchCaCert}. */
 export interface FetchCaCertOptions {
   /** Client for the request (system store, `--ca-cert`, `--insecure`). */
-  client?: Deno.HttpClient;
+  client?: HttpClient;
   /** Retries on network errors and 5xx (default 5). */
   retries?: number;
   /** Per-request timeout in milliseconds (default 30 s). */

@@ -26,6 +26,7 @@ import type { DownloadResult } from "./download.ts";
 import { probe } from "./download.ts";
 import { errorText } from "./errors.ts";
 import { readHeadOf } from "./formats.ts";
+import type { HttpClient } from "./http.ts";
 import { log, redact } from "./log.ts";
 import { sha256Hex, sha256Of } from "./sha256.ts";
 import {
@@ -161,7 +162,7 @@ export interface FromCacheOptions {
   /** The format check of the first bytes and the size; throws to reject. */
   check: (head: Uint8Array, size: number) => void;
   /** Client with extra CAs or `--insecure`. */
-  client?: Deno.HttpClient;
+  client?: HttpClient;
   /** Milliseconds for the `HEAD`. */
   timeoutMs?: number;
   /** Aborts the `HEAD`. */

@@ -18,6 +18,7 @@ import { createHash, type Hash } from "node:crypto";
 import { BootError, errorText, ExitCode } from "./errors.ts";
 import { readHeadOf } from "./formats.ts";
 import {
+  type HttpClient,
   HttpStatusError,
   isTransient,
   NetworkError,
@@ -45,7 +46,7 @@ export const DEFAULT_MIN_SPEED_TIME_MS = 30_000;
 /** Options for {@linkcode download}. */
 export interface DownloadOptions {
   /** Client with extra CAs or `--insecure` (from `createClient`). */
-  client?: Deno.HttpClient;
+  client?: HttpClient;
   /** Retries after the first attempt (default 5). */
   retries?: number;
   /** Milliseconds to wait for the response headers, and for each body read (default 30 s). */
@@ -115,7 +116,7 @@ export interface ProbeResult {
 /** Options for {@linkcode probe}. */
 export interface ProbeOptions {
   /** Client with extra CAs or `--insecure` (from `createClient`). */
-  client?: Deno.HttpClient;
+  client?: HttpClient;
   /** Milliseconds for the whole exchange (default 30 s). */
   timeoutMs?: number;
   /** Aborts the request. */

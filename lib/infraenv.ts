@@ -19,6 +19,7 @@
 
 import { BootError, errorText, ExitCode } from "./errors.ts";
 import {
+  type HttpClient,
   HttpStatusError,
   isHeaderToken,
   isTransient,
@@ -55,7 +56,7 @@ export type ScriptSource =
 /** Options shared by the client's requests. */
 export interface ClientOptions {
   /** Client with extra CA certificates. */
-  client?: Deno.HttpClient;
+  client?: HttpClient;
   /** Retries on network errors and 5xx. */
   retries?: number;
   /** Per-request timeout in milliseconds. */

@@ -33,7 +33,7 @@ import {
 } from "./formats.ts";
 import { download, isPxeInitrd } from "./download.ts";
 import { type Fetched, fromCache, pruneCache, toCache } from "./cache.ts";
-import { HttpStatusError } from "./http.ts";
+import { type HttpClient, HttpStatusError } from "./http.ts";
 import { artifactPin, checkPins } from "./pins.ts";
 import { assembleInitrd } from "./initrd.ts";
 import { log, redact } from "./log.ts";
@@ -66,8 +66,8 @@ export interface LoadOptions {
    * `load` takes the lock itself and releases it when it returns.
    */
   lock?: WorkDirLock;
-  /** Client with extra CAs or `--insecure` (`createClient` in lib/http.ts). */
-  client?: Deno.HttpClient;
+  /** Client with extra CAs or `--insecure` (`createClient` in lib/http_client.ts). */
+  client?: HttpClient;
   /** Retries per artifact after the first attempt (default 5). */
   retries?: number;
   /** Milliseconds to wait for headers and for each body read (default 30 s). */

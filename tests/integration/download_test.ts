@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { download, isPxeInitrd, probe } from "../../lib/download.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
-import { createClient, request } from "../../lib/http.ts";
+import { request } from "../../lib/http.ts";
+import { createClient } from "../../lib/http_client.ts";
 import { configureLog, log } from "../../lib/log.ts";
 import { createProgress, formatBytes } from "../../lib/progress.ts";
 import { sha256File } from "../../lib/sha256.ts";
@@ -1242,7 +1243,7 @@ async function bigDownloadInChild(
       JSON.stringify(import.meta.resolve("../../lib/download.ts"))
     };
 import { createClient } from ${
-      JSON.stringify(import.meta.resolve("../../lib/http.ts"))
+      JSON.stringify(import.meta.resolve("../../lib/http_client.ts"))
     };
 const client = Deno.args[2] === "insecure" ? createClient({ insecure: true }) : undefined;
 const r = await download(Deno.args[0], Deno.args[1], { retries: 0, client });

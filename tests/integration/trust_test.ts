@@ -11,7 +11,8 @@ import { createHash } from "node:crypto";
 import { createFaults } from "../../dev/faults.ts";
 import { fakeKernel, startMock } from "../../dev/mock_infraenv.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
-import { createClient, PolicyError, request } from "../../lib/http.ts";
+import { PolicyError, request } from "../../lib/http.ts";
+import { createClient } from "../../lib/http_client.ts";
 import { withRetries } from "../../lib/retry.ts";
 import {
   createScriptClient,
