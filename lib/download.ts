@@ -75,6 +75,33 @@ export interface DownloadOptions {
   baseDelayMs?: number;
   /** Longest backoff delay in milliseconds (default 30 s). */
   maxDelayMs?: number;
+  /**
+   * For long downloads whose digest is pinned (ignored without `sha256`): a
+   * `.part` an earlier run left is resumed with `Range` (without `If-Range`:
+   * nothing is known of the version of its bytes, the pin decides, over the
+   * whole file re-hashed), and the `.part` a network failure leaves is kept
+   * for the next run. The image pipeline uses it; the bootloader never does.
+   */
+  keepPart?: boolean;
+}
+
+/** The sha256 of a downloaded file is not the pinned one (Verify). */
+export class DigestMismatchError extends BootError {
+  /** The pinned sha256, hex, lower case. */
+  readonly expected: string;
+  /** The sha256 of what was downloaded, hex. */
+  readonly actual: string;
+
+  /** Creates the error for `url` (named, redacted, in the message). */
+  constructor(url: string, expected: string, actual: string) {
+    super(
+      `sha256 mismatch for ${redact(url)}: expected ${expected}, got ${actual}`,
+      ExitCode.Verify,
+    );
+    this.name = "DigestMismatchError";
+    this.expected = expected;
+    this.actual = actual;
+  }
 }
 
 /** A downloaded and verified artifact. */
@@ -174,6 +201,8 @@ interface State {
   lastModified?: string;
   /** `ETag` of the first response. */
   etag?: string;
+  /** The `have` bytes were left by an earlier run: their version is unknown (`keepPart`). */
+  leftover?: boolean;
 }
 
 /** An `ETag` fit to be sent back (`"…"` or `W/"…"`, visible characters only). */
@@ -208,6 +237,7 @@ function ifRangeValue(state: State): string | undefined {
 
 /** Where the next attempt starts: the bytes on disk when they can be resumed, else 0. */
 function resumeFrom(state: State, resumable: boolean): number {
+  if (state.leftover) return resumable ? state.have : 0;
   return resumable && state.ranges && state.have > 0 &&
       state.total !== undefined && state.have < state.total &&
       ifRangeValue(state) !== undefined
@@ -295,10 +325,15 @@ export async function download(
   options: DownloadOptions = {},
 ): Promise<DownloadResult> {
   const part = `${dest}.part`;
+  const keepPart = options.keepPart === true && options.sha256 !== undefined;
   let file: Deno.FsFile | undefined;
   try {
-    file = await createFile(part);
-    const result = await downloadTo(url, file, part, options);
+    const leftover = keepPart ? await openLeftover(part) : undefined;
+    file = leftover?.file ?? await createFile(part);
+    const result = await downloadTo(url, file, part, {
+      ...options,
+      leftover: leftover?.size ?? 0,
+    });
     let identity: FileIdentity;
     try {
       if (options.check) {
@@ -328,9 +363,48 @@ export async function download(
     options.tracker?.fail();
     if (file) {
       file.close();
-      await Deno.remove(part).catch(() => {});
+      // A network failure keeps what came for the next run (`keepPart`).
+      const partial = err instanceof BootError &&
+        err.exitCode === ExitCode.Download;
+      if (!keepPart || !partial) await Deno.remove(part).catch(() => {});
     }
     throw err;
+  }
+}
+
+/**
+ * The `.part` an earlier run left at `path`, open for reading and writing
+ * with its size, when it is a non-empty regular file of ours (anything else
+ * there is replaced by a new file, `undefined`).
+ */
+async function openLeftover(
+  path: string,
+): Promise<{ file: Deno.FsFile; size: number } | undefined> {
+  let file: Deno.FsFile | undefined;
+  try {
+    const named = await Deno.lstat(path);
+    // Without --allow-sys the owner cannot be known: the pin still decides.
+    let uid: number | null = null;
+    try {
+      uid = Deno.uid();
+    } catch {
+      // unknown
+    }
+    if (
+      !named.isFile || named.size === 0 || (uid !== null && named.uid !== uid)
+    ) {
+      return undefined;
+    }
+    file = await Deno.open(path, { read: true, write: true });
+    const opened = await file.stat();
+    if (!opened.isFile || !isSameFile(opened, identityOf(named))) {
+      file.close();
+      return undefined;
+    }
+    return { file, size: opened.size };
+  } catch {
+    file?.close();
+    return undefined;
   }
 }
 
@@ -338,11 +412,21 @@ async function downloadTo(
   url: string,
   file: Deno.FsFile,
   path: string,
-  options: DownloadOptions,
+  options: DownloadOptions & { leftover: number },
 ): Promise<Omit<DownloadResult, "identity">> {
   const resumable = !isPxeInitrd(url);
   const retries = options.retries ?? 5;
-  const state: State = { have: 0, ranges: false, resumed: false };
+  const state: State = {
+    have: options.leftover,
+    ranges: false,
+    resumed: false,
+    leftover: options.leftover > 0,
+  };
+  if (state.leftover && resumable) {
+    log.info(
+      `${redact(url)}: resuming at byte ${state.have} (left by an earlier run)`,
+    );
+  }
   let attempts = 0;
   try {
     await withRetries(async () => {
@@ -391,12 +475,7 @@ async function downloadTo(
     throw diskError(err, path);
   }
   if (options.sha256 && sha256 !== options.sha256.toLowerCase()) {
-    throw new BootError(
-      `sha256 mismatch for ${
-        redact(url)
-      }: expected ${options.sha256.toLowerCase()}, got ${sha256}`,
-      ExitCode.Verify,
-    );
+    throw new DigestMismatchError(url, options.sha256.toLowerCase(), sha256);
   }
   return {
     url,
@@ -449,6 +528,9 @@ async function startOf(
   from: number,
   url: string,
 ): Promise<number> {
+  if (from > 0 && response.status === 206 && state.leftover) {
+    return leftoverStart(response, state, from, url);
+  }
   if (from > 0 && response.status === 206) {
     const why = spliceRisk(response, state, from);
     if (why) {
@@ -468,6 +550,7 @@ async function startOf(
   if (from > 0 && response.status === 416) {
     await response.body?.cancel().catch(() => {});
     state.ranges = false;
+    state.leftover = false;
     throw new NetworkError(
       `${redact(url)}: the server refused to resume (416), starting over`,
       url,
@@ -480,9 +563,45 @@ async function startOf(
     response.headers.get("accept-ranges") ?? "",
   );
   state.resumed = false;
+  state.leftover = false;
   state.etag = etag;
   state.lastModified = lastModified;
   return 0;
+}
+
+/**
+ * Where the bytes of a `206` answering the resume of a leftover go: `from`,
+ * when its `Content-Range` starts there inside a known total length (which,
+ * with its validators, becomes the state's, as a first response's would).
+ * Otherwise a network error, after which the next attempt starts over.
+ */
+async function leftoverStart(
+  response: Response,
+  state: State,
+  from: number,
+  url: string,
+): Promise<number> {
+  const range = parseContentRange(response.headers.get("content-range"));
+  state.leftover = false;
+  if (
+    !range || range.start !== from || range.total === undefined ||
+    range.end < range.start || range.end >= range.total
+  ) {
+    await response.body?.cancel().catch(() => {});
+    throw new NetworkError(
+      `${
+        redact(url)
+      }: the answer to the resume of an earlier run's bytes has no usable Content-Range, starting over`,
+      url,
+    );
+  }
+  const { etag, lastModified } = validators(response);
+  state.total = range.total;
+  state.ranges = true;
+  state.resumed = true;
+  state.etag = etag;
+  state.lastModified = lastModified;
+  return from;
 }
 
 /** Options for {@linkcode watchBody}. */
@@ -568,7 +687,8 @@ async function attempt(
   const headers: Record<string, string> = { "accept-encoding": "identity" };
   if (from > 0) {
     headers["range"] = `bytes=${from}-`;
-    headers["if-range"] = ifRangeValue(state)!;
+    // An earlier run's bytes have no validator: the pin vouches for them.
+    if (!state.leftover) headers["if-range"] = ifRangeValue(state)!;
   }
   const idle = new AbortController();
   const signal = options.signal
