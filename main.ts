@@ -2,7 +2,7 @@
  * assisted-bootloader: boot this machine into an Assisted Installer InfraEnv.
  *
  * The boot sequence: configuration → refuse early if kexec cannot work →
- * resolve the iPXE script into a plan → (print it) → load: download, verify
+ * resolve the iPXE script into a plan → (print it) → stage: download, verify
  * and assemble → (print the result) → kexec load → hand off.
  *
  * @module
@@ -23,12 +23,12 @@ import {
   kexecExecute,
   kexecLoad,
 } from "./lib/kexec.ts";
-import { load } from "./lib/load.ts";
 import { configureLog, log, redact, safeJson } from "./lib/log.ts";
 import { checkPins } from "./lib/pins.ts";
 import type { KexecPlan } from "./lib/plan.ts";
 import { resolvePlan } from "./lib/resolve_plan.ts";
 import { sleep } from "./lib/retry.ts";
+import { stage } from "./lib/stage.ts";
 import { lockWorkDir } from "./lib/work_dir.ts";
 
 function printJson(value: unknown): void {
@@ -58,7 +58,7 @@ export async function main(args: string[]): Promise<number> {
   }
 }
 
-/** The boot sequence proper: refuse early, resolve, load, execute. */
+/** The boot sequence proper: refuse early, resolve, stage, load, execute. */
 async function boot(config: Config): Promise<number> {
   // Refuse before any download when the kernel could not be loaded or started.
   let handoff: HandoffMode = "none";
@@ -118,7 +118,7 @@ async function boot(config: Config): Promise<number> {
     return ExitCode.Ok;
   }
 
-  const image = await load(plan, {
+  const image = await stage(plan, {
     workDir: config.workDir,
     lock,
     cache: !config.noCache,

@@ -19,13 +19,18 @@
  * The cache never fails a boot: an entry that cannot be read or written is
  * dropped or skipped, and logged.
  *
+ * Three verbs: {@linkcode lookup} puts a reusable copy in place,
+ * {@linkcode record} keeps a verified download, {@linkcode prune} drops what
+ * the plan no longer boots. Which URLs may be kept is `artifact_url.ts`'s
+ * `isCacheable`.
+ *
  * @module
  */
 
 import type { DownloadResult } from "./download.ts";
 import { probe } from "./download.ts";
 import { errorText } from "./errors.ts";
-import { readHeadOf } from "./formats.ts";
+import { type Format, readHeadOf } from "./formats.ts";
 import type { HttpClient } from "./http.ts";
 import { log, redact } from "./log.ts";
 import { sha256Hex, sha256Of } from "./sha256.ts";
@@ -151,16 +156,16 @@ export function staleReason(
   return undefined;
 }
 
-/** Options for {@linkcode fromCache}. */
-export interface FromCacheOptions {
+/** Options for {@linkcode lookup}. */
+export interface LookupOptions {
   /** The work directory (the cache is its `cache/`). */
   workDir: string;
   /** How the artifact is named in log lines. */
   label: string;
   /** The pinned sha256, if any. */
   pin?: string;
-  /** The format check of the first bytes and the size; throws to reject. */
-  check: (head: Uint8Array, size: number) => void;
+  /** The format check of the first bytes and the size (the result's `format`); throws to reject. */
+  check: (head: Uint8Array, size: number) => Format;
   /** Client with extra CAs or `--insecure`. */
   client?: HttpClient;
   /** Milliseconds for the `HEAD`. */
@@ -175,10 +180,10 @@ export interface FromCacheOptions {
  * otherwise. The result's identity is the file that was hashed and checked,
  * and `dest` is that very file.
  */
-export async function fromCache(
+export async function lookup(
   url: string,
   dest: string,
-  options: FromCacheOptions,
+  options: LookupOptions,
 ): Promise<Fetched | undefined> {
   const { label } = options;
   const paths = cachePaths(options.workDir, url);
@@ -209,6 +214,7 @@ export async function fromCache(
     return skip(errorText(err));
   }
   let identity: FileIdentity;
+  let format: Format;
   try {
     identity = identityOf(await file.stat());
     if (identity.size !== manifest.size) {
@@ -243,7 +249,7 @@ export async function fromCache(
       return undefined;
     }
     try {
-      options.check(await readHeadOf(file), identity.size);
+      format = options.check(await readHeadOf(file), identity.size);
     } catch (err) {
       await dropEntry(paths);
       return skip(errorText(err));
@@ -270,6 +276,7 @@ export async function fromCache(
     size: manifest.size,
     sha256: manifest.sha256,
     identity,
+    format,
     resumed: false,
     attempts: 0,
     cached: true,
@@ -281,7 +288,7 @@ export async function fromCache(
  * gave at least one validator). Never fails the boot: a cache that cannot be
  * written is only logged.
  */
-export async function toCache(
+export async function record(
   dir: string,
   result: DownloadResult,
 ): Promise<void> {
@@ -336,7 +343,7 @@ export async function toCache(
 }
 
 /** Removes cache entries for other URLs than `keep`, and leftover `.part` files (never a directory). */
-export async function pruneCache(dir: string, keep: string[]): Promise<void> {
+export async function prune(dir: string, keep: string[]): Promise<void> {
   const keys = new Set(keep.map(cacheKey));
   try {
     for await (const entry of Deno.readDir(`${dir}/cache`)) {

@@ -15,8 +15,9 @@
  */
 
 import { createHash, type Hash } from "node:crypto";
+import { isPxeInitrd } from "./artifact_url.ts";
 import { BootError, errorText, ExitCode } from "./errors.ts";
-import { readHeadOf } from "./formats.ts";
+import { type Format, readHeadOf } from "./formats.ts";
 import {
   type HttpClient,
   HttpStatusError,
@@ -67,10 +68,11 @@ export interface DownloadOptions {
   /** Told about the bytes on disk. */
   tracker?: ProgressTracker;
   /**
-   * Checks the first 4096 bytes (format) and the size of the whole file;
-   * throws to reject the file.
+   * Checks the first 4096 bytes (format) and the size of the whole file, and
+   * returns the format it found (the result's `format`); throws to reject
+   * the file.
    */
-  check?: (head: Uint8Array, size: number) => void;
+  check?: (head: Uint8Array, size: number) => Format;
   /** First backoff delay in milliseconds (default 500; tests use less). */
   baseDelayMs?: number;
   /** Longest backoff delay in milliseconds (default 30 s). */
@@ -116,6 +118,8 @@ export interface DownloadResult {
   sha256: string;
   /** The file that was verified: what later readers must find at `path`. */
   identity: FileIdentity;
+  /** What the `check` found the file to be (absent without a `check`). */
+  format?: Format;
   /** True when the file was put together from more than one response. */
   resumed: boolean;
   /** Requests made (1 when nothing was retried). */
@@ -175,15 +179,6 @@ export async function probe(
     ...(lastModified ? { lastModified } : {}),
     ...(etag ? { etag } : {}),
   };
-}
-
-/** True for the assisted image service's `pxe-initrd`, which must never be resumed. */
-export function isPxeInitrd(url: string): boolean {
-  try {
-    return new URL(url).pathname.endsWith("/pxe-initrd");
-  } catch {
-    return false;
-  }
 }
 
 interface State {
@@ -335,9 +330,10 @@ export async function download(
       leftover: leftover?.size ?? 0,
     });
     let identity: FileIdentity;
+    let format: Format | undefined;
     try {
       if (options.check) {
-        options.check(await readHeadOf(file), result.size);
+        format = options.check(await readHeadOf(file), result.size);
       }
       identity = identityOf(await file.stat());
     } catch (err) {
@@ -358,7 +354,12 @@ export async function download(
       throw diskError(err, dest);
     }
     options.tracker?.finish({ size: result.size, sha256: result.sha256 });
-    return { ...result, path: dest, identity };
+    return {
+      ...result,
+      path: dest,
+      identity,
+      ...(format !== undefined ? { format } : {}),
+    };
   } catch (err) {
     options.tracker?.fail();
     if (file) {

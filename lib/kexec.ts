@@ -243,7 +243,7 @@ export interface KexecImage {
   /** Kernel command line (without the trailing NUL). */
   cmdline: string;
   /**
-   * The files that were verified (from `load`): the descriptors handed to
+   * The files that were verified (from `stage`): the descriptors handed to
    * the kernel must be these very files.
    */
   verified: { kernel: FileIdentity; initrd?: FileIdentity };

@@ -5,7 +5,8 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { download, isPxeInitrd, probe } from "../../lib/download.ts";
+import { isPxeInitrd } from "../../lib/artifact_url.ts";
+import { download, probe } from "../../lib/download.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import { request } from "../../lib/http.ts";
 import { createClient } from "../../lib/http_client.ts";
@@ -795,6 +796,16 @@ Deno.test("download: pin mismatch and empty file are Verify errors; a matching p
         sha256: sha(body).toUpperCase(),
       });
       assert.equal(ok.sha256, sha(body));
+      assert.equal(ok.format, undefined);
+      // What the check found is the result's format (no outer variable).
+      const checked = await download(`${server.url}/k`, `${dir}/k2`, {
+        check: (head, size) => {
+          assert.deepEqual(head, body);
+          assert.equal(size, body.length);
+          return "gzip";
+        },
+      });
+      assert.equal(checked.format, "gzip");
       await assert.rejects(
         download(`${server.url}/empty`, `${dir}/e`),
         bootError(ExitCode.Verify, /\/empty is empty/),

@@ -1,44 +1,41 @@
 /**
- * The `load` verb: turns a {@linkcode KexecPlan} into verified files on disk
- * (kernel, and one assembled initrd) ready for `kexec_file_load`. Executing
- * them is a separate step (`lib/kexec.ts`).
+ * The staging step: turns a {@linkcode KexecPlan} into verified files on
+ * disk (the kernel, and one assembled initrd) ready for `kexecLoad` — what
+ * u-root calls preparing a boot image. Loading them into the kernel is
+ * `kexec.ts`'s `kexecLoad`, starting them `handoff.ts`'s.
  *
  * Kernel and initrds download concurrently into the work directory (at most
  * {@linkcode MAX_CONCURRENT_DOWNLOADS} at once); each is length- and
- * hash-checked, pinned digests are enforced, formats are sniffed
- * before anything is handed on, and the initrds are assembled like iPXE's
- * initrd region. A signed initrd URL answering 401/403 (expired token) makes
- * `load` fetch the script again through `refetchPlan` and retry.
+ * hash-checked, pinned digests are enforced, formats are sniffed before
+ * anything is handed on, and the initrds are assembled like iPXE's initrd
+ * region. A signed initrd URL answering 401/403 (expired token) makes
+ * `stage` fetch the script again through `refetchPlan` and retry.
  *
- * Artifacts that carry no secret (see {@linkcode isCacheable}) are kept
- * across runs in `<workDir>/cache/` (`lib/cache.ts` says when a copy is
+ * Artifacts that carry no secret (`artifact_url.ts`'s `isCacheable`) are
+ * kept across runs in `<workDir>/cache/` (`cache.ts` says when a copy is
  * reused).
  *
- * The work directory is `lib/work_dir.ts`'s: owned by us, locked for the
- * run, every file created exclusively. What `load` returns carries the
- * identity (device, inode, size, modification time) of the verified kernel and initrd, which
- * `kexecLoad` checks on the descriptors it hands to the kernel.
+ * The work directory is `work_dir.ts`'s: owned by us, locked for the run,
+ * every file created exclusively. What `stage` returns carries the identity
+ * (device, inode, size, modification time) of the verified kernel and
+ * initrd, which `kexecLoad` checks on the descriptors it hands to the kernel.
  *
  * @module
  */
 
+import { isSignedUrl } from "./artifact_url.ts";
+import * as cache from "./cache.ts";
+import type { Fetched } from "./cache.ts";
 import { BootError, ExitCode } from "./errors.ts";
-import {
-  bzImageCmdlineSize,
-  checkInitrd,
-  checkKernel,
-  type Format,
-  readHeadOf,
-  unpackArm64Kernel,
-} from "./formats.ts";
-import { download, isPxeInitrd } from "./download.ts";
-import { type Fetched, fromCache, pruneCache, toCache } from "./cache.ts";
+import { type Artifact, fetchArtifact } from "./fetch_artifact.ts";
+import { checkInitrd, checkKernel, type Format, sniff } from "./formats.ts";
 import { type HttpClient, HttpStatusError } from "./http.ts";
-import { artifactPin, checkPins } from "./pins.ts";
 import { assembleInitrd } from "./initrd.ts";
+import { kernelFile, type VerifiedFile } from "./kernel_file.ts";
 import { log, redact } from "./log.ts";
+import { artifactPin } from "./pins.ts";
 import type { KexecPlan } from "./plan.ts";
-import { sha256Of } from "./sha256.ts";
+import { checkPlan } from "./plan_checks.ts";
 import {
   createProgress,
   type Progress,
@@ -48,25 +45,21 @@ import {
   discard,
   diskError,
   type FileIdentity,
-  identityOf,
   lockWorkDir,
-  openOwnFile,
   type WorkDirLock,
 } from "./work_dir.ts";
 
-export { artifactPin } from "./pins.ts";
-
-/** Options for {@linkcode load}. */
-export interface LoadOptions {
-  /** Directory for the files (created 0700; must be ours alone, see `lib/work_dir.ts`). */
+/** Options for {@linkcode stage}. */
+export interface StageOptions {
+  /** Directory for the files (created 0700; must be ours alone, see `work_dir.ts`). */
   workDir: string;
   /**
    * The lock on `workDir` the caller already holds ({@linkcode lockWorkDir}),
-   * kept after `load` returns (until the kernel is loaded). Without it,
-   * `load` takes the lock itself and releases it when it returns.
+   * kept after `stage` returns (until the kernel is loaded). Without it,
+   * `stage` takes the lock itself and releases it when it returns.
    */
   lock?: WorkDirLock;
-  /** Client with extra CAs or `--insecure` (`createClient` in lib/http_client.ts). */
+  /** Client with extra CAs or `--insecure` (`createClient` in `http_client.ts`). */
   client?: HttpClient;
   /** Retries per artifact after the first attempt (default 5). */
   retries?: number;
@@ -82,7 +75,7 @@ export interface LoadOptions {
   initrdSha256?: string;
   /**
    * Pins for single artifacts by URL (`--artifact-sha256 URL=HEX`), compared
-   * in normal form (`lib/pins.ts`); a key without a query matches any query,
+   * in normal form (`pins.ts`); a key without a query matches any query,
    * and a key that matches nothing in the plan is refused (Usage).
    */
   artifactSha256?: Record<string, string>;
@@ -104,30 +97,23 @@ export interface LoadOptions {
 }
 
 /** A file handed to the kernel. */
-export interface LoadedFile {
-  /** Where it is. */
-  path: string;
-  /** Size in bytes. */
-  size: number;
-  /** sha256, hex. */
-  sha256: string;
-}
+export type StagedFile = VerifiedFile;
 
 /** The verified files for `kexec_file_load` (also what `--no-kexec` prints). */
-export interface LoadedImage {
+export interface StagedImage {
   /** The kernel file to load (for arm64 gzip/zboot: the unpacked Image). */
-  kernel: LoadedFile & {
+  kernel: StagedFile & {
     /** Where it came from. */
     url: string;
     /** Format of the downloaded file. */
     format: Format;
     /** The downloaded file, when it had to be unpacked. */
-    download?: LoadedFile;
+    download?: StagedFile;
     /** Present (true) when the kernel came from the cache of an earlier run. */
     cached?: true;
   };
   /** The assembled initrd, when the plan has initrds. */
-  initrd?: LoadedFile & {
+  initrd?: StagedFile & {
     /** Each downloaded image, in order, with its offset in the assembled file. */
     parts: {
       url: string;
@@ -139,34 +125,13 @@ export interface LoadedImage {
   };
   /** The command line. */
   cmdline: string;
-  /** The plan that was loaded (a newer one when `refetchPlan` was used). */
+  /** The plan that was staged (a newer one when `refetchPlan` was used). */
   plan: KexecPlan;
   /** Which files were verified (device, inode, size, modification time): `kexecLoad` loads only these. */
   verified: { kernel: FileIdentity; initrd?: FileIdentity };
 }
 
 const MAX_REFETCH = 2;
-
-/** True for an URL that carries its own credential (`image_token=`, `api_key=`). */
-export function isSignedUrl(url: string): boolean {
-  return /[?&](image_token|api_key)=/i.test(url);
-}
-
-/**
- * True for an URL whose artifact may be kept across runs: not signed
- * (`image_token=`, `api_key=`), no user:password, not the assisted
- * `…/pxe-initrd` (its bytes change per request and contain secrets).
- */
-export function isCacheable(url: string): boolean {
-  if (isSignedUrl(url) || isPxeInitrd(url)) return false;
-  try {
-    const parsed = new URL(url);
-    return parsed.username === "" && parsed.password === "" &&
-      (parsed.protocol === "http:" || parsed.protocol === "https:");
-  } catch {
-    return false;
-  }
-}
 
 function authFailure(err: unknown): HttpStatusError | undefined {
   const cause = err instanceof BootError ? err.cause : err;
@@ -184,14 +149,14 @@ export const MAX_CONCURRENT_DOWNLOADS = 4;
  * Downloads, verifies and assembles what `plan` boots. Throws a
  * {@linkcode BootError}: Download (5), Verify (6), Disk (8) or Locked (9).
  */
-export async function load(
+export async function stage(
   plan: KexecPlan,
-  options: LoadOptions,
-): Promise<LoadedImage> {
+  options: StageOptions,
+): Promise<StagedImage> {
   checkPlan(plan, options);
   const dir = options.workDir;
   if (options.lock && options.lock.dir !== dir) {
-    throw new Error(`load: the lock is on ${options.lock.dir}, not on ${dir}`);
+    throw new Error(`stage: the lock is on ${options.lock.dir}, not on ${dir}`);
   }
   const own = options.lock
     ? undefined
@@ -204,17 +169,17 @@ export async function load(
     let current = plan;
     for (let refetch = 0;; refetch++) {
       try {
-        const loaded = await loadOnce(current, options, progress, done);
+        const staged = await stageOnce(current, options, progress, done);
         // Whatever an earlier plan left behind goes; only the final files stay.
         await removeOurFiles(dir, FINAL_FILES);
         if (options.cache !== false) {
           // Only what this plan boots stays cached (the disk may be RAM).
-          await pruneCache(
+          await cache.prune(
             dir,
-            [loaded.plan.kernel, ...loaded.plan.initrds].map((a) => a.url),
+            [staged.plan.kernel, ...staged.plan.initrds].map((a) => a.url),
           );
         }
-        return loaded;
+        return staged;
       } catch (err) {
         const denied = authFailure(err);
         if (
@@ -259,9 +224,9 @@ async function forget(
   }
 }
 
-/** The names `load` writes in the work directory (and nothing else is touched). */
+/** The names `stage` writes in the work directory (and nothing else is touched). */
 const OUR_FILES = /^(kernel|kernel\.Image|initrd|initrd-part-\d+)(\.part)?$/;
-/** What a successful `load` leaves in the work directory (besides `cache/` and the lock). */
+/** What a successful `stage` leaves in the work directory (besides `cache/` and the lock). */
 const FINAL_FILES = ["kernel", "kernel.Image", "initrd"];
 
 /**
@@ -295,43 +260,6 @@ async function removeOurFiles(
   }
 }
 
-const SCHEMES = new Set(["http:", "https:", "file:"]);
-
-/**
- * Refuses, before any download, an artifact the bootloader cannot fetch (nfs,
- * tftp…), a `file:` one unless `localFiles`, and pins that would be ignored.
- */
-function checkPlan(plan: KexecPlan, options: LoadOptions): void {
-  checkPins(plan, options);
-  for (const { url } of [plan.kernel, ...plan.initrds]) {
-    let protocol: string;
-    try {
-      protocol = new URL(url).protocol;
-    } catch {
-      throw new BootError(
-        `${redact(url)} is not a valid URL`,
-        ExitCode.Download,
-      );
-    }
-    if (!SCHEMES.has(protocol)) {
-      throw new BootError(
-        `Unsupported URL scheme "${protocol.slice(0, -1)}" in ${
-          redact(url)
-        } (artifacts are fetched over http, https or file)`,
-        ExitCode.Download,
-      );
-    }
-    if (protocol === "file:" && !options.localFiles) {
-      throw new BootError(
-        `Refused to read ${
-          redact(url)
-        }: local files are read only when --ipxe-url is a file: URL`,
-        ExitCode.Download,
-      );
-    }
-  }
-}
-
 /**
  * Runs the tasks at most `limit` at a time, in order; once `signal` aborts,
  * the tasks not started yet fail with its reason instead of starting.
@@ -358,108 +286,49 @@ function limited<T>(
   });
 }
 
-async function loadOnce(
-  plan: KexecPlan,
-  options: LoadOptions,
-  progress: Progress,
-  done: Map<string, Fetched>,
-): Promise<LoadedImage> {
+/** The artifacts of `plan`, kernel first, with their destinations, labels, pins and checks. */
+function artifactsOf(plan: KexecPlan, options: StageOptions): Artifact[] {
   const arch = options.arch ?? Deno.build.arch;
   const pins = options.artifactSha256 ?? {};
+  const dir = options.workDir;
+  const total = plan.initrds.length;
+  return [
+    {
+      url: plan.kernel.url,
+      dest: `${dir}/kernel`,
+      label: plan.kernel.name === "kernel"
+        ? "kernel"
+        : `kernel (${plan.kernel.name})`,
+      pin: options.kernelSha256 ?? artifactPin(plan.kernel.url, pins),
+      check: (head, size) =>
+        checkKernel(head, { url: plan.kernel.url, arch, size }),
+    },
+    ...plan.initrds.map((initrd, i) => ({
+      url: initrd.url,
+      dest: `${dir}/initrd-part-${i}`,
+      label: `initrd ${i + 1}/${total} (${initrd.name})`,
+      pin: artifactPin(initrd.url, pins),
+      // A cpio-wrapped image is any file (a config, a script).
+      check: (head: Uint8Array) =>
+        initrd.cpio ? sniff(head) : checkInitrd(head, { url: initrd.url }),
+    })),
+  ];
+}
+
+/** Every artifact of `plan` at most 4 at a time; the first failure aborts the others and is thrown. */
+async function fetchAll(
+  plan: KexecPlan,
+  options: StageOptions,
+  context: { done: Map<string, Fetched>; progress: Progress },
+): Promise<Fetched[]> {
   const abort = new AbortController();
   const signal = options.signal
     ? AbortSignal.any([options.signal, abort.signal])
     : abort.signal;
-  const dir = options.workDir;
-  let kernelFormat = "unknown" as Format;
-  let kernelHead: Uint8Array = new Uint8Array();
-
-  const fetchOne = async (
-    url: string,
-    dest: string,
-    label: string,
-    pin: string | undefined,
-    check: (head: Uint8Array, size: number) => void,
-  ): Promise<Fetched> => {
-    const earlier = done.get(url);
-    const useCache = options.cache !== false && isCacheable(url);
-    let result: Fetched | undefined;
-    if (earlier && earlier.path === dest && (!pin || pin === earlier.sha256)) {
-      log.info(`${label}: already downloaded (${earlier.size} bytes)`);
-      try {
-        using file = await openOwnFile(dest, earlier.identity);
-        check(await readHeadOf(file), earlier.size);
-      } catch (err) {
-        throw diskError(err, dest);
-      }
-      result = earlier;
-    } else {
-      for (const [key, value] of done) {
-        if (value.path === dest) done.delete(key);
-      }
-      if (useCache) {
-        result = await fromCache(url, dest, {
-          workDir: dir,
-          label,
-          pin,
-          check,
-          client: options.client,
-          timeoutMs: options.timeoutMs,
-          signal,
-        });
-      }
-    }
-    if (!result) {
-      result = await download(url, dest, {
-        client: options.client,
-        retries: options.retries,
-        timeoutMs: options.timeoutMs,
-        minSpeed: options.minSpeed,
-        minSpeedTimeMs: options.minSpeedTimeMs,
-        sha256: pin,
-        signal,
-        tracker: progress.track(label),
-        check,
-      });
-      if (useCache) await toCache(dir, result);
-    }
-    done.set(url, result);
-    return result;
-  };
-
-  const total = plan.initrds.length;
-  const tasks: Promise<Fetched>[] = limited(
-    [
-      () =>
-        fetchOne(
-          plan.kernel.url,
-          `${dir}/kernel`,
-          plan.kernel.name === "kernel"
-            ? "kernel"
-            : `kernel (${plan.kernel.name})`,
-          options.kernelSha256 ?? artifactPin(plan.kernel.url, pins),
-          (head, size) => {
-            kernelFormat = checkKernel(head, {
-              url: plan.kernel.url,
-              arch,
-              size,
-            });
-            kernelHead = head;
-          },
-        ),
-      ...plan.initrds.map((initrd, i) => () =>
-        fetchOne(
-          initrd.url,
-          `${dir}/initrd-part-${i}`,
-          `initrd ${i + 1}/${total} (${initrd.name})`,
-          artifactPin(initrd.url, pins),
-          (head) => {
-            // A cpio-wrapped image is any file (a config, a script).
-            if (!initrd.cpio) checkInitrd(head, { url: initrd.url });
-          },
-        )
-      ),
-    ],
+  const tasks = limited(
+    artifactsOf(plan, options).map((artifact) => () =>
+      fetchArtifact(artifact, { ...options, ...context, signal })
+    ),
     MAX_CONCURRENT_DOWNLOADS,
     signal,
   );
@@ -474,23 +343,32 @@ async function loadOnce(
     })
   ));
   if (first !== undefined) throw first;
-  const results = settled.map((s) =>
-    (s as PromiseFulfilledResult<Fetched>).value
-  );
-  const [kernelResult, ...initrdResults] = results;
+  return settled.map((s) => (s as PromiseFulfilledResult<Fetched>).value);
+}
 
-  const kernel = await kernelFile(kernelResult, {
-    format: kernelFormat,
-    head: kernelHead,
-    plan,
-    arch,
+async function stageOnce(
+  plan: KexecPlan,
+  options: StageOptions,
+  progress: Progress,
+  done: Map<string, Fetched>,
+): Promise<StagedImage> {
+  const dir = options.workDir;
+  const [kernelResult, ...initrdResults] = await fetchAll(plan, options, {
+    done,
+    progress,
+  });
+  const format = kernelResult.format!;
+  const kernel = await kernelFile({ ...kernelResult, format }, {
+    url: plan.kernel.url,
+    cmdline: plan.cmdline,
+    arch: options.arch ?? Deno.build.arch,
     dir,
   });
-  const loaded: LoadedImage = {
+  const staged: StagedImage = {
     kernel: {
       ...kernel.file,
       url: plan.kernel.url,
-      format: kernelFormat,
+      format,
       ...(kernel.unpackedFrom ? { download: kernel.unpackedFrom } : {}),
       ...(kernelResult.cached ? { cached: true as const } : {}),
     },
@@ -498,6 +376,7 @@ async function loadOnce(
     plan,
     verified: { kernel: kernel.identity },
   };
+  const total = plan.initrds.length;
   if (total === 0) {
     if (options.initrdSha256) {
       throw new BootError(
@@ -505,7 +384,7 @@ async function loadOnce(
         ExitCode.Verify,
       );
     }
-    return loaded;
+    return staged;
   }
   const assembled = await assembleInitrd(
     plan.initrds.map((initrd, i) => ({
@@ -525,7 +404,7 @@ async function loadOnce(
   log.info(
     `initrd: ${total} image(s) assembled into ${assembled.path} (${assembled.size} bytes), sha256 ${assembled.sha256}`,
   );
-  loaded.initrd = {
+  staged.initrd = {
     path: assembled.path,
     size: assembled.size,
     sha256: assembled.sha256,
@@ -537,70 +416,6 @@ async function loadOnce(
       ...(r.cached ? { cached: true as const } : {}),
     })),
   };
-  loaded.verified.initrd = assembled.identity;
-  return loaded;
-}
-
-/**
- * The kernel file to load from the verified download: on aarch64 a gzip'd
- * `Image` or zboot `vmlinuz` is unpacked (and the unpacked file hashed
- * through the descriptor its identity comes from); a bzImage's command line
- * must fit its `cmdline_size` (`kexec_file_load` would answer a bare EINVAL).
- */
-async function kernelFile(
-  result: Fetched,
-  options: {
-    format: Format;
-    head: Uint8Array;
-    plan: KexecPlan;
-    arch: string;
-    dir: string;
-  },
-): Promise<
-  { file: LoadedFile; identity: FileIdentity; unpackedFrom?: LoadedFile }
-> {
-  const { format, plan, arch } = options;
-  const downloaded: LoadedFile = {
-    path: result.path,
-    size: result.size,
-    sha256: result.sha256,
-  };
-  let kernel = { file: downloaded, identity: result.identity };
-  let unpackedFrom: LoadedFile | undefined;
-  if (arch === "aarch64" && format !== "arm64-image") {
-    const image = await unpackArm64Kernel(
-      result.path,
-      `${options.dir}/kernel.Image`,
-      { url: plan.kernel.url, arch, identity: result.identity },
-    );
-    unpackedFrom = downloaded;
-    try {
-      using file = await openOwnFile(image);
-      const identity = identityOf(await file.stat());
-      kernel = {
-        file: {
-          path: image,
-          size: identity.size,
-          sha256: await sha256Of(file),
-        },
-        identity,
-      };
-    } catch (err) {
-      throw diskError(err, image);
-    }
-    log.info(
-      `kernel: unpacked ${format} to an arm64 Image (${kernel.file.size} bytes)`,
-    );
-  }
-  if (format === "bzimage") {
-    const max = bzImageCmdlineSize(options.head);
-    const length = new TextEncoder().encode(plan.cmdline).length;
-    if (max > 0 && length > max) {
-      throw new BootError(
-        `The kernel command line is ${length} bytes; this kernel accepts at most ${max}`,
-        ExitCode.Verify,
-      );
-    }
-  }
-  return { ...kernel, ...(unpackedFrom ? { unpackedFrom } : {}) };
+  staged.verified.initrd = assembled.identity;
+  return staged;
 }
