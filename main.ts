@@ -16,13 +16,9 @@ import type { HttpClient } from "./lib/http.ts";
 import { createClient } from "./lib/http_client.ts";
 import { hostPlatform, readHostSettings } from "./lib/host_settings.ts";
 import { createScriptClient } from "./lib/infraenv.ts";
-import {
-  checkCanKexec,
-  type HandoffMode,
-  handoffMode,
-  kexecExecute,
-  kexecLoad,
-} from "./lib/kexec.ts";
+import { checkCanKexec } from "./lib/can_kexec.ts";
+import { type HandoffMode, handoffMode, kexecExecute } from "./lib/handoff.ts";
+import { kexecLoad } from "./lib/kexec_load.ts";
 import { configureLog, log, redact, safeJson } from "./lib/log.ts";
 import { checkPins } from "./lib/pins.ts";
 import type { KexecPlan } from "./lib/plan.ts";

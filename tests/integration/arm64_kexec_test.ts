@@ -11,12 +11,8 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import { createScriptClient } from "../../lib/infraenv.ts";
-import {
-  kexecLoad,
-  type LibcSymbols,
-  O_NOFOLLOW,
-  openLibc,
-} from "../../lib/kexec.ts";
+import { type LibcSymbols, O_NOFOLLOW, openLibc } from "../../lib/kexec.ts";
+import { kexecLoad } from "../../lib/kexec_load.ts";
 import { stage } from "../../lib/stage.ts";
 import type { KexecPlan } from "../../lib/plan.ts";
 import { resolvePlan } from "../../lib/resolve_plan.ts";

@@ -20,12 +20,8 @@ import {
 } from "../../dev/mock_infraenv.ts";
 import { captureLog, withTemp } from "../test_util.ts";
 import { createFaults } from "../../dev/faults.ts";
-import {
-  Errno,
-  kexecLoad,
-  type LibcSymbols,
-  STATX_SIZE,
-} from "../../lib/kexec.ts";
+import { Errno, type LibcSymbols, STATX_SIZE } from "../../lib/kexec.ts";
+import { kexecLoad } from "../../lib/kexec_load.ts";
 
 const enc = new TextEncoder();
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
