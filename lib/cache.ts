@@ -28,11 +28,11 @@
  */
 
 import type { DownloadResult } from "./download.ts";
-import { probe } from "./download.ts";
 import { errorText } from "./errors.ts";
 import { type Format, readHeadOf } from "./formats.ts";
 import type { HttpClient } from "./http.ts";
 import { log, redact } from "./log.ts";
+import { probe } from "./probe.ts";
 import { sha256Hex, sha256Of } from "./sha256.ts";
 import {
   clearName,

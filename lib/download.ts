@@ -11,11 +11,15 @@
  * Artifact requests never carry an `Authorization` header: signed URLs carry
  * their own credential.
  *
+ * When a body may be resumed is `resume.ts`'s rule; reading it (one reused
+ * buffer, the stall and minimum-rate watchdog) is `body_reader.ts`'s.
+ *
  * @module
  */
 
-import { createHash, type Hash } from "node:crypto";
+import { createHash } from "node:crypto";
 import { isPxeInitrd } from "./artifact_url.ts";
+import { bodyReader, watchBody } from "./body_reader.ts";
 import { BootError, errorText, ExitCode } from "./errors.ts";
 import { type Format, readHeadOf } from "./formats.ts";
 import {
@@ -24,11 +28,11 @@ import {
   isTransient,
   NetworkError,
   request,
-  statusError,
 } from "./http.ts";
 import { log, redact } from "./log.ts";
 import type { ProgressTracker } from "./progress.ts";
 import { sha256Of } from "./sha256.ts";
+import { ifRangeValue, resumeFrom, startOf, type State } from "./resume.ts";
 import { withRetries } from "./retry.ts";
 import {
   clearName,
@@ -130,166 +134,6 @@ export interface DownloadResult {
   etag?: string;
   /** The full length the server announced (`Content-Length` or `Content-Range`), when it did. */
   contentLength?: number;
-}
-
-/** What a `HEAD` answered about an artifact. */
-export interface ProbeResult {
-  /** HTTP status of the final response (after redirects). */
-  status: number;
-  /** `Content-Length`, when given. */
-  contentLength?: number;
-  /** `Last-Modified`, when given. */
-  lastModified?: string;
-  /** `ETag`, when given. */
-  etag?: string;
-}
-
-/** Options for {@linkcode probe}. */
-export interface ProbeOptions {
-  /** Client with extra CAs or `--insecure` (from `createClient`). */
-  client?: HttpClient;
-  /** Milliseconds for the whole exchange (default 30 s). */
-  timeoutMs?: number;
-  /** Aborts the request. */
-  signal?: AbortSignal;
-}
-
-/**
- * Sends one `HEAD` for `url` through the downloads' request policy (capped
- * redirects, no `Authorization`, timeout), without retries. Any status is
- * returned; a network failure throws a {@linkcode NetworkError}.
- */
-export async function probe(
-  url: string,
-  options: ProbeOptions = {},
-): Promise<ProbeResult> {
-  const response = await request(url, {
-    method: "HEAD",
-    headers: { "accept-encoding": "identity" },
-    client: options.client,
-    timeoutMs: options.timeoutMs,
-    signal: options.signal,
-  });
-  // A 303 turns the request into a GET: never read a body here.
-  await response.body?.cancel().catch(() => {});
-  const { lastModified, etag } = validators(response);
-  return {
-    status: response.status,
-    contentLength: contentLength(response),
-    ...(lastModified ? { lastModified } : {}),
-    ...(etag ? { etag } : {}),
-  };
-}
-
-interface State {
-  /** Bytes of the current file that are on disk and came from the server. */
-  have: number;
-  /** The first response said `Accept-Ranges: bytes`. */
-  ranges: boolean;
-  /** Full length the first response announced (`Content-Length`). */
-  total?: number;
-  /** The file on disk was put together from several responses. */
-  resumed: boolean;
-  /** Hash of the bytes written, when they all came from one response. */
-  hash?: Hash;
-  /** `Last-Modified` of the first response. */
-  lastModified?: string;
-  /** `ETag` of the first response. */
-  etag?: string;
-  /** The `have` bytes were left by an earlier run: their version is unknown (`keepPart`). */
-  leftover?: boolean;
-}
-
-/** An `ETag` fit to be sent back (`"…"` or `W/"…"`, visible characters only). */
-const ENTITY_TAG = /^(W\/)?"[\x21\x23-\x7e]*"$/;
-/** A `Last-Modified` fit to be sent back (printable ASCII, a date). */
-const HTTP_DATE = /^[\x20-\x7e]+$/;
-
-/** `ETag` and `Last-Modified` of a response, each only when it is well-formed. */
-function validators(
-  response: Response,
-): { etag?: string; lastModified?: string } {
-  const etag = response.headers.get("etag")?.trim();
-  const lastModified = response.headers.get("last-modified")?.trim();
-  return {
-    etag: etag && ENTITY_TAG.test(etag) ? etag : undefined,
-    lastModified: lastModified && HTTP_DATE.test(lastModified) &&
-        !Number.isNaN(Date.parse(lastModified))
-      ? lastModified
-      : undefined,
-  };
-}
-
-/**
- * The `If-Range` validator of the first response: its strong `ETag`, else
- * its `Last-Modified`; undefined when it had neither (then nothing is
- * resumed: without a validator a changed file cannot be told apart).
- */
-function ifRangeValue(state: State): string | undefined {
-  if (state.etag && !state.etag.startsWith("W/")) return state.etag;
-  return state.lastModified;
-}
-
-/** Where the next attempt starts: the bytes on disk when they can be resumed, else 0. */
-function resumeFrom(state: State, resumable: boolean): number {
-  if (state.leftover) return resumable ? state.have : 0;
-  return resumable && state.ranges && state.have > 0 &&
-      state.total !== undefined && state.have < state.total &&
-      ifRangeValue(state) !== undefined
-    ? state.have
-    : 0;
-}
-
-function parseContentRange(
-  value: string | null,
-): { start: number; end: number; total?: number } | undefined {
-  const m = value?.match(/^\s*bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/i);
-  if (!m) return undefined;
-  return {
-    start: Number(m[1]),
-    end: Number(m[2]),
-    total: m[3] === "*" ? undefined : Number(m[3]),
-  };
-}
-
-function contentLength(response: Response): number | undefined {
-  const value = response.headers.get("content-length");
-  return value && /^\d+$/.test(value.trim()) ? Number(value) : undefined;
-}
-
-/**
- * Why a `206` is not the rest of the file the first response started, or
- * undefined when it is: it must start where asked, announce the same total
- * length, and carry the same `ETag` and `Last-Modified`.
- */
-function spliceRisk(
-  response: Response,
-  state: State,
-  from: number,
-): string | undefined {
-  const range = parseContentRange(response.headers.get("content-range"));
-  if (!range) return "no valid Content-Range";
-  if (range.start !== from) {
-    return `it starts at byte ${range.start}, not ${from}`;
-  }
-  if (range.total !== state.total) {
-    return `the file is now ${range.total ?? "of unknown length"}${
-      range.total === undefined ? "" : " bytes"
-    }, not ${state.total} bytes`;
-  }
-  if (range.end < range.start || range.end >= range.total!) {
-    return `its range ${range.start}-${range.end} is not inside the file`;
-  }
-  const { etag, lastModified } = validators(response);
-  if (etag !== state.etag) {
-    return `its ETag changed (${state.etag ?? "none"} → ${etag ?? "none"})`;
-  }
-  if (lastModified !== state.lastModified) {
-    return `its Last-Modified changed (${state.lastModified ?? "none"} → ${
-      lastModified ?? "none"
-    })`;
-  }
-  return undefined;
 }
 
 /**
@@ -517,161 +361,6 @@ function finalError(err: unknown, url: string, attempts: number): unknown {
 }
 
 /**
- * Where the bytes of `response` go in the file: `from` for a `206` that is
- * the rest of the same file, 0 for a `200` (whose length, ranges and
- * validators become the state's). Anything else throws: a `206` that is not
- * the rest of the same version or a `416` (a network error after which the
- * next attempt starts over), another status (its {@linkcode HttpStatusError}).
- */
-async function startOf(
-  response: Response,
-  state: State,
-  from: number,
-  url: string,
-): Promise<number> {
-  if (from > 0 && response.status === 206 && state.leftover) {
-    return leftoverStart(response, state, from, url);
-  }
-  if (from > 0 && response.status === 206) {
-    const why = spliceRisk(response, state, from);
-    if (why) {
-      await response.body?.cancel().catch(() => {});
-      // The next attempt starts over from byte 0.
-      state.ranges = false;
-      throw new NetworkError(
-        `${
-          redact(url)
-        }: the answer to a resume is not the rest of the same file (${why}), starting over`,
-        url,
-      );
-    }
-    state.resumed = true;
-    return from;
-  }
-  if (from > 0 && response.status === 416) {
-    await response.body?.cancel().catch(() => {});
-    state.ranges = false;
-    state.leftover = false;
-    throw new NetworkError(
-      `${redact(url)}: the server refused to resume (416), starting over`,
-      url,
-    );
-  }
-  if (response.status !== 200) throw await statusError(response, url);
-  const { etag, lastModified } = validators(response);
-  state.total = contentLength(response);
-  state.ranges = /\bbytes\b/i.test(
-    response.headers.get("accept-ranges") ?? "",
-  );
-  state.resumed = false;
-  state.leftover = false;
-  state.etag = etag;
-  state.lastModified = lastModified;
-  return 0;
-}
-
-/**
- * Where the bytes of a `206` answering the resume of a leftover go: `from`,
- * when its `Content-Range` starts there inside a known total length (which,
- * with its validators, becomes the state's, as a first response's would).
- * Otherwise a network error, after which the next attempt starts over.
- */
-async function leftoverStart(
-  response: Response,
-  state: State,
-  from: number,
-  url: string,
-): Promise<number> {
-  const range = parseContentRange(response.headers.get("content-range"));
-  state.leftover = false;
-  if (
-    !range || range.start !== from || range.total === undefined ||
-    range.end < range.start || range.end >= range.total
-  ) {
-    await response.body?.cancel().catch(() => {});
-    throw new NetworkError(
-      `${
-        redact(url)
-      }: the answer to the resume of an earlier run's bytes has no usable Content-Range, starting over`,
-      url,
-    );
-  }
-  const { etag, lastModified } = validators(response);
-  state.total = range.total;
-  state.ranges = true;
-  state.resumed = true;
-  state.etag = etag;
-  state.lastModified = lastModified;
-  return from;
-}
-
-/** Options for {@linkcode watchBody}. */
-interface WatchOptions {
-  /** The longest silence, in milliseconds. */
-  timeoutMs: number;
-  /** Bytes per second below which the body is cut (0: never). */
-  minSpeed: number;
-  /** The window `minSpeed` is measured over, in milliseconds. */
-  windowMs: number;
-  /** Bytes of the file on disk or in the buffer, for messages. */
-  position: () => number;
-  /** Aborts the body read with a {@linkcode NetworkError}. */
-  abort: (err: NetworkError) => void;
-}
-
-/**
- * Watches a body for a stall (nothing for `timeoutMs`) or a trickle (fewer
- * than `minSpeed` bytes per second over each window of `windowMs`), and
- * aborts it with a network error naming which. Call `received` for every
- * chunk, `stop` at the end.
- */
-function watchBody(
-  url: string,
-  options: WatchOptions,
-): { received: (bytes: number) => void; stop: () => void } {
-  const { timeoutMs, minSpeed, windowMs } = options;
-  let received = 0;
-  let last = Date.now();
-  let windowStart = last;
-  let windowFrom = 0;
-  const seconds = (ms: number) => Number((ms / 1000).toFixed(1));
-  const timer = setInterval(() => {
-    const now = Date.now();
-    if (now - last > timeoutMs) {
-      options.abort(
-        new NetworkError(
-          `${redact(url)}: no data for ${
-            seconds(timeoutMs)
-          } s after ${options.position()} bytes`,
-          url,
-        ),
-      );
-    } else if (minSpeed > 0 && now - windowStart >= windowMs) {
-      const got = received - windowFrom;
-      if (got < minSpeed * (now - windowStart) / 1000) {
-        options.abort(
-          new NetworkError(
-            `${redact(url)}: slower than ${minSpeed} bytes/s (${got} bytes in ${
-              seconds(now - windowStart)
-            } s) after ${options.position()} bytes`,
-            url,
-          ),
-        );
-      }
-      windowStart = now;
-      windowFrom = received;
-    }
-  }, Math.max(10, Math.min(1000, timeoutMs / 4, windowMs / 4)));
-  return {
-    received: (bytes) => {
-      last = Date.now();
-      received += bytes;
-    },
-    stop: () => clearInterval(timer),
-  };
-}
-
-/**
  * One request: appends to the file from `state.have` (a resume that passed
  * every check) or rewrites it from byte 0.
  */
@@ -777,31 +466,4 @@ async function attempt(
       url,
     );
   }
-}
-
-/**
- * Reads a body into one reused buffer with a BYOB reader when the body is a
- * byte stream (fetch bodies are): no allocation per chunk, so memory stays
- * flat and the garbage collector has nothing to chase. Falls back to the
- * default reader (the `--insecure` path). A chunk is valid until the next call.
- */
-function bodyReader(
-  body: ReadableStream<Uint8Array> | null,
-): (() => Promise<ReadableStreamReadResult<Uint8Array>>) | undefined {
-  if (!body) return undefined;
-  let byob: ReadableStreamBYOBReader;
-  try {
-    byob = body.getReader({ mode: "byob" });
-  } catch {
-    const reader = body.getReader();
-    return () => reader.read();
-  }
-  let buffer = new ArrayBuffer(256 * 1024);
-  return async () => {
-    const result = await byob.read(new Uint8Array(buffer));
-    if (result.value) buffer = result.value.buffer as ArrayBuffer;
-    return result.done
-      ? { done: true, value: undefined }
-      : { done: false, value: result.value };
-  };
 }

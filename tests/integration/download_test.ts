@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { isPxeInitrd } from "../../lib/artifact_url.ts";
-import { download, probe } from "../../lib/download.ts";
+import { download } from "../../lib/download.ts";
+import { probe } from "../../lib/probe.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import { request } from "../../lib/http.ts";
 import { createClient } from "../../lib/http_client.ts";
