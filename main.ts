@@ -22,6 +22,7 @@ import { kexecLoad } from "./lib/kexec_load.ts";
 import { configureLog, log, redact, safeJson } from "./lib/log.ts";
 import { checkPins } from "./lib/pins.ts";
 import type { KexecPlan } from "./lib/plan.ts";
+import { preflight } from "./lib/preflight.ts";
 import { resolvePlan } from "./lib/resolve_plan.ts";
 import { sleep } from "./lib/retry.ts";
 import { stage } from "./lib/stage.ts";
@@ -112,6 +113,15 @@ async function boot(config: Config): Promise<number> {
   if (config.mode === "print-plan") {
     printJson(plan);
     return ExitCode.Ok;
+  }
+  // Refuse what this machine cannot hold before a byte of it is downloaded.
+  if (config.preflight) {
+    await preflight(plan, {
+      workDir: config.workDir,
+      client,
+      timeoutMs: config.timeoutMs,
+      meminfoFile: config.meminfoFile,
+    });
   }
 
   const image = await stage(plan, {

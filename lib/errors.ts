@@ -72,6 +72,13 @@ export const ExitCode = {
   KexecOther: 16,
   /** The hand-off (systemctl kexec, reboot) failed after a successful load. */
   Handoff: 17,
+  /**
+   * Refused before any download: this machine's memory cannot hold what is about to boot. The
+   * kernel and initrd (twice when the work directory is in RAM: the files and kexec's copy) exceed
+   * MemAvailable, or with the live rootfs of `coreos.live.rootfs_url` they exceed MemTotal (sizes
+   * from a HEAD of each; `--no-preflight` skips the check).
+   */
+  Memory: 18,
 } as const;
 
 /** One of the values of {@linkcode ExitCode}. */
