@@ -23,7 +23,7 @@ import {
 import { load } from "./lib/load.ts";
 import { configureLog, log, redact, safeJson } from "./lib/log.ts";
 import { checkPins } from "./lib/pins.ts";
-import type { KexecPlan } from "./lib/plan.ts";
+import type { BootPlan } from "./lib/plan.ts";
 import { resolvePlan } from "./lib/resolve_plan.ts";
 import { lockWorkDir } from "./lib/work_dir.ts";
 
@@ -40,18 +40,7 @@ export async function main(args: string[]): Promise<number> {
   }
   const config = parsed.config;
   configureLog({ level: config.verbose ? "debug" : "info" });
-  try {
-    return await boot(config);
-  } catch (err) {
-    if (!(err instanceof LocalBoot)) throw err;
-    log.info(
-      `the service says this host is installed: boot from the local disk (${err.message})`,
-    );
-    if (config.mode !== "kexec") {
-      printJson({ action: "local-boot", reason: err.message });
-    }
-    return ExitCode.Ok;
-  }
+  return await boot(config);
 }
 
 /** The boot sequence proper: refuse early, resolve, load, execute. */
@@ -82,7 +71,7 @@ async function boot(config: Config): Promise<number> {
       : {}),
     ...config.settings,
   };
-  const resolve = async (): Promise<KexecPlan> => {
+  const resolve = async (): Promise<BootPlan> => {
     const scripts = createScriptClient(config.source, {
       mac: settings["net0/mac"],
       client,
@@ -97,7 +86,7 @@ async function boot(config: Config): Promise<number> {
       sleep: config.mode === "print-plan" ? undefined : (ms) => sleep(ms),
       print: (line) => log.info(`script: ${line}`),
     });
-    if (plan.action === "local-boot") throw new LocalBoot(plan.reason);
+    if (plan.action === "local-boot") return plan;
     // A pin that names nothing the script boots is a mistake, in every mode.
     checkPins(plan, config);
     log.info(
@@ -109,6 +98,11 @@ async function boot(config: Config): Promise<number> {
   };
 
   const plan = await resolve();
+  if (plan.action === "local-boot") {
+    log.info(`boot from the local disk: ${plan.reason}`);
+    if (config.mode !== "kexec") printJson(plan);
+    return ExitCode.Ok;
+  }
   if (config.mode === "print-plan") {
     printJson(plan);
     return ExitCode.Ok;
@@ -129,7 +123,15 @@ async function boot(config: Config): Promise<number> {
     localFiles: config.source.kind === "ipxe-url" &&
       new URL(config.source.url).protocol === "file:",
     progress: config.progress,
-    refetchPlan: resolve,
+    refetchPlan: async () => {
+      const again = await resolve();
+      if (again.action === "kexec") return again;
+      // The signed URLs expired while the host was being installed?
+      throw new BootError(
+        `The script, fetched again after its signed URLs expired, no longer boots a kernel: ${again.reason}`,
+        ExitCode.Script,
+      );
+    },
   });
   if (config.mode === "no-kexec") {
     printJson({
@@ -150,9 +152,6 @@ async function boot(config: Config): Promise<number> {
   await kexecExecute(handoff);
   return ExitCode.Ok;
 }
-
-/** Thrown inside plan resolution when the service answers "boot from local disk". */
-class LocalBoot extends Error {}
 
 if (import.meta.main) {
   try {

@@ -124,8 +124,10 @@ export async function request(
   let first: URL;
   try {
     first = new URL(url);
-  } catch {
-    throw new PolicyError(`${redact(url)}: not a valid URL`, url);
+  } catch (err) {
+    throw new PolicyError(`${redact(url)}: not a valid URL`, url, {
+      cause: err,
+    });
   }
   if (!REQUEST_SCHEMES.has(first.protocol)) {
     throw new PolicyError(
@@ -253,12 +255,13 @@ export function redirectTarget(
   let next: URL;
   try {
     next = new URL(location, from);
-  } catch {
+  } catch (err) {
     throw new PolicyError(
       `${where} with a malformed Location ${
         JSON.stringify(redact(location.slice(0, 200)))
       }`,
       from,
+      { cause: err },
     );
   }
   const to = redact(next.href).slice(0, 200);
@@ -496,6 +499,7 @@ export function createClient(
       throw new BootError(
         `Cannot read CA certificate ${file}: ${errorText(err)}`,
         ExitCode.Usage,
+        { cause: err },
       );
     }
     if (!text.includes("-----BEGIN CERTIFICATE-----")) {
@@ -515,10 +519,11 @@ export function createClient(
         stdout: "null",
         stderr: "null",
       }).outputSync();
-    } catch {
+    } catch (err) {
       throw new BootError(
         `--insecure needs curl, and ${curlProgram} cannot be run (Deno cannot skip TLS verification by itself)`,
         ExitCode.Usage,
+        { cause: err },
       );
     }
   }

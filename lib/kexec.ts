@@ -119,6 +119,7 @@ export function openLibc(): LibcSymbols {
         err instanceof Error ? err.message : String(err)
       }`,
       ExitCode.KexecUnsupported,
+      { cause: err },
     );
   }
   const s = lib.symbols;
@@ -474,6 +475,7 @@ export async function kexecExecute(
           err instanceof Error ? err.message : String(err)
         }`,
         ExitCode.Handoff,
+        { cause: err },
       );
     }
     if (code !== 0) {

@@ -306,10 +306,11 @@ function checkPlan(plan: KexecPlan, options: LoadOptions): void {
     let protocol: string;
     try {
       protocol = new URL(url).protocol;
-    } catch {
+    } catch (err) {
       throw new BootError(
         `${redact(url)} is not a valid URL`,
         ExitCode.Download,
+        { cause: err },
       );
     }
     if (!SCHEMES.has(protocol)) {

@@ -1,14 +1,18 @@
 /**
  * Resolves a script source into a boot plan: fetch the first script, run it
  * (and whatever it chains) through the iPXE interpreter, apply the user's
- * kernel-argument edits, and turn the service's "boot from local disk"
- * answer into a {@linkcode LocalBootPlan}.
+ * kernel-argument edits. "Boot from the local disk" is a plan too
+ * ({@linkcode LocalBootPlan}): the service's answer for an installed host
+ * (a {@linkcode LocalBootAnswer} from the fetcher, to the first request or to
+ * a chained one the script does not recover from), or a script that hands
+ * the machine back to the firmware (`exit`, `sanboot`).
  *
  * @module
  */
 
-import type { ScriptClient } from "./infraenv.ts";
-import { runScriptSource } from "./ipxe/mod.ts";
+import { LocalBootAnswer, type ScriptClient } from "./infraenv.ts";
+import { IpxeError, runScriptSource } from "./ipxe/mod.ts";
+import { escapeControls, redact } from "./log.ts";
 import { type BootPlan, editCmdline, type LocalBootPlan } from "./plan.ts";
 
 /** Largest script accepted, in bytes. */
@@ -40,11 +44,12 @@ export async function resolvePlan(
   client: ScriptClient,
   options: ResolveOptions,
 ): Promise<BootPlan> {
+  let plan: BootPlan;
   try {
     const first = await client.fetch(client.firstUrl, {
       maxBytes: MAX_SCRIPT_BYTES,
     });
-    const plan = await runScriptSource(first.body, {
+    plan = await runScriptSource(first.body, {
       url: first.url,
       fetch: client.fetch,
       settings: options.settings,
@@ -53,19 +58,27 @@ export async function resolvePlan(
       print: options.print,
       maxScriptBytes: MAX_SCRIPT_BYTES,
     });
-    plan.cmdline = editCmdline(plan.cmdline, {
-      append: options.appendKargs,
-      remove: options.deleteKargs,
-    });
-    return plan;
   } catch (err) {
-    if (client.localBootReason !== undefined) {
-      const local: LocalBootPlan = {
-        action: "local-boot",
-        reason: client.localBootReason,
-      };
-      return local;
-    }
-    throw err;
+    // Only the service's own answer, to the first request or as what made
+    // the script fail, means "installed": every other error stays one.
+    const answer = err instanceof LocalBootAnswer
+      ? err
+      : err instanceof IpxeError && err.cause instanceof LocalBootAnswer
+      ? err.cause
+      : undefined;
+    if (!answer) throw err;
+    plan = { action: "local-boot", reason: answer.reason };
   }
+  if (plan.action === "local-boot") {
+    const local: LocalBootPlan = {
+      action: "local-boot",
+      reason: escapeControls(redact(plan.reason)),
+    };
+    return local;
+  }
+  plan.cmdline = editCmdline(plan.cmdline, {
+    append: options.appendKargs,
+    remove: options.deleteKargs,
+  });
+  return plan;
 }

@@ -1,11 +1,20 @@
 /**
  * Helpers shared by the tests: a temporary directory that is always removed,
- * and log capture.
+ * log capture, and narrowing a boot plan to the kexec plan a test expects.
  *
  * @module
  */
 
 import { configureLog } from "../lib/log.ts";
+import type { BootPlan, KexecPlan } from "../lib/plan.ts";
+
+/** `plan` as a {@linkcode KexecPlan}; fails the test when it is a local boot. */
+export function kexecPlan(plan: BootPlan): KexecPlan {
+  if (plan.action !== "kexec") {
+    throw new Error(`expected a kexec plan, got ${JSON.stringify(plan)}`);
+  }
+  return plan;
+}
 
 /** Runs `fn` with a fresh temporary directory, removed afterwards whatever happens. */
 export async function withTemp<T>(

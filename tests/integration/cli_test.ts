@@ -11,6 +11,7 @@ import {
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const MAC = "52:54:00:12:34:56";
+const enc = (text: string) => new TextEncoder().encode(text);
 
 interface Run {
   code: number;
@@ -320,6 +321,43 @@ Deno.test("cli: a bad token or offline token is a clear one-line error", async (
       ]),
       4,
       /HTTP 404: Object Not Found/,
+    );
+  });
+});
+
+Deno.test("cli: a 401 on a chained script exits 4 (the API refused), not 3", async () => {
+  await withMock({ authMode: "rhsso" }, async (mock) => {
+    // A script of one's own that chains the InfraEnv's signed script URL,
+    // whose image_token has expired (or was never valid).
+    const signed =
+      `${mock.apiUrl}/assisted-install/v2/infra-envs/${mock.infraEnvId}/downloads/files?file_name=ipxe-script&image_token=expired-token`;
+    mock.update({
+      files: {
+        "/boot.ipxe": enc(`#!ipxe\nchain ${signed}&mac=\${net0/mac}\n`),
+      },
+    });
+    const run = await cli([
+      "--ipxe-url",
+      `${mock.baseUrl}/boot.ipxe`,
+      "--mac",
+      MAC,
+      "--no-host-settings",
+      "--print-plan",
+    ]);
+    assertCleanError(
+      run,
+      4,
+      /line 2: chain .*image_token=REDACTED.*answered HTTP 401: unauthenticated for invalid credentials/,
+    );
+    assert.ok(!run.stderr.includes("expired-token"), run.stderr);
+    // The same script failing for a reason of its own stays a script error.
+    mock.update({
+      files: { "/boot.ipxe": enc("#!ipxe\nchain ${missing}\n") },
+    });
+    assertCleanError(
+      await cli(["--ipxe-url", `${mock.baseUrl}/boot.ipxe`, "--print-plan"]),
+      3,
+      /line 2: chain "" is not a URI/,
     );
   });
 });

@@ -5,6 +5,7 @@ import {
   errorBodyText,
   exchangeRefreshToken,
   isMacScriptRequest,
+  LocalBootAnswer,
   scriptUrl,
 } from "../../lib/infraenv.ts";
 import { type MockInfraEnv, startMock } from "../../dev/mock_infraenv.ts";
@@ -156,33 +157,32 @@ Deno.test("infraenv: 404 to a MAC-specific request is the local-boot signal", as
       url: mock.ipxeScriptUrl,
     }, fast);
     const url = `${mock.ipxeScriptUrl}&mac=52:54:00:12:34:56`;
-    await assert.rejects(client.fetch(url, { maxBytes: 65536 }), /HTTP 404/);
-    assert.match(
-      client.localBootReason!,
-      /IPXE booting skipped\. InfraEnv .* is already installed/,
+    const answer = await client.fetch(url, { maxBytes: 65536 }).then(
+      () => undefined,
+      (err: unknown) => err,
     );
-    const other = createScriptClient({
-      kind: "ipxe-url",
-      url: mock.ipxeScriptUrl,
-    }, fast);
-    await other.fetch(`${mock.ipxeScriptUrl}&mac=52:54:00:00:00:01`, {
+    assert.ok(answer instanceof LocalBootAnswer, String(answer));
+    assert.match(
+      answer.reason,
+      /^IPXE booting skipped\. InfraEnv .* is already installed$/,
+    );
+    // Anywhere it is not turned into a local boot, it is an API answer (4).
+    assert.equal(answer.exitCode, ExitCode.Api);
+    assert.match(answer.message, /HTTP 404/);
+    await client.fetch(`${mock.ipxeScriptUrl}&mac=52:54:00:00:00:01`, {
       maxBytes: 65536,
     });
-    assert.equal(other.localBootReason, undefined);
     // A 404 for an InfraEnv that does not exist is an error, not "installed".
-    const unknown = createScriptClient({
-      kind: "ipxe-url",
-      url: mock.ipxeScriptUrl,
-    }, fast);
     const missing = mock.ipxeScriptUrl.replace(
       mock.infraEnvId,
       "00000000-0000-0000-0000-000000000000",
     );
-    await assert.rejects(
-      unknown.fetch(`${missing}&mac=52:54:00:12:34:56`, { maxBytes: 65536 }),
-      /HTTP 404: Object Not Found/,
-    );
-    assert.equal(unknown.localBootReason, undefined);
+    const other = await client.fetch(`${missing}&mac=52:54:00:12:34:56`, {
+      maxBytes: 65536,
+    }).then(() => undefined, (err: unknown) => err);
+    assert.ok(other instanceof BootError, String(other));
+    assert.ok(!(other instanceof LocalBootAnswer));
+    assert.match(other.message, /HTTP 404: Object Not Found/);
   } finally {
     await mock.close();
   }
