@@ -3,7 +3,9 @@
  *
  * The boot sequence: configuration → refuse early if kexec cannot work →
  * resolve the iPXE script into a plan → (print it) → load: download, verify
- * and assemble → (print the result) → kexec load → hand off.
+ * and assemble → (print the result) → kexec load → hand off. A local boot
+ * (the host is installed) finds the installed system's default boot entry
+ * on the local disks instead, and copies and verifies its files.
  *
  * @module
  */
@@ -21,11 +23,16 @@ import {
   kexecLoad,
 } from "./lib/kexec.ts";
 import { load } from "./lib/load.ts";
+import {
+  type DiskPaths,
+  findLocalBoot,
+  stageLocalBoot,
+} from "./lib/local_boot.ts";
 import { configureLog, log, redact, safeJson } from "./lib/log.ts";
 import { checkPins } from "./lib/pins.ts";
-import type { BootPlan } from "./lib/plan.ts";
+import type { BootPlan, LocalBootPlan } from "./lib/plan.ts";
 import { resolvePlan } from "./lib/resolve_plan.ts";
-import { lockWorkDir } from "./lib/work_dir.ts";
+import { lockWorkDir, type WorkDirLock } from "./lib/work_dir.ts";
 
 function printJson(value: unknown): void {
   console.log(safeJson(value));
@@ -99,9 +106,7 @@ async function boot(config: Config): Promise<number> {
 
   const plan = await resolve();
   if (plan.action === "local-boot") {
-    log.info(`boot from the local disk: ${plan.reason}`);
-    if (config.mode !== "kexec") printJson(plan);
-    return ExitCode.Ok;
+    return await bootLocal(plan, config, { handoff, lock });
   }
   if (config.mode === "print-plan") {
     printJson(plan);
@@ -150,6 +155,71 @@ async function boot(config: Config): Promise<number> {
     return ExitCode.Ok;
   }
   await kexecExecute(handoff);
+  return ExitCode.Ok;
+}
+
+/**
+ * The host is to boot its own disk: `--local-boot exit` stops here (exit 0),
+ * `reboot` reboots through the firmware, `kexec` finds the installed
+ * system's default entry, copies and verifies its files and kexecs them
+ * (exit 0 with a message when there is none).
+ */
+async function bootLocal(
+  local: LocalBootPlan,
+  config: Config,
+  context: { handoff: HandoffMode; lock?: WorkDirLock },
+): Promise<number> {
+  log.info(`boot from the local disk: ${local.reason}`);
+  if (config.localBoot === "exit") {
+    log.info("--local-boot exit: nothing is booted here");
+    if (config.mode !== "kexec") printJson(local);
+    return ExitCode.Ok;
+  }
+  if (config.localBoot === "reboot") {
+    if (config.mode !== "kexec" || context.handoff === "none") {
+      if (config.mode !== "kexec") {
+        printJson({ ...local, action: "local-reboot" });
+      }
+      log.info("--local-boot reboot: the machine would reboot now");
+      return ExitCode.Ok;
+    }
+    log.info("--local-boot reboot: rebooting through the firmware");
+    await kexecExecute(context.handoff, { firmware: true });
+    return ExitCode.Ok;
+  }
+  const root = Deno.env.get("ASSISTED_LOCAL_DISKS_ROOT");
+  const paths: DiskPaths = root
+    ? { sysDir: `${root}/sys`, devDir: `${root}/dev`, procDir: `${root}/proc` }
+    : {};
+  const found = await findLocalBoot(local.reason, paths);
+  if (!found) {
+    log.info("nothing to boot from the local disks: exiting");
+    if (config.mode !== "kexec") printJson(local);
+    return ExitCode.Ok;
+  }
+  log.info(
+    `local boot: ${found.device} ${found.entry}${
+      found.firstboot ? " (first boot: ignition.firstboot)" : ""
+    }: kernel ${found.kernel}, ${found.initrds.length} initrd(s)`,
+  );
+  if (config.mode === "print-plan") {
+    printJson(found);
+    return ExitCode.Ok;
+  }
+  const staged = await stageLocalBoot(found, { workDir: config.workDir });
+  if (config.mode === "no-kexec") {
+    const { verified: _, cmdline: __, ...files } = staged;
+    printJson({ ...found, staged: files });
+    return ExitCode.Ok;
+  }
+  kexecLoad(staged);
+  if (context.handoff === "none") {
+    log.info(
+      "kernel loaded; run `systemctl kexec` (or reboot with kexec) to start it",
+    );
+    return ExitCode.Ok;
+  }
+  await kexecExecute(context.handoff);
   return ExitCode.Ok;
 }
 

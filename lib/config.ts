@@ -126,6 +126,12 @@ export const OPTIONS = {
     kind: "boolean",
     help: "after loading, sync and reboot(KEXEC) directly",
   },
+  "local-boot": {
+    kind: "string",
+    arg: "ACTION",
+    help:
+      "when the host is to boot its own disk: kexec (its default boot entry; the default), exit, reboot",
+  },
   "no-cache": {
     kind: "boolean",
     help: "neither reuse nor keep verified artifacts across runs",
@@ -233,6 +239,8 @@ export interface Config {
   loadOnly: boolean;
   /** Sync and reboot(KEXEC) directly. */
   forceReboot: boolean;
+  /** What a local boot does (`--local-boot`). */
+  localBoot: "kexec" | "exit" | "reboot";
   /** Work directory. */
   workDir: string;
   /** Do not reuse or keep verified artifacts across runs. */
@@ -357,7 +365,11 @@ function fromCmdline(cmdline: string): Raw {
 const CMDLINE_OTHERS = new Set(["on-failure"]);
 
 /** `ASSISTED_*` variables that are not options. */
-const ENV_OTHERS = new Set(["kernel-cmdline-file", "debug"]);
+const ENV_OTHERS = new Set([
+  "kernel-cmdline-file",
+  "debug",
+  "local-disks-root",
+]);
 
 function fromPairs(
   pairs: [string, string][],
@@ -768,6 +780,12 @@ export function parseConfig(
   if (printPlan && noKexec) {
     throw usage("Give --print-plan or --no-kexec, not both");
   }
+  const localBoot = str("local-boot") ?? "kexec";
+  if (!["kexec", "exit", "reboot"].includes(localBoot)) {
+    throw usage(
+      `--local-boot must be kexec, exit or reboot, got "${localBoot}"`,
+    );
+  }
   const progress = str("progress") ?? "auto";
   if (!["auto", "tty", "lines", "none"].includes(progress)) {
     throw usage(
@@ -799,6 +817,7 @@ export function parseConfig(
       mode: printPlan ? "print-plan" : noKexec ? "no-kexec" : "kexec",
       loadOnly: bool("load-only"),
       forceReboot: bool("force-reboot"),
+      localBoot: localBoot as Config["localBoot"],
       workDir: str("work-dir") ?? DEFAULT_WORK_DIR,
       noCache: bool("no-cache"),
       kernelSha256: str("kernel-sha256") === undefined

@@ -1,10 +1,12 @@
 /**
  * Helpers shared by the tests: a temporary directory that is always removed,
- * log capture, and narrowing a boot plan to the kexec plan a test expects.
+ * log capture, narrowing a boot plan to the kexec plan a test expects, and
+ * a fake libc that loads real files.
  *
  * @module
  */
 
+import { Errno, type LibcSymbols, STATX_SIZE } from "../lib/kexec.ts";
 import { configureLog } from "../lib/log.ts";
 import type { BootPlan, KexecPlan } from "../lib/plan.ts";
 
@@ -108,4 +110,55 @@ export async function makeTestCerts(dir: string): Promise<void> {
     "-extfile",
     "ext.cnf",
   ]);
+}
+
+/**
+ * A fake libc whose `open` opens the real file like `O_NOFOLLOW` would (a
+ * link fails with ELOOP) and keeps its content and identity, and whose
+ * `statx` describes the opened file: what `kexec_file_load` would read.
+ */
+export function filesLibc(): { libc: LibcSymbols; opened: Uint8Array[] } {
+  const opened: Uint8Array[] = [];
+  const infos = new Map<number, Deno.FileInfo>();
+  let errno = 0;
+  const libc: LibcSymbols = {
+    open(path) {
+      const name = new TextDecoder().decode(path).replace(/\0$/, "");
+      const info = Deno.lstatSync(name);
+      if (info.isSymlink) {
+        errno = Errno.ELOOP;
+        return -1;
+      }
+      opened.push(Deno.readFileSync(name));
+      const fd = 10 + opened.length;
+      infos.set(fd, info);
+      return fd;
+    },
+    close: () => 0,
+    statx(fd, _path, _flags, _mask, buf) {
+      const info = infos.get(fd)!;
+      const view = new DataView(buf.buffer, buf.byteOffset, STATX_SIZE);
+      const dev = BigInt(info.dev);
+      view.setUint16(28, info.mode!, true);
+      view.setBigUint64(32, BigInt(info.ino!), true);
+      view.setBigUint64(40, BigInt(info.size), true);
+      view.setUint32(
+        136,
+        Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn)),
+        true,
+      );
+      view.setUint32(
+        140,
+        Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn)),
+        true,
+      );
+      return 0;
+    },
+    syscall: () => 0n,
+    reboot: () => -1,
+    sync() {},
+    errno: () => errno,
+    strerror: (n) => `errno ${n}`,
+  };
+  return { libc, opened };
 }
