@@ -52,6 +52,28 @@ Deno.test("host settings: the default route's NIC is net0", () => {
   });
 });
 
+Deno.test("host settings: without a default route, the first NIC with an IPv4 address", () => {
+  const s = readHostSettings(undefined, {
+    routes: ROUTES.split("\n").filter((l) => !l.startsWith("eth0")).join("\n"),
+    interfaces: [
+      {
+        ...IFACES[0],
+        name: "lo",
+        address: "127.0.0.1",
+        mac: "00:00:00:00:00:00",
+      },
+      ...IFACES,
+    ],
+    hostname: "localhost",
+    readText: () => undefined,
+  });
+  assert.deepEqual(s, {
+    "net0/mac": "52:54:00:aa:bb:cc",
+    "net0/ip": "10.0.2.15",
+    "net0/netmask": "255.255.255.0",
+  });
+});
+
 Deno.test("host settings: --mac picks the NIC", () => {
   const s = readHostSettings("52:54:00:00:00:01", {
     routes: ROUTES,
