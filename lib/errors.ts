@@ -22,7 +22,11 @@ export const ExitCode = {
   Api: 4,
   /** An artifact could not be downloaded (network, HTTP status, size, scheme, slower than the minimum rate). */
   Download: 5,
-  /** An artifact failed verification (digest pin, length, format check, a kernel shorter than its header says). */
+  /**
+   * An artifact failed verification (digest pin, length, format check, a kernel shorter than its
+   * header says), or a file of the installed system's boot entry is missing, unreadable or fails
+   * the same checks.
+   */
   Verify: 6,
   /**
    * Refused to start: not root (without `--print-plan`/`--no-kexec`), unsupported architecture,

@@ -61,7 +61,8 @@ const DOWN_MS = 60_000;
  * Runs in the guest, in the bootloader's process, before the bootloader: one
  * `chain-sandbox:` line with what the unit's sandbox leaves it (its source is
  * prepended to the bundle). A path's entry is `rw` when a file can be created
- * in it (a file: opened for appending, nothing written), else the errno.
+ * in it (a file: opened for appending, nothing written), else the errno; the
+ * `:read` entry is `r` when the device opens read-only, else the errno.
  */
 function sandboxProbe(): void {
   const status = Deno.readTextFileSync("/proc/self/status");
@@ -77,6 +78,14 @@ function sandboxProbe(): void {
         Deno.openSync(path, { append: true }).close();
       }
       return "rw";
+    } catch (err) {
+      return errno(err);
+    }
+  };
+  const readOnly = (path: string) => {
+    try {
+      Deno.openSync(path, { read: true }).close();
+      return "r";
     } catch (err) {
       return errno(err);
     }
@@ -104,6 +113,7 @@ function sandboxProbe(): void {
       "/root",
       "/dev/vda",
     ].map((p) => `${p}=${writable(p)}`),
+    `/dev/vda:read=${readOnly("/dev/vda")}`,
   ];
   console.error(`chain-sandbox: ${facts.join(" ")}`);
 }
@@ -113,7 +123,8 @@ function sandboxProbe(): void {
  * CAP_SYS_BOOT (bit 22), no new privileges, a seccomp filter, PID 1 visible
  * (the hand-off depends on it), the system read-only but the install
  * directory (through FCOS's /usr/local link, the run script in it included),
- * the state directory and a private /tmp, no home directories, no disks.
+ * the state directory and a private /tmp, no home directories, disks
+ * readable (an installed system's boot partition) but never writable.
  */
 const SANDBOX_EXPECTED: Record<string, string> = {
   CapBnd: "0000000000400000",
@@ -129,7 +140,8 @@ const SANDBOX_EXPECTED: Record<string, string> = {
   "/var/cache": "EROFS",
   "/tmp": "rw",
   "/root": "EACCES",
-  "/dev/vda": "ENOENT",
+  "/dev/vda": "EPERM",
+  "/dev/vda:read": "r",
 };
 
 /**
