@@ -206,7 +206,8 @@ async function bootLocal(
     printJson(found);
     return ExitCode.Ok;
   }
-  const staged = await stageLocalBoot(found, { workDir: config.workDir });
+  // Not print-plan: the work directory is locked.
+  const staged = await stageLocalBoot(found, { lock: context.lock! });
   if (config.mode === "no-kexec") {
     const { verified: _, cmdline: __, ...files } = staged;
     printJson({ ...found, staged: files });

@@ -374,8 +374,8 @@ export async function openExt4(reader: BlockReader): Promise<Ext4> {
     return new TextDecoder().decode(bytes);
   };
 
-  /** Resolves `path`; `follow`: also the last component's link. */
-  const resolve = async (path: string, follow = true): Promise<Inode> => {
+  /** Resolves `path`, following every symbolic link on the way (the last one too). */
+  const resolve = async (path: string): Promise<Inode> => {
     let links = 0;
     const walk = async (
       start: Inode[],
@@ -383,8 +383,7 @@ export async function openExt4(reader: BlockReader): Promise<Ext4> {
     ): Promise<Inode[]> => {
       // `stack` is the chain of directories from the root to the current one.
       const stack = [...start];
-      for (let i = 0; i < parts.length; i++) {
-        const part = parts[i];
+      for (const part of parts) {
         if (part === "" || part === ".") continue;
         if (part === "..") {
           if (stack.length > 1) stack.pop();
@@ -397,8 +396,7 @@ export async function openExt4(reader: BlockReader): Promise<Ext4> {
         const entry = (await entriesOf(dir)).find((e) => e.name === part);
         if (!entry) throw new Ext4Error(`${path}: no such file`);
         const inode = await readInode(entry.ino);
-        const last = i === parts.length - 1;
-        if (kindOf(inode.mode) === "symlink" && (!last || follow)) {
+        if (kindOf(inode.mode) === "symlink") {
           if (++links > MAX_SYMLINKS) {
             throw new Ext4Error(`${path}: too many symbolic links`);
           }

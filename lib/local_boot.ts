@@ -57,6 +57,7 @@ import {
   diskError,
   type FileIdentity,
   identityOf,
+  type WorkDirLock,
 } from "./work_dir.ts";
 
 export type { DiskPaths } from "./local_disks.ts";
@@ -272,8 +273,8 @@ export async function findLocalBoot(
 
 /** Options for {@linkcode stageLocalBoot}. */
 export interface StageOptions {
-  /** The work directory (locked by the caller). */
-  workDir: string;
+  /** The caller's lock on the work directory (`lockWorkDir`), where the files go. */
+  lock: WorkDirLock;
   /** Architecture (default `Deno.build.arch`). */
   arch?: string;
   /** Opens the partition (default: `Deno.open` read-only). */
@@ -368,7 +369,7 @@ async function copyOut(
 }
 
 /**
- * Copies and verifies what `plan` boots into the work directory: the kernel
+ * Copies and verifies what `plan` boots into the locked work directory: the kernel
  * (`kernel`, and `kernel.Image` when an arm64 kernel is unpacked) and one
  * assembled `initrd`. Throws a {@linkcode BootError}: Verify (6) for a file
  * that is missing, unreadable or not what it should be, Disk (8) for the
@@ -379,7 +380,7 @@ export async function stageLocalBoot(
   options: StageOptions,
 ): Promise<StagedLocalBoot> {
   const arch = options.arch ?? Deno.build.arch;
-  const dir = options.workDir;
+  const dir = options.lock.dir;
   const open = options.openDevice ?? openReadOnly;
   const made: string[] = [];
   let device: Deno.FsFile;

@@ -17,6 +17,7 @@ import {
   stageLocalBoot,
 } from "../../lib/local_boot.ts";
 import { disksInUse, listPartitions } from "../../lib/local_disks.ts";
+import { lockWorkDir } from "../../lib/work_dir.ts";
 import { type FakeDisk, makeFakeMachine } from "../fake_machine.ts";
 import { captureLog, filesLibc, withTemp } from "../test_util.ts";
 
@@ -239,9 +240,9 @@ Deno.test("local boot: staging copies, verifies and assembles; kexec_file_load g
     }]);
     const [plan] = await captureLog(() => findLocalBoot("r", paths));
     const work = `${dir}/work`;
-    await Deno.mkdir(work, { mode: 0o700 });
+    using lock = await lockWorkDir(work);
     const [staged] = await captureLog(() =>
-      stageLocalBoot(plan!, { workDir: work, arch: "x86_64" })
+      stageLocalBoot(plan!, { lock, arch: "x86_64" })
     );
     assert.equal(staged.kernel.path, `${work}/kernel`);
     assert.equal(staged.kernel.sha256, sha(KERNEL));
@@ -250,7 +251,7 @@ Deno.test("local boot: staging copies, verifies and assembles; kexec_file_load g
     assert.equal(staged.initrd?.parts[0].path, plan!.initrds[0]);
     assert.deepEqual(
       [...Deno.readDirSync(work)].map((e) => e.name).sort(),
-      ["initrd", "kernel"],
+      [".lock", "initrd", "kernel"],
       "the parts are gone once assembled",
     );
     const { libc, opened } = filesLibc();
@@ -320,7 +321,7 @@ Deno.test("local boot: a file that is not a kernel or an initrd, a missing one, 
         label: "boot",
       });
       const work = `${dir}/work-${what.replaceAll(" ", "-")}`;
-      await Deno.mkdir(work, { mode: 0o700 });
+      using lock = await lockWorkDir(work);
       const plan: LocalKexecPlan = {
         action: "local-kexec",
         reason: "r",
@@ -334,14 +335,14 @@ Deno.test("local boot: a file that is not a kernel or an initrd, a missing one, 
       };
       await assert.rejects(
         captureLog(() =>
-          stageLocalBoot(plan, { workDir: work, arch: "x86_64" })
+          stageLocalBoot(plan, { lock, arch: "x86_64" })
         ),
         bootError(ExitCode.Verify, message),
         what,
       );
       assert.deepEqual(
-        [...Deno.readDirSync(work)],
-        [],
+        [...Deno.readDirSync(work)].map((e) => e.name),
+        [".lock"],
         `${what}: nothing left`,
       );
     }
