@@ -334,9 +334,7 @@ Deno.test("local boot: a file that is not a kernel or an initrd, a missing one, 
         ...change,
       };
       await assert.rejects(
-        captureLog(() =>
-          stageLocalBoot(plan, { lock, arch: "x86_64" })
-        ),
+        captureLog(() => stageLocalBoot(plan, { lock, arch: "x86_64" })),
         bootError(ExitCode.Verify, message),
         what,
       );
