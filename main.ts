@@ -23,11 +23,8 @@ import {
   kexecLoad,
 } from "./lib/kexec.ts";
 import { load } from "./lib/load.ts";
-import {
-  type DiskPaths,
-  findLocalBoot,
-  stageLocalBoot,
-} from "./lib/local_boot.ts";
+import { type DiskPaths, findLocalBoot } from "./lib/local_boot.ts";
+import { stageLocalBoot } from "./lib/local_stage.ts";
 import { configureLog, log, redact, safeJson } from "./lib/log.ts";
 import { checkPins } from "./lib/pins.ts";
 import type { BootPlan, LocalBootPlan } from "./lib/plan.ts";

@@ -111,12 +111,21 @@ function formatUuid(bytes: Uint8Array): string {
   }-${hex.slice(20)}`;
 }
 
-/**
- * Opens the ext2/3/4 file system `reader` holds. Throws {@linkcode Ext4Error}
- * when there is none (no magic) or it needs a feature this reader lacks.
- */
-export async function openExt4(reader: BlockReader): Promise<Ext4> {
-  const sb = await reader.read(SUPERBLOCK, 1024);
+/** The geometry the superblock gives. */
+interface Geometry {
+  blockSize: number;
+  blocksCount: number;
+  inodesCount: number;
+  inodesPerGroup: number;
+  firstDataBlock: number;
+  inodeSize: number;
+  descSize: number;
+}
+
+/** Reads the superblock: the geometry, label, UUID and feature flags; refuses what cannot be read. */
+function parseSuperblock(
+  sb: Uint8Array,
+): { geometry: Geometry; label: string; uuid: string; incompat: number } {
   if (sb.length < 1024 || view(sb).getUint16(56, true) !== MAGIC) {
     throw new Ext4Error("no ext2/3/4 file system (no superblock magic)");
   }
@@ -132,14 +141,17 @@ export async function openExt4(reader: BlockReader): Promise<Ext4> {
     );
   }
   const is64 = (incompat & INCOMPAT_64BIT) !== 0;
-  const blocksCount = s.getUint32(4, true) +
-    (is64 ? s.getUint32(336, true) * 2 ** 32 : 0);
-  const inodesCount = s.getUint32(0, true);
-  const inodesPerGroup = s.getUint32(40, true);
-  const firstDataBlock = s.getUint32(20, true);
-  const revLevel = s.getUint32(76, true);
-  const inodeSize = revLevel === 0 ? 128 : s.getUint16(88, true);
-  const descSize = is64 ? s.getUint16(254, true) : 32;
+  const geometry: Geometry = {
+    blockSize,
+    blocksCount: s.getUint32(4, true) +
+      (is64 ? s.getUint32(336, true) * 2 ** 32 : 0),
+    inodesCount: s.getUint32(0, true),
+    inodesPerGroup: s.getUint32(40, true),
+    firstDataBlock: s.getUint32(20, true),
+    inodeSize: s.getUint32(76, true) === 0 ? 128 : s.getUint16(88, true),
+    descSize: is64 ? s.getUint16(254, true) : 32,
+  };
+  const { inodeSize, descSize, inodesPerGroup } = geometry;
   if (
     inodesPerGroup === 0 || inodeSize < 128 || inodeSize > blockSize ||
     (inodeSize & (inodeSize - 1)) !== 0 || descSize < 32 ||
@@ -147,38 +159,77 @@ export async function openExt4(reader: BlockReader): Promise<Ext4> {
   ) {
     throw new Ext4Error("the superblock is damaged");
   }
-  const label = new TextDecoder().decode(sb.subarray(120, 136)).replace(
-    /\0.*$/s,
-    "",
-  );
+  return {
+    geometry,
+    label: new TextDecoder().decode(sb.subarray(120, 136)).replace(
+      /\0.*$/s,
+      "",
+    ),
+    uuid: formatUuid(sb.subarray(104, 120)),
+    incompat,
+  };
+}
 
-  const readBlocks = async (block: number, count: number) => {
+function kindOf(mode: number): Ext4File["kind"] {
+  switch (mode & S_IFMT) {
+    case S_IFREG:
+      return "file";
+    case S_IFDIR:
+      return "directory";
+    case S_IFLNK:
+      return "symlink";
+    default:
+      return "other";
+  }
+}
+
+/** Where the blocks of files, directories and links are, and their bytes. */
+class Reader {
+  readonly #reader: BlockReader;
+  readonly #g: Geometry;
+
+  constructor(reader: BlockReader, geometry: Geometry) {
+    this.#reader = reader;
+    this.#g = geometry;
+  }
+
+  /** `count` whole blocks from `block`, which must lie inside the file system. */
+  async blocks(block: number, count: number): Promise<Uint8Array> {
+    const { blockSize, blocksCount } = this.#g;
     if (block <= 0 || block + count > blocksCount) {
       throw new Ext4Error(`block ${block} is outside the file system`);
     }
-    const bytes = await reader.read(block * blockSize, count * blockSize);
+    const bytes = await this.#reader.read(block * blockSize, count * blockSize);
     if (bytes.length !== count * blockSize) {
       throw new Ext4Error(`block ${block} is beyond the end of the device`);
     }
     return bytes;
-  };
+  }
 
-  const readInode = async (ino: number): Promise<Inode> => {
-    if (ino < 1 || ino > inodesCount) {
+  /** Inode `ino`, from its group's inode table. */
+  async inode(ino: number): Promise<Inode> {
+    const g = this.#g;
+    if (ino < 1 || ino > g.inodesCount) {
       throw new Ext4Error(`inode ${ino} does not exist`);
     }
-    const group = Math.floor((ino - 1) / inodesPerGroup);
-    const index = (ino - 1) % inodesPerGroup;
-    const descOffset = (firstDataBlock + 1) * blockSize + group * descSize;
-    const desc = await reader.read(descOffset, descSize);
-    if (desc.length !== descSize) throw new Ext4Error("truncated descriptors");
+    const group = Math.floor((ino - 1) / g.inodesPerGroup);
+    const index = (ino - 1) % g.inodesPerGroup;
+    const descOffset = (g.firstDataBlock + 1) * g.blockSize +
+      group * g.descSize;
+    const desc = await this.#reader.read(descOffset, g.descSize);
+    if (desc.length !== g.descSize) {
+      throw new Ext4Error("truncated descriptors");
+    }
     const d = view(desc);
     const table = d.getUint32(8, true) +
-      (descSize >= 64 ? d.getUint32(0x28, true) * 2 ** 32 : 0);
-    if (table <= 0 || table >= blocksCount) {
+      (g.descSize >= 64 ? d.getUint32(0x28, true) * 2 ** 32 : 0);
+    if (table <= 0 || table >= g.blocksCount) {
       throw new Ext4Error(`group ${group} has no inode table`);
     }
-    const raw = await reader.read(table * blockSize + index * inodeSize, 128);
+    const raw = await this.#reader.read(
+      table * g.blockSize + index * g.inodeSize,
+      128,
+    );
     if (raw.length !== 128) throw new Ext4Error(`inode ${ino} is truncated`);
     const v = view(raw);
     return {
@@ -188,14 +239,10 @@ export async function openExt4(reader: BlockReader): Promise<Ext4> {
       flags: v.getUint32(32, true),
       block: raw.slice(40, 100),
     };
-  };
+  }
 
   /** The runs of an extent tree node (`node` starts with its header). */
-  const extentRuns = async (
-    node: Uint8Array,
-    depth: number,
-    out: Run[],
-  ): Promise<void> => {
+  async #extentRuns(node: Uint8Array, depth: number, out: Run[]) {
     const v = view(node);
     if (node.length < 12 || v.getUint16(0, true) !== EXTENT_MAGIC) {
       throw new Ext4Error("an extent tree is damaged");
@@ -209,36 +256,35 @@ export async function openExt4(reader: BlockReader): Promise<Ext4> {
     }
     for (let i = 0; i < entries; i++) {
       const at = 12 + i * 12;
-      if (level === 0) {
-        let count = v.getUint16(at + 4, true);
-        // Past 32768: an allocated but unwritten extent, which reads as zeros.
-        const unwritten = count > 32768;
-        if (unwritten) count -= 32768;
-        out.push({
-          logical: v.getUint32(at, true),
-          physical: unwritten
-            ? 0
-            : v.getUint16(at + 6, true) * 2 ** 32 + v.getUint32(at + 8, true),
-          count,
-        });
-      } else {
+      if (level > 0) {
         const leaf = v.getUint16(at + 8, true) * 2 ** 32 +
           v.getUint32(at + 4, true);
-        await extentRuns(await readBlocks(leaf, 1), depth + 1, out);
+        await this.#extentRuns(await this.blocks(leaf, 1), depth + 1, out);
+        continue;
       }
+      let count = v.getUint16(at + 4, true);
+      // Past 32768: an allocated but unwritten extent, which reads as zeros.
+      const unwritten = count > 32768;
+      if (unwritten) count -= 32768;
+      out.push({
+        logical: v.getUint32(at, true),
+        physical: unwritten
+          ? 0
+          : v.getUint16(at + 6, true) * 2 ** 32 + v.getUint32(at + 8, true),
+        count,
+      });
     }
-  };
+  }
 
-  /** The runs of a block-mapped (ext2/3) file. */
-  const mapRuns = async (inode: Inode, blocks: number): Promise<Run[]> => {
+  /** The runs of a block-mapped (ext2/3) file of `blocks` blocks. */
+  async #mapRuns(inode: Inode, blocks: number): Promise<Run[]> {
     const out: Run[] = [];
-    const perBlock = blockSize / 4;
+    const perBlock = this.#g.blockSize / 4;
     let logical = 0;
     const walk = async (ptr: number, level: number): Promise<void> => {
-      const span = perBlock ** level;
       if (logical >= blocks) return;
       if (ptr === 0) {
-        logical += span;
+        logical += perBlock ** level;
         return;
       }
       if (level === 0) {
@@ -246,7 +292,7 @@ export async function openExt4(reader: BlockReader): Promise<Ext4> {
         logical++;
         return;
       }
-      const table = view(await readBlocks(ptr, 1));
+      const table = view(await this.blocks(ptr, 1));
       for (let i = 0; i < perBlock && logical < blocks; i++) {
         await walk(table.getUint32(i * 4, true), level - 1);
       }
@@ -257,38 +303,37 @@ export async function openExt4(reader: BlockReader): Promise<Ext4> {
       await walk(b.getUint32((11 + level) * 4, true), level);
     }
     return out;
-  };
+  }
 
-  const runsOf = async (inode: Inode): Promise<Run[]> => {
+  /** Where the file's blocks are, in logical order. */
+  async #runs(inode: Inode): Promise<Run[]> {
     if (inode.flags & INLINE_DATA_FL) {
       throw new Ext4Error(`inode ${inode.ino} keeps its data inline`);
     }
-    const blocks = Math.ceil(inode.size / blockSize);
-    const runs = inode.flags & EXTENTS_FL
-      ? await (async () => {
-        const out: Run[] = [];
-        await extentRuns(inode.block, 0, out);
-        return out;
-      })()
-      : await mapRuns(inode, blocks);
+    const blocks = Math.ceil(inode.size / this.#g.blockSize);
+    let runs: Run[];
+    if (inode.flags & EXTENTS_FL) {
+      runs = [];
+      await this.#extentRuns(inode.block, 0, runs);
+    } else {
+      runs = await this.#mapRuns(inode, blocks);
+    }
     return runs.filter((r) => r.logical < blocks)
       .sort((a, b) => a.logical - b.logical);
-  };
+  }
 
   /** The file's bytes in order, holes as zeros, in chunks of at most {@linkcode CHUNK}. */
-  async function* data(inode: Inode): AsyncGenerator<Uint8Array> {
-    const runs = await runsOf(inode);
+  async *data(inode: Inode): AsyncGenerator<Uint8Array> {
+    const blockSize = this.#g.blockSize;
     let position = 0; // in bytes
-    const zeros = (upTo: number) => {
-      const out: Uint8Array[] = [];
+    function* zeros(upTo: number) {
       while (position < upTo) {
         const n = Math.min(CHUNK, upTo - position);
-        out.push(new Uint8Array(n));
         position += n;
+        yield new Uint8Array(n);
       }
-      return out;
-    };
-    for (const run of runs) {
+    }
+    for (const run of await this.#runs(inode)) {
       const start = run.logical * blockSize;
       if (start < position) throw new Ext4Error("extents overlap");
       yield* zeros(Math.min(start, inode.size));
@@ -302,35 +347,43 @@ export async function openExt4(reader: BlockReader): Promise<Ext4> {
           CHUNK / blockSize,
           Math.ceil((end - position) / blockSize),
         );
-        const bytes = await readBlocks(block, count);
+        const bytes = await this.blocks(block, count);
         const n = Math.min(bytes.length, end - position);
-        yield bytes.subarray(0, n);
         position += n;
         block += count;
+        yield bytes.subarray(0, n);
       }
     }
     yield* zeros(inode.size);
   }
 
-  const readAll = async (inode: Inode, maxBytes: number, what: string) => {
+  /** The whole file, refused when larger than `maxBytes`. */
+  async readAll(inode: Inode, maxBytes: number, what: string) {
     if (inode.size > maxBytes) {
       throw new Ext4Error(`${what} is larger than ${maxBytes} bytes`);
     }
     const out = new Uint8Array(inode.size);
     let at = 0;
-    for await (const chunk of data(inode)) {
+    for await (const chunk of this.data(inode)) {
       out.set(chunk, at);
       at += chunk.length;
     }
     return out;
-  };
+  }
 
-  const entriesOf = async (dir: Inode): Promise<Ext4DirEntry[]> => {
-    const bytes = await readAll(dir, MAX_DIR_BYTES, `directory ${dir.ino}`);
+  /**
+   * The entries of a directory. A linear walk reads every entry, hashed
+   * (htree) directories included: their index blocks look like empty entries.
+   */
+  async entries(dir: Inode): Promise<Ext4DirEntry[]> {
+    const bytes = await this.readAll(
+      dir,
+      MAX_DIR_BYTES,
+      `directory ${dir.ino}`,
+    );
     const v = view(bytes);
     const out: Ext4DirEntry[] = [];
-    // A linear walk reads every entry, hashed (htree) directories included:
-    // their index blocks look like empty entries.
+    const blockSize = this.#g.blockSize;
     for (let block = 0; block < bytes.length; block += blockSize) {
       let at = block;
       const end = Math.min(block + blockSize, bytes.length);
@@ -341,47 +394,31 @@ export async function openExt4(reader: BlockReader): Promise<Ext4> {
         if (recLen < 8 || at + recLen > end || 8 + nameLen > recLen) {
           throw new Ext4Error(`directory ${dir.ino} is damaged`);
         }
-        if (ino !== 0) {
-          const name = new TextDecoder().decode(
-            bytes.subarray(at + 8, at + 8 + nameLen),
-          );
-          if (name !== "." && name !== "..") out.push({ name, ino });
+        const name = new TextDecoder().decode(
+          bytes.subarray(at + 8, at + 8 + nameLen),
+        );
+        if (ino !== 0 && name !== "." && name !== "..") {
+          out.push({ name, ino });
         }
         at += recLen;
       }
     }
     return out;
-  };
+  }
 
-  const kindOf = (mode: number): Ext4File["kind"] => {
-    switch (mode & S_IFMT) {
-      case S_IFREG:
-        return "file";
-      case S_IFDIR:
-        return "directory";
-      case S_IFLNK:
-        return "symlink";
-      default:
-        return "other";
-    }
-  };
-
-  const linkTarget = async (inode: Inode): Promise<string> => {
-    // A fast symbolic link keeps its target in the block map itself.
+  /** A symbolic link's target (a fast link keeps it in the block map itself). */
+  async linkTarget(inode: Inode): Promise<string> {
     const bytes = inode.size < 60 && !(inode.flags & EXTENTS_FL)
       ? inode.block.subarray(0, inode.size)
-      : await readAll(inode, 4096, `symbolic link ${inode.ino}`);
+      : await this.readAll(inode, 4096, `symbolic link ${inode.ino}`);
     return new TextDecoder().decode(bytes);
-  };
+  }
 
-  /** Resolves `path`, following every symbolic link on the way (the last one too). */
-  const resolve = async (path: string): Promise<Inode> => {
+  /** Resolves `path` from the root, following every symbolic link on the way (the last one too). */
+  async resolve(path: string): Promise<Inode> {
     let links = 0;
-    const walk = async (
-      start: Inode[],
-      parts: string[],
-    ): Promise<Inode[]> => {
-      // `stack` is the chain of directories from the root to the current one.
+    // `start` is the chain of directories from the root to the current one.
+    const walk = async (start: Inode[], parts: string[]): Promise<Inode[]> => {
       const stack = [...start];
       for (const part of parts) {
         if (part === "" || part === ".") continue;
@@ -393,56 +430,63 @@ export async function openExt4(reader: BlockReader): Promise<Ext4> {
         if (kindOf(dir.mode) !== "directory") {
           throw new Ext4Error(`${path}: not a directory`);
         }
-        const entry = (await entriesOf(dir)).find((e) => e.name === part);
+        const entry = (await this.entries(dir)).find((e) => e.name === part);
         if (!entry) throw new Ext4Error(`${path}: no such file`);
-        const inode = await readInode(entry.ino);
-        if (kindOf(inode.mode) === "symlink") {
-          if (++links > MAX_SYMLINKS) {
-            throw new Ext4Error(`${path}: too many symbolic links`);
-          }
-          const target = await linkTarget(inode);
-          const base = target.startsWith("/") ? [stack[0]] : stack;
-          const resolved = await walk(base, target.split("/"));
-          stack.length = 0;
-          stack.push(...resolved);
+        const inode = await this.inode(entry.ino);
+        if (kindOf(inode.mode) !== "symlink") {
+          stack.push(inode);
           continue;
         }
-        stack.push(inode);
+        if (++links > MAX_SYMLINKS) {
+          throw new Ext4Error(`${path}: too many symbolic links`);
+        }
+        const target = await this.linkTarget(inode);
+        const base = target.startsWith("/") ? [stack[0]] : stack;
+        const resolved = await walk(base, target.split("/"));
+        stack.splice(0, stack.length, ...resolved);
       }
       return stack;
     };
-    const root = await readInode(ROOT_INO);
-    return (await walk([root], path.split("/"))).at(-1)!;
-  };
+    return (await walk([await this.inode(ROOT_INO)], path.split("/"))).at(-1)!;
+  }
 
-  const regular = async (path: string): Promise<Inode> => {
-    const inode = await resolve(path);
+  /** The regular file at `path`. */
+  async regular(path: string): Promise<Inode> {
+    const inode = await this.resolve(path);
     if (kindOf(inode.mode) !== "file") {
       throw new Ext4Error(`${path}: not a regular file`);
     }
     return inode;
-  };
+  }
+}
 
+/**
+ * Opens the ext2/3/4 file system `reader` holds. Throws {@linkcode Ext4Error}
+ * when there is none (no magic) or it needs a feature this reader lacks.
+ */
+export async function openExt4(reader: BlockReader): Promise<Ext4> {
+  const sb = parseSuperblock(await reader.read(SUPERBLOCK, 1024));
+  const fs = new Reader(reader, sb.geometry);
   return {
-    label,
-    uuid: formatUuid(sb.subarray(104, 120)),
-    needsRecovery: (incompat & INCOMPAT_RECOVER) !== 0,
+    label: sb.label,
+    uuid: sb.uuid,
+    needsRecovery: (sb.incompat & INCOMPAT_RECOVER) !== 0,
     stat: async (path) => {
-      const inode = await resolve(path);
+      const inode = await fs.resolve(path);
       return { ino: inode.ino, kind: kindOf(inode.mode), size: inode.size };
     },
     readDir: async (path) => {
-      const inode = await resolve(path);
+      const inode = await fs.resolve(path);
       if (kindOf(inode.mode) !== "directory") {
         throw new Ext4Error(`${path}: not a directory`);
       }
-      return await entriesOf(inode);
+      return await fs.entries(inode);
     },
     readFile: async (path, maxBytes) =>
-      await readAll(await regular(path), maxBytes, path),
+      await fs.readAll(await fs.regular(path), maxBytes, path),
     chunks: (path) => ({
       async *[Symbol.asyncIterator]() {
-        yield* data(await regular(path));
+        yield* fs.data(await fs.regular(path));
       },
     }),
   };

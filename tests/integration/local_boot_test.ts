@@ -11,11 +11,8 @@ import { coreosBootTree, makeExt4 } from "../../dev/installed_disk.ts";
 import { fakeKernel, newcArchive } from "../../dev/mock_infraenv.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import { kexecLoad } from "../../lib/kexec.ts";
-import {
-  findLocalBoot,
-  type LocalKexecPlan,
-  stageLocalBoot,
-} from "../../lib/local_boot.ts";
+import { findLocalBoot, type LocalKexecPlan } from "../../lib/local_boot.ts";
+import { stageLocalBoot } from "../../lib/local_stage.ts";
 import { disksInUse, listPartitions } from "../../lib/local_disks.ts";
 import { lockWorkDir } from "../../lib/work_dir.ts";
 import { type FakeDisk, makeFakeMachine } from "../fake_machine.ts";
