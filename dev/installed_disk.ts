@@ -36,7 +36,7 @@ async function run(cmd: string, args: string[]): Promise<string> {
 }
 
 /** Writes `tree` under `dir`. */
-export async function writeTree(dir: string, tree: Tree): Promise<void> {
+async function writeTree(dir: string, tree: Tree): Promise<void> {
   for (const [path, node] of Object.entries(tree)) {
     const full = `${dir}/${path}`;
     await Deno.mkdir(full.slice(0, full.lastIndexOf("/")), { recursive: true });

@@ -117,7 +117,7 @@ function splitNvr(id: string): [string, string, string] {
 }
 
 /** GRUB's order of two entries by their ids: 1 when `a` comes first (is newer). */
-export function compareEntries(a: BlsEntry, b: BlsEntry): number {
+function compareEntries(a: BlsEntry, b: BlsEntry): number {
   const [n0, v0, r0] = splitNvr(a.id);
   const [n1, v1, r1] = splitNvr(b.id);
   return vercmp(n0, n1) || vercmp(v0, v1) || vercmp(r0, r1);
