@@ -416,6 +416,7 @@ export async function unpackArm64Kernel(
               err instanceof Error ? err.message : String(err)
             }`,
             ExitCode.Verify,
+            { cause: err },
           );
         }
         if (chunk.done) break;

@@ -179,8 +179,10 @@ const DMI: Record<string, string> = {
 
 /**
  * Reads the host's settings. `mac` (from `--mac`) picks the boot NIC; without
- * it the interface of the default route is used. Missing facts are left out
- * (iPXE expands them to empty strings).
+ * it the interface of the default route is used, and without a default route
+ * (a network without a gateway) the first interface, by name, that has an
+ * IPv4 address other than loopback. Missing facts are left out (iPXE expands
+ * them to empty strings).
  */
 export function readHostSettings(
   mac: string | undefined,
@@ -196,9 +198,12 @@ export function readHostSettings(
   } catch {
     // No permission or no interfaces: the MAC may still come from --mac.
   }
+  const addressed = interfaces
+    .filter((i) => i.family === "IPv4" && !i.address.startsWith("127."))
+    .map((i) => i.name).sort();
   const iface = mac
     ? interfaces.find((i) => i.mac.toLowerCase() === mac)?.name
-    : defaultRouteInterface(routes);
+    : defaultRouteInterface(routes) ?? addressed[0];
   const nicMac = mac ?? interfaces.find((i) => i.name === iface)?.mac ??
     (iface ? readText(`/sys/class/net/${iface}/address`) : undefined);
   if (nicMac && nicMac !== "00:00:00:00:00:00") {

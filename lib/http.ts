@@ -129,8 +129,10 @@ export async function request(
   let first: URL;
   try {
     first = new URL(url);
-  } catch {
-    throw new PolicyError(`${redact(url)}: not a valid URL`, url);
+  } catch (err) {
+    throw new PolicyError(`${redact(url)}: not a valid URL`, url, {
+      cause: err,
+    });
   }
   if (!REQUEST_SCHEMES.has(first.protocol)) {
     throw new PolicyError(
@@ -258,12 +260,13 @@ export function redirectTarget(
   let next: URL;
   try {
     next = new URL(location, from);
-  } catch {
+  } catch (err) {
     throw new PolicyError(
       `${where} with a malformed Location ${
         JSON.stringify(redact(location.slice(0, 200)))
       }`,
       from,
+      { cause: err },
     );
   }
   const to = redact(next.href).slice(0, 200);
@@ -513,6 +516,7 @@ export function createClient(
       throw new BootError(
         `Cannot read CA certificate ${file}: ${errorText(err)}`,
         ExitCode.Usage,
+        { cause: err },
       );
     }
     const certs = splitPem(text);
@@ -542,10 +546,11 @@ export function createClient(
         stdout: "null",
         stderr: "null",
       }).outputSync();
-    } catch {
+    } catch (err) {
       throw new BootError(
         `--insecure needs curl, and ${curlProgram} cannot be run (Deno cannot skip TLS verification by itself)`,
         ExitCode.Usage,
+        { cause: err },
       );
     }
   }

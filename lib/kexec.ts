@@ -38,6 +38,8 @@ export const KEXEC_FILE_LOAD: Readonly<Record<string, number>> = {
 export const KEXEC_FILE_NO_INITRAMFS = 4;
 /** `LINUX_REBOOT_CMD_KEXEC`: start the loaded kernel (the same on every architecture). */
 export const LINUX_REBOOT_CMD_KEXEC = 0x45584543;
+/** `LINUX_REBOOT_CMD_RESTART`: reboot through the firmware. */
+export const LINUX_REBOOT_CMD_RESTART = 0x01234567;
 
 const O_RDONLY = 0;
 const O_NONBLOCK = 0o4000;
@@ -135,6 +137,7 @@ export function openLibc(): LibcSymbols {
         err instanceof Error ? err.message : String(err)
       }`,
       ExitCode.KexecUnsupported,
+      { cause: err },
     );
   }
   const s = lib.symbols;
@@ -600,6 +603,11 @@ export interface KexecExecuteOptions {
    * this process before calling the hand-off failed (default 10 minutes).
    */
   shutdownWaitMs?: number;
+  /**
+   * Reboot through the firmware instead of starting the loaded kernel
+   * (`systemctl reboot`, `reboot(LINUX_REBOOT_CMD_RESTART)`).
+   */
+  firmware?: boolean;
 }
 
 async function runCommand(command: string, args: string[]): Promise<number> {
@@ -613,7 +621,9 @@ async function runCommand(command: string, args: string[]): Promise<number> {
 }
 
 /**
- * Starts the loaded kernel. `systemctl`: runs `systemctl kexec` and waits
+ * Starts the loaded kernel (or, with `firmware`, reboots through the
+ * firmware: `systemctl reboot`, `reboot(LINUX_REBOOT_CMD_RESTART)`).
+ * `systemctl`: runs `systemctl kexec` and waits
  * for systemd to stop this process on its way down (never returns: a system
  * that does not go down is a Handoff failure); `reboot`: `sync`
  * then `reboot(LINUX_REBOOT_CMD_KEXEC)`, which does not return on success;
@@ -624,22 +634,24 @@ export async function kexecExecute(
   options: KexecExecuteOptions = {},
 ): Promise<void> {
   if (mode === "none") return;
+  const verb = options.firmware ? "reboot" : "kexec";
   if (mode === "systemctl") {
     const run = options.run ?? runCommand;
     let code: number;
     try {
-      code = await run("systemctl", ["kexec"]);
+      code = await run("systemctl", [verb]);
     } catch (err) {
       throw new BootError(
-        `Cannot run systemctl kexec: ${
+        `Cannot run systemctl ${verb}: ${
           err instanceof Error ? err.message : String(err)
         }`,
         ExitCode.Handoff,
+        { cause: err },
       );
     }
     if (code !== 0) {
       throw new BootError(
-        `systemctl kexec failed with exit code ${code}`,
+        `systemctl ${verb} failed with exit code ${code}`,
         ExitCode.Handoff,
       );
     }
@@ -649,7 +661,7 @@ export async function kexecExecute(
     const waitMs = options.shutdownWaitMs ?? 10 * 60_000;
     await new Promise((resolve) => setTimeout(resolve, waitMs));
     throw new BootError(
-      `systemctl kexec was accepted but the system did not shut down within ${
+      `systemctl ${verb} was accepted but the system did not shut down within ${
         Math.round(waitMs / 1000)
       } s`,
       ExitCode.Handoff,
@@ -657,10 +669,13 @@ export async function kexecExecute(
   }
   const libc = options.libc ?? openLibc();
   libc.sync();
-  const ret = libc.reboot(LINUX_REBOOT_CMD_KEXEC);
+  const cmd = options.firmware ? "RESTART" : "KEXEC";
+  const ret = libc.reboot(
+    options.firmware ? LINUX_REBOOT_CMD_RESTART : LINUX_REBOOT_CMD_KEXEC,
+  );
   const errno = libc.errno();
   throw new BootError(
-    `reboot(LINUX_REBOOT_CMD_KEXEC) returned ${ret}: ${libc.strerror(errno)}`,
+    `reboot(LINUX_REBOOT_CMD_${cmd}) returned ${ret}: ${libc.strerror(errno)}`,
     ExitCode.Handoff,
   );
 }

@@ -306,10 +306,11 @@ function checkPlan(plan: KexecPlan, options: LoadOptions): void {
     let protocol: string;
     try {
       protocol = new URL(url).protocol;
-    } catch {
+    } catch (err) {
       throw new BootError(
         `${redact(url)} is not a valid URL`,
         ExitCode.Download,
+        { cause: err },
       );
     }
     if (!SCHEMES.has(protocol)) {
@@ -481,7 +482,8 @@ async function loadOnce(
   const kernel = await kernelFile(kernelResult, {
     format: kernelFormat,
     head: kernelHead,
-    plan,
+    url: plan.kernel.url,
+    cmdline: plan.cmdline,
     arch,
     dir,
   });
@@ -541,24 +543,32 @@ async function loadOnce(
 }
 
 /**
- * The kernel file to load from the verified download: on aarch64 a gzip'd
- * `Image` or zboot `vmlinuz` is unpacked (and the unpacked file hashed
- * through the descriptor its identity comes from); a bzImage's command line
- * must fit its `cmdline_size` (`kexec_file_load` would answer a bare EINVAL).
+ * The kernel file to load from the verified download (or copy): on aarch64
+ * a gzip'd `Image` or zboot `vmlinuz` is unpacked into `<dir>/kernel.Image`
+ * (and the unpacked file hashed through the descriptor its identity comes
+ * from); a bzImage's command line must fit its `cmdline_size`
+ * (`kexec_file_load` would answer a bare EINVAL).
  */
-async function kernelFile(
-  result: Fetched,
+export async function kernelFile(
+  result: Pick<Fetched, "path" | "size" | "sha256" | "identity">,
   options: {
+    /** The format `checkKernel` found. */
     format: Format;
+    /** The file's first bytes. */
     head: Uint8Array;
-    plan: KexecPlan;
+    /** Where the kernel came from (named in errors). */
+    url: string;
+    /** The command line it will get. */
+    cmdline: string;
+    /** Architecture. */
     arch: string;
+    /** The work directory. */
     dir: string;
   },
 ): Promise<
   { file: LoadedFile; identity: FileIdentity; unpackedFrom?: LoadedFile }
 > {
-  const { format, plan, arch } = options;
+  const { format, arch } = options;
   const downloaded: LoadedFile = {
     path: result.path,
     size: result.size,
@@ -570,7 +580,7 @@ async function kernelFile(
     const image = await unpackArm64Kernel(
       result.path,
       `${options.dir}/kernel.Image`,
-      { url: plan.kernel.url, arch, identity: result.identity },
+      { url: options.url, arch, identity: result.identity },
     );
     unpackedFrom = downloaded;
     try {
@@ -593,7 +603,7 @@ async function kernelFile(
   }
   if (format === "bzimage") {
     const max = bzImageCmdlineSize(options.head);
-    const length = new TextEncoder().encode(plan.cmdline).length;
+    const length = new TextEncoder().encode(options.cmdline).length;
     if (max > 0 && length > max) {
       throw new BootError(
         `The kernel command line is ${length} bytes; this kernel accepts at most ${max}`,

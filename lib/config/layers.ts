@@ -79,7 +79,11 @@ export const NAMED_FILE_OPTIONS: readonly OptionName[] = [
 const CMDLINE_OTHERS = new Set(["on-failure", "retry-delay"]);
 
 /** `ASSISTED_*` variables that are not options. */
-const ENV_OTHERS = new Set(["kernel-cmdline-file", "debug"]);
+const ENV_OTHERS = new Set([
+  "kernel-cmdline-file",
+  "debug",
+  "local-disks-root",
+]);
 
 function statMode(path: string): number | undefined {
   try {

@@ -1,3 +1,4 @@
+import type { KexecPlan } from "../../lib/plan.ts";
 import assert from "node:assert/strict";
 import {
   defaultRouteInterface,
@@ -78,6 +79,31 @@ Deno.test("host settings: the default route's NIC is net0", () => {
   });
 });
 
+Deno.test("host settings: without a default route, the first NIC with an IPv4 address", () => {
+  const s = readHostSettings(undefined, {
+    routes: ROUTES.split("\n").filter((l) => !l.startsWith("eth0")).join("\n"),
+    interfaces: [
+      {
+        ...IFACES[0],
+        name: "lo",
+        address: "127.0.0.1",
+        mac: "00:00:00:00:00:00",
+      },
+      ...IFACES,
+    ],
+    hostname: "localhost",
+    readText: () => undefined,
+    realPath: () => undefined,
+  });
+  assert.deepEqual(s, {
+    "net0/mac": "52:54:00:aa:bb:cc",
+    "net0/hwaddr": "52:54:00:aa:bb:cc",
+    "net0/ifname": "net0",
+    "net0/ip": "10.0.2.15",
+    "net0/netmask": "255.255.255.0",
+  });
+});
+
 Deno.test("host settings: --mac picks the NIC", () => {
   const s = readHostSettings("52:54:00:00:00:01", {
     routes: ROUTES,
@@ -144,8 +170,9 @@ Deno.test("host settings: a script sees them as iPXE would show them", async () 
       platform: hostPlatform("x86_64", (p) => p === "/sys/firmware/efi"),
     },
   );
+  assert.equal(plan.action, "kexec");
   assert.equal(
-    plan.cmdline,
+    (plan as KexecPlan).cmdline,
     "efi 01:1a:f4:10:00 0x18 00:03.0 4c4c4544-0000-0000-0000-000000000000 ASSET-42 BOARD-7 " +
       "10.0.2.3 lab.example.com  52-54-00-aa-bb-cc net0",
   );
@@ -181,5 +208,6 @@ Deno.test("builtin settings: ${unixtime} is the clock's seconds, as uint32", asy
       now: () => 1_700_000_000_999,
     },
   );
-  assert.equal(plan.cmdline, "0x6553f100 1700000000 6553f100");
+  assert.equal(plan.action, "kexec");
+  assert.equal((plan as KexecPlan).cmdline, "0x6553f100 1700000000 6553f100");
 });
