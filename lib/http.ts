@@ -634,6 +634,8 @@ async function insecureFetch(url: string, init: FetchInit): Promise<Response> {
       "--show-error",
       "--insecure",
       "--include",
+      // Through a proxy (HTTPS_PROXY), not the proxy's "200 Connection established" first.
+      "--suppress-connect-headers",
       "--globoff",
       "--http1.1",
       "--max-redirs",

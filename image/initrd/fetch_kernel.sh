@@ -21,8 +21,10 @@ exec 9>"$cache/.lock"
 flock 9
 
 # NIC drivers, and virtio_blk for the local disks (booting an installed system), in the order
-# busybox insmod needs them (no modules.dep in the .deb).
-modules=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net e1000 virtio_blk)
+# busybox insmod needs them (no modules.dep in the .deb), then 802.1Q VLANs (8021q and what it
+# needs) for the initramfs's vlan= (image/initrd/net-setup).
+modules=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net e1000
+  virtio_blk llc stp garp mrp 8021q)
 
 resolve() {
   local name=${KERNEL_PACKAGE:-$(apt-cache depends "linux-image-$arch:$arch" 2>/dev/null |
@@ -59,9 +61,9 @@ if [[ -z $deb ]]; then
   echo "warning: no apt metadata for the kernel package, using cached $deb" >&2
 fi
 stamp="${pkg%:*} $version $sha"
-# Up to date: the same package, and the same module list (it changes with this script).
+# modules.list: the modules extracted last time (a change of the list extracts them again).
 if [[ -f $out/kernel.stamp && $(cat "$out/kernel.stamp") == "$stamp" && -f $out/vmlinuz &&
-  $(cat "$out/modules/load-order" 2>/dev/null) == "$(printf '%s\n' "${modules[@]}")" ]]; then
+  $(cat "$out/modules.list" 2>/dev/null) == "${modules[*]}" ]]; then
   exit 0
 fi
 
@@ -124,5 +126,6 @@ else
 fi
 cp "$tmp/boot/vmlinuz-$kver" "$tmp/vmlinuz"
 mv "$tmp/vmlinuz" "$out/vmlinuz"
+echo "${modules[*]}" >"$out/modules.list"
 echo "$stamp" >"$out/kernel.stamp"
 echo "kernel: $pkg $version ($kver)" >&2

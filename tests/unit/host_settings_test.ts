@@ -1,6 +1,7 @@
 import type { KexecPlan } from "../../lib/plan.ts";
 import assert from "node:assert/strict";
 import {
+  defaultRoute6Interface,
   defaultRouteInterface,
   hostPlatform,
   readHostSettings,
@@ -210,4 +211,35 @@ Deno.test("builtin settings: ${unixtime} is the clock's seconds, as uint32", asy
   );
   assert.equal(plan.action, "kexec");
   assert.equal((plan as KexecPlan).cmdline, "0x6553f100 1700000000 6553f100");
+});
+
+Deno.test("host settings: on an IPv6-only host the boot NIC is the default IPv6 route's interface", () => {
+  const routes6 = [
+    // The kernel's own "unreachable" default on lo (RTF_REJECT) is not a route out.
+    "00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo",
+    "fec00000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00040001     eth0",
+    "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000002 00000800 00000001 00000000 00450003     eth1",
+    "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000002 00000400 00000001 00000000 00450003     eth0",
+  ].join("\n");
+  assert.equal(defaultRoute6Interface(routes6), "eth0");
+  assert.equal(defaultRoute6Interface(routes6.split("\n")[0]), undefined);
+  const s = readHostSettings(undefined, {
+    routes: "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n",
+    routes6,
+    interfaces: [
+      {
+        family: "IPv6",
+        name: "eth0",
+        address: "fec0::5054:ff:fe12:3456",
+        netmask: "ffff:ffff:ffff:ffff::",
+        scopeid: 0,
+        cidr: "fec0::5054:ff:fe12:3456/64",
+        mac: "52:54:00:12:34:56",
+      },
+    ],
+    hostname: "localhost",
+    readText: () => undefined,
+    realPath: () => undefined,
+  });
+  assert.equal(s["net0/mac"], "52:54:00:12:34:56");
 });
