@@ -2,8 +2,11 @@
  * assisted-bootloader: boot this machine into an Assisted Installer InfraEnv.
  *
  * The boot sequence: configuration → refuse early if kexec cannot work →
- * resolve the iPXE script into a plan → (print it) → stage: download, verify
- * and assemble → (print the result) → kexec load → hand off.
+ * resolve the iPXE script into a plan → (print it) → refuse what the memory
+ * cannot hold → stage: download, verify and assemble → (print the result) →
+ * kexec load → hand off. A local boot
+ * (the host is installed) finds the installed system's default boot entry
+ * on the local disks instead, and copies and verifies its files.
  *
  * @module
  */
@@ -19,14 +22,16 @@ import { createScriptClient } from "./lib/infraenv.ts";
 import { checkCanKexec } from "./lib/can_kexec.ts";
 import { type HandoffMode, handoffMode, kexecExecute } from "./lib/handoff.ts";
 import { kexecLoad } from "./lib/kexec_load.ts";
+import { type DiskPaths, findLocalBoot } from "./lib/local_boot.ts";
+import { stageLocalBoot } from "./lib/local_stage.ts";
 import { configureLog, log, redact, safeJson } from "./lib/log.ts";
 import { checkPins } from "./lib/pins.ts";
-import type { KexecPlan } from "./lib/plan.ts";
+import type { BootPlan, LocalBootPlan } from "./lib/plan.ts";
 import { preflight } from "./lib/preflight.ts";
 import { resolvePlan } from "./lib/resolve_plan.ts";
 import { sleep } from "./lib/retry.ts";
 import { stage } from "./lib/stage.ts";
-import { lockWorkDir } from "./lib/work_dir.ts";
+import { lockWorkDir, type WorkDirLock } from "./lib/work_dir.ts";
 
 function printJson(value: unknown): void {
   console.log(safeJson(value));
@@ -41,18 +46,7 @@ export async function main(args: string[]): Promise<number> {
   }
   const config = parsed.config;
   configureLog({ level: config.verbose ? "debug" : "info" });
-  try {
-    return await boot(config);
-  } catch (err) {
-    if (!(err instanceof LocalBoot)) throw err;
-    log.info(
-      `the service says this host is installed: boot from the local disk (${err.message})`,
-    );
-    if (config.mode !== "kexec") {
-      printJson({ action: "local-boot", reason: err.message });
-    }
-    return ExitCode.Ok;
-  }
+  return await boot(config);
 }
 
 /** The boot sequence proper: refuse early, resolve, stage, load, execute. */
@@ -81,7 +75,7 @@ async function boot(config: Config): Promise<number> {
     ...config.settings,
   };
   const platform = config.hostSettings ? hostPlatform() : undefined;
-  const resolve = async (): Promise<KexecPlan> => {
+  const resolve = async (): Promise<BootPlan> => {
     const scripts = createScriptClient(config.source, {
       mac: settings["net0/mac"],
       client,
@@ -98,7 +92,7 @@ async function boot(config: Config): Promise<number> {
       sleep: config.mode === "print-plan" ? undefined : (ms) => sleep(ms),
       print: (line) => log.info(`script: ${line}`),
     });
-    if (plan.action === "local-boot") throw new LocalBoot(plan.reason);
+    if (plan.action === "local-boot") return plan;
     // A pin that names nothing the script boots is a mistake, in every mode.
     checkPins(plan, config);
     log.info(
@@ -110,6 +104,9 @@ async function boot(config: Config): Promise<number> {
   };
 
   const plan = await resolve();
+  if (plan.action === "local-boot") {
+    return await bootLocal(plan, config, { handoff, lock });
+  }
   if (config.mode === "print-plan") {
     printJson(plan);
     return ExitCode.Ok;
@@ -139,7 +136,15 @@ async function boot(config: Config): Promise<number> {
     localFiles: config.source.kind === "ipxe-url" &&
       new URL(config.source.url).protocol === "file:",
     progress: config.progress,
-    refetchPlan: resolve,
+    refetchPlan: async () => {
+      const again = await resolve();
+      if (again.action === "kexec") return again;
+      // The signed URLs expired while the host was being installed?
+      throw new BootError(
+        `The script, fetched again after its signed URLs expired, no longer boots a kernel: ${again.reason}`,
+        ExitCode.Script,
+      );
+    },
   });
   if (config.mode === "no-kexec") {
     printJson({
@@ -200,8 +205,71 @@ async function httpClient(
   });
 }
 
-/** Thrown inside plan resolution when the service answers "boot from local disk". */
-class LocalBoot extends Error {}
+/**
+ * The host is to boot its own disk: `--local-boot exit` stops here (exit 0),
+ * `reboot` reboots through the firmware, `kexec` finds the installed
+ * system's default entry, copies and verifies its files and kexecs them
+ * (exit 0 with a message when there is none).
+ */
+async function bootLocal(
+  local: LocalBootPlan,
+  config: Config,
+  context: { handoff: HandoffMode; lock?: WorkDirLock },
+): Promise<number> {
+  log.info(`boot from the local disk: ${local.reason}`);
+  if (config.localBoot === "exit") {
+    log.info("--local-boot exit: nothing is booted here");
+    if (config.mode !== "kexec") printJson(local);
+    return ExitCode.Ok;
+  }
+  if (config.localBoot === "reboot") {
+    if (config.mode !== "kexec" || context.handoff === "none") {
+      if (config.mode !== "kexec") {
+        printJson({ ...local, action: "local-reboot" });
+      }
+      log.info("--local-boot reboot: the machine would reboot now");
+      return ExitCode.Ok;
+    }
+    log.info("--local-boot reboot: rebooting through the firmware");
+    await kexecExecute(context.handoff, { firmware: true });
+    return ExitCode.Ok;
+  }
+  const root = Deno.env.get("ASSISTED_LOCAL_DISKS_ROOT");
+  const paths: DiskPaths = root
+    ? { sysDir: `${root}/sys`, devDir: `${root}/dev`, procDir: `${root}/proc` }
+    : {};
+  const found = await findLocalBoot(local.reason, paths);
+  if (!found) {
+    log.info("nothing to boot from the local disks: exiting");
+    if (config.mode !== "kexec") printJson(local);
+    return ExitCode.Ok;
+  }
+  log.info(
+    `local boot: ${found.device} ${found.entry}${
+      found.firstboot ? " (first boot: ignition.firstboot)" : ""
+    }: kernel ${found.kernel}, ${found.initrds.length} initrd(s)`,
+  );
+  if (config.mode === "print-plan") {
+    printJson(found);
+    return ExitCode.Ok;
+  }
+  // Not print-plan: the work directory is locked.
+  const staged = await stageLocalBoot(found, { lock: context.lock! });
+  if (config.mode === "no-kexec") {
+    const { verified: _, cmdline: __, ...files } = staged;
+    printJson({ ...found, staged: files });
+    return ExitCode.Ok;
+  }
+  kexecLoad(staged);
+  if (context.handoff === "none") {
+    log.info(
+      "kernel loaded; run `systemctl kexec` (or reboot with kexec) to start it",
+    );
+    return ExitCode.Ok;
+  }
+  await kexecExecute(context.handoff);
+  return ExitCode.Ok;
+}
 
 if (import.meta.main) {
   try {

@@ -78,14 +78,19 @@ export interface MockOptions {
   authMode?: AuthMode;
   /** InfraEnv id (a fixed UUID by default). */
   infraEnvId?: string;
+  /** Address both servers listen on: the host's IPv4 or IPv6 loopback (default `127.0.0.1`). */
+  hostname?: "127.0.0.1" | "::1";
   /** Port of the API server (0: any free port). */
   port?: number;
   /** Port of the image service (0: any; ignored when `sameOrigin`). */
   imagePort?: number;
   /** Serve the image service from the API server's origin (like the SaaS); default false. */
   sameOrigin?: boolean;
-  /** Base URL written into rendered URLs for the API (`SERVICE_BASE_URL`); default: the real one. */
-  publicBaseUrl?: string;
+  /**
+   * Base URL written into rendered URLs for the API (`SERVICE_BASE_URL`);
+   * default: the real one. A function gets the API server's port (known once it listens).
+   */
+  publicBaseUrl?: string | ((port: number) => string);
   /** Base URL written into rendered URLs for the image service; default: the real one, or `publicBaseUrl` when `sameOrigin`. */
   publicImageBaseUrl?: string;
   /** Kernel served at `boot-artifacts/kernel` (default: a small fake bzImage). */
@@ -399,7 +404,7 @@ async function serveArtifact(
   return new Response(body, { status, headers });
 }
 
-/** Starts the mock on 127.0.0.1. */
+/** Starts the mock on 127.0.0.1 (or `::1`, see {@linkcode MockOptions.hostname}). */
 export async function startMock(
   options: MockOptions = {},
 ): Promise<MockInfraEnv> {
@@ -430,7 +435,7 @@ export async function startMock(
   ) => {
     const { promise, resolve } = Promise.withResolvers<number>();
     const s = Deno.serve({
-      hostname: "127.0.0.1",
+      hostname: opts.hostname ?? "127.0.0.1",
       port,
       onListen: ({ port }) => resolve(port),
     }, async (req) => {
@@ -821,13 +826,17 @@ export async function startMock(
   };
 
   const apiPort = await listen(opts.port ?? 0, api, "api");
-  const baseUrl = `http://127.0.0.1:${apiPort}`;
+  const host = opts.hostname === "::1" ? "[::1]" : "127.0.0.1";
+  const baseUrl = `http://${host}:${apiPort}`;
   let imageBaseUrl = baseUrl;
   if (!opts.sameOrigin) {
     const imagePort = await listen(opts.imagePort ?? 0, image, "image");
-    imageBaseUrl = `http://127.0.0.1:${imagePort}`;
+    imageBaseUrl = `http://${host}:${imagePort}`;
   }
-  apiPublic = opts.publicBaseUrl ?? baseUrl;
+  const publicBase = opts.publicBaseUrl;
+  apiPublic = typeof publicBase === "function"
+    ? publicBase(apiPort)
+    : publicBase ?? baseUrl;
   imagePublic = opts.publicImageBaseUrl ??
     (opts.sameOrigin ? apiPublic : imageBaseUrl);
   const hub = new URL(`${apiPublic}${scriptPath}`);

@@ -9,7 +9,9 @@
  * - {@linkcode probeAccel} decides between KVM and TCG by booting the bare kernel:
  *   `/dev/kvm` opening is not proof (nested guests may hang).
  * - Guest networking is user-mode with `restrict=on`: the guest reaches only the
- *   `guestfwd` addresses, each forwarded by `nc` to a port on the host's 127.0.0.1.
+ *   `guestfwd` addresses, each forwarded by `nc` to a port on the host's 127.0.0.1
+ *   (or, IPv6-only, `[fec0::2]:PORT` mapped to the host's `[::1]:PORT`: see
+ *   {@linkcode VmOptions.ipv6Only}).
  *
  * @example
  * ```ts
@@ -88,8 +90,19 @@ export interface VmOptions {
   memoryMiB?: number;
   /** Virtual CPUs (default 2). */
   cpus?: number;
-  /** Guest-to-host forwards; with none the guest has no network device at all. */
+  /** Guest-to-host forwards; with none (and no `ipv6Only`) the guest has no network device at all. */
   forwards?: GuestForward[];
+  /**
+   * An IPv6-only network (`ipv4=off`, `forwards` unused): slirp answers
+   * router solicitations with the prefix `fec0::/64` (SLAAC, default route
+   * `fe80::2`) and maps `[fec0::2]:PORT` to the host's `[::1]:PORT`, so a
+   * server on the host's IPv6 loopback is reached at `http://[fec0::2]:PORT`.
+   * QEMU's `guestfwd` takes IPv4 addresses only, and `restrict=on` refuses
+   * every connection that is not a `guestfwd` one (IPv6 included), so this
+   * network is not restricted: the guest could reach whatever the host
+   * reaches over IPv6, and must be given only `[fec0::2]` URLs.
+   */
+  ipv6Only?: boolean;
   /** NIC model (default `virtio-net-pci`). */
   nic?: "virtio-net-pci" | "e1000";
   /** Extra QEMU arguments, appended last. */
@@ -242,7 +255,10 @@ export function qemuArgs(
     );
   }
   const forwards = options.forwards ?? [];
-  if (forwards.length > 0) {
+  if (options.ipv6Only) {
+    args.push("-netdev", "user,id=n0,ipv4=off,ipv6=on,restrict=off");
+    args.push("-device", `${options.nic ?? "virtio-net-pci"},netdev=n0`);
+  } else if (forwards.length > 0) {
     const fwd = forwards.map((f) =>
       `,guestfwd=tcp:${f.guestAddress}:${f.guestPort}-cmd:nc -N 127.0.0.1 ${f.hostPort}`
     ).join("");

@@ -13,6 +13,8 @@
 #   BOOTLOADER_ATTEMPTS  download attempts (default 10), BOOTLOADER_RETRY_DELAY first delay in s (default 2)
 #   BOOTLOADER_STALL_SECONDS  a download slower than 1 KiB/s for this long is cut and retried (default 60)
 #   STATE_DIRECTORY      download directory (set by systemd; default /var/lib/assisted-bootloader)
+#   HTTP_PROXY, HTTPS_PROXY, NO_PROXY (and lower case: curl reads http_proxy only) for curl and
+#                        the bootloader (docs/networks.md)
 # Exit codes: 2 bad configuration, 5 download failed, 6 sha256 mismatch; otherwise the bootloader's.
 set -euo pipefail
 
@@ -40,6 +42,10 @@ sha=${sha,,}
 [[ $stall =~ ^[1-9][0-9]*$ ]] || die 2 "BOOTLOADER_STALL_SECONDS must be a positive whole number"
 [[ -r $config ]] || die 2 "the bootloader config $config is missing"
 shown=${url%%[?#]*} # never log a query string: it may carry a token
+# The unit's proxy (download.env) serves curl here and the bootloader; never log its password.
+for v in HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+  if [[ -n ${!v:-} ]]; then echo "$me: $v=$(sed 's|//[^@/]*@|//***@|' <<<"${!v}")"; fi
+done
 
 sha_of() { sha256sum -- "$1" | cut -d' ' -f1; }
 

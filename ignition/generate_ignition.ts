@@ -25,6 +25,7 @@ import {
   readEnv,
 } from "../lib/option_table.ts";
 import { type IgnitionOptions, renderIgnition } from "./mod.ts";
+import { readNmConnections } from "./network.ts";
 
 /** Default output path, relative to the working directory. */
 export const DEFAULT_OUTPUT = "build/assisted-bootloader.ign";
@@ -79,6 +80,30 @@ const GENERATOR_OPTIONS = {
     kind: "string",
     arg: '"A B"',
     help: "kernel args appended to the discovery kernel",
+  },
+  "nm-connections": {
+    kind: "string",
+    arg: "DIR",
+    help: "NetworkManager keyfiles (*.nmconnection) for the image",
+  },
+  // TARGET_*: this machine's own HTTP_PROXY must not slip into the image.
+  "http-proxy": {
+    kind: "string",
+    arg: "URL",
+    env: "TARGET_HTTP_PROXY",
+    help: "HTTP_PROXY of the bootloader's unit",
+  },
+  "https-proxy": {
+    kind: "string",
+    arg: "URL",
+    env: "TARGET_HTTPS_PROXY",
+    help: "HTTPS_PROXY of the bootloader's unit",
+  },
+  "no-proxy": {
+    kind: "string",
+    arg: "LIST",
+    env: "TARGET_NO_PROXY",
+    help: "NO_PROXY of the bootloader's unit",
   },
   setting: {
     kind: "list",
@@ -194,6 +219,16 @@ export async function optionsFromArgs(
       );
     }
     options.passwordHash = hash;
+  }
+  const nm = get("nm-connections");
+  if (nm) options.nmConnections = await readNmConnections(nm);
+  const proxy = {
+    httpProxy: get("http-proxy"),
+    httpsProxy: get("https-proxy"),
+    noProxy: get("no-proxy"),
+  };
+  if (proxy.httpProxy || proxy.httpsProxy || proxy.noProxy) {
+    options.proxy = proxy;
   }
   const kargs = get("extra-kargs");
   if (kargs) options.extraKargs = kargs.trim().split(/\s+/);

@@ -12,11 +12,16 @@
 #   SSH_KEYS            authorized_keys file for the `core` user
 #   PASSWORD_HASH_FILE  file with a crypt(3) hash for `core` (or PASSWORD_HASH, with $ written $$)
 #   EXTRA_KARGS         kernel arguments appended to the discovery kernel ("a=1 b=2")
+#   NM_CONNECTIONS      directory of NetworkManager keyfiles (*.nmconnection), written 0600
+#   TARGET_HTTP_PROXY, TARGET_HTTPS_PROXY, TARGET_NO_PROXY
+#                       HTTP_PROXY, HTTPS_PROXY, NO_PROXY of the bootloader's unit (TARGET_: the
+#                       build machine's own HTTP_PROXY never reaches the image)
 #   IGNITION_OUT        output (default build/assisted-bootloader.ign, mode 0600)
 # What the bootloader would refuse (INFRA_ENV_ID=my-env, say) is refused here: see docs/deploy.md.
 IGNITION_OUT ?= $(BUILD)/assisted-bootloader.ign
 IGNITION_VARS := BOOTLOADER_URL BOOTLOADER_SHA256 API_URL INFRA_ENV_ID IPXE_URL TOKEN_FILE \
-  REFRESH_TOKEN_FILE SSO_URL CA_BUNDLE SSH_KEYS PASSWORD_HASH_FILE PASSWORD_HASH EXTRA_KARGS IGNITION_OUT
+  REFRESH_TOKEN_FILE SSO_URL CA_BUNDLE SSH_KEYS PASSWORD_HASH_FILE PASSWORD_HASH EXTRA_KARGS IGNITION_OUT \
+  NM_CONNECTIONS TARGET_HTTP_PROXY TARGET_HTTPS_PROXY TARGET_NO_PROXY
 # Each variable is passed single-quoted, so values reach the generator unmangled.
 ignition_env = $(foreach v,$(IGNITION_VARS),$(v)='$(subst ','\'',$($(v)))')
 

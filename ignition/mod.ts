@@ -42,6 +42,12 @@ import {
 import { BootError, ExitCode } from "../lib/errors.ts";
 import { envName } from "../lib/option_table.ts";
 import { bootloaderView } from "./bootloader_view.ts";
+import {
+  type NmConnection,
+  nmConnectionFiles,
+  proxyEnvLines,
+  type UnitProxy,
+} from "./network.ts";
 
 export { bootloaderView, checkKernelParameters } from "./bootloader_view.ts";
 
@@ -95,6 +101,10 @@ export interface IgnitionOptions {
   extraKargs?: string[];
   /** Further `ASSISTED_*` settings for config.env (for example `ASSISTED_WORK_DIR`), checked as the bootloader checks them. */
   settings?: Record<string, string>;
+  /** NetworkManager keyfiles for /etc/NetworkManager/system-connections (mode 0600). */
+  nmConnections?: NmConnection[];
+  /** Proxy of the bootloader's unit (download script and bootloader): HTTP_PROXY, HTTPS_PROXY, NO_PROXY. */
+  proxy?: UnitProxy;
 }
 
 /** An Ignition 3.3.0 config as produced here (a subset of the spec). */
@@ -122,6 +132,13 @@ export interface IgnitionConfig {
   /** The unit. */
   systemd: { units: { name: string; enabled: boolean; contents: string }[] };
 }
+
+/** The generator's parameters of the unit's proxy, as errors name them. */
+const PROXY_PARAMETERS = {
+  http: "TARGET_HTTP_PROXY",
+  https: "TARGET_HTTPS_PROXY",
+  no: "TARGET_NO_PROXY",
+};
 
 function usage(message: string): BootError {
   return new BootError(message, ExitCode.Usage);
@@ -295,8 +312,10 @@ export async function targetFiles(
       mode: 0o600,
       contents: "# Read by assisted-bootloader.service\n" +
         formatEnvLine("BOOTLOADER_URL", url) +
-        formatEnvLine("BOOTLOADER_SHA256", sha),
+        formatEnvLine("BOOTLOADER_SHA256", sha) +
+        proxyEnvLines(options.proxy ?? {}, PROXY_PARAMETERS),
     },
+    ...nmConnectionFiles(options.nmConnections ?? [], "NM_CONNECTIONS"),
   );
   // The whole of it, as the bootloader will read it: the settings, and what
   // only shows in combination.

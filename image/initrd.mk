@@ -29,7 +29,7 @@ endif
 BOOTLOADER_BIN := $(BUILD)/assisted-bootloader
 BOOTLOADER_JS := $(BUILD)/assisted-bootloader.js
 BOOTLOADER_SOURCES := $(ROOT)/main.ts $(ROOT)/deno.json $(shell find $(ROOT)/lib -name '*.ts' 2>/dev/null)
-INITRD_SCRIPTS := $(addprefix $(ROOT)/image/initrd/,build_initrd.sh init init-bootloader udhcpc.script require_tools.sh)
+INITRD_SCRIPTS := $(addprefix $(ROOT)/image/initrd/,build_initrd.sh init init-bootloader net-setup udhcpc.script require_tools.sh)
 
 # The compiled binary when it exists and is newer than every source, else Deno + the bundle.
 # Cross-assembled (ARCH is not the host's): the bundle and the target's Deno from npm.

@@ -39,10 +39,11 @@ export function curlTransport(options: CurlTransportOptions): HttpClient {
       stdout: "null",
       stderr: "null",
     }).outputSync();
-  } catch {
+  } catch (err) {
     throw new BootError(
       `--insecure needs curl, and ${curl} cannot be run (Deno cannot skip TLS verification by itself)`,
       ExitCode.Usage,
+      { cause: err },
     );
   }
   const plain = options.plain();
@@ -124,8 +125,9 @@ const HEADER_LIMIT = 64 * 1024;
 
 /**
  * curl's arguments: no `~/.curlrc`, errors on stderr, no verification, the
- * head before the body, no globbing, HTTP/1.1, no redirect (the policy
- * follows them), https only, and the request itself read from stdin.
+ * head before the body (without a proxy's), no globbing, HTTP/1.1, no
+ * redirect (the policy follows them), https only, and the request itself
+ * read from stdin.
  */
 const CURL_ARGS = [
   "--disable",
@@ -133,6 +135,8 @@ const CURL_ARGS = [
   "--show-error",
   "--insecure",
   "--include",
+  // Through a proxy (HTTPS_PROXY), not the proxy's "200 Connection established" first.
+  "--suppress-connect-headers",
   "--globoff",
   "--http1.1",
   "--max-redirs",

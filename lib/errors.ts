@@ -30,7 +30,8 @@ export const ExitCode = {
   /**
    * An artifact failed verification (digest pin, length, format check: e.g. an HTML page served
    * as a kernel, a kernel shorter than its header says), or the `--ca-cert-url` certificate did
-   * (sha256 other than `--ca-cert-sha256`, not PEM).
+   * (sha256 other than `--ca-cert-sha256`, not PEM), or a file of the installed system's boot
+   * entry is missing, unreadable or fails the same checks.
    */
   Verify: 6,
   /**

@@ -414,6 +414,7 @@ export async function unpackArm64Kernel(
           throw new BootError(
             `Kernel ${where} could not be decompressed: ${errorText(err)}`,
             ExitCode.Verify,
+            { cause: err },
           );
         }
         if (chunk.done) break;

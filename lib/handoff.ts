@@ -2,13 +2,14 @@
  * The hand-off: how the loaded kernel is started (`systemctl kexec` under
  * systemd, `sync` + `reboot(LINUX_REBOOT_CMD_KEXEC)` as PID 1 or with
  * `--force-reboot`, nothing with `--load-only`), chosen before any download
- * so that a run that could not start the kernel is refused early.
+ * so that a run that could not start the kernel is refused early; or a
+ * reboot through the firmware the same way (`firmware`).
  *
  * @module
  */
 
 import { BootError, errorText, ExitCode } from "./errors.ts";
-import { type LibcSymbols, openLibc, rebootKexec } from "./kexec.ts";
+import { type LibcSymbols, openLibc, syncAndReboot } from "./kexec.ts";
 
 /** How the loaded kernel is started. */
 export type HandoffMode = "none" | "systemctl" | "reboot";
@@ -64,6 +65,11 @@ export interface KexecExecuteOptions {
    * this process before calling the hand-off failed (default 10 minutes).
    */
   shutdownWaitMs?: number;
+  /**
+   * Reboot through the firmware instead of starting the loaded kernel
+   * (`systemctl reboot`, `reboot(LINUX_REBOOT_CMD_RESTART)`).
+   */
+  firmware?: boolean;
 }
 
 async function runCommand(command: string, args: string[]): Promise<number> {
@@ -77,7 +83,9 @@ async function runCommand(command: string, args: string[]): Promise<number> {
 }
 
 /**
- * Starts the loaded kernel. `systemctl`: runs `systemctl kexec` and waits
+ * Starts the loaded kernel (or, with `firmware`, reboots through the
+ * firmware: `systemctl reboot`, `reboot(LINUX_REBOOT_CMD_RESTART)`).
+ * `systemctl`: runs `systemctl kexec` and waits
  * for systemd to stop this process on its way down (never returns: a system
  * that does not go down is a Handoff failure); `reboot`: `sync`
  * then `reboot(LINUX_REBOOT_CMD_KEXEC)`, which does not return on success;
@@ -88,20 +96,22 @@ export async function kexecExecute(
   options: KexecExecuteOptions = {},
 ): Promise<void> {
   if (mode === "none") return;
+  const verb = options.firmware ? "reboot" : "kexec";
   if (mode === "systemctl") {
     const run = options.run ?? runCommand;
     let code: number;
     try {
-      code = await run("systemctl", ["kexec"]);
+      code = await run("systemctl", [verb]);
     } catch (err) {
       throw new BootError(
-        `Cannot run systemctl kexec: ${errorText(err)}`,
+        `Cannot run systemctl ${verb}: ${errorText(err)}`,
         ExitCode.Handoff,
+        { cause: err },
       );
     }
     if (code !== 0) {
       throw new BootError(
-        `systemctl kexec failed with exit code ${code}`,
+        `systemctl ${verb} failed with exit code ${code}`,
         ExitCode.Handoff,
       );
     }
@@ -111,16 +121,18 @@ export async function kexecExecute(
     const waitMs = options.shutdownWaitMs ?? 10 * 60_000;
     await new Promise((resolve) => setTimeout(resolve, waitMs));
     throw new BootError(
-      `systemctl kexec was accepted but the system did not shut down within ${
+      `systemctl ${verb} was accepted but the system did not shut down within ${
         Math.round(waitMs / 1000)
       } s`,
       ExitCode.Handoff,
     );
   }
   const libc = options.libc ?? openLibc();
-  const { ret, errno } = rebootKexec(libc);
+  const { ret, errno, command } = syncAndReboot(libc, {
+    firmware: options.firmware,
+  });
   throw new BootError(
-    `reboot(LINUX_REBOOT_CMD_KEXEC) returned ${ret}: ${libc.strerror(errno)}`,
+    `reboot(${command}) returned ${ret}: ${libc.strerror(errno)}`,
     ExitCode.Handoff,
   );
 }

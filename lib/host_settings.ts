@@ -12,6 +12,8 @@
 export interface HostSources {
   /** Text of `/proc/net/route`. */
   routes?: string;
+  /** Text of `/proc/net/ipv6_route` (read when there is no IPv4 default route). */
+  routes6?: string;
   /** Network interfaces (default `Deno.networkInterfaces()`). */
   interfaces?: Deno.NetworkInterfaceInfo[];
   /** Host name (default `Deno.hostname()`). */
@@ -72,6 +74,25 @@ export function defaultRouteInterface(routes: string): string | undefined {
     }
   }
   return undefined;
+}
+
+/**
+ * The interface of the default IPv6 route (lowest metric), from
+ * `/proc/net/ipv6_route` text: on an IPv6-only network there is no IPv4 one.
+ */
+export function defaultRoute6Interface(routes: string): string | undefined {
+  let best: { iface: string; metric: number } | undefined;
+  for (const line of routes.split("\n")) {
+    const f = line.trim().split(/\s+/);
+    // dest, dest prefix, src, src prefix, next hop, metric, refcnt, use, flags, iface
+    if (f.length < 10 || !/^0{32}$/.test(f[0]) || f[1] !== "00") continue;
+    const flags = parseInt(f[8], 16);
+    // RTF_UP (0x1) and not RTF_REJECT (0x200): the kernel's "unreachable" default sits on lo.
+    if (!(flags & 0x1) || flags & 0x200 || f[9] === "lo") continue;
+    const metric = parseInt(f[5], 16);
+    if (!best || metric < best.metric) best = { iface: f[9], metric };
+  }
+  return best?.iface;
 }
 
 function gatewayOf(routes: string, iface: string): string | undefined {
@@ -179,8 +200,9 @@ const DMI: Record<string, string> = {
 
 /**
  * Reads the host's settings. `mac` (from `--mac`) picks the boot NIC; without
- * it the interface of the default route is used. Missing facts are left out
- * (iPXE expands them to empty strings).
+ * it the interface of the default route is used (IPv4, else IPv6), and without a default route
+ * (a network without a gateway) the first interface, by name, that has an IPv4 address other than
+ * loopback. Missing facts are left out (iPXE expands them to empty strings).
  */
 export function readHostSettings(
   mac: string | undefined,
@@ -196,9 +218,15 @@ export function readHostSettings(
   } catch {
     // No permission or no interfaces: the MAC may still come from --mac.
   }
+  const addressed = interfaces
+    .filter((i) => i.family === "IPv4" && !i.address.startsWith("127."))
+    .map((i) => i.name).sort();
   const iface = mac
     ? interfaces.find((i) => i.mac.toLowerCase() === mac)?.name
-    : defaultRouteInterface(routes);
+    : defaultRouteInterface(routes) ??
+      defaultRoute6Interface(
+        sources.routes6 ?? readText("/proc/net/ipv6_route") ?? "",
+      ) ?? addressed[0];
   const nicMac = mac ?? interfaces.find((i) => i.name === iface)?.mac ??
     (iface ? readText(`/sys/class/net/${iface}/address`) : undefined);
   if (nicMac && nicMac !== "00:00:00:00:00:00") {

@@ -165,8 +165,10 @@ export async function request(
   let first: URL;
   try {
     first = new URL(url);
-  } catch {
-    throw new PolicyError(`${redact(url)}: not a valid URL`, url);
+  } catch (err) {
+    throw new PolicyError(`${redact(url)}: not a valid URL`, url, {
+      cause: err,
+    });
   }
   if (!REQUEST_SCHEMES.has(first.protocol)) {
     throw new PolicyError(
@@ -283,12 +285,13 @@ export function redirectTarget(
   let next: URL;
   try {
     next = new URL(location, from);
-  } catch {
+  } catch (err) {
     throw new PolicyError(
       `${where} with a malformed Location ${
         JSON.stringify(redact(location.slice(0, 200)))
       }`,
       from,
+      { cause: err },
     );
   }
   const to = redact(next.href).slice(0, 200);

@@ -66,6 +66,7 @@ export function createClient(
       throw new BootError(
         `Cannot read CA certificate ${file}: ${errorText(err)}`,
         ExitCode.Usage,
+        { cause: err },
       );
     }
     const certs = splitPem(text);

@@ -2,9 +2,10 @@
  * The InfraEnv client: builds the script URL, authenticates (Bearer access
  * token, or an offline token exchanged at the SSO), fetches scripts for the
  * iPXE interpreter, and recognises the service's answers to a MAC-specific
- * script request: 404 "boot from local disk", and 500 "more than one host
- * has this MAC", after which the script is fetched without the MAC, as iPXE
- * given the plain script URL would.
+ * script request: 404 "boot from local disk", thrown as a
+ * {@linkcode LocalBootAnswer}, and 500 "more than one host has this MAC",
+ * after which the script is fetched without the MAC, as iPXE given the plain
+ * script URL would.
  *
  * The bearer token is sent only to the API's own origin and path (the
  * `--api-url` prefix, checked again on every redirect hop), never to a URL
@@ -205,6 +206,7 @@ export async function exchangeRefreshToken(
     throw new BootError(
       `SSO token exchange at ${redact(ssoUrl)} failed: ${describe(err)}`,
       ExitCode.Api,
+      { cause: err },
     );
   });
   if (REDIRECTS.has(response.status)) {
@@ -236,10 +238,11 @@ export async function exchangeRefreshToken(
   let json: { access_token?: unknown; expires_in?: unknown };
   try {
     json = JSON.parse(text);
-  } catch {
+  } catch (err) {
     throw new BootError(
       `SSO at ${redact(ssoUrl)} answered with something that is not JSON`,
       ExitCode.Api,
+      { cause: err },
     );
   }
   if (typeof json.access_token !== "string" || json.access_token === "") {
@@ -305,17 +308,40 @@ export function createTokenProvider(
   };
 }
 
-/** Fetches scripts for the iPXE interpreter and remembers a "boot from local disk" answer. */
+/**
+ * The service's "boot from the local disk" answer: 404 "IPXE booting
+ * skipped" to a MAC-specific script request (the host is installed). Thrown
+ * by the script fetcher; `resolvePlan` turns it into a `LocalBootPlan`, and
+ * anywhere else it is what it also is, an API answer that boots nothing (Api).
+ */
+export class LocalBootAnswer extends BootError {
+  /** The service's message (redacted, one line). */
+  readonly reason: string;
+
+  /** Creates the answer for `url` with the service's `reason`. */
+  constructor(url: string, reason: string) {
+    super(
+      `${redact(url)} answered HTTP 404: ${reason} (boot from the local disk)`,
+      ExitCode.Api,
+    );
+    this.name = "LocalBootAnswer";
+    this.reason = reason;
+  }
+}
+
+/** Fetches scripts for the iPXE interpreter. */
 export interface ScriptClient {
   /** URL of the first script. */
   firstUrl: string;
-  /** The interpreter's fetcher (see `lib/ipxe/mod.ts`). */
+  /**
+   * The interpreter's fetcher (see `lib/ipxe/mod.ts`): throws a
+   * {@linkcode LocalBootAnswer} when the service says the host is installed,
+   * a `BootError` (Api) for any other refusal.
+   */
   fetch(
     url: string,
     options: { maxBytes: number; timeoutMs?: number },
   ): Promise<{ url: string; body: Uint8Array }>;
-  /** Set when the service answered 404 to a MAC-specific script request. */
-  localBootReason?: string;
 }
 
 /**
@@ -351,7 +377,7 @@ export function createScriptClient(
     url.pathname.startsWith(apiBase.pathname) &&
     !url.searchParams.has("image_token") && !url.searchParams.has("api_key");
 
-  const client: ScriptClient = {
+  const scripts: ScriptClient = {
     firstUrl,
     fetch: async (url, fetchOptions) => {
       const parsed = new URL(url);
@@ -375,7 +401,9 @@ export function createScriptClient(
           const why = err instanceof Deno.errors.NotFound
             ? "no such file"
             : errorText(err);
-          throw new BootError(`Cannot read ${url}: ${why}`, ExitCode.Api);
+          throw new BootError(`Cannot read ${url}: ${why}`, ExitCode.Api, {
+            cause: err,
+          });
         }
       }
       if (scheme !== "http" && scheme !== "https") {
@@ -451,13 +479,14 @@ export function createScriptClient(
           throw new BootError(
             `Cannot fetch ${redact(url)}: ${describe(err)}`,
             ExitCode.Api,
+            { cause: err },
           );
         }
         if (ambiguous !== undefined) {
           log.warn(
             `the service cannot tell which host has this MAC (HTTP 500: ${ambiguous}): fetching the script without mac=, as iPXE given the plain script URL would`,
           );
-          return await client.fetch(withoutMac(url), fetchOptions);
+          return await scripts.fetch(withoutMac(url), fetchOptions);
         }
         if (
           response.status === 401 && bearer && !reauthenticated &&
@@ -476,7 +505,7 @@ export function createScriptClient(
             response.status === 404 && isMacScriptRequest(url) &&
             /IPXE booting skipped/i.test(text)
           ) {
-            client.localBootReason = text;
+            throw new LocalBootAnswer(url, text);
           }
           const hint = response.status === 401 || response.status === 403
             ? bearer
@@ -494,5 +523,5 @@ export function createScriptClient(
       }
     },
   };
-  return client;
+  return scripts;
 }

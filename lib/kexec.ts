@@ -33,6 +33,8 @@ export const KEXEC_FILE_LOAD: Readonly<Record<string, number>> = {
 export const KEXEC_FILE_NO_INITRAMFS = 4;
 /** `LINUX_REBOOT_CMD_KEXEC`: start the loaded kernel (the same on every architecture). */
 export const LINUX_REBOOT_CMD_KEXEC = 0x45584543;
+/** `LINUX_REBOOT_CMD_RESTART`: reboot through the firmware. */
+export const LINUX_REBOOT_CMD_RESTART = 0x01234567;
 
 const O_RDONLY = 0;
 const O_NONBLOCK = 0o4000;
@@ -128,6 +130,7 @@ export function openLibc(): LibcSymbols {
     throw new BootError(
       `Cannot open libc.so.6 for kexec: ${errorText(err)}`,
       ExitCode.KexecUnsupported,
+      { cause: err },
     );
   }
   const s = lib.symbols;
@@ -351,12 +354,24 @@ export function kexecFileLoad(
 }
 
 /**
- * `sync` then `reboot(LINUX_REBOOT_CMD_KEXEC)`, which starts the loaded
- * kernel and does not return on success; returns what it returned and the
- * errno.
+ * `sync`, then `reboot(LINUX_REBOOT_CMD_KEXEC)`, which starts the loaded
+ * kernel, or with `firmware` `reboot(LINUX_REBOOT_CMD_RESTART)`, a reboot
+ * through the firmware. Neither returns on success: returns what it
+ * returned, the errno and the command's name.
  */
-export function rebootKexec(libc: LibcSymbols): { ret: number; errno: number } {
+export function syncAndReboot(
+  libc: LibcSymbols,
+  options: { firmware?: boolean } = {},
+): { ret: number; errno: number; command: string } {
   libc.sync();
-  const ret = libc.reboot(LINUX_REBOOT_CMD_KEXEC);
-  return { ret, errno: libc.errno() };
+  const ret = libc.reboot(
+    options.firmware ? LINUX_REBOOT_CMD_RESTART : LINUX_REBOOT_CMD_KEXEC,
+  );
+  return {
+    ret,
+    errno: libc.errno(),
+    command: options.firmware
+      ? "LINUX_REBOOT_CMD_RESTART"
+      : "LINUX_REBOOT_CMD_KEXEC",
+  };
 }

@@ -52,11 +52,15 @@ export interface KexecPlan {
   scripts: string[];
 }
 
-/** The service said this host is installed: boot from the local disk instead. */
+/**
+ * Boot from the local disk instead: the service said this host is installed
+ * (its 404 to the MAC-specific script request), or the script handed the
+ * machine back to the firmware (`exit` from the first script, `sanboot`).
+ */
 export interface LocalBootPlan {
   /** Discriminator. */
   action: "local-boot";
-  /** The service's message, redacted. */
+  /** Why, in one line: the service's message, or the script line (redacted). */
   reason: string;
 }
 

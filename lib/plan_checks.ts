@@ -35,10 +35,11 @@ export function checkPlan(plan: KexecPlan, options: CheckPlanOptions): void {
     let protocol: string;
     try {
       protocol = new URL(url).protocol;
-    } catch {
+    } catch (err) {
       throw new BootError(
         `${redact(url)} is not a valid URL`,
         ExitCode.Download,
+        { cause: err },
       );
     }
     if (!SCHEMES.has(protocol)) {

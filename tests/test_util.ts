@@ -1,11 +1,22 @@
 /**
  * Helpers shared by the tests: a temporary directory that is always removed,
- * and log capture.
+ * log capture, narrowing a boot plan to the kexec plan a test expects, and
+ * a fake libc that loads real files.
  *
  * @module
  */
 
+import { Errno, type LibcSymbols, STATX_SIZE } from "../lib/kexec.ts";
 import { configureLog } from "../lib/log.ts";
+import type { BootPlan, KexecPlan } from "../lib/plan.ts";
+
+/** `plan` as a {@linkcode KexecPlan}; fails the test when it is a local boot. */
+export function kexecPlan(plan: BootPlan): KexecPlan {
+  if (plan.action !== "kexec") {
+    throw new Error(`expected a kexec plan, got ${JSON.stringify(plan)}`);
+  }
+  return plan;
+}
 
 /** Runs `fn` with a fresh temporary directory, removed afterwards whatever happens. */
 export async function withTemp<T>(
@@ -147,3 +158,57 @@ export const ENV_FILE_UNWRITABLE = [
   "line\u2028separator",
   "paragraph\u2029separator",
 ];
+
+/**
+ * A fake libc whose `open` opens the real file like `O_NOFOLLOW` would (a
+ * link fails with ELOOP) and keeps its content and identity, and whose
+ * `statx` describes the opened file: what `kexec_file_load` would read.
+ */
+export function filesLibc(): { libc: LibcSymbols; opened: Uint8Array[] } {
+  const opened: Uint8Array[] = [];
+  const infos = new Map<number, Deno.FileInfo>();
+  let errno = 0;
+  const libc: LibcSymbols = {
+    open(path) {
+      const name = new TextDecoder().decode(path).replace(/\0$/, "");
+      const info = Deno.lstatSync(name);
+      if (info.isSymlink) {
+        errno = Errno.ELOOP;
+        return -1;
+      }
+      opened.push(Deno.readFileSync(name));
+      const fd = 10 + opened.length;
+      infos.set(fd, info);
+      return fd;
+    },
+    close: () => 0,
+    statx(fd, _path, _flags, _mask, buf) {
+      const info = infos.get(fd)!;
+      const view = new DataView(buf.buffer, buf.byteOffset, STATX_SIZE);
+      const dev = BigInt(info.dev);
+      view.setUint16(28, info.mode!, true);
+      view.setBigUint64(32, BigInt(info.ino!), true);
+      view.setBigUint64(40, BigInt(info.size), true);
+      const mtime = info.mtime!.getTime();
+      view.setBigInt64(112, BigInt(Math.floor(mtime / 1000)), true);
+      view.setUint32(120, (mtime % 1000) * 1_000_000, true);
+      view.setUint32(
+        136,
+        Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn)),
+        true,
+      );
+      view.setUint32(
+        140,
+        Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn)),
+        true,
+      );
+      return 0;
+    },
+    syscall: () => 0n,
+    reboot: () => -1,
+    sync() {},
+    errno: () => errno,
+    strerror: (n) => `errno ${n}`,
+  };
+  return { libc, opened };
+}

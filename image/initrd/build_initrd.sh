@@ -4,8 +4,8 @@
 # BOOTLOADER is the `deno compile` binary, or the deno executable when BUNDLE_JS (the
 # `deno bundle` output) is given. Content: static busybox (Debian busybox-static) and its
 # applets, the bootloader, the shared libraries `ldd` lists (real files at the paths ldd
-# prints), the NIC modules of MODULES_DIR (+ load-order), /init, /init-bootloader and the
-# udhcpc script. COMPRESS=gzip|zstd|none (default: gzip). NICS=virtio (default: the
+# prints), the NIC modules of MODULES_DIR (+ load-order), /init, /init-bootloader, /net-setup and
+# the udhcpc script. COMPRESS=gzip|zstd|none (default: gzip). NICS=virtio (default: the
 # virtio_net chain + e1000, loaded in a fixed order) or all (every Ethernet driver of the
 # kernel package, loaded by device modalias: for real hardware).
 # TARGET_ARCH=x86_64|aarch64 (default: this host) is checked against every binary copied in.
@@ -172,6 +172,7 @@ elif [[ ${NICS:-virtio} != virtio ]]; then
 fi
 install -m 0755 "$here/init" "$root/init"
 install -m 0755 "$here/init-bootloader" "$root/init-bootloader"
+install -m 0755 "$here/net-setup" "$root/net-setup"
 install -m 0755 "$here/udhcpc.script" "$root/usr/share/udhcpc/default.script"
 # A private CA for the bootloader: the initramfs's system store (it has none otherwise; Deno's
 # built-in roots cover public CAs).

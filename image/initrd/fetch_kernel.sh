@@ -1,7 +1,7 @@
 #!/bin/bash
 # Fetches the Debian kernel package and extracts what the VMs need:
 #   fetch_kernel.sh OUT_DIR CACHE_DIR [DEB_ARCH]
-# OUT_DIR/vmlinuz, OUT_DIR/modules/*.ko (NIC drivers), OUT_DIR/modules/load-order,
+# OUT_DIR/vmlinuz, OUT_DIR/modules/*.ko (NIC drivers, virtio_blk), OUT_DIR/modules/load-order,
 # OUT_DIR/kernel.stamp ("package version sha256"). The .deb is cached in
 # CACHE_DIR/debs/ and checked against the SHA256 apt knows. Outputs are rewritten only
 # when the package changes, so make rebuilds dependants only then.
@@ -20,8 +20,11 @@ mkdir -p "$out" "$cache"
 exec 9>"$cache/.lock"
 flock 9
 
-# NIC drivers, in the order busybox insmod needs them (no modules.dep in the .deb).
-modules=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net e1000)
+# NIC drivers, and virtio_blk for the local disks (booting an installed system), in the order
+# busybox insmod needs them (no modules.dep in the .deb), then 802.1Q VLANs (8021q and what it
+# needs) for the initramfs's vlan= (image/initrd/net-setup).
+modules=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net e1000
+  virtio_blk llc stp garp mrp 8021q)
 
 resolve() {
   local name=${KERNEL_PACKAGE:-$(apt-cache depends "linux-image-$arch:$arch" 2>/dev/null |
@@ -58,7 +61,9 @@ if [[ -z $deb ]]; then
   echo "warning: no apt metadata for the kernel package, using cached $deb" >&2
 fi
 stamp="${pkg%:*} $version $sha"
-if [[ -f $out/kernel.stamp && $(cat "$out/kernel.stamp") == "$stamp" && -f $out/vmlinuz ]]; then
+# modules.list: the modules extracted last time (a change of the list extracts them again).
+if [[ -f $out/kernel.stamp && $(cat "$out/kernel.stamp") == "$stamp" && -f $out/vmlinuz &&
+  $(cat "$out/modules.list" 2>/dev/null) == "${modules[*]}" ]]; then
   exit 0
 fi
 
@@ -97,6 +102,8 @@ if command -v depmod >/dev/null && command -v modinfo >/dev/null; then
   done < <(find "$mods/kernel" -name '*.ko')
   queue=()
   while IFS= read -r ko; do queue+=("$ko"); done < <(find "$mods/kernel/drivers/net/ethernet" -name '*.ko')
+  # Disk controllers too (NVMe, SATA/AHCI, SCSI disks): the local disks of an installed host.
+  while IFS= read -r ko; do queue+=("$ko"); done < <(find "$mods/kernel/drivers/nvme/host" "$mods/kernel/drivers/ata" "$mods/kernel/drivers/scsi/sd_mod.ko" -name '*.ko' 2>/dev/null)
   for m in "${modules[@]}"; do [[ -n ${by_name[$m]:-} ]] && queue+=("${by_name[$m]}"); done
   declare -A seen=()
   while ((${#queue[@]} > 0)); do
@@ -119,5 +126,6 @@ else
 fi
 cp "$tmp/boot/vmlinuz-$kver" "$tmp/vmlinuz"
 mv "$tmp/vmlinuz" "$out/vmlinuz"
+echo "${modules[*]}" >"$out/modules.list"
 echo "$stamp" >"$out/kernel.stamp"
 echo "kernel: $pkg $version ($kver)" >&2

@@ -77,11 +77,21 @@ export const NAMED_FILE_OPTIONS: readonly OptionName[] = [
   "refresh-token-file",
 ];
 
-/** `assisted.*` kernel parameters that are not options (read by the initramfs's /init). */
-const CMDLINE_OTHERS = new Set(["on-failure", "retry-delay"]);
+/** `assisted.*` kernel parameters that are not options (read by the initramfs's /init and /net-setup). */
+const CMDLINE_OTHERS = new Set([
+  "on-failure",
+  "retry-delay",
+  "proxy",
+  "no-proxy",
+]);
 
 /** `ASSISTED_*` variables that are not options. */
-const ENV_OTHERS = new Set(["kernel-cmdline-file", "meminfo-file", "debug"]);
+const ENV_OTHERS = new Set([
+  "kernel-cmdline-file",
+  "meminfo-file",
+  "debug",
+  "local-disks-root",
+]);
 
 function statMode(path: string): number | undefined {
   try {

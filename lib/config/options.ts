@@ -122,6 +122,12 @@ export const OPTIONS = {
     kind: "boolean",
     help: "after loading, sync and reboot(KEXEC) directly",
   },
+  "local-boot": {
+    kind: "string",
+    arg: "ACTION",
+    help:
+      "when the host is to boot its own disk: kexec (its default boot entry; the default), exit, reboot",
+  },
   "no-cache": {
     kind: "boolean",
     help: "neither reuse nor keep verified artifacts across runs",

@@ -56,6 +56,8 @@ export interface Config {
   loadOnly: boolean;
   /** Sync and reboot(KEXEC) directly. */
   forceReboot: boolean;
+  /** What a local boot does (`--local-boot`). */
+  localBoot: "kexec" | "exit" | "reboot";
   /** Work directory. */
   workDir: string;
   /** Do not reuse or keep verified artifacts across runs. */
@@ -288,6 +290,8 @@ export const VALUE_CHECKS = {
     checkNumber(v, what, 1, MAX_TIMEOUT_SECONDS),
   progress: (v: string, what: string) =>
     checkChoice(v, what, ["auto", "tty", "lines", "none"] as const),
+  "local-boot": (v: string, what: string) =>
+    checkChoice(v, what, ["kexec", "exit", "reboot"] as const),
   console: (v: string, what: string): ConsoleMode =>
     checkChoice(v, what, CONSOLE_MODES),
 } as const satisfies Partial<
@@ -465,6 +469,7 @@ export function validateConfig(
     mode: printPlan ? "print-plan" : noKexec ? "no-kexec" : "kexec",
     loadOnly: bool("load-only"),
     forceReboot: bool("force-reboot"),
+    localBoot: checkValue("local-boot", str("local-boot") ?? "kexec"),
     workDir: str("work-dir") ?? DEFAULT_WORK_DIR,
     noCache: bool("no-cache"),
     preflight: !bool("no-preflight"),

@@ -1,8 +1,9 @@
 /**
  * The iPXE commands, as a stock build has them (`hci/commands/*.c`), in plan
  * mode: network commands succeed (the network is up), interactive commands
- * never block, commands that would leave the loader (`poweroff`, `sanboot`, …)
- * fail with a message naming them.
+ * never block, commands that would leave the loader (`poweroff`, `shell`, a
+ * SAN `sanboot`…) fail with a message naming them; `sanboot` of the local
+ * disk, and `exit` from the outermost script, end the run with a local boot.
  *
  * @module
  */
@@ -65,7 +66,9 @@ function imageCommand(
       return await imageCommandBody(argv, engine);
     } catch (e) {
       if (e instanceof CommandFailure) {
-        throw new CommandFailure(`${argv[0]} ${e.message}`, e.status);
+        throw new CommandFailure(`${argv[0]} ${e.message}`, e.status, {
+          cause: e.cause,
+        });
       }
       throw e;
     }
@@ -185,6 +188,39 @@ function refuse(reason: string): Command {
   };
 }
 
+/**
+ * `sanboot` without a root path boots a local drive (`--drive`, 0x80 by
+ * default): the machine goes back to its own disk, a local boot. With a
+ * root path (iSCSI, AoE, HTTP…) it would boot a SAN target: not supported.
+ */
+const sanboot: Command = (argv, engine) => {
+  const { opts, args } = parseOptions(argv, {
+    options: [
+      { long: "drive", short: "d", arg: true },
+      { long: "no-describe", short: "n" },
+      { long: "keep", short: "k" },
+      { long: "filename", short: "f", arg: true },
+      { long: "extra", short: "e", arg: true },
+      { long: "label", short: "l", arg: true },
+      { long: "uuid", short: "u", arg: true },
+    ],
+    min: 0,
+    max: Infinity,
+    usage: "[--drive <drive>] [--no-describe] [--keep] [<root path>...]",
+  });
+  if (args.length > 0) {
+    throw new CommandFailure(
+      `${argv[0]}: booting from a SAN target is not supported`,
+    );
+  }
+  const drive = opts.get("drive");
+  return engine.bootLocal(
+    `sanboot: boot from the local disk${
+      typeof drive === "string" ? ` (drive ${drive})` : ""
+    }`,
+  );
+};
+
 /** A network or console command that has nothing to do here: succeeds whatever its arguments. */
 const succeed: Command = () => 0;
 
@@ -214,6 +250,8 @@ function setValue(
     if (!(e instanceof SettingParseError)) throw e;
     throw new CommandFailure(
       `${argv0}: Could not store "${name}": ${(e as Error).message}`,
+      1,
+      { cause: e },
     );
   }
   return 0;
@@ -451,7 +489,9 @@ export function createCommands(buildarch: string): Map<string, Command> {
         engine.gotoLabel(args[0]);
       } catch (e) {
         if (e instanceof CommandFailure) {
-          throw new CommandFailure(`goto: ${e.message}`);
+          throw new CommandFailure(`goto: ${e.message}`, e.status, {
+            cause: e.cause,
+          });
         }
         throw e;
       }
@@ -469,7 +509,7 @@ export function createCommands(buildarch: string): Map<string, Command> {
         }
         code = n | 0;
       }
-      engine.shellStop(2);
+      engine.exitScript(code);
       if (code !== 0) {
         engine.recordFailure(`exit: the script exited with status ${code}`);
       }
@@ -629,9 +669,10 @@ export function createCommands(buildarch: string): Map<string, Command> {
     refuse("the script asked for the interactive settings editor"),
   );
   add(["autoboot"], refuse("the script asked for a new DHCP autoboot"));
+  add(["sanboot"], sanboot);
   add(
-    ["sanboot", "sanhook", "sanunhook"],
-    refuse("booting from a SAN or a local disk is not supported"),
+    ["sanhook", "sanunhook"],
+    refuse("SAN devices are not supported"),
   );
   return table;
 }

@@ -5,12 +5,20 @@
  *
  * Plan mode: `kernel`/`initrd` images are registered without being
  * downloaded; only executed URLs are fetched, to tell a script from a kernel.
- * Booting a kernel ends the run with a {@linkcode KexecPlan}.
+ * Booting a kernel ends the run with a {@linkcode KexecPlan}; handing the
+ * machine back to the firmware (`sanboot` of the local disk, or `exit` from
+ * the outermost script) ends it with a {@linkcode LocalBootPlan}.
  *
  * @module
  */
 
-import type { CpioWrap, KexecPlan, PlannedInitrd } from "../plan.ts";
+import type {
+  BootPlan,
+  CpioWrap,
+  KexecPlan,
+  LocalBootPlan,
+  PlannedInitrd,
+} from "../plan.ts";
 import { fromBinary, strtoul, toBinary } from "./bytes.ts";
 import { IpxeError } from "./error.ts";
 import { UsageError } from "./getopt.ts";
@@ -80,21 +88,24 @@ export interface Image {
   replacement?: Image;
 }
 
-/** A command failed; the message is one line, the status is the command's non-zero return value. */
+/**
+ * A command failed; the message is one line, the status is the command's
+ * non-zero return value, the cause (a fetch the server refused…) is kept.
+ */
 export class CommandFailure extends Error {
   /** Non-zero status. */
   readonly status: number;
   /** Creates the failure. */
-  constructor(message: string, status = 1) {
-    super(message);
+  constructor(message: string, status = 1, options?: ErrorOptions) {
+    super(message, options);
     this.name = "CommandFailure";
     this.status = status || 1;
   }
 }
 
-/** Internal: a kernel was booted; unwinds every script. */
+/** Internal: a kernel was booted, or the local disk; unwinds every script. */
 class Booted {
-  constructor(readonly plan: KexecPlan) {}
+  constructor(readonly plan: BootPlan) {}
 }
 
 /** A command implementation: returns a status (0 = success) or throws {@linkcode CommandFailure}. */
@@ -154,8 +165,12 @@ export class Engine {
   #imageIndex = 0;
   #steps = 0;
   #pending = "";
+  /** Where the outermost script ran `exit` (status 0), if it did. */
+  #exitedAt?: string;
   /** Last failure, formatted with its location. */
   lastFailure?: string;
+  /** What caused the last failure (the fetcher's error), if anything. */
+  lastFailureCause?: unknown;
 
   /** Creates an engine with a command table. */
   constructor(options: EngineOptions, commands: Map<string, Command>) {
@@ -205,7 +220,9 @@ export class Engine {
       try {
         this.settings.storeFormatted(toBinary(key), toBinary(value));
       } catch (e) {
-        throw new IpxeError(`Setting "${key}": ${(e as Error).message}`);
+        throw new IpxeError(`Setting "${key}": ${(e as Error).message}`, {
+          cause: e,
+        });
       }
     }
   }
@@ -254,9 +271,31 @@ export class Engine {
     return new IpxeError(`${this.#where()}: ${message}`);
   }
 
-  /** Records a failure message (binary or JS string) at the current location. */
-  recordFailure(message: string): void {
+  /** Records a failure message (binary or JS string) at the current location, and its cause. */
+  recordFailure(message: string, cause?: unknown): void {
     this.lastFailure = `${this.#where()}: ${fromBinary(message)}`;
+    this.lastFailureCause = cause;
+  }
+
+  /**
+   * iPXE `exit`: stops the running script. From the outermost script, with
+   * status 0, iPXE itself ends and the firmware goes on to its next boot
+   * device: the run ends with a {@linkcode LocalBootPlan}.
+   */
+  exitScript(status: number): void {
+    this.shellStop(2);
+    if (this.#frames.length === 1 && status === 0) {
+      this.#exitedAt = this.#where();
+    }
+  }
+
+  /** Ends the run with a {@linkcode LocalBootPlan} (`sanboot` of the local disk). */
+  bootLocal(reason: string): never {
+    const plan: LocalBootPlan = {
+      action: "local-boot",
+      reason: `${this.#where()}: ${fromBinary(reason)}`,
+    };
+    throw new Booted(plan);
   }
 
   // ---- images ----
@@ -346,6 +385,8 @@ export class Engine {
     } catch (e) {
       throw new CommandFailure(
         `${url}: ${e instanceof Error ? e.message : String(e)}`,
+        1,
+        { cause: e },
       );
     }
     const body = toBinary(result.body.subarray(0, this.maxScriptBytes + 1));
@@ -380,6 +421,8 @@ export class Engine {
     }
     this.unregister(image);
     this.scripts.push(fromBinary(image.url));
+    // A new outermost script (a `chain --replace`) has not exited yet.
+    if (this.#frames.length === 0) this.#exitedAt = undefined;
     const frame: Frame = {
       image,
       text: image.body ?? "",
@@ -419,7 +462,7 @@ export class Engine {
       if (cpio) out.cpio = cpio;
       return out;
     });
-    throw new Booted({
+    const plan: KexecPlan = {
       action: "kexec",
       kernel: {
         url: fromBinary(kernel.url),
@@ -428,7 +471,8 @@ export class Engine {
       initrds,
       cmdline: fromBinary(kernel.cmdline ?? ""),
       scripts: [...this.scripts],
-    });
+    };
+    throw new Booted(plan);
   }
 
   // ---- scripts ----
@@ -527,7 +571,7 @@ export class Engine {
       if (e instanceof ExpansionLimitError) throw this.fatal(e.message);
       if (e instanceof CommandFailure) {
         this.print(e.message);
-        this.recordFailure(e.message);
+        this.recordFailure(e.message, e.cause);
         return e.status;
       }
       if (e instanceof UsageError || e instanceof SettingParseError) {
@@ -540,8 +584,12 @@ export class Engine {
     }
   }
 
-  /** Runs the first script and returns the plan, or throws {@linkcode IpxeError}. */
-  async run(root: Image): Promise<KexecPlan> {
+  /**
+   * Runs the first script and returns the plan, or throws
+   * {@linkcode IpxeError} (carrying, as its cause, what made the last
+   * command fail: a refused fetch keeps its own exit code).
+   */
+  async run(root: Image): Promise<BootPlan> {
     let rc: number;
     try {
       rc = await this.execImage(root);
@@ -550,11 +598,19 @@ export class Engine {
       throw e;
     }
     const url = fromBinary(root.url);
+    if (rc === 0 && this.#exitedAt !== undefined) {
+      return {
+        action: "local-boot",
+        reason:
+          `${this.#exitedAt}: exit: the script handed the machine back to the firmware's next boot device`,
+      };
+    }
     if (rc === 0) {
       throw new IpxeError(`Script ${url} ended without booting a kernel`);
     }
     throw new IpxeError(
       this.lastFailure ?? `Script ${url} failed with status ${rc}`,
+      { cause: this.lastFailureCause },
     );
   }
 }

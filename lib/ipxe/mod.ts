@@ -10,13 +10,13 @@
  *   url: "http://h/boot.ipxe",
  *   fetch: () => Promise.reject(new Error("no network")),
  * });
- * plan.kernel.url; // "http://h/vmlinuz"
+ * if (plan.action === "kexec") plan.kernel.url; // "http://h/vmlinuz"
  * ```
  *
  * @module
  */
 
-import type { KexecPlan } from "../plan.ts";
+import type { BootPlan } from "../plan.ts";
 import { toBinary } from "./bytes.ts";
 import { createCommands } from "./commands.ts";
 import { IpxeError } from "./error.ts";
@@ -26,7 +26,7 @@ import { imageNameFromUri } from "./uri.ts";
 
 export { IpxeError } from "./error.ts";
 export type { ScriptFetcher } from "./interpreter.ts";
-export type { KexecPlan } from "../plan.ts";
+export type { BootPlan, KexecPlan, LocalBootPlan } from "../plan.ts";
 export { resolveUri } from "./uri.ts";
 
 /** Options of {@linkcode runScript} and {@linkcode runScriptSource}. */
@@ -57,13 +57,14 @@ function rootImage(url: string, body: string): Image {
 
 /**
  * Fetches `url` as the first script and runs it. Returns the plan of the
- * first kernel it boots; throws {@linkcode IpxeError} when the script fails,
- * ends without booting, or hits a cap.
+ * first kernel it boots, or a local boot (`sanboot` of the local disk, `exit`
+ * from this script); throws {@linkcode IpxeError} when the script fails, ends
+ * without booting, or hits a cap.
  */
 export async function runScript(
   url: string,
   options: RunOptions,
-): Promise<KexecPlan> {
+): Promise<BootPlan> {
   const maxBytes = options.maxScriptBytes ?? 1 << 20;
   let fetched: { url: string; body: Uint8Array };
   try {
@@ -86,7 +87,7 @@ export async function runScript(
 export async function runScriptSource(
   source: Uint8Array | string,
   options: RunOptions & { url: string },
-): Promise<KexecPlan> {
+): Promise<BootPlan> {
   const body = toBinary(source);
   const maxBytes = options.maxScriptBytes ?? 1 << 20;
   if (body.length > maxBytes) {

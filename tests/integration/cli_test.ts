@@ -3,14 +3,18 @@
  * SaaS, hub, boot-order-control, local boot, token re-exchange, bad input.
  */
 import assert from "node:assert/strict";
+import { coreosBootTree, makeExt4 } from "../../dev/installed_disk.ts";
 import {
+  fakeKernel,
   type MockInfraEnv,
   type MockOptions,
   startMock,
 } from "../../dev/mock_infraenv.ts";
+import { makeFakeMachine } from "../fake_machine.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 const MAC = "52:54:00:12:34:56";
+const enc = (text: string) => new TextEncoder().encode(text);
 
 interface Run {
   code: number;
@@ -29,6 +33,8 @@ async function cli(
       NO_COLOR: "1",
       ASSISTED_KERNEL_CMDLINE_FILE: "/dev/null",
       ASSISTED_CONFIG: "/dev/null",
+      // No local disks unless a test gives a fake machine.
+      ASSISTED_LOCAL_DISKS_ROOT: "/nonexistent",
       ...env,
     },
     stdin: "null",
@@ -218,6 +224,117 @@ Deno.test("cli: 404 to the MAC-specific request → local-boot, exit 0", async (
       run.json!.reason as string,
       /IPXE booting skipped\. InfraEnv .* is already installed/,
     );
+  });
+});
+
+Deno.test("cli: an installed host: --print-plan shows the local entry, --no-kexec stages it, --local-boot exit|reboot", async () => {
+  await withMock({ authMode: "none", installedMacs: [MAC] }, async (mock) => {
+    const dir = await Deno.makeTempDir({ prefix: "ab-cli-local-" });
+    try {
+      const boot = `${dir}/boot.img`;
+      await makeExt4(
+        boot,
+        coreosBootTree([{
+          n: 1,
+          kernel: fakeKernel(100_000),
+          initrd: new Uint8Array([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]),
+          options: "$ignition_firstboot root=UUID=abc rw",
+        }], { firstboot: "set ignition_network_kcmdline='ip=dhcp'\n" }),
+        { label: "boot" },
+      );
+      await makeFakeMachine(`${dir}/m`, [{
+        name: "sda",
+        major: 8,
+        partitions: [{ partLabel: "boot", image: boot }],
+      }]);
+      const env = { ASSISTED_LOCAL_DISKS_ROOT: `${dir}/m` };
+      const base = [
+        "--api-url",
+        mock.apiUrl,
+        "--infra-env-id",
+        mock.infraEnvId,
+        "--mac",
+        MAC,
+        "--no-host-settings",
+      ];
+      const plan = await cli([...base, "--print-plan"], env);
+      assert.equal(plan.code, 0, plan.stderr);
+      assert.deepEqual(plan.json, {
+        action: "local-kexec",
+        reason: plan.json!.reason as string,
+        device: `${dir}/m/dev/sda1`,
+        entry: "loader/entries/ostree-1-rhcos.conf",
+        title: "rhcos (ostree:0)",
+        kernel: "/ostree/rhcos-00000001/vmlinuz-6.1.0",
+        initrds: ["/ostree/rhcos-00000001/initramfs-6.1.0.img"],
+        cmdline:
+          "BOOT_IMAGE=/ostree/rhcos-00000001/vmlinuz-6.1.0 ignition.firstboot ip=dhcp root=UUID=abc rw",
+        firstboot: true,
+      });
+      assert.match(plan.json!.reason as string, /^IPXE booting skipped\./);
+      const work = `${dir}/work`;
+      const staged = await cli(
+        [...base, "--no-kexec", "--work-dir", work],
+        env,
+      );
+      assert.equal(staged.code, 0, staged.stderr);
+      assert.equal(staged.json!.action, "local-kexec");
+      const files = staged.json!.staged as {
+        kernel: { path: string; size: number; format: string };
+        initrd: { path: string; parts: { path: string }[] };
+      };
+      assert.equal(files.kernel.path, `${work}/kernel`);
+      assert.equal(files.kernel.size, 100_000);
+      assert.equal(files.kernel.format, "bzimage");
+      assert.equal((await Deno.stat(files.initrd.path)).isFile, true);
+      const exit = await cli(
+        [...base, "--print-plan", "--local-boot", "exit"],
+        env,
+      );
+      assert.equal(exit.json!.action, "local-boot");
+      const reboot = await cli(
+        [...base, "--print-plan", "--local-boot", "reboot"],
+        env,
+      );
+      assert.equal(reboot.json!.action, "local-reboot");
+      assertCleanError(
+        await cli([...base, "--print-plan", "--local-boot", "firmware"], env),
+        2,
+        /--local-boot must be kexec, exit or reboot, got "firmware"/,
+      );
+      // A script that hands back to the firmware is a local boot too.
+      await Deno.writeTextFile(`${dir}/s.ipxe`, "#!ipxe\necho bye\nexit\n");
+      const script = await cli(
+        ["--ipxe-url", `file://${dir}/s.ipxe`, "--print-plan"],
+        env,
+      );
+      assert.equal(script.code, 0, script.stderr);
+      assert.equal(script.json!.action, "local-kexec");
+      assert.match(
+        script.json!.reason as string,
+        /s\.ipxe line 3: exit: the script handed the machine back/,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+});
+
+Deno.test("cli: an installed host with no installed system found: a clear message, exit 0", async () => {
+  await withMock({ authMode: "none", installedMacs: [MAC] }, async (mock) => {
+    const run = await cli([
+      "--api-url",
+      mock.apiUrl,
+      "--infra-env-id",
+      mock.infraEnvId,
+      "--mac",
+      MAC,
+      "--no-host-settings",
+      "--print-plan",
+    ]);
+    assert.equal(run.code, 0, run.stderr);
+    assert.equal(run.json!.action, "local-boot");
+    assert.match(run.stderr, /no installed system found on the local disks/);
   });
 });
 
@@ -481,6 +598,43 @@ Deno.test("cli: a bad token or offline token is a clear one-line error", async (
       ]),
       4,
       /HTTP 404: Object Not Found/,
+    );
+  });
+});
+
+Deno.test("cli: a 401 on a chained script exits 4 (the API refused), not 3", async () => {
+  await withMock({ authMode: "rhsso" }, async (mock) => {
+    // A script of one's own that chains the InfraEnv's signed script URL,
+    // whose image_token has expired (or was never valid).
+    const signed =
+      `${mock.apiUrl}/assisted-install/v2/infra-envs/${mock.infraEnvId}/downloads/files?file_name=ipxe-script&image_token=expired-token`;
+    mock.update({
+      files: {
+        "/boot.ipxe": enc(`#!ipxe\nchain ${signed}&mac=\${net0/mac}\n`),
+      },
+    });
+    const run = await cli([
+      "--ipxe-url",
+      `${mock.baseUrl}/boot.ipxe`,
+      "--mac",
+      MAC,
+      "--no-host-settings",
+      "--print-plan",
+    ]);
+    assertCleanError(
+      run,
+      4,
+      /line 2: chain .*image_token=REDACTED.*answered HTTP 401: unauthenticated for invalid credentials/,
+    );
+    assert.ok(!run.stderr.includes("expired-token"), run.stderr);
+    // The same script failing for a reason of its own stays a script error.
+    mock.update({
+      files: { "/boot.ipxe": enc("#!ipxe\nchain ${missing}\n") },
+    });
+    assertCleanError(
+      await cli(["--ipxe-url", `${mock.baseUrl}/boot.ipxe`, "--print-plan"]),
+      3,
+      /line 2: chain "" is not a URI/,
     );
   });
 });

@@ -882,6 +882,33 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "fault: the host is installed while its signed URLs expire: the script fetched again boots nothing, exit 3",
+  cli,
+  async () => {
+    await withMock({}, async (env) => {
+      env.faults.add({
+        match: { path: INITRD_PATH },
+        fault: {
+          kind: "before",
+          run: () => {
+            env.mock.expireImageTokens();
+            env.mock.update({ installedMacs: ["52:54:00:12:34:56"] });
+          },
+        },
+        times: 1,
+      });
+      const r = await env.run();
+      await assertFailed(
+        env,
+        r,
+        ExitCode.Script,
+        /fetched again after its signed URLs expired, no longer boots a kernel: IPXE booting skipped/,
+      );
+    });
+  },
+);
+
 // ---- bad content ----
 
 Deno.test(

@@ -210,7 +210,7 @@ Deno.test(
 );
 
 Deno.test(
-  "hostile: redirects to file: or data: are refused for artifacts (5), the first script (4) and chains (3)",
+  "hostile: redirects to file: or data: are refused for artifacts (5), the first script and chains (4)",
   cli,
   async () => {
     await withEnv(SCRIPTED, async (env) => {
@@ -260,12 +260,13 @@ Deno.test(
         ExitCode.Api,
         /Cannot fetch .*\/to-file: .*redirects to file:.*, refused/,
       );
-      // A chained script: the chain command fails, the script with it.
+      // A chained script: the chain command fails, the script with it, and
+      // the refused fetch is the exit code's cause.
       const url = serveScript(env, `#!ipxe\nchain ${base}/to-data\n`);
       const chained = await env.cli(["--ipxe-url", url, "--print-plan"]);
       assertFailed(
         chained,
-        ExitCode.Script,
+        ExitCode.Api,
         /chain .*\/to-data: .*redirects to data:.*, refused/,
       );
       // The API's script.
@@ -594,7 +595,7 @@ Deno.test(
       });
       const withCreds = url.replace("http://", "http://admin:pa55word@");
       const r = await env.cli(["--ipxe-url", withCreds, "--print-plan"]);
-      assertFailed(r, ExitCode.Script, /denied/);
+      assertFailed(r, ExitCode.Api, /denied/);
       assert.match(r.stderr, /script: \\x1b\]0;owned\\x07\\x1b\[2J/);
       assert.match(r.stderr, /\\u\{202e\}evil/);
       for (const line of r.stderr.trim().split("\n")) {

@@ -245,14 +245,17 @@ Deno.test("files, modes, unit and user are as specified", async () => {
     const line of [
       "Wants=network-online.target",
       "After=network-online.target",
-      "ConditionPathExists=!/var/lib/assisted-bootloader/done.stamp",
       "Type=oneshot",
       "Restart=on-failure",
       // Bad configuration (2) and refused (7) are not retried.
       "RestartPreventExitStatus=2 7",
       `EnvironmentFile=${DOWNLOAD_ENV_PATH}`,
       `ExecStart=${RUN_SCRIPT_PATH}`,
-      "ExecStartPost=/usr/bin/touch /var/lib/assisted-bootloader/done.stamp",
+      // Disks read-only (an installed host's boot partition), nothing else.
+      "DevicePolicy=closed",
+      "DeviceAllow=block-sd r",
+      "DeviceAllow=block-virtblk r",
+      "DeviceAllow=block-blkext r",
       "StandardOutput=journal+console",
       "WantedBy=multi-user.target",
     ]
@@ -264,6 +267,14 @@ Deno.test("files, modes, unit and user are as specified", async () => {
     );
   }
   assert.match(unit.contents, /^RestartSec=\d+s$/m);
+  // Every boot asks the service (a host returned to the InfraEnv is not stuck):
+  // no stamp makes a later boot skip the unit.
+  assert.doesNotMatch(unit.contents, /^(ConditionPathExists|ExecStartPost)=/m);
+  // Devices are read only, never written, and only block devices.
+  assert.doesNotMatch(
+    unit.contents,
+    /^DeviceAllow=\S+ [rwm]*[wm]|^DeviceAllow=char-/m,
+  );
   assert.match(unit.contents, /^TimeoutStartSec=\d+min$/m);
   assert.deepEqual(config.passwd, {
     users: [{

@@ -4,6 +4,7 @@ import {
   createScriptClient,
   errorBodyText,
   exchangeRefreshToken,
+  LocalBootAnswer,
   scriptUrl,
 } from "../../lib/infraenv.ts";
 import {
@@ -165,33 +166,32 @@ Deno.test("infraenv: 404 to a MAC-specific request is the local-boot signal", as
       url: mock.ipxeScriptUrl,
     }, fast);
     const url = `${mock.ipxeScriptUrl}&mac=52:54:00:12:34:56`;
-    await assert.rejects(client.fetch(url, { maxBytes: 65536 }), /HTTP 404/);
-    assert.match(
-      client.localBootReason!,
-      /IPXE booting skipped\. InfraEnv .* is already installed/,
+    const answer = await client.fetch(url, { maxBytes: 65536 }).then(
+      () => undefined,
+      (err: unknown) => err,
     );
-    const other = createScriptClient({
-      kind: "ipxe-url",
-      url: mock.ipxeScriptUrl,
-    }, fast);
-    await other.fetch(`${mock.ipxeScriptUrl}&mac=52:54:00:00:00:01`, {
+    assert.ok(answer instanceof LocalBootAnswer, String(answer));
+    assert.match(
+      answer.reason,
+      /^IPXE booting skipped\. InfraEnv .* is already installed$/,
+    );
+    // Anywhere it is not turned into a local boot, it is an API answer (4).
+    assert.equal(answer.exitCode, ExitCode.Api);
+    assert.match(answer.message, /HTTP 404/);
+    await client.fetch(`${mock.ipxeScriptUrl}&mac=52:54:00:00:00:01`, {
       maxBytes: 65536,
     });
-    assert.equal(other.localBootReason, undefined);
     // A 404 for an InfraEnv that does not exist is an error, not "installed".
-    const unknown = createScriptClient({
-      kind: "ipxe-url",
-      url: mock.ipxeScriptUrl,
-    }, fast);
     const missing = mock.ipxeScriptUrl.replace(
       mock.infraEnvId,
       "00000000-0000-0000-0000-000000000000",
     );
-    await assert.rejects(
-      unknown.fetch(`${missing}&mac=52:54:00:12:34:56`, { maxBytes: 65536 }),
-      /HTTP 404: Object Not Found/,
-    );
-    assert.equal(unknown.localBootReason, undefined);
+    const other = await client.fetch(`${missing}&mac=52:54:00:12:34:56`, {
+      maxBytes: 65536,
+    }).then(() => undefined, (err: unknown) => err);
+    assert.ok(other instanceof BootError, String(other));
+    assert.ok(!(other instanceof LocalBootAnswer));
+    assert.match(other.message, /HTTP 404: Object Not Found/);
   } finally {
     await mock.close();
   }
@@ -282,7 +282,6 @@ Deno.test("infraenv: the service's inventory lookup for a MAC known to 0, 1 or 2
     const r = await macRequest(hosts);
     assert.match((r.result as { text: string }).text, /^#!ipxe\n/);
     assert.deepEqual(r.statuses, [`200 ${withMac}`], JSON.stringify(hosts));
-    assert.equal(r.client.localBootReason, undefined);
   }
   // One host, installed (or past the point of no return): boot the local disk.
   for (
@@ -299,9 +298,9 @@ Deno.test("infraenv: the service's inventory lookup for a MAC known to 0, 1 or 2
     ]
   ) {
     const r = await macRequest([host]);
-    assert.ok(r.result instanceof BootError, String(r.result));
+    assert.ok(r.result instanceof LocalBootAnswer, String(r.result));
     assert.match(
-      r.client.localBootReason!,
+      r.result.reason,
       new RegExp(
         `^IPXE booting skipped\\. InfraEnv \\S+: host \\S+ having mac ${MAC} ${why.source}`,
       ),
@@ -325,7 +324,6 @@ Deno.test("infraenv: a MAC two hosts have: one 500, then the plain script URL, s
     `500 ${plain}&mac=52%3A54%3A00%3A12%3A34%3A56`,
     `200 ${plain}`,
   ]);
-  assert.equal(r.client.localBootReason, undefined);
   const said = r.logged.filter((l) => /without mac=/.test(l));
   assert.equal(said.length, 1, r.logged.join("\n"));
   assert.match(

@@ -28,6 +28,7 @@ const ACCEPTED = [
   "DeviceAllow=",
   "IPAddressDeny=",
   "MemoryDenyWriteExecute=",
+  "PrivateDevices=",
   "PrivateNetwork=",
   "PrivateUsers=",
   "ProcSubset=",

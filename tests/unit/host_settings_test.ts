@@ -1,5 +1,7 @@
+import type { KexecPlan } from "../../lib/plan.ts";
 import assert from "node:assert/strict";
 import {
+  defaultRoute6Interface,
   defaultRouteInterface,
   hostPlatform,
   readHostSettings,
@@ -78,6 +80,31 @@ Deno.test("host settings: the default route's NIC is net0", () => {
   });
 });
 
+Deno.test("host settings: without a default route, the first NIC with an IPv4 address", () => {
+  const s = readHostSettings(undefined, {
+    routes: ROUTES.split("\n").filter((l) => !l.startsWith("eth0")).join("\n"),
+    interfaces: [
+      {
+        ...IFACES[0],
+        name: "lo",
+        address: "127.0.0.1",
+        mac: "00:00:00:00:00:00",
+      },
+      ...IFACES,
+    ],
+    hostname: "localhost",
+    readText: () => undefined,
+    realPath: () => undefined,
+  });
+  assert.deepEqual(s, {
+    "net0/mac": "52:54:00:aa:bb:cc",
+    "net0/hwaddr": "52:54:00:aa:bb:cc",
+    "net0/ifname": "net0",
+    "net0/ip": "10.0.2.15",
+    "net0/netmask": "255.255.255.0",
+  });
+});
+
 Deno.test("host settings: --mac picks the NIC", () => {
   const s = readHostSettings("52:54:00:00:00:01", {
     routes: ROUTES,
@@ -144,8 +171,9 @@ Deno.test("host settings: a script sees them as iPXE would show them", async () 
       platform: hostPlatform("x86_64", (p) => p === "/sys/firmware/efi"),
     },
   );
+  assert.equal(plan.action, "kexec");
   assert.equal(
-    plan.cmdline,
+    (plan as KexecPlan).cmdline,
     "efi 01:1a:f4:10:00 0x18 00:03.0 4c4c4544-0000-0000-0000-000000000000 ASSET-42 BOARD-7 " +
       "10.0.2.3 lab.example.com  52-54-00-aa-bb-cc net0",
   );
@@ -181,5 +209,37 @@ Deno.test("builtin settings: ${unixtime} is the clock's seconds, as uint32", asy
       now: () => 1_700_000_000_999,
     },
   );
-  assert.equal(plan.cmdline, "0x6553f100 1700000000 6553f100");
+  assert.equal(plan.action, "kexec");
+  assert.equal((plan as KexecPlan).cmdline, "0x6553f100 1700000000 6553f100");
+});
+
+Deno.test("host settings: on an IPv6-only host the boot NIC is the default IPv6 route's interface", () => {
+  const routes6 = [
+    // The kernel's own "unreachable" default on lo (RTF_REJECT) is not a route out.
+    "00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200       lo",
+    "fec00000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00040001     eth0",
+    "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000002 00000800 00000001 00000000 00450003     eth1",
+    "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000002 00000400 00000001 00000000 00450003     eth0",
+  ].join("\n");
+  assert.equal(defaultRoute6Interface(routes6), "eth0");
+  assert.equal(defaultRoute6Interface(routes6.split("\n")[0]), undefined);
+  const s = readHostSettings(undefined, {
+    routes: "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\n",
+    routes6,
+    interfaces: [
+      {
+        family: "IPv6",
+        name: "eth0",
+        address: "fec0::5054:ff:fe12:3456",
+        netmask: "ffff:ffff:ffff:ffff::",
+        scopeid: 0,
+        cidr: "fec0::5054:ff:fe12:3456/64",
+        mac: "52:54:00:12:34:56",
+      },
+    ],
+    hostname: "localhost",
+    readText: () => undefined,
+    realPath: () => undefined,
+  });
+  assert.equal(s["net0/mac"], "52:54:00:12:34:56");
 });

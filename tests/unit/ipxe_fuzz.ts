@@ -11,7 +11,7 @@
 
 import { BootError } from "../../lib/errors.ts";
 import { runScriptSource } from "../../lib/ipxe/mod.ts";
-import type { KexecPlan } from "../../lib/plan.ts";
+import type { BootPlan } from "../../lib/plan.ts";
 
 /** A small, fast, seeded PRNG (mulberry32). */
 export class Rng {
@@ -688,7 +688,7 @@ export const FUZZ_LIMITS = {
 
 /** How a case ended. */
 export type Outcome =
-  | { kind: "plan"; plan: KexecPlan }
+  | { kind: "plan"; plan: BootPlan }
   | { kind: "error"; message: string }
   | { kind: "crash"; error: string };
 
@@ -726,8 +726,14 @@ export async function runCase(c: FuzzCase): Promise<Outcome> {
   }
 }
 
-function checkPlan(plan: KexecPlan): string | undefined {
-  if (plan.action !== "kexec") return `action ${plan.action}`;
+function checkPlan(plan: BootPlan): string | undefined {
+  if (plan.action === "local-boot") {
+    if (typeof plan.reason !== "string" || plan.reason.includes("\n")) {
+      return "bad local-boot reason";
+    }
+    return undefined;
+  }
+  if (plan.action !== "kexec") return "unknown action";
   if (typeof plan.kernel?.url !== "string" || plan.kernel.url === "") {
     return "no kernel URL";
   }

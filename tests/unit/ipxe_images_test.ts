@@ -5,7 +5,9 @@ import {
   runScriptSource,
   type ScriptFetcher,
 } from "../../lib/ipxe/mod.ts";
-import type { KexecPlan } from "../../lib/plan.ts";
+import { BootError, ExitCode } from "../../lib/errors.ts";
+import type { KexecPlan, LocalBootPlan } from "../../lib/plan.ts";
+import { kexecPlan } from "../test_util.ts";
 
 const URL0 = "http://h/dir/boot.ipxe";
 
@@ -34,6 +36,7 @@ function fakeFetch(
 
 interface Outcome {
   plan?: KexecPlan;
+  local?: LocalBootPlan;
   error?: string;
   lines: string[];
   requested: string[];
@@ -58,6 +61,7 @@ async function run(
       maxChainDepth: extra.maxChainDepth,
       print: (l) => lines.push(l),
     });
+    if (plan.action === "local-boot") return { local: plan, lines, requested };
     return { plan, lines, requested };
   } catch (e) {
     assert.ok(e instanceof IpxeError, String(e));
@@ -298,6 +302,55 @@ Deno.test("chain failures: status through ||, exit codes, fetch errors named", a
   );
 });
 
+Deno.test("exit in a chained script returns to its parent; after chain --replace it ends the run", async () => {
+  const child = { "http://h/dir/c.ipxe": "#!ipxe\necho child\nexit\n" };
+  const a = await run(
+    "#!ipxe\nchain c.ipxe\necho back\nkernel http://h/k\nboot\n",
+    child,
+  );
+  assert.deepEqual(a.lines, ["child", "back"]);
+  assert.equal(a.plan?.kernel.url, "http://h/k");
+  // The replacement is the outermost script now: its exit leaves iPXE.
+  const b = await run("#!ipxe\nchain --replace c.ipxe\n", child);
+  assert.match(
+    b.local!.reason,
+    /^Script http:\/\/h\/dir\/c.ipxe line 3: exit: the script handed/,
+  );
+  // A sanboot in a chained script unwinds them all.
+  const c = await run("#!ipxe\nchain s.ipxe || echo not reached\n", {
+    "http://h/dir/s.ipxe": "#!ipxe\nsanboot --drive 0x81\n",
+  });
+  assert.deepEqual(c.lines, []);
+  assert.match(c.local!.reason, /s.ipxe line 2: sanboot: .* \(drive 0x81\)$/);
+});
+
+Deno.test("a failed fetch is the cause of the script's failure, and keeps its exit code", async () => {
+  const refused = new BootError("http://h/x answered HTTP 401", ExitCode.Api);
+  const fetch: ScriptFetcher = () => Promise.reject(refused);
+  const err = await runScriptSource("#!ipxe\nchain http://h/x\n", {
+    url: URL0,
+    fetch,
+  }).then(() => undefined, (e: unknown) => e);
+  assert.ok(err instanceof IpxeError, String(err));
+  assert.equal(err.cause, refused);
+  assert.equal(err.exitCode, ExitCode.Api);
+  assert.match(
+    err.message,
+    /line 2: chain http:\/\/h\/x: http:\/\/h\/x answered HTTP 401$/,
+  );
+  // Recovered from, it is no longer the failure: a later one is, with its code.
+  const later = await runScriptSource(
+    "#!ipxe\nchain http://h/x || echo retry later\ngoto nowhere\n",
+    { url: URL0, fetch },
+  ).then(() => undefined, (e: unknown) => e);
+  assert.ok(later instanceof IpxeError);
+  assert.equal(later.cause, undefined);
+  assert.equal(later.exitCode, ExitCode.Script);
+  // A plain error (not a BootError) is kept as the cause; the code stays 3.
+  const plain = await run("#!ipxe\nchain http://h/missing.ipxe\n");
+  assert.match(plain.error!, /HTTP 404$/);
+});
+
 Deno.test("chain --replace: tail call, the rest never runs, the old script is dropped", async () => {
   const { plan, lines } = await run(
     "#!ipxe\nchain --replace r.ipxe\necho not reached\n",
@@ -369,10 +422,12 @@ Deno.test("assisted redirect script: chain …&mac=${net0/mac} through runScript
     [second]:
       "#!ipxe\ninitrd --name initrd http://img/pxe-initrd\nkernel http://img/kernel initrd=initrd\nboot\n",
   });
-  const plan = await runScript(first, {
-    fetch,
-    settings: { "net0/mac": "52:54:00:12:34:56" },
-  });
+  const plan = kexecPlan(
+    await runScript(first, {
+      fetch,
+      settings: { "net0/mac": "52:54:00:12:34:56" },
+    }),
+  );
   assert.deepEqual(requested, [first, second]);
   assert.equal(plan.kernel.url, "http://img/kernel");
   assert.deepEqual(plan.scripts, [first, second]);
@@ -445,25 +500,27 @@ Deno.test("an empty URI (unset setting) fails instead of naming the script itsel
 
 Deno.test("aliases and --timeout: module/imgfetch, imgload/imgselect, imgexec; timeout reaches the fetcher", async () => {
   const seen: Array<number | undefined> = [];
-  const plan = await runScriptSource(
-    [
-      "#!ipxe",
-      "module http://h/m1",
-      "imgfetch http://h/m2",
-      "imgload http://h/k1",
-      "imgselect http://h/k2 two",
-      "imgexec --timeout 250 http://h/s.ipxe",
-    ].join("\n"),
-    {
-      url: URL0,
-      fetch: (url, options) => {
-        seen.push(options.timeoutMs);
-        return Promise.resolve({
-          url,
-          body: new TextEncoder().encode("#!ipxe\nboot\n"),
-        });
+  const plan = kexecPlan(
+    await runScriptSource(
+      [
+        "#!ipxe",
+        "module http://h/m1",
+        "imgfetch http://h/m2",
+        "imgload http://h/k1",
+        "imgselect http://h/k2 two",
+        "imgexec --timeout 250 http://h/s.ipxe",
+      ].join("\n"),
+      {
+        url: URL0,
+        fetch: (url, options) => {
+          seen.push(options.timeoutMs);
+          return Promise.resolve({
+            url,
+            body: new TextEncoder().encode("#!ipxe\nboot\n"),
+          });
+        },
       },
-    },
+    ),
   );
   assert.deepEqual(seen, [250]);
   assert.equal(plan.kernel.url, "http://h/k2");

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { IpxeError, runScriptSource } from "../../lib/ipxe/mod.ts";
 import type { KexecPlan } from "../../lib/plan.ts";
+import { kexecPlan } from "../test_util.ts";
 
 /** Runs `source` as if fetched from `url`; `files` are what the fetcher serves. */
 async function run(
@@ -31,7 +32,7 @@ async function run(
         });
       },
     });
-    return { plan, requested };
+    return { plan: kexecPlan(plan), requested };
   } catch (err) {
     assert.ok(err instanceof IpxeError, String(err));
     return { error: err, requested };

@@ -1,12 +1,14 @@
 import assert from "node:assert/strict";
 import { IpxeError, runScriptSource } from "../../lib/ipxe/mod.ts";
-import type { KexecPlan } from "../../lib/plan.ts";
+import type { KexecPlan, LocalBootPlan } from "../../lib/plan.ts";
+import { kexecPlan } from "../test_util.ts";
 
 const URL0 = "http://h/dir/boot.ipxe";
 const noFetch = () => Promise.reject(new Error("no network in this test"));
 
 interface Outcome {
   plan?: KexecPlan;
+  local?: LocalBootPlan;
   error?: string;
   lines: string[];
 }
@@ -23,6 +25,7 @@ async function run(
       settings,
       print: (l) => lines.push(l),
     });
+    if (plan.action === "local-boot") return { local: plan, lines };
     return { plan, lines };
   } catch (e) {
     assert.ok(e instanceof IpxeError, String(e));
@@ -149,9 +152,18 @@ Deno.test("goto: rescans from the top, abandons the rest of the line, fails on a
 });
 
 Deno.test("exit: ends the script with its status", async () => {
+  // From the first script, iPXE ends and the firmware boots its next device.
   const a = await run("#!ipxe\necho before\nexit\necho after\n");
   assert.deepEqual(a.lines, ["before"]);
-  assert.match(a.error!, /ended without booting a kernel/);
+  assert.equal(a.error, undefined);
+  assert.deepEqual(a.local, {
+    action: "local-boot",
+    reason:
+      "Script http://h/dir/boot.ipxe line 3: exit: the script handed the machine back to the firmware's next boot device",
+  });
+  // Falling off the end is not an exit: nothing booted is an error.
+  const end = await run("#!ipxe\necho nothing\n");
+  assert.match(end.error!, /ended without booting a kernel/);
   const b = await run("#!ipxe\nexit 3 ; echo after\n");
   assert.deepEqual(b.lines, []);
   assert.match(b.error!, /line 2: exit: the script exited with status 3$/);
@@ -193,49 +205,51 @@ Deno.test("UTF-8 and odd bytes stay byte-exact", async () => {
 Deno.test("interactive commands never block", async () => {
   const slept: number[] = [];
   const lines: string[] = [];
-  const plan = await runScriptSource(
-    [
-      "#!ipxe",
-      "menu Pick one",
-      "item --gap Section",
-      "item first First entry",
-      "item --default second Second entry",
-      "choose --default first sel",
-      "echo chose ${sel}",
-      "menu Again",
-      "item a A",
-      "item b B",
-      "choose --timeout 100 sel2",
-      "echo timed out to ${sel2}",
-      "menu Third",
-      "item x X",
-      "choose sel3 || echo choose needs a default",
-      "menu Fourth",
-      "item p P",
-      "item --default q Q",
-      "choose sel4",
-      "echo item default ${sel4}",
-      "menu Fifth",
-      "item r R",
-      "choose --default nosuch sel5 || echo unknown default fails",
-      "prompt --timeout 10 Press a key || echo prompt failed",
-      "read v || echo read failed",
-      "sleep 2",
-      "sleep 0x1",
-      "sleep two || echo bad sleep",
-      "dhcp && ifopen net0 && ifconf && ifstat && route && ntp pool.ntp.org && sync && echo network ok",
-      "kernel http://h/k",
-      "boot",
-    ].join("\n"),
-    {
-      url: URL0,
-      fetch: noFetch,
-      sleep: (ms) => {
-        slept.push(ms);
-        return Promise.resolve();
+  const plan = kexecPlan(
+    await runScriptSource(
+      [
+        "#!ipxe",
+        "menu Pick one",
+        "item --gap Section",
+        "item first First entry",
+        "item --default second Second entry",
+        "choose --default first sel",
+        "echo chose ${sel}",
+        "menu Again",
+        "item a A",
+        "item b B",
+        "choose --timeout 100 sel2",
+        "echo timed out to ${sel2}",
+        "menu Third",
+        "item x X",
+        "choose sel3 || echo choose needs a default",
+        "menu Fourth",
+        "item p P",
+        "item --default q Q",
+        "choose sel4",
+        "echo item default ${sel4}",
+        "menu Fifth",
+        "item r R",
+        "choose --default nosuch sel5 || echo unknown default fails",
+        "prompt --timeout 10 Press a key || echo prompt failed",
+        "read v || echo read failed",
+        "sleep 2",
+        "sleep 0x1",
+        "sleep two || echo bad sleep",
+        "dhcp && ifopen net0 && ifconf && ifstat && route && ntp pool.ntp.org && sync && echo network ok",
+        "kernel http://h/k",
+        "boot",
+      ].join("\n"),
+      {
+        url: URL0,
+        fetch: noFetch,
+        sleep: (ms) => {
+          slept.push(ms);
+          return Promise.resolve();
+        },
+        print: (l) => lines.push(l),
       },
-      print: (l) => lines.push(l),
-    },
+    ),
   );
   assert.equal(plan.kernel.url, "http://h/k");
   assert.deepEqual(slept, [2000, 1000]);
@@ -266,7 +280,8 @@ Deno.test("commands that leave the loader fail and say so", async () => {
       ["poweroff", "the script asked to power off"],
       ["reboot", "the script asked to reboot"],
       ["shell", "interactive shell"],
-      ["sanboot --no-describe --drive 0x80", "SAN or a local disk"],
+      ["sanboot http://san/disk", "booting from a SAN target is not supported"],
+      ["sanhook iscsi:10.0.0.1::::iqn.x", "SAN devices are not supported"],
       ["login", "interactive login"],
     ]
   ) {
@@ -274,8 +289,24 @@ Deno.test("commands that leave the loader fail and say so", async () => {
     assert.ok(error?.includes(text), `${cmd}: ${error}`);
     assert.ok(error?.includes(`line 2: ${cmd.split(" ")[0]}:`), error);
   }
-  const handled = await run("#!ipxe\nsanboot --no-describe || exit 0\n");
-  assert.match(handled.error!, /ended without booting a kernel/);
+  const handled = await run(
+    "#!ipxe\nsanboot http://san/disk || echo no SAN\nkernel http://h/k\nboot\n",
+  );
+  assert.equal(handled.plan?.kernel.url, "http://h/k");
+});
+
+Deno.test("sanboot without a root path boots the local disk, from any depth", async () => {
+  const a = await run("#!ipxe\nsanboot --no-describe --drive 0x80\nboot\n");
+  assert.deepEqual(a.local, {
+    action: "local-boot",
+    reason:
+      "Script http://h/dir/boot.ipxe line 2: sanboot: boot from the local disk (drive 0x80)",
+  });
+  // Like a kernel boot, it unwinds every script: `||` does not run.
+  const b = await run("#!ipxe\nsanboot || kernel http://h/k\nboot\n");
+  assert.match(b.local!.reason, /line 2: sanboot: boot from the local disk$/);
+  const bad = await run("#!ipxe\nsanboot --bogus\n");
+  assert.match(bad.error!, /sanboot: unrecognised option "--bogus"/);
 });
 
 Deno.test("caps: an endless goto loop ends with an error naming the cap", async () => {

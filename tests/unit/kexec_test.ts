@@ -19,6 +19,7 @@ import {
   type KexecImage,
   type LibcSymbols,
   LINUX_REBOOT_CMD_KEXEC,
+  LINUX_REBOOT_CMD_RESTART,
   O_NOFOLLOW,
   openLibc,
   STATX_SIZE,
@@ -495,6 +496,32 @@ Deno.test("kexecExecute: systemctl kexec, its failure, and sync before reboot(KE
     run: () => Promise.reject(new Error("ran")),
   });
   assert.equal(untouched.calls.length, 0);
+});
+
+Deno.test("kexecExecute with firmware: systemctl reboot, or sync and reboot(RESTART)", async () => {
+  const runs: string[][] = [];
+  await assert.rejects(
+    kexecExecute("systemctl", {
+      firmware: true,
+      run: (cmd, args) => {
+        runs.push([cmd, ...args]);
+        return Promise.resolve(0);
+      },
+      shutdownWaitMs: 20,
+    }),
+    /systemctl reboot was accepted but the system did not shut down/,
+  );
+  assert.deepEqual(runs, [["systemctl", "reboot"]]);
+  const libc = fakeLibc();
+  await assert.rejects(
+    kexecExecute("reboot", { libc, firmware: true }),
+    /reboot\(LINUX_REBOOT_CMD_RESTART\) returned/,
+  );
+  assert.deepEqual(libc.calls, [
+    { name: "sync", args: [] },
+    { name: "reboot", args: [LINUX_REBOOT_CMD_RESTART] },
+  ]);
+  assert.equal(LINUX_REBOOT_CMD_RESTART, 0x01234567);
 });
 
 Deno.test("checkCanKexec: not root, unsupported arch, kexec disabled", () => {

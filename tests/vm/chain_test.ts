@@ -15,9 +15,12 @@
  * the test proves the chain ran inside the unit's sandbox (docs/sandbox.md).
  * The rootfs has Fedora CoreOS's /usr/local -> /var/usrlocal link.
  *
- * Cases: the happy path; a wrong sha256 for the binary (the unit fails, says
- * why, is restarted, never runs the binary, no kexec); the mock down (503) for
- * the first minute (the download is retried and the chain completes).
+ * Cases: the happy path; a host the InfraEnv installed (the service's 404 to
+ * the MAC request, a second disk with an installed system whose default entry
+ * the unit's bootloader reads and kexecs); a wrong sha256 for the binary (the
+ * unit fails, says why, is restarted, never runs the binary, no kexec); the
+ * mock down (503) for the first minute (the download is retried and the chain
+ * completes).
  *
  * Builds with image/rootfs/prepare_chain.sh (cached by checksum) and
  * apply_ignition.sh; they need root (debootstrap, device nodes in the rootfs):
@@ -30,6 +33,11 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { argText, parseKernelCmdline } from "../../lib/kargs.ts";
+import {
+  coreosBootTree,
+  makeExt4,
+  makeGptDisk,
+} from "../../dev/installed_disk.ts";
 import {
   type MockInfraEnv,
   type MockOptions,
@@ -62,7 +70,8 @@ const DOWN_MS = 60_000;
  * Runs in the guest, in the bootloader's process, before the bootloader: one
  * `chain-sandbox:` line with what the unit's sandbox leaves it (its source is
  * prepended to the bundle). A path's entry is `rw` when a file can be created
- * in it (a file: opened for appending, nothing written), else the errno.
+ * in it (a file: opened for appending, nothing written), else the errno; the
+ * `:read` entry is `r` when the device opens read-only, else the errno.
  */
 function sandboxProbe(): void {
   const status = Deno.readTextFileSync("/proc/self/status");
@@ -78,6 +87,14 @@ function sandboxProbe(): void {
         Deno.openSync(path, { append: true }).close();
       }
       return "rw";
+    } catch (err) {
+      return errno(err);
+    }
+  };
+  const readOnly = (path: string) => {
+    try {
+      Deno.openSync(path, { read: true }).close();
+      return "r";
     } catch (err) {
       return errno(err);
     }
@@ -105,6 +122,7 @@ function sandboxProbe(): void {
       "/root",
       "/dev/vda",
     ].map((p) => `${p}=${writable(p)}`),
+    `/dev/vda:read=${readOnly("/dev/vda")}`,
   ];
   console.error(`chain-sandbox: ${facts.join(" ")}`);
 }
@@ -114,7 +132,8 @@ function sandboxProbe(): void {
  * CAP_SYS_BOOT (bit 22), no new privileges, a seccomp filter, PID 1 visible
  * (the hand-off depends on it), the system read-only but the install
  * directory (through FCOS's /usr/local link, the run script in it included),
- * the state directory and a private /tmp, no home directories, no disks.
+ * the state directory and a private /tmp, no home directories, disks
+ * readable (an installed system's boot partition) but never writable.
  */
 const SANDBOX_EXPECTED: Record<string, string> = {
   CapBnd: "0000000000400000",
@@ -130,7 +149,8 @@ const SANDBOX_EXPECTED: Record<string, string> = {
   "/var/cache": "EROFS",
   "/tmp": "rw",
   "/root": "EACCES",
-  "/dev/vda": "ENOENT",
+  "/dev/vda": "EPERM",
+  "/dev/vda:read": "r",
 };
 
 /**
@@ -328,8 +348,17 @@ async function checkApplied(image: string, sha: string): Promise<void> {
   assert.match(preset, /^enable assisted-bootloader\.service$/m);
 }
 
-/** The rootfs boot: Debian kernel + chain initramfs, systemd status by unit name. */
-function bootVm(p: Prepared, image: string, label: string, hostPort: number) {
+/**
+ * The rootfs boot: Debian kernel + chain initramfs, systemd status by unit
+ * name; `second`, a second disk (`/dev/vdb`, never written).
+ */
+function bootVm(
+  p: Prepared,
+  image: string,
+  label: string,
+  hostPort: number,
+  second?: string,
+) {
   return startVm({
     kernel: `${OUT}/vmlinuz`,
     initrd: `${OUT}/initramfs.cpio`,
@@ -346,7 +375,13 @@ function bootVm(p: Prepared, image: string, label: string, hostPort: number) {
     forwards: [{ guestAddress: GUEST_ADDRESS, guestPort: 80, hostPort }],
     // The discovery kargs add console=tty1: without a VGA card that console
     // costs nothing under TCG.
-    extraArgs: ["-vga", "none"],
+    extraArgs: [
+      "-vga",
+      "none",
+      ...(second
+        ? ["-drive", `file=${second},format=raw,if=virtio,snapshot=on`]
+        : []),
+    ],
     serialLog: `${OUT}/${label}.serial.log`,
     timeoutMs: 300_000,
   });
@@ -549,6 +584,75 @@ async function happyPath(p: Prepared): Promise<void> {
   );
 }
 
+/**
+ * A host the InfraEnv installed: the service answers the MAC request with its
+ * 404, and the unit's bootloader reads the second disk's boot partition
+ * (read-only, through the sandbox's device list), kexecs its default entry
+ * with `systemctl kexec`, and the marker prints the entry's command line.
+ */
+async function installedHost(p: Prepared): Promise<void> {
+  const label = "installed";
+  const marker = crypto.randomUUID().slice(0, 8);
+  const disk = `${OUT}/installed-disk.img`;
+  await makeExt4(
+    `${OUT}/installed-boot.img`,
+    coreosBootTree([{
+      n: 1,
+      kernel: await Deno.readFile(`${OUT}/kernel/vmlinuz`),
+      initrd: await Deno.readFile(`${OUT}/marker.img`),
+      options:
+        `console=ttyS0 panic=-1 assisted_marker=${marker} $ignition_firstboot rw`,
+    }], { firstboot: "" }),
+    { label: "boot" },
+  );
+  await makeGptDisk(disk, [
+    { name: "BIOS-BOOT", sizeMiB: 1 },
+    { name: "EFI-SYSTEM", sizeMiB: 2 },
+    { name: "boot", image: `${OUT}/installed-boot.img` },
+    { name: "root", sizeMiB: 4 },
+  ]);
+  // QEMU's MAC for the guest's NIC.
+  await withMock({ installedMacs: ["52:54:00:12:34:56"] }, async (mock) => {
+    await using vm = bootVm(p, p.goodImage, label, portOf(mock), disk);
+    const local = await reach(
+      vm,
+      label,
+      "the service says: boot the local disk",
+      /assisted-bootloader: boot from the local disk: IPXE booting skipped/,
+      { failOn: CHAIN_FAILED },
+    );
+    const copied = await reach(
+      vm,
+      label,
+      "the installed kernel is read from /dev/vdb3 and verified",
+      /assisted-bootloader: kernel: \/dev\/vdb3:\/ostree\/\S+ copied and verified/,
+      { from: local.index, failOn: CHAIN_FAILED },
+    );
+    const kexec = await reach(
+      vm,
+      label,
+      "systemctl kexec into the installed kernel",
+      /kexec_core: Starting new kernel/,
+      { from: copied.index, failOn: CHAIN_FAILED },
+    );
+    await reach(
+      vm,
+      label,
+      "the installed system's marker",
+      new RegExp(`assisted-marker: marker=${marker}\\b`),
+      { from: kexec.index, failOn: CHAIN_FAILED },
+    );
+    const cmdline = vm.lines().slice(kexec.index).find((l) =>
+      l.includes("assisted-marker: cmdline:")
+    );
+    assert.match(cmdline ?? "", / ignition\.firstboot /);
+    assert.ok(
+      !mock.requests.some((r) => r.path.includes("/boot-artifacts/")),
+      "the discovery image was downloaded",
+    );
+  });
+}
+
 async function wrongSha(p: Prepared): Promise<void> {
   const label = "bad-sha";
   await withMock({}, async (mock) => {
@@ -631,6 +735,10 @@ Deno.test({
     try {
       const p = await prepare();
       await t.step("happy path", () => happyPath(p));
+      await t.step(
+        "a host the InfraEnv installed boots its disk",
+        () => installedHost(p),
+      );
       await Promise.all([
         t.step("wrong sha256 for the binary", () => wrongSha(p)),
         t.step("mock down for the first minute", () => mockDown(p)),

@@ -413,7 +413,11 @@ Deno.test({
         cmdline.includes(`assisted_marker=${marker}`),
         `marker missing from ${cmdline}`,
       );
-      // Exactly the plan's command line: what --print-plan says against the same mock.
+      // Exactly the plan's command line: what --print-plan says against the
+      // same mock, with the consoles of the guest's command line (the
+      // initramfs passes --console host).
+      const hostCmdline = await Deno.makeTempFile();
+      await Deno.writeTextFile(hostCmdline, "console=ttyS0 panic=-1\n");
       const plan = await new Deno.Command(Deno.execPath(), {
         args: [
           "run",
@@ -425,14 +429,16 @@ Deno.test({
           mock.ipxeScriptUrl.replace(`http://${GUEST_ADDRESS}`, mock.baseUrl),
           "--append-karg",
           `assisted_appended=a b ${id}`,
+          "--console",
+          "host",
         ],
         env: {
-          ASSISTED_KERNEL_CMDLINE_FILE: "/dev/null",
+          ASSISTED_KERNEL_CMDLINE_FILE: hostCmdline,
           ASSISTED_CONFIG: "/dev/null",
         },
         stdout: "piped",
         stderr: "piped",
-      }).output();
+      }).output().finally(() => Deno.remove(hostCmdline));
       assert.ok(plan.success, new TextDecoder().decode(plan.stderr));
       const expected =
         JSON.parse(new TextDecoder().decode(plan.stdout)).cmdline;

@@ -56,6 +56,20 @@ Deno.test("qemuArgs: restricted user networking forwarded to 127.0.0.1 only, dis
   );
 });
 
+Deno.test("qemuArgs: an IPv6-only network has no IPv4 and no guestfwd (slirp maps [fec0::2] to the host's [::1])", () => {
+  const args = qemuArgs({
+    kernel: "k",
+    ipv6Only: true,
+    forwards: [{ guestAddress: "10.0.2.100", guestPort: 80, hostPort: 8080 }],
+  }, { file: "/tmp/serial.log" });
+  assert.equal(
+    args[args.indexOf("-netdev") + 1],
+    "user,id=n0,ipv4=off,ipv6=on,restrict=off",
+  );
+  assert.equal(args[args.indexOf("-device") + 1], "virtio-net-pci,netdev=n0");
+  assert.ok(!args.includes("-nic"));
+});
+
 Deno.test("qemuArgs: an aarch64 guest boots the virt machine with one UART; arm64 is an alias; no KVM across architectures", async () => {
   const args = qemuArgs({
     arch: "aarch64",
