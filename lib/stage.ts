@@ -2,7 +2,7 @@
  * The staging step: turns a {@linkcode KexecPlan} into verified files on
  * disk (the kernel, and one assembled initrd) ready for `kexecLoad` — what
  * u-root calls preparing a boot image. Loading them into the kernel is
- * `kexec.ts`'s `kexecLoad`, starting them `handoff.ts`'s.
+ * `kexec_load.ts`'s `kexecLoad`, starting them `handoff.ts`'s.
  *
  * Kernel and initrds download concurrently into the work directory (at most
  * {@linkcode MAX_CONCURRENT_DOWNLOADS} at once); each is length- and
