@@ -2,8 +2,9 @@
  * assisted-bootloader: boot this machine into an Assisted Installer InfraEnv.
  *
  * The boot sequence: configuration → refuse early if kexec cannot work →
- * resolve the iPXE script into a plan → (print it) → load: download, verify
- * and assemble → (print the result) → kexec load → hand off. A local boot
+ * resolve the iPXE script into a plan → (print it) → refuse what the memory
+ * cannot hold → stage: download, verify and assemble → (print the result) →
+ * kexec load → hand off. A local boot
  * (the host is installed) finds the installed system's default boot entry
  * on the local disks instead, and copies and verifies its files.
  *
@@ -13,24 +14,23 @@
 import { fetchCaCert } from "./lib/ca_cert_url.ts";
 import { systemCertificates } from "./lib/ca_store.ts";
 import { type Config, parseConfig } from "./lib/config/mod.ts";
-import { BootError, ExitCode } from "./lib/errors.ts";
-import { createClient, errorText, sleep } from "./lib/http.ts";
+import { BootError, errorText, ExitCode } from "./lib/errors.ts";
+import type { HttpClient } from "./lib/http.ts";
+import { createClient } from "./lib/http_client.ts";
 import { hostPlatform, readHostSettings } from "./lib/host_settings.ts";
 import { createScriptClient } from "./lib/infraenv.ts";
-import {
-  checkCanKexec,
-  type HandoffMode,
-  handoffMode,
-  kexecExecute,
-  kexecLoad,
-} from "./lib/kexec.ts";
-import { load } from "./lib/load.ts";
+import { checkCanKexec } from "./lib/can_kexec.ts";
+import { type HandoffMode, handoffMode, kexecExecute } from "./lib/handoff.ts";
+import { kexecLoad } from "./lib/kexec_load.ts";
 import { type DiskPaths, findLocalBoot } from "./lib/local_boot.ts";
 import { stageLocalBoot } from "./lib/local_stage.ts";
 import { configureLog, log, redact, safeJson } from "./lib/log.ts";
 import { checkPins } from "./lib/pins.ts";
 import type { BootPlan, LocalBootPlan } from "./lib/plan.ts";
+import { preflight } from "./lib/preflight.ts";
 import { resolvePlan } from "./lib/resolve_plan.ts";
+import { sleep } from "./lib/retry.ts";
+import { stage } from "./lib/stage.ts";
 import { lockWorkDir, type WorkDirLock } from "./lib/work_dir.ts";
 
 function printJson(value: unknown): void {
@@ -49,7 +49,7 @@ export async function main(args: string[]): Promise<number> {
   return await boot(config);
 }
 
-/** The boot sequence proper: refuse early, resolve, load, execute. */
+/** The boot sequence proper: refuse early, resolve, stage, load, execute. */
 async function boot(config: Config): Promise<number> {
   // Refuse before any download when the kernel could not be loaded or started.
   let handoff: HandoffMode = "none";
@@ -111,8 +111,17 @@ async function boot(config: Config): Promise<number> {
     printJson(plan);
     return ExitCode.Ok;
   }
+  // Refuse what this machine cannot hold before a byte of it is downloaded.
+  if (config.preflight) {
+    await preflight(plan, {
+      workDir: config.workDir,
+      client,
+      timeoutMs: config.timeoutMs,
+      meminfoFile: config.meminfoFile,
+    });
+  }
 
-  const image = await load(plan, {
+  const image = await stage(plan, {
     workDir: config.workDir,
     lock,
     cache: !config.noCache,
@@ -164,7 +173,7 @@ async function boot(config: Config): Promise<number> {
  */
 async function httpClient(
   config: Config,
-): Promise<Deno.HttpClient | undefined> {
+): Promise<HttpClient | undefined> {
   const systemCerts = systemCertificates();
   let caCerts: string[] = [];
   if (config.caCertUrl) {

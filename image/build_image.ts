@@ -14,7 +14,6 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { basename, dirname, resolve } from "node:path";
 import { BootError, ExitCode } from "../lib/errors.ts";
 import {
@@ -30,10 +29,10 @@ import {
   parseFlags,
   readEnv,
 } from "../lib/option_table.ts";
+import { sha256File, sha256Hex } from "../lib/sha256.ts";
 import {
   download,
   resolveMetal,
-  sha256File,
   streamUrl,
   verifySignature,
 } from "./stream.ts";
@@ -340,13 +339,13 @@ export async function buildImage(
   }
   const baseSize = (await Deno.stat(base)).size;
 
-  const key = createHash("sha256").update(JSON.stringify({
+  const key = sha256Hex(JSON.stringify({
     base: art.uncompressedSha256,
-    ignition: createHash("sha256").update(config).digest("hex"),
+    ignition: sha256Hex(config),
     kargs: options.consoleKargs,
     size: options.diskSize,
     level: options.compressLevel ?? 6,
-  })).digest("hex");
+  }));
   const manifestPath = `${output}.json`;
   let manifest = await readJson<Manifest>(manifestPath);
   const rawDone = manifest?.key === key && await sameFile(output, manifest.raw);

@@ -9,6 +9,7 @@
 
 import { createHash } from "node:crypto";
 import { BootError, ExitCode } from "../lib/errors.ts";
+import { sha256Hex } from "../lib/sha256.ts";
 
 /** One GPT partition as `sfdisk --json` reports it. */
 export interface Partition {
@@ -266,13 +267,9 @@ export async function embedIgnition(
   ], { write: true });
   await Deno.remove(local);
   const back = await fsRead(spec, "/ignition/config.ign", tmpDir);
-  if (sha256(back) !== sha256(config)) {
+  if (sha256Hex(back) !== sha256Hex(config)) {
     throw imageError("The config read back from the boot filesystem differs");
   }
-}
-
-function sha256(data: Uint8Array): string {
-  return createHash("sha256").update(data).digest("hex");
 }
 
 /**

@@ -1,12 +1,18 @@
 /**
- * Fedora CoreOS stream metadata, resumable downloads with progress, sha256
- * checks and GPG signature verification for the disk image pipeline.
+ * Fedora CoreOS stream metadata, downloads (the bootloader's own downloader:
+ * resumable, verified, with progress) and GPG signature verification for the
+ * disk image pipeline.
  *
  * @module
  */
 
-import { createHash } from "node:crypto";
-import { BootError, ExitCode } from "../lib/errors.ts";
+import {
+  DigestMismatchError,
+  download as fetchVerified,
+} from "../lib/download.ts";
+import { BootError, errorText, ExitCode } from "../lib/errors.ts";
+import { createProgress } from "../lib/progress.ts";
+import { sha256File } from "../lib/sha256.ts";
 
 /** Default stream metadata URL for a stream name. */
 export function streamUrl(stream: string): string {
@@ -121,19 +127,6 @@ export async function resolveMetal(
   return metalArtifact(metadata, arch);
 }
 
-/** sha256 of a file, hex. */
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash("sha256");
-  using file = await Deno.open(path);
-  const buf = new Uint8Array(8 << 20);
-  for (;;) {
-    const n = await file.read(buf);
-    if (n === null) break;
-    hash.update(buf.subarray(0, n));
-  }
-  return hash.digest("hex");
-}
-
 async function exists(path: string): Promise<boolean> {
   try {
     await Deno.stat(path);
@@ -144,25 +137,26 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-function mib(n: number): string {
-  return `${(n / 1048576).toFixed(1)} MiB`;
-}
-
 /** Options for {@linkcode download}. */
 export interface DownloadOptions {
   /** Expected sha256 (hex); the file is kept only when it matches. */
   sha256?: string;
-  /** Attempts on network errors and 5xx, resuming each time (default 4). */
-  attempts?: number;
+  /** Retries on network errors, 5xx and 429, resuming each time (default 5). */
+  retries?: number;
   /** Where progress lines go (default stderr). */
   log?: (line: string) => void;
+  /** First backoff delay in milliseconds (default 500; tests use less). */
+  baseDelayMs?: number;
 }
 
 /**
- * Downloads `url` to `dest`, resuming an interrupted `dest.part` with a
- * `Range` request, showing progress, and checking the sha256 when given
- * (a mismatching file is deleted so the next run starts afresh). A `dest`
- * that already matches is not downloaded again.
+ * Downloads `url` (http, https; `file:` or a path is copied) to `dest` with
+ * the bootloader's downloader (`lib/download.ts`: streamed to disk while
+ * hashed, retries with backoff, resume, progress), checking the sha256 when
+ * given: a mismatching file is deleted so the next run starts afresh. With a
+ * sha256, the `.part` an interrupted run left is resumed, and the one a
+ * network failure leaves is kept for the next run. A `dest` that already
+ * matches is not downloaded again.
  */
 export async function download(
   url: string,
@@ -181,40 +175,33 @@ export async function download(
     );
     await Deno.remove(dest);
   }
-  const part = `${dest}.part`;
-  if (!/^https?:\/\//.test(url)) {
-    const path = url.startsWith("file:") ? new URL(url).pathname : url;
+  if (/^https?:\/\//.test(url)) {
     try {
-      await Deno.copyFile(path, part);
+      await fetchVerified(url, dest, {
+        sha256: options.sha256,
+        keepPart: true,
+        retries: options.retries,
+        baseDelayMs: options.baseDelayMs,
+        tracker: createProgress("auto", { line: say }).track(`image: ${name}`),
+      });
     } catch (err) {
+      if (!(err instanceof DigestMismatchError)) throw err;
       throw fail(
-        `Cannot read ${path}: ${(err as Error).message.split("\n")[0]}`,
-        ExitCode.Usage,
+        `sha256 mismatch for ${name}: expected ${err.expected}, got ${err.actual} (deleted; refusing to use it)`,
+        ExitCode.Verify,
       );
     }
-  } else {
-    const attempts = options.attempts ?? 4;
-    for (let attempt = 1;; attempt++) {
-      try {
-        await fetchInto(url, part, name, say);
-        break;
-      } catch (err) {
-        const transient = !(err instanceof BootError) ||
-          /HTTP 5\d\d/.test(err.message);
-        if (!transient || attempt >= attempts) {
-          if (err instanceof BootError) throw err;
-          throw fail(
-            `Cannot download ${url}: ${(err as Error).message.split("\n")[0]}`,
-          );
-        }
-        say(
-          `image: ${name}: ${
-            (err as Error).message.split("\n")[0]
-          }; retrying (attempt ${attempt + 1} of ${attempts})`,
-        );
-        await new Promise((r) => setTimeout(r, 1000 * attempt));
-      }
+    if (options.sha256) {
+      say(`image: ${name}: sha256 ${options.sha256} verified`);
     }
+    return;
+  }
+  const path = url.startsWith("file:") ? new URL(url).pathname : url;
+  const part = `${dest}.part`;
+  try {
+    await Deno.copyFile(path, part);
+  } catch (err) {
+    throw fail(`Cannot read ${path}: ${errorText(err)}`, ExitCode.Usage);
   }
   if (options.sha256) {
     const got = await sha256File(part);
@@ -228,80 +215,6 @@ export async function download(
     say(`image: ${name}: sha256 ${got} verified`);
   }
   await Deno.rename(part, dest);
-}
-
-async function fetchInto(
-  url: string,
-  part: string,
-  name: string,
-  say: (l: string) => void,
-): Promise<void> {
-  let have = 0;
-  try {
-    have = (await Deno.stat(part)).size;
-  } catch { /* nothing yet */ }
-  const headers: Record<string, string> = have > 0
-    ? { Range: `bytes=${have}-` }
-    : {};
-  const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(), 60_000);
-  const res = await fetch(url, { headers, signal: controller.signal });
-  clearTimeout(timer);
-  if (res.status === 416 && have > 0) {
-    await res.body?.cancel();
-    return; // already complete
-  }
-  if (res.status !== 200 && res.status !== 206) {
-    await res.body?.cancel();
-    throw fail(`Cannot download ${url}: HTTP ${res.status}`);
-  }
-  const append = res.status === 206;
-  if (append) say(`image: ${name}: resuming at ${mib(have)}`);
-  else have = 0;
-  const length = Number(res.headers.get("content-length") ?? NaN);
-  const total = Number.isFinite(length) ? have + length : undefined;
-  using file = await Deno.open(part, {
-    write: true,
-    create: true,
-    append,
-    truncate: !append,
-  });
-  let done = have;
-  let lastShown = Date.now();
-  const tty = Deno.stderr.isTerminal();
-  const show = (final: boolean) => {
-    const pct = total ? ` (${Math.floor((done / total) * 100)}%)` : "";
-    const text = `image: ${name}: ${mib(done)}${
-      total ? ` of ${mib(total)}` : ""
-    }${pct}`;
-    if (tty) {
-      Deno.stderr.writeSync(
-        new TextEncoder().encode(`\r${text}${final ? "\n" : ""}`),
-      );
-    } else say(text);
-  };
-  // Idle timeout: abort when no byte arrives for 60 s.
-  let idle = setTimeout(() => controller.abort(), 60_000);
-  try {
-    for await (const chunk of res.body!) {
-      clearTimeout(idle);
-      idle = setTimeout(() => controller.abort(), 60_000);
-      let off = 0;
-      while (off < chunk.length) off += await file.write(chunk.subarray(off));
-      done += chunk.length;
-      const now = Date.now();
-      if (now - lastShown > (tty ? 250 : 5000)) {
-        lastShown = now;
-        show(false);
-      }
-    }
-  } finally {
-    clearTimeout(idle);
-  }
-  show(true);
-  if (total !== undefined && done !== total) {
-    throw new Error(`connection closed at ${done} of ${total} bytes`);
-  }
 }
 
 /** Options for {@linkcode verifySignature}. */

@@ -8,18 +8,18 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { splitPem, usableCertificates } from "./ca_store.ts";
-import { BootError, ExitCode } from "./errors.ts";
+import { BootError, errorText, ExitCode } from "./errors.ts";
 import {
-  errorText,
+  type HttpClient,
   NetworkError,
   readAtMost,
   request,
   statusError,
-  withRetries,
 } from "./http.ts";
 import { log, redact } from "./log.ts";
+import { withRetries } from "./retry.ts";
+import { sha256Hex } from "./sha256.ts";
 
 /** Largest CA file fetched (a bundle of a few hundred certificates fits). */
 export const MAX_CA_BYTES = 1024 * 1024;
@@ -27,7 +27,7 @@ export const MAX_CA_BYTES = 1024 * 1024;
 /** Options for {@linkcode fetchCaCert}. */
 export interface FetchCaCertOptions {
   /** Client for the request (system store, `--ca-cert`, `--insecure`). */
-  client?: Deno.HttpClient;
+  client?: HttpClient;
   /** Retries on network errors and 5xx (default 5). */
   retries?: number;
   /** Per-request timeout in milliseconds (default 30 s). */
@@ -83,7 +83,7 @@ export async function fetchCaCert(
       ExitCode.Verify,
     );
   }
-  const actual = createHash("sha256").update(bytes).digest("hex");
+  const actual = sha256Hex(bytes);
   if (actual !== sha256) {
     throw new BootError(
       `The CA certificate ${shown} has sha256 ${actual}, not ${sha256} (--ca-cert-sha256): not trusted`,

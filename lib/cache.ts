@@ -19,14 +19,21 @@
  * The cache never fails a boot: an entry that cannot be read or written is
  * dropped or skipped, and logged.
  *
+ * Three verbs: {@linkcode lookup} puts a reusable copy in place,
+ * {@linkcode record} keeps a verified download, {@linkcode prune} drops what
+ * the plan no longer boots. Which URLs may be kept is `artifact_url.ts`'s
+ * `isCacheable`.
+ *
  * @module
  */
 
-import { createHash } from "node:crypto";
 import type { DownloadResult } from "./download.ts";
-import { probe, sha256Of } from "./download.ts";
-import { readHeadOf } from "./formats.ts";
+import { errorText } from "./errors.ts";
+import { type Format, readHeadOf } from "./formats.ts";
+import type { HttpClient } from "./http.ts";
 import { log, redact } from "./log.ts";
+import { probe } from "./probe.ts";
+import { sha256Hex, sha256Of } from "./sha256.ts";
 import {
   clearName,
   createFile,
@@ -64,16 +71,12 @@ const CACHE_ENTRY = /^([0-9a-f]{32})(\.json)?(\.part)?$/;
 const MANIFEST_LIMIT = 64 * 1024;
 
 function cacheKey(url: string): string {
-  return createHash("sha256").update(url).digest("hex").slice(0, 32);
+  return sha256Hex(url).slice(0, 32);
 }
 
 function cachePaths(dir: string, url: string) {
   const base = `${dir}/cache/${cacheKey(url)}`;
   return { file: base, manifest: `${base}.json` };
-}
-
-function message(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /** Reads and validates a manifest; throws when it is not a regular file of ours or not a manifest for `url`. */
@@ -153,18 +156,18 @@ export function staleReason(
   return undefined;
 }
 
-/** Options for {@linkcode fromCache}. */
-export interface FromCacheOptions {
+/** Options for {@linkcode lookup}. */
+export interface LookupOptions {
   /** The work directory (the cache is its `cache/`). */
   workDir: string;
   /** How the artifact is named in log lines. */
   label: string;
   /** The pinned sha256, if any. */
   pin?: string;
-  /** The format check of the first bytes and the size; throws to reject. */
-  check: (head: Uint8Array, size: number) => void;
+  /** The format check of the first bytes and the size (the result's `format`); throws to reject. */
+  check: (head: Uint8Array, size: number) => Format;
   /** Client with extra CAs or `--insecure`. */
-  client?: Deno.HttpClient;
+  client?: HttpClient;
   /** Milliseconds for the `HEAD`. */
   timeoutMs?: number;
   /** Aborts the `HEAD`. */
@@ -177,10 +180,10 @@ export interface FromCacheOptions {
  * otherwise. The result's identity is the file that was hashed and checked,
  * and `dest` is that very file.
  */
-export async function fromCache(
+export async function lookup(
   url: string,
   dest: string,
-  options: FromCacheOptions,
+  options: LookupOptions,
 ): Promise<Fetched | undefined> {
   const { label } = options;
   const paths = cachePaths(options.workDir, url);
@@ -198,7 +201,7 @@ export async function fromCache(
     manifest = await readManifest(paths.manifest, url);
   } catch (err) {
     await dropEntry(paths);
-    return skip(message(err));
+    return skip(errorText(err));
   }
   if (options.pin && options.pin.toLowerCase() !== manifest.sha256) {
     return skip("it does not match the pinned sha256");
@@ -208,9 +211,10 @@ export async function fromCache(
     file = await openOwnFile(paths.file);
   } catch (err) {
     await dropEntry(paths);
-    return skip(message(err));
+    return skip(errorText(err));
   }
   let identity: FileIdentity;
+  let format: Format;
   try {
     identity = identityOf(await file.stat());
     if (identity.size !== manifest.size) {
@@ -226,7 +230,7 @@ export async function fromCache(
       });
     } catch (err) {
       if (options.signal.aborted) throw err;
-      return skip(`HEAD failed: ${message(err)}`);
+      return skip(`HEAD failed: ${errorText(err)}`);
     }
     const stale = staleReason(manifest, head);
     if (stale) return skip(stale);
@@ -235,7 +239,7 @@ export async function fromCache(
       sha256 = await sha256Of(file);
     } catch (err) {
       await dropEntry(paths);
-      return skip(`cannot read it: ${message(err)}`);
+      return skip(`cannot read it: ${errorText(err)}`);
     }
     if (sha256 !== manifest.sha256) {
       await dropEntry(paths);
@@ -245,10 +249,10 @@ export async function fromCache(
       return undefined;
     }
     try {
-      options.check(await readHeadOf(file), identity.size);
+      format = options.check(await readHeadOf(file), identity.size);
     } catch (err) {
       await dropEntry(paths);
-      return skip(message(err));
+      return skip(errorText(err));
     }
   } finally {
     file.close();
@@ -261,7 +265,7 @@ export async function fromCache(
       return skip("it was replaced while it was being checked");
     }
   } catch (err) {
-    return skip(`cannot link it: ${message(err)}`);
+    return skip(`cannot link it: ${errorText(err)}`);
   }
   log.info(
     `${label}: cached copy verified (sha256 ${manifest.sha256}), not downloaded`,
@@ -272,6 +276,7 @@ export async function fromCache(
     size: manifest.size,
     sha256: manifest.sha256,
     identity,
+    format,
     resumed: false,
     attempts: 0,
     cached: true,
@@ -283,7 +288,7 @@ export async function fromCache(
  * gave at least one validator). Never fails the boot: a cache that cannot be
  * written is only logged.
  */
-export async function toCache(
+export async function record(
   dir: string,
   result: DownloadResult,
 ): Promise<void> {
@@ -333,12 +338,12 @@ export async function toCache(
     await dropEntry(paths);
     await discard(part);
     await discard(manifestPart);
-    log.warn(`Cannot cache ${redact(result.url)}: ${message(err)}`);
+    log.warn(`Cannot cache ${redact(result.url)}: ${errorText(err)}`);
   }
 }
 
 /** Removes cache entries for other URLs than `keep`, and leftover `.part` files (never a directory). */
-export async function pruneCache(dir: string, keep: string[]): Promise<void> {
+export async function prune(dir: string, keep: string[]): Promise<void> {
   const keys = new Set(keep.map(cacheKey));
   try {
     for await (const entry of Deno.readDir(`${dir}/cache`)) {

@@ -11,23 +11,29 @@
  * Artifact requests never carry an `Authorization` header: signed URLs carry
  * their own credential.
  *
+ * When a body may be resumed is `resume.ts`'s rule; reading it (one reused
+ * buffer, the stall and minimum-rate watchdog) is `body_reader.ts`'s.
+ *
  * @module
  */
 
-import { createHash, type Hash } from "node:crypto";
-import { BootError, ExitCode } from "./errors.ts";
-import { readHeadOf } from "./formats.ts";
+import { createHash } from "node:crypto";
+import { isPxeInitrd } from "./artifact_url.ts";
+import { bodyReader, watchBody } from "./body_reader.ts";
+import { BootError, errorText, ExitCode } from "./errors.ts";
+import { type Format, readHeadOf } from "./formats.ts";
 import {
-  errorText,
+  type HttpClient,
   HttpStatusError,
   isTransient,
   NetworkError,
   request,
-  statusError,
-  withRetries,
 } from "./http.ts";
 import { log, redact } from "./log.ts";
 import type { ProgressTracker } from "./progress.ts";
+import { sha256Of } from "./sha256.ts";
+import { ifRangeValue, resumeFrom, startOf, type State } from "./resume.ts";
+import { withRetries } from "./retry.ts";
 import {
   clearName,
   createFile,
@@ -45,7 +51,7 @@ export const DEFAULT_MIN_SPEED_TIME_MS = 30_000;
 /** Options for {@linkcode download}. */
 export interface DownloadOptions {
   /** Client with extra CAs or `--insecure` (from `createClient`). */
-  client?: Deno.HttpClient;
+  client?: HttpClient;
   /** Retries after the first attempt (default 5). */
   retries?: number;
   /** Milliseconds to wait for the response headers, and for each body read (default 30 s). */
@@ -66,14 +72,42 @@ export interface DownloadOptions {
   /** Told about the bytes on disk. */
   tracker?: ProgressTracker;
   /**
-   * Checks the first 4096 bytes (format) and the size of the whole file;
-   * throws to reject the file.
+   * Checks the first 4096 bytes (format) and the size of the whole file, and
+   * returns the format it found (the result's `format`); throws to reject
+   * the file.
    */
-  check?: (head: Uint8Array, size: number) => void;
+  check?: (head: Uint8Array, size: number) => Format;
   /** First backoff delay in milliseconds (default 500; tests use less). */
   baseDelayMs?: number;
   /** Longest backoff delay in milliseconds (default 30 s). */
   maxDelayMs?: number;
+  /**
+   * For long downloads whose digest is pinned (ignored without `sha256`): a
+   * `.part` an earlier run left is resumed with `Range` (without `If-Range`:
+   * nothing is known of the version of its bytes, the pin decides, over the
+   * whole file re-hashed), and the `.part` a network failure leaves is kept
+   * for the next run. The image pipeline uses it; the bootloader never does.
+   */
+  keepPart?: boolean;
+}
+
+/** The sha256 of a downloaded file is not the pinned one (Verify). */
+export class DigestMismatchError extends BootError {
+  /** The pinned sha256, hex, lower case. */
+  readonly expected: string;
+  /** The sha256 of what was downloaded, hex. */
+  readonly actual: string;
+
+  /** Creates the error for `url` (named, redacted, in the message). */
+  constructor(url: string, expected: string, actual: string) {
+    super(
+      `sha256 mismatch for ${redact(url)}: expected ${expected}, got ${actual}`,
+      ExitCode.Verify,
+    );
+    this.name = "DigestMismatchError";
+    this.expected = expected;
+    this.actual = actual;
+  }
 }
 
 /** A downloaded and verified artifact. */
@@ -88,6 +122,8 @@ export interface DownloadResult {
   sha256: string;
   /** The file that was verified: what later readers must find at `path`. */
   identity: FileIdentity;
+  /** What the `check` found the file to be (absent without a `check`). */
+  format?: Format;
   /** True when the file was put together from more than one response. */
   resumed: boolean;
   /** Requests made (1 when nothing was retried). */
@@ -98,191 +134,6 @@ export interface DownloadResult {
   etag?: string;
   /** The full length the server announced (`Content-Length` or `Content-Range`), when it did. */
   contentLength?: number;
-}
-
-/** What a `HEAD` answered about an artifact. */
-export interface ProbeResult {
-  /** HTTP status of the final response (after redirects). */
-  status: number;
-  /** `Content-Length`, when given. */
-  contentLength?: number;
-  /** `Last-Modified`, when given. */
-  lastModified?: string;
-  /** `ETag`, when given. */
-  etag?: string;
-}
-
-/** Options for {@linkcode probe}. */
-export interface ProbeOptions {
-  /** Client with extra CAs or `--insecure` (from `createClient`). */
-  client?: Deno.HttpClient;
-  /** Milliseconds for the whole exchange (default 30 s). */
-  timeoutMs?: number;
-  /** Aborts the request. */
-  signal?: AbortSignal;
-}
-
-/**
- * Sends one `HEAD` for `url` through the downloads' request policy (capped
- * redirects, no `Authorization`, timeout), without retries. Any status is
- * returned; a network failure throws a {@linkcode NetworkError}.
- */
-export async function probe(
-  url: string,
-  options: ProbeOptions = {},
-): Promise<ProbeResult> {
-  const response = await request(url, {
-    method: "HEAD",
-    headers: { "accept-encoding": "identity" },
-    client: options.client,
-    timeoutMs: options.timeoutMs,
-    signal: options.signal,
-  });
-  // A 303 turns the request into a GET: never read a body here.
-  await response.body?.cancel().catch(() => {});
-  const { lastModified, etag } = validators(response);
-  return {
-    status: response.status,
-    contentLength: contentLength(response),
-    ...(lastModified ? { lastModified } : {}),
-    ...(etag ? { etag } : {}),
-  };
-}
-
-/** True for the assisted image service's `pxe-initrd`, which must never be resumed. */
-export function isPxeInitrd(url: string): boolean {
-  try {
-    return new URL(url).pathname.endsWith("/pxe-initrd");
-  } catch {
-    return false;
-  }
-}
-
-/** The sha256 (hex) of a file, read in 1 MiB chunks. */
-export async function sha256File(path: string): Promise<string> {
-  using file = await Deno.open(path, { read: true });
-  return await sha256Of(file);
-}
-
-/** The sha256 (hex) of an open file from its first byte, read in 1 MiB chunks. */
-export async function sha256Of(file: Deno.FsFile): Promise<string> {
-  const hash = createHash("sha256");
-  await file.seek(0, Deno.SeekMode.Start);
-  const buf = new Uint8Array(1 << 20);
-  for (;;) {
-    const n = await file.read(buf);
-    if (n === null) break;
-    hash.update(buf.subarray(0, n));
-  }
-  return hash.digest("hex");
-}
-
-interface State {
-  /** Bytes of the current file that are on disk and came from the server. */
-  have: number;
-  /** The first response said `Accept-Ranges: bytes`. */
-  ranges: boolean;
-  /** Full length the first response announced (`Content-Length`). */
-  total?: number;
-  /** The file on disk was put together from several responses. */
-  resumed: boolean;
-  /** Hash of the bytes written, when they all came from one response. */
-  hash?: Hash;
-  /** `Last-Modified` of the first response. */
-  lastModified?: string;
-  /** `ETag` of the first response. */
-  etag?: string;
-}
-
-/** An `ETag` fit to be sent back (`"…"` or `W/"…"`, visible characters only). */
-const ENTITY_TAG = /^(W\/)?"[\x21\x23-\x7e]*"$/;
-/** A `Last-Modified` fit to be sent back (printable ASCII, a date). */
-const HTTP_DATE = /^[\x20-\x7e]+$/;
-
-/** `ETag` and `Last-Modified` of a response, each only when it is well-formed. */
-function validators(
-  response: Response,
-): { etag?: string; lastModified?: string } {
-  const etag = response.headers.get("etag")?.trim();
-  const lastModified = response.headers.get("last-modified")?.trim();
-  return {
-    etag: etag && ENTITY_TAG.test(etag) ? etag : undefined,
-    lastModified: lastModified && HTTP_DATE.test(lastModified) &&
-        !Number.isNaN(Date.parse(lastModified))
-      ? lastModified
-      : undefined,
-  };
-}
-
-/**
- * The `If-Range` validator of the first response: its strong `ETag`, else
- * its `Last-Modified`; undefined when it had neither (then nothing is
- * resumed: without a validator a changed file cannot be told apart).
- */
-function ifRangeValue(state: State): string | undefined {
-  if (state.etag && !state.etag.startsWith("W/")) return state.etag;
-  return state.lastModified;
-}
-
-/** Where the next attempt starts: the bytes on disk when they can be resumed, else 0. */
-function resumeFrom(state: State, resumable: boolean): number {
-  return resumable && state.ranges && state.have > 0 &&
-      state.total !== undefined && state.have < state.total &&
-      ifRangeValue(state) !== undefined
-    ? state.have
-    : 0;
-}
-
-function parseContentRange(
-  value: string | null,
-): { start: number; end: number; total?: number } | undefined {
-  const m = value?.match(/^\s*bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/i);
-  if (!m) return undefined;
-  return {
-    start: Number(m[1]),
-    end: Number(m[2]),
-    total: m[3] === "*" ? undefined : Number(m[3]),
-  };
-}
-
-function contentLength(response: Response): number | undefined {
-  const value = response.headers.get("content-length");
-  return value && /^\d+$/.test(value.trim()) ? Number(value) : undefined;
-}
-
-/**
- * Why a `206` is not the rest of the file the first response started, or
- * undefined when it is: it must start where asked, announce the same total
- * length, and carry the same `ETag` and `Last-Modified`.
- */
-function spliceRisk(
-  response: Response,
-  state: State,
-  from: number,
-): string | undefined {
-  const range = parseContentRange(response.headers.get("content-range"));
-  if (!range) return "no valid Content-Range";
-  if (range.start !== from) {
-    return `it starts at byte ${range.start}, not ${from}`;
-  }
-  if (range.total !== state.total) {
-    return `the file is now ${range.total ?? "of unknown length"}${
-      range.total === undefined ? "" : " bytes"
-    }, not ${state.total} bytes`;
-  }
-  if (range.end < range.start || range.end >= range.total!) {
-    return `its range ${range.start}-${range.end} is not inside the file`;
-  }
-  const { etag, lastModified } = validators(response);
-  if (etag !== state.etag) {
-    return `its ETag changed (${state.etag ?? "none"} → ${etag ?? "none"})`;
-  }
-  if (lastModified !== state.lastModified) {
-    return `its Last-Modified changed (${state.lastModified ?? "none"} → ${
-      lastModified ?? "none"
-    })`;
-  }
-  return undefined;
 }
 
 /**
@@ -313,14 +164,20 @@ export async function download(
   options: DownloadOptions = {},
 ): Promise<DownloadResult> {
   const part = `${dest}.part`;
+  const keepPart = options.keepPart === true && options.sha256 !== undefined;
   let file: Deno.FsFile | undefined;
   try {
-    file = await createFile(part);
-    const result = await downloadTo(url, file, part, options);
+    const leftover = keepPart ? await openLeftover(part) : undefined;
+    file = leftover?.file ?? await createFile(part);
+    const result = await downloadTo(url, file, part, {
+      ...options,
+      leftover: leftover?.size ?? 0,
+    });
     let identity: FileIdentity;
+    let format: Format | undefined;
     try {
       if (options.check) {
-        options.check(await readHeadOf(file), result.size);
+        format = options.check(await readHeadOf(file), result.size);
       }
       identity = identityOf(await file.stat());
     } catch (err) {
@@ -341,14 +198,58 @@ export async function download(
       throw diskError(err, dest);
     }
     options.tracker?.finish({ size: result.size, sha256: result.sha256 });
-    return { ...result, path: dest, identity };
+    return {
+      ...result,
+      path: dest,
+      identity,
+      ...(format !== undefined ? { format } : {}),
+    };
   } catch (err) {
     options.tracker?.fail();
     if (file) {
       file.close();
-      await Deno.remove(part).catch(() => {});
+      // A network failure keeps what came for the next run (`keepPart`).
+      const partial = err instanceof BootError &&
+        err.exitCode === ExitCode.Download;
+      if (!keepPart || !partial) await Deno.remove(part).catch(() => {});
     }
     throw err;
+  }
+}
+
+/**
+ * The `.part` an earlier run left at `path`, open for reading and writing
+ * with its size, when it is a non-empty regular file of ours (anything else
+ * there is replaced by a new file, `undefined`).
+ */
+async function openLeftover(
+  path: string,
+): Promise<{ file: Deno.FsFile; size: number } | undefined> {
+  let file: Deno.FsFile | undefined;
+  try {
+    const named = await Deno.lstat(path);
+    // Without --allow-sys the owner cannot be known: the pin still decides.
+    let uid: number | null = null;
+    try {
+      uid = Deno.uid();
+    } catch {
+      // unknown
+    }
+    if (
+      !named.isFile || named.size === 0 || (uid !== null && named.uid !== uid)
+    ) {
+      return undefined;
+    }
+    file = await Deno.open(path, { read: true, write: true });
+    const opened = await file.stat();
+    if (!opened.isFile || !isSameFile(opened, identityOf(named))) {
+      file.close();
+      return undefined;
+    }
+    return { file, size: opened.size };
+  } catch {
+    file?.close();
+    return undefined;
   }
 }
 
@@ -356,11 +257,21 @@ async function downloadTo(
   url: string,
   file: Deno.FsFile,
   path: string,
-  options: DownloadOptions,
+  options: DownloadOptions & { leftover: number },
 ): Promise<Omit<DownloadResult, "identity">> {
   const resumable = !isPxeInitrd(url);
   const retries = options.retries ?? 5;
-  const state: State = { have: 0, ranges: false, resumed: false };
+  const state: State = {
+    have: options.leftover,
+    ranges: false,
+    resumed: false,
+    leftover: options.leftover > 0,
+  };
+  if (state.leftover && resumable) {
+    log.info(
+      `${redact(url)}: resuming at byte ${state.have} (left by an earlier run)`,
+    );
+  }
   let attempts = 0;
   try {
     await withRetries(async () => {
@@ -409,12 +320,7 @@ async function downloadTo(
     throw diskError(err, path);
   }
   if (options.sha256 && sha256 !== options.sha256.toLowerCase()) {
-    throw new BootError(
-      `sha256 mismatch for ${
-        redact(url)
-      }: expected ${options.sha256.toLowerCase()}, got ${sha256}`,
-      ExitCode.Verify,
-    );
+    throw new DigestMismatchError(url, options.sha256.toLowerCase(), sha256);
   }
   return {
     url,
@@ -455,121 +361,6 @@ function finalError(err: unknown, url: string, attempts: number): unknown {
 }
 
 /**
- * Where the bytes of `response` go in the file: `from` for a `206` that is
- * the rest of the same file, 0 for a `200` (whose length, ranges and
- * validators become the state's). Anything else throws: a `206` that is not
- * the rest of the same version or a `416` (a network error after which the
- * next attempt starts over), another status (its {@linkcode HttpStatusError}).
- */
-async function startOf(
-  response: Response,
-  state: State,
-  from: number,
-  url: string,
-): Promise<number> {
-  if (from > 0 && response.status === 206) {
-    const why = spliceRisk(response, state, from);
-    if (why) {
-      await response.body?.cancel().catch(() => {});
-      // The next attempt starts over from byte 0.
-      state.ranges = false;
-      throw new NetworkError(
-        `${
-          redact(url)
-        }: the answer to a resume is not the rest of the same file (${why}), starting over`,
-        url,
-      );
-    }
-    state.resumed = true;
-    return from;
-  }
-  if (from > 0 && response.status === 416) {
-    await response.body?.cancel().catch(() => {});
-    state.ranges = false;
-    throw new NetworkError(
-      `${redact(url)}: the server refused to resume (416), starting over`,
-      url,
-    );
-  }
-  if (response.status !== 200) throw await statusError(response, url);
-  const { etag, lastModified } = validators(response);
-  state.total = contentLength(response);
-  state.ranges = /\bbytes\b/i.test(
-    response.headers.get("accept-ranges") ?? "",
-  );
-  state.resumed = false;
-  state.etag = etag;
-  state.lastModified = lastModified;
-  return 0;
-}
-
-/** Options for {@linkcode watchBody}. */
-interface WatchOptions {
-  /** The longest silence, in milliseconds. */
-  timeoutMs: number;
-  /** Bytes per second below which the body is cut (0: never). */
-  minSpeed: number;
-  /** The window `minSpeed` is measured over, in milliseconds. */
-  windowMs: number;
-  /** Bytes of the file on disk or in the buffer, for messages. */
-  position: () => number;
-  /** Aborts the body read with a {@linkcode NetworkError}. */
-  abort: (err: NetworkError) => void;
-}
-
-/**
- * Watches a body for a stall (nothing for `timeoutMs`) or a trickle (fewer
- * than `minSpeed` bytes per second over each window of `windowMs`), and
- * aborts it with a network error naming which. Call `received` for every
- * chunk, `stop` at the end.
- */
-function watchBody(
-  url: string,
-  options: WatchOptions,
-): { received: (bytes: number) => void; stop: () => void } {
-  const { timeoutMs, minSpeed, windowMs } = options;
-  let received = 0;
-  let last = Date.now();
-  let windowStart = last;
-  let windowFrom = 0;
-  const seconds = (ms: number) => Number((ms / 1000).toFixed(1));
-  const timer = setInterval(() => {
-    const now = Date.now();
-    if (now - last > timeoutMs) {
-      options.abort(
-        new NetworkError(
-          `${redact(url)}: no data for ${
-            seconds(timeoutMs)
-          } s after ${options.position()} bytes`,
-          url,
-        ),
-      );
-    } else if (minSpeed > 0 && now - windowStart >= windowMs) {
-      const got = received - windowFrom;
-      if (got < minSpeed * (now - windowStart) / 1000) {
-        options.abort(
-          new NetworkError(
-            `${redact(url)}: slower than ${minSpeed} bytes/s (${got} bytes in ${
-              seconds(now - windowStart)
-            } s) after ${options.position()} bytes`,
-            url,
-          ),
-        );
-      }
-      windowStart = now;
-      windowFrom = received;
-    }
-  }, Math.max(10, Math.min(1000, timeoutMs / 4, windowMs / 4)));
-  return {
-    received: (bytes) => {
-      last = Date.now();
-      received += bytes;
-    },
-    stop: () => clearInterval(timer),
-  };
-}
-
-/**
  * One request: appends to the file from `state.have` (a resume that passed
  * every check) or rewrites it from byte 0.
  */
@@ -586,7 +377,8 @@ async function attempt(
   const headers: Record<string, string> = { "accept-encoding": "identity" };
   if (from > 0) {
     headers["range"] = `bytes=${from}-`;
-    headers["if-range"] = ifRangeValue(state)!;
+    // An earlier run's bytes have no validator: the pin vouches for them.
+    if (!state.leftover) headers["if-range"] = ifRangeValue(state)!;
   }
   const idle = new AbortController();
   const signal = options.signal
@@ -674,31 +466,4 @@ async function attempt(
       url,
     );
   }
-}
-
-/**
- * Reads a body into one reused buffer with a BYOB reader when the body is a
- * byte stream (fetch bodies are): no allocation per chunk, so memory stays
- * flat and the garbage collector has nothing to chase. Falls back to the
- * default reader (the `--insecure` path). A chunk is valid until the next call.
- */
-function bodyReader(
-  body: ReadableStream<Uint8Array> | null,
-): (() => Promise<ReadableStreamReadResult<Uint8Array>>) | undefined {
-  if (!body) return undefined;
-  let byob: ReadableStreamBYOBReader;
-  try {
-    byob = body.getReader({ mode: "byob" });
-  } catch {
-    const reader = body.getReader();
-    return () => reader.read();
-  }
-  let buffer = new ArrayBuffer(256 * 1024);
-  return async () => {
-    const result = await byob.read(new Uint8Array(buffer));
-    if (result.value) buffer = result.value.buffer as ArrayBuffer;
-    return result.done
-      ? { done: true, value: undefined }
-      : { done: false, value: result.value };
-  };
 }

@@ -8,6 +8,8 @@
  * @module
  */
 
+import { redact } from "./log.ts";
+
 /** Exit codes of the bootloader (docs/exit_codes.md is generated from these comments). */
 export const ExitCode = {
   /** Success: booted, plan printed, local boot decided, `--no-kexec` or `--load-only` done. */
@@ -71,6 +73,13 @@ export const ExitCode = {
   KexecOther: 16,
   /** The hand-off (systemctl kexec, reboot) failed after a successful load. */
   Handoff: 17,
+  /**
+   * Refused before any download: this machine's memory cannot hold what is about to boot. The
+   * kernel and initrd (twice when the work directory is in RAM: the files and kexec's copy) exceed
+   * MemAvailable, or with the live rootfs of `coreos.live.rootfs_url` they exceed MemTotal (sizes
+   * from a HEAD of each; `--no-preflight` skips the check).
+   */
+  Memory: 18,
 } as const;
 
 /** One of the values of {@linkcode ExitCode}. */
@@ -91,4 +100,17 @@ export class BootError extends Error {
     this.name = "BootError";
     this.exitCode = exitCode;
   }
+}
+
+/**
+ * A short description of any thrown value, for one log line: its message,
+ * the message of its `cause` when that is an error, only the first line, and
+ * redacted.
+ */
+export function errorText(err: unknown): string {
+  if (err instanceof Error) {
+    const cause = err.cause instanceof Error ? `: ${err.cause.message}` : "";
+    return redact(`${err.message}${cause}`.split("\n")[0]);
+  }
+  return redact(String(err));
 }

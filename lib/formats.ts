@@ -11,7 +11,7 @@
  * @module
  */
 
-import { BootError, ExitCode } from "./errors.ts";
+import { BootError, errorText, ExitCode } from "./errors.ts";
 import { redact } from "./log.ts";
 import {
   clearName,
@@ -412,9 +412,7 @@ export async function unpackArm64Kernel(
           chunk = await reader.read();
         } catch (err) {
           throw new BootError(
-            `Kernel ${where} could not be decompressed: ${
-              err instanceof Error ? err.message : String(err)
-            }`,
+            `Kernel ${where} could not be decompressed: ${errorText(err)}`,
             ExitCode.Verify,
             { cause: err },
           );

@@ -3,18 +3,18 @@
  * manual redirects with a cap, each hop checked (http or https only, never
  * from https down to http unless the client is `--insecure`, never a request
  * body sent again), an `Authorization` header that never leaves the URLs it
- * was meant for, per-request timeouts, and retries with exponential backoff
- * and jitter.
+ * was meant for, and per-request timeouts. Retries are `retry.ts`'s.
+ *
+ * The policy is the same whatever carries the bytes: {@linkcode request}
+ * sends each hop through an {@linkcode HttpClient} (a transport), Deno's
+ * `fetch` (`fetch_transport.ts`) or, for `--insecure`, curl
+ * (`curl_transport.ts`); `http_client.ts` builds the run's client.
  *
  * @module
  */
 
-import {
-  splitPem,
-  systemCertificates,
-  usableCertificates,
-} from "./ca_store.ts";
-import { BootError, ExitCode } from "./errors.ts";
+import { errorText } from "./errors.ts";
+import { fetchTransport } from "./fetch_transport.ts";
 import { log, redact } from "./log.ts";
 
 /** A non-success HTTP answer. */
@@ -70,6 +70,39 @@ export class PolicyError extends NetworkError {
   }
 }
 
+/** One request as a transport sends it: one hop, redirects never followed. */
+export interface SendInit {
+  /** HTTP method. */
+  method: string;
+  /** Request headers, `Authorization` included when the policy allows it. */
+  headers: Headers;
+  /** Request body. */
+  body?: BodyInit | null;
+  /** Aborts the request and the body read (the policy's timeouts included). */
+  signal: AbortSignal;
+}
+
+/**
+ * What {@linkcode request} sends every hop through: a transport with its TLS
+ * trust. `createClient` (`http_client.ts`) builds one; without one, Deno's
+ * `fetch` with its default roots is used.
+ */
+export interface HttpClient extends Disposable {
+  /**
+   * TLS certificates are not verified (`--insecure`): the policy then allows
+   * a redirect from https down to plain http as well.
+   */
+  readonly insecure: boolean;
+  /**
+   * Sends one request and returns the answer as `fetch` would with
+   * `redirect: "manual"` (a redirect is returned, never followed); a failed
+   * connection rejects.
+   */
+  send(url: string, init: SendInit): Promise<Response>;
+  /** Releases the client's connections. */
+  close(): void;
+}
+
 /** Options for {@linkcode request}. */
 export interface RequestOptions {
   /** HTTP method (default GET). */
@@ -100,8 +133,8 @@ export interface RequestOptions {
   timeoutScope?: "total" | "headers";
   /** Aborts the request (and the body read). */
   signal?: AbortSignal;
-  /** Client carrying extra CA certificates. */
-  client?: Deno.HttpClient;
+  /** The transport and its trust (default: Deno's `fetch` with its built-in roots). */
+  client?: HttpClient;
 }
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
@@ -111,6 +144,9 @@ const MAX_REDIRECTS = 5;
 
 /** Schemes a request may start with; a redirect may only lead to http or https. */
 const REQUEST_SCHEMES = new Set(["http:", "https:", "file:"]);
+
+/** The transport of a request made without a client. */
+const defaultClient = fetchTransport();
 
 /**
  * Fetches `url` following redirects by hand so the policy is explicit: at most
@@ -145,7 +181,7 @@ export async function request(
   const authOrigin = first.origin;
   const inScope = options.authorizationScope ??
     ((u: URL) => u.origin === authOrigin);
-  const insecureClient = isInsecureClient(options.client);
+  const client = options.client ?? defaultClient;
   let current = url;
   let method = options.method ?? "GET";
   let body = options.body;
@@ -168,20 +204,9 @@ export async function request(
     const signal = options.signal
       ? AbortSignal.any([options.signal, timeout.signal])
       : timeout.signal;
-    const insecure = insecureClient && current.startsWith("https:");
     let response: Response;
     try {
-      const init = {
-        method,
-        headers,
-        body,
-        redirect: "manual" as const,
-        signal,
-        client: options.client,
-      };
-      response = insecure
-        ? await insecureFetch(current, init)
-        : await fetch(current, init);
+      response = await client.send(current, { method, headers, body, signal });
     } catch (err) {
       if (options.signal?.aborted) throw err;
       const why = timeout.signal.aborted
@@ -214,7 +239,7 @@ export async function request(
     }
     const next = redirectTarget(current, location, {
       status: response.status,
-      insecure: insecureClient,
+      insecure: client.insecure,
       resendsBody: body !== undefined && body !== null &&
         (response.status === 307 || response.status === 308),
     });
@@ -377,385 +402,4 @@ export function isTransient(err: unknown): boolean {
     return err.status >= 500 || err.status === 429;
   }
   return false;
-}
-
-/** Options for {@linkcode withRetries}. */
-export interface RetryOptions {
-  /** Attempts after the first one (default 5). */
-  retries?: number;
-  /** First backoff delay in milliseconds (default 500). */
-  baseDelayMs?: number;
-  /** Longest backoff delay in milliseconds (default 30 s). */
-  maxDelayMs?: number;
-  /** Decides whether a failure is retried (default {@linkcode isTransient}). */
-  retryable?: (err: unknown) => boolean;
-  /** Told about each retry before its delay. */
-  onRetry?: (err: unknown, attempt: number, delayMs: number) => void;
-  /** Stops waiting. */
-  signal?: AbortSignal;
-  /** Random source in [0, 1) for the jitter (tests make it deterministic). */
-  random?: () => number;
-}
-
-/** The delay before retry number `attempt` (1-based): exponential, capped, with full jitter. */
-export function backoffDelay(
-  attempt: number,
-  options: RetryOptions = {},
-): number {
-  const base = options.baseDelayMs ?? 500;
-  const max = options.maxDelayMs ?? 30_000;
-  const ceiling = Math.min(max, base * 2 ** (attempt - 1));
-  const random = options.random ?? Math.random;
-  return Math.round(ceiling / 2 + random() * ceiling / 2);
-}
-
-/**
- * Runs `fn` until it succeeds, it fails with a non-retryable error, or the
- * retries are spent. A server's `Retry-After` wins over the computed backoff
- * (within `maxDelayMs`).
- */
-export async function withRetries<T>(
-  fn: (attempt: number) => Promise<T>,
-  options: RetryOptions = {},
-): Promise<T> {
-  const retries = options.retries ?? 5;
-  const retryable = options.retryable ?? isTransient;
-  for (let attempt = 0;; attempt++) {
-    try {
-      return await fn(attempt);
-    } catch (err) {
-      if (attempt >= retries || !retryable(err) || options.signal?.aborted) {
-        throw err;
-      }
-      let delay = backoffDelay(attempt + 1, options);
-      if (err instanceof HttpStatusError && err.retryAfterMs !== undefined) {
-        delay = Math.min(err.retryAfterMs, options.maxDelayMs ?? 30_000);
-      }
-      options.onRetry?.(err, attempt + 1, delay);
-      await sleep(delay, options.signal);
-    }
-  }
-}
-
-/** Waits `ms` milliseconds (resolves early when `signal` aborts). */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (ms <= 0 || signal?.aborted) return resolve();
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener("abort", done, { once: true });
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-  });
-}
-
-/** A short description of any thrown value. */
-export function errorText(err: unknown): string {
-  if (err instanceof Error) {
-    const cause = err.cause instanceof Error ? `: ${err.cause.message}` : "";
-    return redact(`${err.message}${cause}`.split("\n")[0]);
-  }
-  return redact(String(err));
-}
-
-/** Clients made by {@linkcode createClient} with `insecure: true`. */
-const insecureClients = new WeakSet<Deno.HttpClient>();
-
-function isInsecureClient(client?: Deno.HttpClient): boolean {
-  return client !== undefined && insecureClients.has(client);
-}
-
-/** Options for {@linkcode createClient}. */
-export interface CreateClientOptions {
-  /** PEM files whose certificates are trusted in addition to the system roots (`--ca-cert`). */
-  caCertFiles?: string[];
-  /** PEM certificates (text) trusted in addition, e.g. the one `--ca-cert-url` fetched. */
-  caCerts?: string[];
-  /**
-   * The system store's certificates (default: {@linkcode systemCertificates});
-   * `[]` leaves the store out (Deno's built-in roots remain).
-   */
-  systemCerts?: string[];
-  /** Skip TLS certificate verification (`--insecure`); every connection is logged as a warning. */
-  insecure?: boolean;
-  /** The curl program used for `--insecure` (default `curl` from PATH). */
-  curl?: string;
-}
-
-/**
- * Builds the HTTP client: TLS is verified against Deno's built-in roots plus
- * the system trust store (read here, so that it counts whatever
- * `DENO_TLS_CA_STORE` says and in a compiled binary too), the `--ca-cert`
- * files and `caCerts`. Returns `undefined` only when there is nothing to add
- * and not `insecure` (the runtime's default client then does the same).
- * Certificates of the system store that the TLS stack cannot parse are left
- * out with a warning; a `--ca-cert` file that holds none, or one it cannot
- * parse, is a {@linkcode BootError} (Usage).
- *
- * Deno has no run-time switch to skip certificate verification
- * (`Deno.createHttpClient` has none, the `--unsafely-ignore-certificate-errors`
- * flag is fixed at start-up, and `node:https` with `rejectUnauthorized: false`
- * works but buffers whole bodies in memory). So a client made with
- * `insecure: true` is remembered here and {@linkcode request} sends its
- * `https:` requests through `curl --insecure`, streaming its output through a
- * pipe (flat memory), and warns on every connection: no certificate is
- * checked then, whatever store curl itself would use. Throws a
- * {@linkcode BootError} (Usage) when a CA file is unreadable or curl is missing.
- */
-export function createClient(
-  options: CreateClientOptions = {},
-): Deno.HttpClient | undefined {
-  const files = options.caCertFiles ?? [];
-  const userCerts = files.flatMap((file) => {
-    let text: string;
-    try {
-      text = Deno.readTextFileSync(file);
-    } catch (err) {
-      throw new BootError(
-        `Cannot read CA certificate ${file}: ${errorText(err)}`,
-        ExitCode.Usage,
-        { cause: err },
-      );
-    }
-    const certs = splitPem(text);
-    if (certs.length === 0) {
-      throw new BootError(
-        `CA certificate ${file} holds no PEM certificate`,
-        ExitCode.Usage,
-      );
-    }
-    if (usableCertificates(certs).rejected > 0) {
-      throw new BootError(
-        `CA certificate ${file} holds a certificate that cannot be parsed`,
-        ExitCode.Usage,
-      );
-    }
-    return certs;
-  });
-  const systemCerts = options.systemCerts ?? systemCertificates();
-  const caCerts = [...systemCerts, ...userCerts, ...(options.caCerts ?? [])];
-  if (caCerts.length === 0 && !options.insecure) return undefined;
-  if (options.insecure) {
-    curlProgram = options.curl ?? "curl";
-    try {
-      new Deno.Command(curlProgram, {
-        args: ["--version"],
-        stdin: "null",
-        stdout: "null",
-        stderr: "null",
-      }).outputSync();
-    } catch (err) {
-      throw new BootError(
-        `--insecure needs curl, and ${curlProgram} cannot be run (Deno cannot skip TLS verification by itself)`,
-        ExitCode.Usage,
-        { cause: err },
-      );
-    }
-  }
-  const client = Deno.createHttpClient({ caCerts });
-  if (options.insecure) {
-    insecureClients.add(client);
-    log.warn(
-      "--insecure: TLS certificates are NOT verified; anyone on the path can serve you a kernel",
-    );
-  }
-  return client;
-}
-
-let curlProgram = "curl";
-
-interface FetchInit {
-  method: string;
-  headers: Headers;
-  body?: BodyInit | null;
-  signal: AbortSignal;
-}
-
-/** Quotes a value for a curl config file (`--config`). */
-function curlQuote(value: string): string {
-  return '"' +
-    value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")
-      .replace(/\r/g, "\\r").replace(/\t/g, "\\t") +
-    '"';
-}
-
-function bodyText(body: BodyInit | null | undefined): string | undefined {
-  if (body === undefined || body === null) return undefined;
-  if (typeof body === "string") return body;
-  if (body instanceof URLSearchParams) return body.toString();
-  if (body instanceof Uint8Array) return new TextDecoder().decode(body);
-  throw new TypeError(
-    "this request body type is not supported with --insecure",
-  );
-}
-
-const HEADER_LIMIT = 64 * 1024;
-
-/**
- * One HTTPS request through `curl --insecure`, answered as a fetch `Response`
- * whose body streams from curl's stdout. The URL, headers and body go to curl
- * through its `--config -` stdin, never its command line (other users can
- * read command lines).
- */
-async function insecureFetch(url: string, init: FetchInit): Promise<Response> {
-  log.warn(
-    `--insecure: not verifying the TLS certificate of ${
-      redact(new URL(url).origin)
-    }`,
-  );
-  const headers = new Headers(init.headers);
-  let config = `url = ${curlQuote(url)}\n`;
-  config += init.method === "HEAD"
-    ? "head\n"
-    : `request = ${curlQuote(init.method)}\n`;
-  const payload = bodyText(init.body);
-  if (payload !== undefined) {
-    if (!headers.has("content-type")) {
-      headers.set(
-        "content-type",
-        init.body instanceof URLSearchParams
-          ? "application/x-www-form-urlencoded;charset=UTF-8"
-          : "text/plain;charset=UTF-8",
-      );
-    }
-    config += `data-binary = ${curlQuote(payload)}\n`;
-  }
-  if (!headers.has("user-agent")) headers.set("user-agent", "Deno");
-  for (const [name, value] of headers) {
-    config += `header = ${curlQuote(`${name}: ${value}`)}\n`;
-  }
-  if (init.signal.aborted) throw init.signal.reason;
-  const child = new Deno.Command(curlProgram, {
-    args: [
-      "--disable", // no ~/.curlrc
-      "--silent",
-      "--show-error",
-      "--insecure",
-      "--include",
-      // Through a proxy (HTTPS_PROXY), not the proxy's "200 Connection established" first.
-      "--suppress-connect-headers",
-      "--globoff",
-      "--http1.1",
-      "--max-redirs",
-      "0",
-      "--proto",
-      "=https",
-      "--config",
-      "-",
-    ],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const kill = () => {
-    try {
-      child.kill("SIGTERM");
-    } catch {
-      // already gone
-    }
-  };
-  init.signal.addEventListener("abort", kill, { once: true });
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(config));
-  await writer.close();
-  const stderr = new Response(child.stderr).text();
-  const failure = async () => {
-    const status = await child.status;
-    const text = (await stderr).trim().split("\n").at(-1) ?? "";
-    return new Error(text || `curl exited with code ${status.code}`);
-  };
-
-  // Read the header block(s) (skipping 1xx), keep what follows as body.
-  const reader = child.stdout.getReader();
-  const stop = async (err: unknown): Promise<never> => {
-    kill();
-    await reader.cancel().catch(() => {});
-    await child.status;
-    await stderr;
-    throw err;
-  };
-  let buffered = new Uint8Array(0);
-  let status = 0;
-  const responseHeaders = new Headers();
-  for (;;) {
-    const text = new TextDecoder("latin1").decode(buffered);
-    const end = text.indexOf("\r\n\r\n");
-    if (end >= 0) {
-      const [line, ...fields] = text.slice(0, end).split("\r\n");
-      const m = /^HTTP\/[\d.]+ (\d{3})/.exec(line) as RegExpExecArray;
-      if (!m) {
-        await stop(
-          new Error(`unexpected answer from curl: ${line.slice(0, 80)}`),
-        );
-      }
-      buffered = buffered.subarray(end + 4);
-      if (Number(m[1]) < 200) continue;
-      status = Number(m[1]);
-      for (const field of fields) {
-        const i = field.indexOf(":");
-        if (i > 0) {
-          responseHeaders.append(
-            field.slice(0, i).trim(),
-            field.slice(i + 1).trim(),
-          );
-        }
-      }
-      break;
-    }
-    if (buffered.length > HEADER_LIMIT) {
-      await stop(new Error("response headers too large"));
-    }
-    let chunk: ReadableStreamReadResult<Uint8Array>;
-    try {
-      chunk = await reader.read();
-    } catch (err) {
-      return await stop(init.signal.aborted ? init.signal.reason : err);
-    }
-    if (chunk.done) {
-      const err = init.signal.aborted ? init.signal.reason : await failure();
-      return await stop(err);
-    }
-    const next = new Uint8Array(buffered.length + chunk.value.length);
-    next.set(buffered);
-    next.set(chunk.value, buffered.length);
-    buffered = next;
-  }
-
-  let first: Uint8Array | undefined = buffered.length ? buffered : undefined;
-  const body = new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      if (first) {
-        controller.enqueue(first);
-        first = undefined;
-        return;
-      }
-      let chunk: ReadableStreamReadResult<Uint8Array>;
-      try {
-        chunk = await reader.read();
-      } catch (err) {
-        controller.error(init.signal.aborted ? init.signal.reason : err);
-        return;
-      }
-      if (!chunk.done) return controller.enqueue(chunk.value);
-      const { code } = await child.status;
-      init.signal.removeEventListener("abort", kill);
-      if (code === 0) controller.close();
-      else {controller.error(
-          init.signal.aborted ? init.signal.reason : await failure(),
-        );}
-    },
-    async cancel() {
-      kill();
-      await reader.cancel().catch(() => {});
-      await child.status;
-    },
-  }, { highWaterMark: 0 });
-  const noBody = init.method === "HEAD" || status === 204 || status === 304;
-  if (noBody) await body.cancel();
-  return new Response(noBody ? null : body, {
-    status,
-    headers: responseHeaders,
-  });
 }

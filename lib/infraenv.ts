@@ -18,9 +18,9 @@
  * @module
  */
 
-import { BootError, ExitCode } from "./errors.ts";
+import { BootError, errorText, ExitCode } from "./errors.ts";
 import {
-  errorText,
+  type HttpClient,
   HttpStatusError,
   isHeaderToken,
   isTransient,
@@ -28,7 +28,6 @@ import {
   readAtMost,
   readErrorBody,
   request,
-  withRetries,
 } from "./http.ts";
 import { addSecret, log, redact } from "./log.ts";
 import {
@@ -36,6 +35,7 @@ import {
   isMacScriptRequest,
   withoutMac,
 } from "./mac_request.ts";
+import { withRetries } from "./retry.ts";
 
 /** How the API is authenticated. */
 export type ApiAuth =
@@ -57,7 +57,7 @@ export type ScriptSource =
 /** Options shared by the client's requests. */
 export interface ClientOptions {
   /** Client with extra CA certificates. */
-  client?: Deno.HttpClient;
+  client?: HttpClient;
   /** Retries on network errors and 5xx. */
   retries?: number;
   /** Per-request timeout in milliseconds. */

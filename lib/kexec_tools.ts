@@ -9,8 +9,8 @@
  * the image, and only a kernel signed by a key the running kernel trusts can
  * be loaded (by `kexec_file_load`).
  *
- * {@linkcode kexecLoad} in `kexec.ts` (the one module that knows syscall
- * numbers) calls it; the program runner, the program lookup and the lockdown
+ * `kexecLoad` in `kexec_load.ts` calls it on the descriptors the binding
+ * (`kexec.ts`, the one module that knows syscall numbers) verified; the program runner, the program lookup and the lockdown
  * state are injected by tests, which never run the real `kexec`.
  *
  * @module

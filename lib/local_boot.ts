@@ -24,8 +24,8 @@ import {
   parseGrubenv,
   sortEntries,
 } from "./bls.ts";
+import { errorText } from "./errors.ts";
 import { type Ext4, Ext4Error, fileReader, openExt4 } from "./ext4.ts";
-import { errorText } from "./http.ts";
 import {
   type DiskPaths,
   disksInUse,

@@ -11,7 +11,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { BootError, ExitCode } from "./errors.ts";
+import { BootError, errorText, ExitCode } from "./errors.ts";
 import { type Ext4, Ext4Error, fileReader, openExt4 } from "./ext4.ts";
 import {
   checkInitrd,
@@ -19,10 +19,9 @@ import {
   type Format,
   SNIFF_BYTES,
 } from "./formats.ts";
-import { errorText } from "./http.ts";
 import { assembleInitrd } from "./initrd.ts";
 import type { KexecImage } from "./kexec.ts";
-import { kernelFile, type LoadedFile } from "./load.ts";
+import { kernelFile, type VerifiedFile } from "./kernel_file.ts";
 import type { LocalKexecPlan } from "./local_boot.ts";
 import { log } from "./log.ts";
 import {
@@ -48,17 +47,17 @@ export interface StageOptions {
 /** The staged files of a local boot: what `kexecLoad` loads, and what `--no-kexec` prints. */
 export interface StagedLocalBoot extends KexecImage {
   /** The kernel file to load. */
-  kernel: LoadedFile & {
+  kernel: VerifiedFile & {
     /** Format of the copied file. */
     format: Format;
     /** The copy, when it had to be unpacked (arm64). */
-    copy?: LoadedFile;
+    copy?: VerifiedFile;
   };
   /** The assembled initrd, when the entry has initrds. */
-  initrd?: LoadedFile & { parts: (LoadedFile & { offset: number })[] };
+  initrd?: VerifiedFile & { parts: (VerifiedFile & { offset: number })[] };
 }
 
-type Copied = LoadedFile & { identity: FileIdentity; head: Uint8Array };
+type Copied = VerifiedFile & { identity: FileIdentity; head: Uint8Array };
 
 /** Copies `path` of `fs` to a new file `dest` of ours, hashing it and checking its length. */
 async function copyOut(
@@ -211,9 +210,7 @@ async function stageKernel(
     size: kernel.size,
   });
   made.push(`${dir}/kernel.Image`);
-  const loaded = await kernelFile(kernel, {
-    format,
-    head: kernel.head,
+  const loaded = await kernelFile({ ...kernel, format }, {
     url: where,
     cmdline: plan.cmdline,
     arch,

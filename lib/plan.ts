@@ -1,7 +1,7 @@
 /**
  * The boot plan: what the iPXE script decided, before anything is downloaded.
  *
- * Parsers (the iPXE interpreter) turn scripts into a plan; `load` turns a plan
+ * Parsers (the iPXE interpreter) turn scripts into a plan; `stage` turns a plan
  * into verified files on disk; `execute` hands those files to the kernel. The
  * plan is also what `--print-plan` prints, so its JSON shape is a contract.
  *

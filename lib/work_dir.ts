@@ -10,8 +10,7 @@
  * @module
  */
 
-import { BootError, ExitCode } from "./errors.ts";
-import { errorText } from "./http.ts";
+import { BootError, errorText, ExitCode } from "./errors.ts";
 
 /** Which file a path named when it was verified: what `fstat` must say later. */
 export interface FileIdentity {

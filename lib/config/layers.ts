@@ -58,6 +58,8 @@ export interface Layers {
   cmdline: RawOptions;
   /** The running kernel's whole command line, as read (not an option layer: a fact of the host). */
   hostCmdline: string;
+  /** Where the memory preflight reads `MemTotal` (`ASSISTED_MEMINFO_FILE`, else `/proc/meminfo`). */
+  meminfoFile: string;
 }
 
 /** A file named by an option, as read: its text and mode, or why it could not be read. */
@@ -86,6 +88,7 @@ const CMDLINE_OTHERS = new Set([
 /** `ASSISTED_*` variables that are not options. */
 const ENV_OTHERS = new Set([
   "kernel-cmdline-file",
+  "meminfo-file",
   "debug",
   "local-disks-root",
 ]);
@@ -282,7 +285,8 @@ export function readLayers(
       );
     }
   }
-  return { flags, env, file, cmdline, hostCmdline };
+  const meminfoFile = vars.ASSISTED_MEMINFO_FILE ?? "/proc/meminfo";
+  return { flags, env, file, cmdline, hostCmdline, meminfoFile };
 }
 
 /** Merges the layers: flag > env > file > cmdline, each option (a list too) taken whole from one layer. */

@@ -114,7 +114,11 @@ export function readConfig(
   const { config, secrets } = validateConfig(merged, files);
   return {
     kind: "run",
-    config: { ...config, hostCmdline: layers.hostCmdline },
+    config: {
+      ...config,
+      hostCmdline: layers.hostCmdline,
+      meminfoFile: layers.meminfoFile,
+    },
     secrets,
   };
 }

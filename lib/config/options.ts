@@ -132,6 +132,11 @@ export const OPTIONS = {
     kind: "boolean",
     help: "neither reuse nor keep verified artifacts across runs",
   },
+  "no-preflight": {
+    kind: "boolean",
+    help:
+      "skip the memory check before downloading (HEAD of each artifact and the live rootfs against /proc/meminfo)",
+  },
   "work-dir": {
     kind: "string",
     arg: "DIR",

@@ -62,6 +62,14 @@ export interface Config {
   workDir: string;
   /** Do not reuse or keep verified artifacts across runs. */
   noCache: boolean;
+  /** Check before downloading that this machine's memory can hold the boot (not `--no-preflight`). */
+  preflight: boolean;
+  /**
+   * Where the preflight reads `MemTotal` and `MemAvailable` (a fact of the
+   * host, like `hostCmdline`: `/proc/meminfo` until `readConfig` fills it in
+   * from `ASSISTED_MEMINFO_FILE`).
+   */
+  meminfoFile: string;
   /** Kernel pin (lower-case hex). */
   kernelSha256?: string;
   /** Assembled initrd pin (lower-case hex). */
@@ -464,6 +472,8 @@ export function validateConfig(
     localBoot: checkValue("local-boot", str("local-boot") ?? "kexec"),
     workDir: str("work-dir") ?? DEFAULT_WORK_DIR,
     noCache: bool("no-cache"),
+    preflight: !bool("no-preflight"),
+    meminfoFile: "/proc/meminfo",
     kernelSha256: sha("kernel-sha256"),
     initrdSha256: sha("initrd-sha256"),
     artifactSha256,

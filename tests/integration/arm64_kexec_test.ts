@@ -1,7 +1,7 @@
 /**
  * The arm64 path from the mock InfraEnv to the syscall, with an injected libc:
  * the script rendered for `arch=arm64` → a served gzip'd `Image` (as RHCOS
- * serves its `vmlinuz`) → load() unpacks and verifies it → kexecLoad() opens
+ * serves its `vmlinuz`) → stage() unpacks and verifies it → kexecLoad() opens
  * the unpacked Image and calls syscall 294.
  *
  * SAFETY: kexec_file_load is never really called (fake libc).
@@ -11,13 +11,9 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import { createScriptClient } from "../../lib/infraenv.ts";
-import {
-  kexecLoad,
-  type LibcSymbols,
-  O_NOFOLLOW,
-  openLibc,
-} from "../../lib/kexec.ts";
-import { load } from "../../lib/load.ts";
+import { type LibcSymbols, O_NOFOLLOW, openLibc } from "../../lib/kexec.ts";
+import { kexecLoad } from "../../lib/kexec_load.ts";
+import { stage } from "../../lib/stage.ts";
 import type { KexecPlan } from "../../lib/plan.ts";
 import { resolvePlan } from "../../lib/resolve_plan.ts";
 import { fakeKernel, startMock } from "../../dev/mock_infraenv.ts";
@@ -94,7 +90,7 @@ Deno.test("arm64: the served gzip'd Image reaches kexec_file_load (294) unpacked
       const plan = await armPlan(mock);
       assert.match(plan.kernel.url, /[?&]arch=arm64(&|$)/);
       const [loaded, lines] = await captureLog(() =>
-        load(plan, {
+        stage(plan, {
           workDir: `${dir}/work`,
           progress: "none",
           retries: 0,
@@ -145,7 +141,7 @@ Deno.test("arm64: an x86_64 bzImage served for arch=arm64 is refused before kexe
       const plan = await armPlan(mock);
       await assert.rejects(
         captureLog(() =>
-          load(plan, {
+          stage(plan, {
             workDir: `${dir}/work`,
             progress: "none",
             retries: 0,

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { fetchCaCert } from "../../lib/ca_cert_url.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
-import { createClient } from "../../lib/http.ts";
+import { createClient } from "../../lib/http_client.ts";
 import { makeTestCerts, withTemp } from "../test_util.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;

@@ -1,5 +1,5 @@
 /**
- * The verified artifact cache of `load` across runs: reuse only after a HEAD
+ * The verified artifact cache of `stage` across runs: reuse only after a HEAD
  * that matches the manifest and a re-hash, never for signed URLs or the
  * assisted `pxe-initrd`, pins still decide. Loopback servers and the mock
  * InfraEnv.
@@ -9,7 +9,8 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import { createScriptClient } from "../../lib/infraenv.ts";
-import { isCacheable, load, type LoadOptions } from "../../lib/load.ts";
+import { isCacheable } from "../../lib/artifact_url.ts";
+import { stage, type StageOptions } from "../../lib/stage.ts";
 import type { KexecPlan } from "../../lib/plan.ts";
 import { resolvePlan } from "../../lib/resolve_plan.ts";
 import { fakeKernel, startMock } from "../../dev/mock_infraenv.ts";
@@ -94,7 +95,10 @@ function plan(base: string, kernel: string, initrds: string[]): KexecPlan {
   };
 }
 
-function opts(workDir: string, extra: Partial<LoadOptions> = {}): LoadOptions {
+function opts(
+  workDir: string,
+  extra: Partial<StageOptions> = {},
+): StageOptions {
   return {
     workDir,
     progress: "none",
@@ -147,7 +151,7 @@ Deno.test("cache: the second run sends HEAD, no GET, and yields the same files",
   try {
     await withTemp(async (dir) => {
       const p = plan(srv.base, "/vmlinuz", ["/a.gz"]);
-      const [first] = await captureLog(() => load(p, opts(dir)));
+      const [first] = await captureLog(() => stage(p, opts(dir)));
       assert.equal(first.kernel.cached, undefined);
       assert.equal(srv.count("GET", "/vmlinuz"), 1);
       const [m] = (await manifests(dir)).filter((m) =>
@@ -161,7 +165,7 @@ Deno.test("cache: the second run sends HEAD, no GET, and yields the same files",
       assert.equal((await Deno.stat(`${dir}/cache`)).mode! & 0o777, 0o700);
 
       srv.reset();
-      const [second, lines] = await captureLog(() => load(p, opts(dir)));
+      const [second, lines] = await captureLog(() => stage(p, opts(dir)));
       assert.equal(srv.count("GET", "/vmlinuz"), 0);
       assert.equal(srv.count("GET", "/a.gz"), 0);
       assert.equal(srv.count("HEAD", "/vmlinuz"), 1);
@@ -208,11 +212,11 @@ Deno.test("cache: a changed Last-Modified or size makes the next run download ag
   try {
     await withTemp(async (dir) => {
       const p = plan(srv.base, "/vmlinuz", []);
-      await captureLog(() => load(p, opts(dir)));
+      await captureLog(() => stage(p, opts(dir)));
       // Same bytes, new date: downloaded again.
       files["/vmlinuz"].lastModified = LM2;
       srv.reset();
-      const [, lines] = await captureLog(() => load(p, opts(dir)));
+      const [, lines] = await captureLog(() => stage(p, opts(dir)));
       assert.equal(srv.count("GET", "/vmlinuz"), 1);
       assert.ok(
         lines.some((l) => /Last-Modified changed/.test(l)),
@@ -223,14 +227,14 @@ Deno.test("cache: a changed Last-Modified or size makes the next run download ag
       const bigger = fakeKernel(60_000);
       files["/vmlinuz"].body = bigger;
       srv.reset();
-      const [image, lines2] = await captureLog(() => load(p, opts(dir)));
+      const [image, lines2] = await captureLog(() => stage(p, opts(dir)));
       assert.equal(srv.count("GET", "/vmlinuz"), 1);
       assert.ok(lines2.some((l) => /size changed/.test(l)), lines2.join("\n"));
       assert.equal(image.kernel.sha256, sha(bigger));
       assert.equal((await manifests(dir))[0].sha256, sha(bigger));
       // Unchanged now: reused.
       srv.reset();
-      await captureLog(() => load(p, opts(dir)));
+      await captureLog(() => stage(p, opts(dir)));
       assert.equal(srv.count("GET", "/vmlinuz"), 0);
     });
   } finally {
@@ -244,13 +248,13 @@ Deno.test("cache: a corrupted cached file is caught by the re-hash and downloade
   try {
     await withTemp(async (dir) => {
       const p = plan(srv.base, "/vmlinuz", []);
-      await captureLog(() => load(p, opts(dir)));
+      await captureLog(() => stage(p, opts(dir)));
       const file = (await cacheNames(dir)).find((n) => !n.endsWith(".json"))!;
       const bytes = await Deno.readFile(`${dir}/cache/${file}`);
       bytes[30_000] ^= 0xff;
       await Deno.writeFile(`${dir}/cache/${file}`, bytes);
       srv.reset();
-      const [image, lines] = await captureLog(() => load(p, opts(dir)));
+      const [image, lines] = await captureLog(() => stage(p, opts(dir)));
       assert.equal(srv.count("GET", "/vmlinuz"), 1);
       assert.ok(
         lines.some((l) => /cached copy is corrupt/.test(l)),
@@ -262,7 +266,7 @@ Deno.test("cache: a corrupted cached file is caught by the re-hash and downloade
       // A truncated cache file (size differs from the manifest) as well.
       await Deno.truncate(`${dir}/cache/${file}`, 100);
       srv.reset();
-      await captureLog(() => load(p, opts(dir)));
+      await captureLog(() => stage(p, opts(dir)));
       assert.equal(srv.count("GET", "/vmlinuz"), 1);
     });
   } finally {
@@ -280,9 +284,9 @@ Deno.test("cache: HEAD refused, or no Content-Length nor Last-Modified, means do
   try {
     await withTemp(async (dir) => {
       const p = plan(srv.base, "/vmlinuz", []);
-      await captureLog(() => load(p, opts(dir)));
+      await captureLog(() => stage(p, opts(dir)));
       srv.reset();
-      const [, lines] = await captureLog(() => load(p, opts(dir)));
+      const [, lines] = await captureLog(() => stage(p, opts(dir)));
       assert.equal(srv.count("HEAD", "/vmlinuz"), 1);
       assert.equal(srv.count("GET", "/vmlinuz"), 1);
       assert.ok(
@@ -291,14 +295,14 @@ Deno.test("cache: HEAD refused, or no Content-Length nor Last-Modified, means do
       );
       // A server that says nothing about the file: never cached.
       const q = plan(srv.base, "/plain", []);
-      await captureLog(() => load(q, opts(dir)));
+      await captureLog(() => stage(q, opts(dir)));
       assert.deepEqual(
         (await manifests(dir)).map((m) => m.url),
         [],
         "pruned the other URL, cached nothing for /plain",
       );
       srv.reset();
-      await captureLog(() => load(q, opts(dir)));
+      await captureLog(() => stage(q, opts(dir)));
       assert.equal(srv.count("GET", "/plain"), 1);
       assert.equal(srv.count("HEAD", "/plain"), 0);
     });
@@ -316,15 +320,15 @@ Deno.test("cache: the manifest keeps the ETag; reuse needs the same ETag on HEAD
   try {
     await withTemp(async (dir) => {
       const p = plan(srv.base, "/vmlinuz", []);
-      await captureLog(() => load(p, opts(dir)));
+      await captureLog(() => stage(p, opts(dir)));
       assert.equal((await manifests(dir))[0].etag, '"v1"');
       srv.reset();
-      await captureLog(() => load(p, opts(dir)));
+      await captureLog(() => stage(p, opts(dir)));
       assert.equal(srv.count("GET", "/vmlinuz"), 0, "same ETag: reused");
       // Same bytes, size and date, another ETag: the server says it changed.
       files["/vmlinuz"].etag = '"v2"';
       srv.reset();
-      const [image, lines] = await captureLog(() => load(p, opts(dir)));
+      const [image, lines] = await captureLog(() => stage(p, opts(dir)));
       assert.equal(srv.count("GET", "/vmlinuz"), 1);
       assert.equal(image.kernel.cached, undefined);
       assert.ok(
@@ -335,7 +339,7 @@ Deno.test("cache: the manifest keeps the ETag; reuse needs the same ETag on HEAD
       // An ETag that disappears is a change too.
       delete files["/vmlinuz"].etag;
       srv.reset();
-      const [, gone] = await captureLog(() => load(p, opts(dir)));
+      const [, gone] = await captureLog(() => stage(p, opts(dir)));
       assert.equal(srv.count("GET", "/vmlinuz"), 1);
       assert.ok(gone.some((l) => /ETag changed \("v2" → none\)/.test(l)));
     });
@@ -363,13 +367,13 @@ Deno.test("cache: a HEAD missing a validator the manifest recorded means downloa
     try {
       await withTemp(async (dir) => {
         const p = plan(srv.base, "/vmlinuz", []);
-        await captureLog(() => load(p, opts(dir)));
+        await captureLog(() => stage(p, opts(dir)));
         const [m] = await manifests(dir);
         assert.equal(m.contentLength, kernel.length);
         assert.equal(m.lastModified, LM1);
         files["/vmlinuz"].headDrops = drops;
         srv.reset();
-        const [image, lines] = await captureLog(() => load(p, opts(dir)));
+        const [image, lines] = await captureLog(() => stage(p, opts(dir)));
         assert.equal(srv.count("GET", "/vmlinuz"), 1, drops.join("+"));
         assert.equal(image.kernel.cached, undefined);
         assert.ok(lines.some((l) => reason.test(l)), lines.join("\n"));
@@ -389,7 +393,7 @@ Deno.test("cache: entries that are not regular files of ours are dropped, never 
     await withTemp(async (dir) => {
       const work = `${dir}/work`;
       const p = plan(srv.base, "/vmlinuz", []);
-      await captureLog(() => load(p, opts(work)));
+      await captureLog(() => stage(p, opts(work)));
       const key = (await cacheNames(work)).find((n) => !n.endsWith(".json"))!;
       const entry = `${work}/cache/${key}`;
       // Outside the cache, the very bytes the manifest names.
@@ -423,7 +427,7 @@ Deno.test("cache: entries that are not regular files of ours are dropped, never 
         srv.reset();
         const [image, lines] = await captureLog(() =>
           Promise.race([
-            load(p, opts(work)),
+            stage(p, opts(work)),
             new Promise<never>((_, reject) =>
               setTimeout(() => reject(new Error(`${what}: hangs`)), 10_000)
             ),
@@ -464,12 +468,12 @@ Deno.test("cache: a pin the cached copy does not match is not served from the ca
   try {
     await withTemp(async (dir) => {
       const p = plan(srv.base, "/vmlinuz", []);
-      await captureLog(() => load(p, opts(dir)));
+      await captureLog(() => stage(p, opts(dir)));
       // The pin names another file; the server still has A: refused.
       srv.reset();
       const [, lines] = await captureLog(() =>
         assert.rejects(
-          load(p, opts(dir, { kernelSha256: sha(b) })),
+          stage(p, opts(dir, { kernelSha256: sha(b) })),
           (err: unknown) =>
             err instanceof BootError && err.exitCode === ExitCode.Verify &&
             /sha256 mismatch/.test(err.message),
@@ -480,7 +484,7 @@ Deno.test("cache: a pin the cached copy does not match is not served from the ca
       // The cached A is still there and still used with its own pin.
       srv.reset();
       const [image] = await captureLog(() =>
-        load(p, opts(dir, { kernelSha256: sha(a) }))
+        stage(p, opts(dir, { kernelSha256: sha(a) }))
       );
       assert.equal(srv.count("GET", "/vmlinuz"), 0);
       assert.equal(image.kernel.cached, true);
@@ -488,7 +492,7 @@ Deno.test("cache: a pin the cached copy does not match is not served from the ca
       files["/vmlinuz"] = { body: b, lastModified: LM1 };
       srv.reset();
       const [image2] = await captureLog(() =>
-        load(
+        stage(
           p,
           opts(dir, { artifactSha256: { [`${srv.base}/vmlinuz`]: sha(b) } }),
         )
@@ -510,8 +514,8 @@ Deno.test("cache: signed URLs are never cached nor probed", async () => {
         ...plan(srv.base, "/vmlinuz", []),
         kernel: { url: `${srv.base}/vmlinuz?api_key=secret-key`, name: "k" },
       };
-      await captureLog(() => load(p, opts(dir)));
-      await captureLog(() => load(p, opts(dir)));
+      await captureLog(() => stage(p, opts(dir)));
+      await captureLog(() => stage(p, opts(dir)));
       assert.equal(srv.count("GET", "/vmlinuz"), 2);
       assert.equal(srv.count("HEAD", "/vmlinuz"), 0);
       assert.deepEqual(await cacheNames(dir), []);
@@ -542,9 +546,9 @@ Deno.test("cache: with the mock InfraEnv the kernel is reused, pxe-initrd is fet
         ).length;
       const first = await resolve();
       assert.match(first.initrds[0].url, /pxe-initrd\?.*image_token=/);
-      const [one] = await captureLog(() => load(first, opts(dir)));
+      const [one] = await captureLog(() => stage(first, opts(dir)));
       const [two, lines] = await captureLog(async () =>
-        load(await resolve(), opts(dir))
+        stage(await resolve(), opts(dir))
       );
       assert.equal(image("GET", "/boot-artifacts/kernel"), 1);
       assert.equal(image("HEAD", "/boot-artifacts/kernel"), 1);
@@ -575,11 +579,11 @@ Deno.test("cache: cache: false neither reads nor writes the cache", async () => 
   try {
     await withTemp(async (dir) => {
       const p = plan(srv.base, "/vmlinuz", []);
-      await captureLog(() => load(p, opts(dir, { cache: false })));
+      await captureLog(() => stage(p, opts(dir, { cache: false })));
       assert.deepEqual(await cacheNames(dir), []);
-      await captureLog(() => load(p, opts(dir)));
+      await captureLog(() => stage(p, opts(dir)));
       srv.reset();
-      await captureLog(() => load(p, opts(dir, { cache: false })));
+      await captureLog(() => stage(p, opts(dir, { cache: false })));
       assert.equal(srv.count("GET", "/vmlinuz"), 1);
       assert.equal(srv.count("HEAD", "/vmlinuz"), 0);
     });
@@ -594,7 +598,7 @@ Deno.test("cache: leftovers of an interrupted cache write are never reused and g
   try {
     await withTemp(async (dir) => {
       const p = plan(srv.base, "/vmlinuz", []);
-      await captureLog(() => load(p, opts(dir)));
+      await captureLog(() => stage(p, opts(dir)));
       const names = await cacheNames(dir);
       const manifest = names.find((n) => n.endsWith(".json"))!;
       // As if a run died after linking the file but before the manifest.
@@ -604,7 +608,7 @@ Deno.test("cache: leftovers of an interrupted cache write are never reused and g
       );
       await Deno.writeTextFile(`${dir}/cache/${"0".repeat(32)}.part`, "x");
       srv.reset();
-      await captureLog(() => load(p, opts(dir)));
+      await captureLog(() => stage(p, opts(dir)));
       assert.equal(srv.count("GET", "/vmlinuz"), 1);
       assert.equal(srv.count("HEAD", "/vmlinuz"), 0);
       assert.deepEqual(await cacheNames(dir), names);

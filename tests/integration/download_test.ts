@@ -5,16 +5,15 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import {
-  download,
-  isPxeInitrd,
-  probe,
-  sha256File,
-} from "../../lib/download.ts";
+import { isPxeInitrd } from "../../lib/artifact_url.ts";
+import { download } from "../../lib/download.ts";
+import { probe } from "../../lib/probe.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
-import { createClient, request } from "../../lib/http.ts";
+import { request } from "../../lib/http.ts";
+import { createClient } from "../../lib/http_client.ts";
 import { configureLog, log } from "../../lib/log.ts";
 import { createProgress, formatBytes } from "../../lib/progress.ts";
+import { sha256File } from "../../lib/sha256.ts";
 import { captureLog, withTemp } from "../test_util.ts";
 
 const enc = new TextEncoder();
@@ -798,6 +797,16 @@ Deno.test("download: pin mismatch and empty file are Verify errors; a matching p
         sha256: sha(body).toUpperCase(),
       });
       assert.equal(ok.sha256, sha(body));
+      assert.equal(ok.format, undefined);
+      // What the check found is the result's format (no outer variable).
+      const checked = await download(`${server.url}/k`, `${dir}/k2`, {
+        check: (head, size) => {
+          assert.deepEqual(head, body);
+          assert.equal(size, body.length);
+          return "gzip";
+        },
+      });
+      assert.equal(checked.format, "gzip");
       await assert.rejects(
         download(`${server.url}/empty`, `${dir}/e`),
         bootError(ExitCode.Verify, /\/empty is empty/),
@@ -1246,7 +1255,7 @@ async function bigDownloadInChild(
       JSON.stringify(import.meta.resolve("../../lib/download.ts"))
     };
 import { createClient } from ${
-      JSON.stringify(import.meta.resolve("../../lib/http.ts"))
+      JSON.stringify(import.meta.resolve("../../lib/http_client.ts"))
     };
 const client = Deno.args[2] === "insecure" ? createClient({ insecure: true }) : undefined;
 const r = await download(Deno.args[0], Deno.args[1], { retries: 0, client });

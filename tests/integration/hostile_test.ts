@@ -484,9 +484,10 @@ Deno.test(
         ]);
         assertFailed(short, ExitCode.Usage, /64 hexadecimal digits/);
       }
-      // The signed initrd expires; the script fetched again no longer has a.img.
+      // The signed initrd expires (at its download, not at the preflight's
+      // HEAD); the script fetched again no longer has a.img.
       env.faults.add({
-        match: { path: "/pxe-initrd" },
+        match: { method: "GET", path: "/pxe-initrd" },
         fault: {
           kind: "before",
           run: () => {

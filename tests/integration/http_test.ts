@@ -1,13 +1,12 @@
 import assert from "node:assert/strict";
 import {
-  backoffDelay,
   HttpStatusError,
   isTransient,
   NetworkError,
   parseRetryAfter,
   request,
-  withRetries,
 } from "../../lib/http.ts";
+import { backoffDelay, withRetries } from "../../lib/retry.ts";
 import { addSecret, configureLog, log, redact } from "../../lib/log.ts";
 
 Deno.test("request: Authorization stays on its origin across redirects, and redirects are capped", async () => {

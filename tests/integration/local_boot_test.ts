@@ -10,7 +10,7 @@ import { createHash } from "node:crypto";
 import { coreosBootTree, makeExt4 } from "../../dev/installed_disk.ts";
 import { fakeKernel, newcArchive } from "../../dev/mock_infraenv.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
-import { kexecLoad } from "../../lib/kexec.ts";
+import { kexecLoad } from "../../lib/kexec_load.ts";
 import { findLocalBoot, type LocalKexecPlan } from "../../lib/local_boot.ts";
 import { stageLocalBoot } from "../../lib/local_stage.ts";
 import { disksInUse, listPartitions } from "../../lib/local_disks.ts";

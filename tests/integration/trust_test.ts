@@ -4,25 +4,22 @@
  * confined to the API origin and path on every hop, the SSO exchange never
  * redirected and its answer capped, a warning when a token travels over
  * plain http, local files only for a local first script, and pins that fail
- * closed in `load`.
+ * closed in `stage`.
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { createFaults } from "../../dev/faults.ts";
 import { fakeKernel, startMock } from "../../dev/mock_infraenv.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
-import {
-  createClient,
-  PolicyError,
-  request,
-  withRetries,
-} from "../../lib/http.ts";
+import { PolicyError, request } from "../../lib/http.ts";
+import { createClient } from "../../lib/http_client.ts";
+import { withRetries } from "../../lib/retry.ts";
 import {
   createScriptClient,
   exchangeRefreshToken,
   MAX_SSO_BYTES,
 } from "../../lib/infraenv.ts";
-import { load } from "../../lib/load.ts";
+import { stage } from "../../lib/stage.ts";
 import type { KexecPlan } from "../../lib/plan.ts";
 import { captureLog, makeTestCerts, withTemp } from "../test_util.ts";
 
@@ -452,7 +449,7 @@ Deno.test("infraenv: local files are read only for a file: first script", async 
   });
 });
 
-// ---- load(): schemes and pins ----
+// ---- stage(): schemes and pins ----
 
 function sha(bytes: Uint8Array): string {
   return createHash("sha256").update(bytes).digest("hex");
@@ -471,7 +468,7 @@ function kexecPlan(kernel: string, initrds: string[]): KexecPlan {
   };
 }
 
-Deno.test("load: file: artifacts only when the first script was local", async () => {
+Deno.test("stage: file: artifacts only when the first script was local", async () => {
   await withTemp(async (dir) => {
     await Deno.writeFile(`${dir}/vmlinuz`, KERNEL);
     await Deno.writeFile(`${dir}/token`, INITRD);
@@ -484,7 +481,7 @@ Deno.test("load: file: artifacts only when the first script was local", async ()
     };
     await captureLog(() =>
       assert.rejects(
-        load(plan, base),
+        stage(plan, base),
         bootError(
           ExitCode.Download,
           /Refused to read file:\/\/.*\/vmlinuz: local files are read only when --ipxe-url is a file: URL/,
@@ -492,7 +489,7 @@ Deno.test("load: file: artifacts only when the first script was local", async ()
       )
     );
     const [ok] = await captureLog(() =>
-      load(plan, { ...base, localFiles: true })
+      stage(plan, { ...base, localFiles: true })
     );
     assert.equal(ok.kernel.sha256, sha(KERNEL));
   });
@@ -527,7 +524,7 @@ Deno.test("load: pins compare normalised URLs; a pin naming nothing is a usage e
       const userKernel = `${srv.base}/boot/x/../%76mlinuz`;
       await captureLog(() =>
         assert.rejects(
-          load(plan, {
+          stage(plan, {
             ...base,
             artifactSha256: { [userKernel]: "ab".repeat(32) },
           }),
@@ -537,7 +534,7 @@ Deno.test("load: pins compare normalised URLs; a pin naming nothing is a usage e
       const asked = srv.seen.length;
       await captureLog(() =>
         assert.rejects(
-          load(plan, {
+          stage(plan, {
             ...base,
             artifactSha256: {
               [`${srv.base}/BOOT/initrd.img`]: "ab".repeat(32),
@@ -548,7 +545,7 @@ Deno.test("load: pins compare normalised URLs; a pin naming nothing is a usage e
       );
       assert.equal(srv.seen.length, asked, "refused before any download");
       const [ok] = await captureLog(() =>
-        load(plan, {
+        stage(plan, {
           ...base,
           artifactSha256: {
             [userKernel]: sha(KERNEL),
@@ -563,7 +560,7 @@ Deno.test("load: pins compare normalised URLs; a pin naming nothing is a usage e
       ]);
       await captureLog(() =>
         assert.rejects(
-          load(signed, {
+          stage(signed, {
             ...base,
             artifactSha256: {
               [`${srv.base}/signed/initrd.img`]: sha(INITRD),

@@ -10,13 +10,8 @@
 
 import assert from "node:assert/strict";
 import { BootError, ExitCode } from "../../lib/errors.ts";
-import {
-  Errno,
-  type KexecFallback,
-  type KexecImage,
-  kexecLoad,
-  type LibcSymbols,
-} from "../../lib/kexec.ts";
+import { Errno, type KexecImage, type LibcSymbols } from "../../lib/kexec.ts";
+import { type KexecFallback, kexecLoad } from "../../lib/kexec_load.ts";
 import {
   findKexec,
   kexecToolsArgs,

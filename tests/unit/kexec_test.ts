@@ -8,18 +8,15 @@
 
 import assert from "node:assert/strict";
 import { BootError, ExitCode } from "../../lib/errors.ts";
+import { checkCanKexec } from "../../lib/can_kexec.ts";
+import { handoffMode, kexecExecute } from "../../lib/handoff.ts";
 import {
   AT_EMPTY_PATH,
-  checkCanKexec,
   Errno,
   fdInfo,
-  handoffMode,
   KEXEC_FILE_LOAD,
   KEXEC_FILE_NO_INITRAMFS,
-  kexecError,
-  kexecExecute,
   type KexecImage,
-  kexecLoad,
   type LibcSymbols,
   LINUX_REBOOT_CMD_KEXEC,
   LINUX_REBOOT_CMD_RESTART,
@@ -27,6 +24,8 @@ import {
   openLibc,
   STATX_SIZE,
 } from "../../lib/kexec.ts";
+import { kexecError } from "../../lib/kexec_errors.ts";
+import { kexecLoad } from "../../lib/kexec_load.ts";
 import type { FileIdentity } from "../../lib/work_dir.ts";
 import { captureLog, withTemp } from "../test_util.ts";
 import { configureLog } from "../../lib/log.ts";

@@ -459,7 +459,7 @@ async function serveTls(dir: string, routes: Record<string, () => BodyInit>) {
     key: await Deno.readTextFile(`${dir}/leaf.key`),
   }, (req) => {
     const path = new URL(req.url).pathname;
-    seen.push(path);
+    seen.push(req.method === "GET" ? path : `${req.method} ${path}`);
     const route = routes[path];
     return route
       ? new Response(route())
@@ -542,7 +542,13 @@ Deno.test({
         await assertSecondKernel(vm, marker, loaded.index);
       });
       assert.deepEqual(scripts.seen, ["/boot.ipxe"]);
-      assert.deepEqual(files.seen.toSorted(), ["/initrd", "/kernel"]);
+      // The memory preflight's HEADs went through the fetched CA too.
+      assert.deepEqual(files.seen.toSorted(), [
+        "/initrd",
+        "/kernel",
+        "HEAD /initrd",
+        "HEAD /kernel",
+      ]);
     } finally {
       await scripts.close();
       await files.close();

@@ -1,5 +1,5 @@
 /**
- * The `load` verb against the mock InfraEnv (real script → plan → verified
+ * The staging step against the mock InfraEnv (real script → plan → verified
  * files) and small Deno.serve servers for concurrency, pins and arm64.
  */
 
@@ -7,12 +7,9 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import { createScriptClient } from "../../lib/infraenv.ts";
-import {
-  artifactPin,
-  isSignedUrl,
-  load,
-  MAX_CONCURRENT_DOWNLOADS,
-} from "../../lib/load.ts";
+import { isSignedUrl } from "../../lib/artifact_url.ts";
+import { artifactPin } from "../../lib/pins.ts";
+import { MAX_CONCURRENT_DOWNLOADS, stage } from "../../lib/stage.ts";
 import { lockWorkDir } from "../../lib/work_dir.ts";
 import type { KexecPlan } from "../../lib/plan.ts";
 import { resolvePlan } from "../../lib/resolve_plan.ts";
@@ -23,7 +20,7 @@ import {
 } from "../../dev/mock_infraenv.ts";
 import { captureLog, filesLibc, withTemp } from "../test_util.ts";
 import { createFaults } from "../../dev/faults.ts";
-import { kexecLoad } from "../../lib/kexec.ts";
+import { kexecLoad } from "../../lib/kexec_load.ts";
 
 const enc = new TextEncoder();
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
@@ -50,7 +47,7 @@ const bootError = (code: number, message?: RegExp) => (err: unknown) => {
   return true;
 };
 
-Deno.test("load: the mock's plan becomes a verified kernel and an assembled initrd; no bearer on the image service", async () => {
+Deno.test("stage: the mock's plan becomes a verified kernel and an assembled initrd; no bearer on the image service", async () => {
   const kernel = fakeKernel(300_000);
   const mock = await startMock({
     kernel,
@@ -65,7 +62,7 @@ Deno.test("load: the mock's plan becomes a verified kernel and an assembled init
       const plan = await resolver(mock)();
       const workDir = `${dir}/work`;
       const [image] = await captureLog(() =>
-        load(plan, { workDir, progress: "lines", retries: 0 })
+        stage(plan, { workDir, progress: "lines", retries: 0 })
       );
       assert.equal((await Deno.stat(workDir)).mode! & 0o777, 0o700);
       assert.equal(image.kernel.sha256, sha(kernel));
@@ -112,7 +109,7 @@ Deno.test("load: the mock's plan becomes a verified kernel and an assembled init
   }
 });
 
-Deno.test("load: an expired signed initrd URL (401) makes load fetch the script again", async () => {
+Deno.test("stage: an expired signed initrd URL (401) makes stage fetch the script again", async () => {
   const mock = await startMock();
   try {
     await withTemp(async (dir) => {
@@ -121,7 +118,7 @@ Deno.test("load: an expired signed initrd URL (401) makes load fetch the script 
       mock.expireImageTokens(); // the 4 h signature "expires"
       let refetches = 0;
       const [image, lines] = await captureLog(() =>
-        load(plan, {
+        stage(plan, {
           workDir: dir,
           progress: "none",
           retries: 0,
@@ -152,7 +149,7 @@ Deno.test("load: an expired signed initrd URL (401) makes load fetch the script 
   }
 });
 
-Deno.test("load: refetching is bounded; without refetchPlan the 401 is a Download error", async () => {
+Deno.test("stage: refetching is bounded; without refetchPlan the 401 is a Download error", async () => {
   const mock = await startMock();
   try {
     await withTemp(async (dir) => {
@@ -161,7 +158,7 @@ Deno.test("load: refetching is bounded; without refetchPlan the 401 is a Downloa
       let refetches = 0;
       await captureLog(() =>
         assert.rejects(
-          load(plan, {
+          stage(plan, {
             workDir: dir,
             progress: "none",
             retries: 0,
@@ -179,7 +176,7 @@ Deno.test("load: refetching is bounded; without refetchPlan the 401 is a Downloa
       assert.equal(refetches, 2);
       await captureLog(() =>
         assert.rejects(
-          load(plan, { workDir: dir, progress: "none", retries: 0 }),
+          stage(plan, { workDir: dir, progress: "none", retries: 0 }),
           bootError(ExitCode.Download, /HTTP 401/),
         )
       );
@@ -189,7 +186,7 @@ Deno.test("load: refetching is bounded; without refetchPlan the 401 is a Downloa
   }
 });
 
-Deno.test("load: an HTML page served as the kernel (status 200) is rejected, naming the URL", async () => {
+Deno.test("stage: an HTML page served as the kernel (status 200) is rejected, naming the URL", async () => {
   const mock = await startMock({
     kernel: enc.encode(
       "<!DOCTYPE html><html><body>Please log in</body></html>",
@@ -200,7 +197,7 @@ Deno.test("load: an HTML page served as the kernel (status 200) is rejected, nam
       const plan = await resolver(mock)();
       await captureLog(() =>
         assert.rejects(
-          load(plan, {
+          stage(plan, {
             workDir: dir,
             progress: "none",
             retries: 0,
@@ -256,7 +253,7 @@ function plan(base: string, initrds: string[]): KexecPlan {
   };
 }
 
-Deno.test("load: kernel and initrds download concurrently", async () => {
+Deno.test("stage: kernel and initrds download concurrently", async () => {
   const initrdAsked = Promise.withResolvers<void>();
   const gzip = new Uint8Array([0x1f, 0x8b, 8, 0, 0, 0, 0, 0]);
   const srv = serve(
@@ -278,7 +275,7 @@ Deno.test("load: kernel and initrds download concurrently", async () => {
   try {
     await withTemp(async (dir) => {
       const [image] = await captureLog(() =>
-        load(plan(srv.base, ["/initrd.img"]), {
+        stage(plan(srv.base, ["/initrd.img"]), {
           workDir: dir,
           progress: "none",
           retries: 0,
@@ -292,7 +289,7 @@ Deno.test("load: kernel and initrds download concurrently", async () => {
   }
 });
 
-Deno.test("load: the first failure aborts the other downloads", async () => {
+Deno.test("stage: the first failure aborts the other downloads", async () => {
   const released = Promise.withResolvers<void>();
   const srv = serve({ "/vmlinuz": fakeKernel() }, async (path) => {
     if (path === "/vmlinuz") await released.promise; // a stalled kernel
@@ -302,7 +299,7 @@ Deno.test("load: the first failure aborts the other downloads", async () => {
       const started = Date.now();
       await captureLog(() =>
         assert.rejects(
-          load(plan(srv.base, ["/missing.img"]), {
+          stage(plan(srv.base, ["/missing.img"]), {
             workDir: dir,
             progress: "none",
             retries: 0,
@@ -319,7 +316,7 @@ Deno.test("load: the first failure aborts the other downloads", async () => {
   }
 });
 
-Deno.test("load: pins — kernel, artifact (bare URL key) and assembled initrd", async () => {
+Deno.test("stage: pins — kernel, artifact (bare URL key) and assembled initrd", async () => {
   const kernel = fakeKernel();
   const cpio = enc.encode("070701" + "0".repeat(200));
   const srv = serve({ "/vmlinuz": kernel, "/a.cpio": cpio });
@@ -330,7 +327,7 @@ Deno.test("load: pins — kernel, artifact (bare URL key) and assembled initrd",
       const base = { workDir: dir, progress: "none" as const, retries: 0 };
       await captureLog(() =>
         assert.rejects(
-          load(p, { ...base, kernelSha256: "ab".repeat(32) }),
+          stage(p, { ...base, kernelSha256: "ab".repeat(32) }),
           bootError(
             ExitCode.Verify,
             /sha256 mismatch for .*\/vmlinuz: expected (ab){32}/,
@@ -339,7 +336,7 @@ Deno.test("load: pins — kernel, artifact (bare URL key) and assembled initrd",
       );
       await captureLog(() =>
         assert.rejects(
-          load(p, {
+          stage(p, {
             ...base,
             artifactSha256: { [`${srv.base}/a.cpio`]: "cd".repeat(32) },
           }),
@@ -351,7 +348,7 @@ Deno.test("load: pins — kernel, artifact (bare URL key) and assembled initrd",
       );
       await captureLog(() =>
         assert.rejects(
-          load(p, { ...base, initrdSha256: "ef".repeat(32) }),
+          stage(p, { ...base, initrdSha256: "ef".repeat(32) }),
           bootError(
             ExitCode.Verify,
             /assembled initrd: expected (ef){32}, got/,
@@ -359,7 +356,7 @@ Deno.test("load: pins — kernel, artifact (bare URL key) and assembled initrd",
         )
       );
       const [ok] = await captureLog(() =>
-        load(p, {
+        stage(p, {
           ...base,
           kernelSha256: sha(kernel),
           artifactSha256: { [p.initrds[0].url]: sha(cpio) },
@@ -370,11 +367,11 @@ Deno.test("load: pins — kernel, artifact (bare URL key) and assembled initrd",
       const noInitrd = plan(srv.base, []);
       await captureLog(() =>
         assert.rejects(
-          load(noInitrd, { ...base, initrdSha256: sha(cpio) }),
+          stage(noInitrd, { ...base, initrdSha256: sha(cpio) }),
           bootError(ExitCode.Verify, /no initrd/),
         )
       );
-      const [bare] = await captureLog(() => load(noInitrd, base));
+      const [bare] = await captureLog(() => stage(noInitrd, base));
       assert.equal(bare.initrd, undefined);
     });
   } finally {
@@ -390,7 +387,7 @@ Deno.test("load: pins — kernel, artifact (bare URL key) and assembled initrd",
   assert.ok(!isSignedUrl("http://h/i?arch=x"));
 });
 
-Deno.test("load: an initrd that is not an initramfs is refused unless cpio-wrapped", async () => {
+Deno.test("stage: an initrd that is not an initramfs is refused unless cpio-wrapped", async () => {
   const srv = serve({
     "/vmlinuz": fakeKernel(),
     "/conf": enc.encode("key=value\n"),
@@ -405,7 +402,7 @@ Deno.test("load: an initrd that is not an initramfs is refused unless cpio-wrapp
       };
       await captureLog(() =>
         assert.rejects(
-          load(plan(srv.base, ["/conf"]), base),
+          stage(plan(srv.base, ["/conf"]), base),
           bootError(
             ExitCode.Verify,
             /^Initrd http:\/\/127\.0\.0\.1:\d+\/conf is of an unknown format/,
@@ -414,7 +411,7 @@ Deno.test("load: an initrd that is not an initramfs is refused unless cpio-wrapp
       );
       const wrapped = plan(srv.base, ["/conf"]);
       wrapped.initrds[0].cpio = { path: "/etc/conf", mode: 0o644, mkdir: 0 };
-      const [image] = await captureLog(() => load(wrapped, base));
+      const [image] = await captureLog(() => stage(wrapped, base));
       assert.equal(image.initrd!.parts[0].size, 10);
     });
   } finally {
@@ -422,7 +419,7 @@ Deno.test("load: an initrd that is not an initramfs is refused unless cpio-wrapp
   }
 });
 
-Deno.test("load: on aarch64 a gzip'd Image is unpacked for kexec_file_load", async () => {
+Deno.test("stage: on aarch64 a gzip'd Image is unpacked for kexec_file_load", async () => {
   const arm = new Uint8Array(100_000).map((_, i) => i & 0xff);
   arm.set(enc.encode("ARM\x64"), 0x38);
   const gz = new Uint8Array(
@@ -434,7 +431,7 @@ Deno.test("load: on aarch64 a gzip'd Image is unpacked for kexec_file_load", asy
   try {
     await withTemp(async (dir) => {
       const [image] = await captureLog(() =>
-        load(plan(srv.base, []), {
+        stage(plan(srv.base, []), {
           workDir: dir,
           progress: "none",
           retries: 0,
@@ -453,11 +450,11 @@ Deno.test("load: on aarch64 a gzip'd Image is unpacked for kexec_file_load", asy
   }
 });
 
-Deno.test("load: a work dir that cannot be created is a Disk error", async () => {
+Deno.test("stage: a work dir that cannot be created is a Disk error", async () => {
   await withTemp(async (dir) => {
     await Deno.writeTextFile(`${dir}/file`, "");
     await assert.rejects(
-      load(plan("http://127.0.0.1:9", []), {
+      stage(plan("http://127.0.0.1:9", []), {
         workDir: `${dir}/file/work`,
         progress: "none",
       }),
@@ -466,11 +463,11 @@ Deno.test("load: a work dir that cannot be created is a Disk error", async () =>
   });
 });
 
-Deno.test("load: an unsupported scheme is refused before anything is fetched, without retries", async () => {
+Deno.test("stage: an unsupported scheme is refused before anything is fetched, without retries", async () => {
   await withTemp(async (dir) => {
     const started = Date.now();
     await assert.rejects(
-      load(plan("nfs://10.0.0.1/casper", ["/initrd"]), {
+      stage(plan("nfs://10.0.0.1/casper", ["/initrd"]), {
         workDir: `${dir}/w`,
         progress: "none",
       }),
@@ -488,11 +485,11 @@ Deno.test("load: an unsupported scheme is refused before anything is fetched, wi
   });
 });
 
-Deno.test("load: a work dir that is a file, or writable by others, is refused; a new one is 0700", async () => {
+Deno.test("stage: a work dir that is a file, or writable by others, is refused; a new one is 0700", async () => {
   await withTemp(async (dir) => {
     await Deno.writeTextFile(`${dir}/file`, "");
     await assert.rejects(
-      load(plan("http://127.0.0.1:9", []), {
+      stage(plan("http://127.0.0.1:9", []), {
         workDir: `${dir}/file`,
         progress: "none",
       }),
@@ -503,7 +500,7 @@ Deno.test("load: a work dir that is a file, or writable by others, is refused; a
     await Deno.mkdir(`${dir}/shared`);
     await Deno.chmod(`${dir}/shared`, 0o777);
     await assert.rejects(
-      load(plan("http://127.0.0.1:9", []), {
+      stage(plan("http://127.0.0.1:9", []), {
         workDir: `${dir}/shared`,
         progress: "none",
       }),
@@ -517,7 +514,7 @@ Deno.test("load: a work dir that is a file, or writable by others, is refused; a
       "an existing directory keeps its mode",
     );
     await assert.rejects(
-      load(plan("http://127.0.0.1:9", []), {
+      stage(plan("http://127.0.0.1:9", []), {
         workDir: `${dir}/new/work`,
         progress: "none",
         retries: 0,
@@ -529,7 +526,7 @@ Deno.test("load: a work dir that is a file, or writable by others, is refused; a
   });
 });
 
-Deno.test("load: a failure leaves no file that could pass for verified; stale files are removed first", async () => {
+Deno.test("stage: a failure leaves no file that could pass for verified; stale files are removed first", async () => {
   const kernel = fakeKernel();
   const srv = serve({
     "/vmlinuz": kernel,
@@ -559,7 +556,7 @@ Deno.test("load: a failure leaves no file that could pass for verified; stale fi
       // The kernel verifies, the initrd 404s: nothing of ours may remain.
       await captureLog(() =>
         assert.rejects(
-          load(plan(srv.base, ["/a.gz", "/missing"]), base),
+          stage(plan(srv.base, ["/a.gz", "/missing"]), base),
           bootError(ExitCode.Download, /missing: HTTP 404/),
         )
       );
@@ -594,7 +591,7 @@ Deno.test("load: a failure leaves no file that could pass for verified; stale fi
       }
       // Success: only the final files, no parts, no .part.
       const [image] = await captureLog(() =>
-        load(plan(srv.base, ["/a.gz"]), base)
+        stage(plan(srv.base, ["/a.gz"]), base)
       );
       const after = [];
       for await (const e of Deno.readDir(dir)) after.push(e.name);
@@ -613,7 +610,7 @@ Deno.test("load: a failure leaves no file that could pass for verified; stale fi
   }
 });
 
-Deno.test("load: a command line longer than the bzImage's cmdline_size is refused before kexec", async () => {
+Deno.test("stage: a command line longer than the bzImage's cmdline_size is refused before kexec", async () => {
   const kernel = fakeKernel();
   const view = new DataView(kernel.buffer);
   view.setUint16(0x206, 0x20f, true);
@@ -629,11 +626,11 @@ Deno.test("load: a command line longer than the bzImage's cmdline_size is refuse
         arch: "x86_64",
       };
       p.cmdline = "x".repeat(64);
-      await captureLog(() => load(p, base));
+      await captureLog(() => stage(p, base));
       p.cmdline = "x".repeat(65);
       await captureLog(() =>
         assert.rejects(
-          load(p, base),
+          stage(p, base),
           bootError(
             ExitCode.Verify,
             /command line is 65 bytes; this kernel accepts at most 64$/,
@@ -646,7 +643,7 @@ Deno.test("load: a command line longer than the bzImage's cmdline_size is refuse
   }
 });
 
-Deno.test("load → kexecLoad: after a reset mid-kernel, kexec gets exactly the bytes the servers sent completely", async () => {
+Deno.test("stage → kexecLoad: after a reset mid-kernel, kexec gets exactly the bytes the servers sent completely", async () => {
   const kernel = fakeKernel(400_000);
   const faults = createFaults();
   faults.add({
@@ -659,7 +656,7 @@ Deno.test("load → kexecLoad: after a reset mid-kernel, kexec gets exactly the 
     await withTemp(async (dir) => {
       const plan = await resolver(mock)();
       const [image] = await captureLog(() =>
-        load(plan, {
+        stage(plan, {
           workDir: `${dir}/work`,
           progress: "none",
           retries: 2,
@@ -697,7 +694,7 @@ Deno.test("load → kexecLoad: after a reset mid-kernel, kexec gets exactly the 
   }
 });
 
-Deno.test("load → kexecLoad: a kernel or initrd replaced after verification is never loaded", async () => {
+Deno.test("stage → kexecLoad: a kernel or initrd replaced after verification is never loaded", async () => {
   const kernel = fakeKernel(50_000);
   const srv = serve({
     "/vmlinuz": kernel,
@@ -738,7 +735,7 @@ Deno.test("load → kexecLoad: a kernel or initrd replaced after verification is
       ];
       for (const [what, swap] of swaps) {
         const [image] = await captureLog(() =>
-          load(plan(srv.base, ["/a.gz"]), base)
+          stage(plan(srv.base, ["/a.gz"]), base)
         );
         // Unchanged: loads, and the syscall gets exactly the verified bytes.
         const ok = filesLibc();
@@ -769,7 +766,7 @@ Deno.test("load → kexecLoad: a kernel or initrd replaced after verification is
   }
 });
 
-Deno.test("load: leftovers at our names (links, FIFOs) are removed, never written through nor opened; a directory is exit 8", async () => {
+Deno.test("stage: leftovers at our names (links, FIFOs) are removed, never written through nor opened; a directory is exit 8", async () => {
   const kernel = fakeKernel(40_000);
   const gz = new Uint8Array([0x1f, 0x8b, 8, 0, 1, 2, 3]);
   const srv = serve({ "/vmlinuz": kernel, "/a.gz": gz });
@@ -794,9 +791,9 @@ Deno.test("load: leftovers at our names (links, FIFOs) are removed, never writte
       };
       const [image] = await captureLog(() =>
         Promise.race([
-          load(plan(srv.base, ["/a.gz"]), base),
+          stage(plan(srv.base, ["/a.gz"]), base),
           new Promise<never>((_, reject) =>
-            setTimeout(() => reject(new Error("load hangs on a FIFO")), 10_000)
+            setTimeout(() => reject(new Error("stage hangs on a FIFO")), 10_000)
           ),
         ])
       );
@@ -813,7 +810,7 @@ Deno.test("load: leftovers at our names (links, FIFOs) are removed, never writte
         await Deno.mkdir(`${work}/${name}`);
         await captureLog(() =>
           assert.rejects(
-            load(plan(srv.base, ["/a.gz"]), base),
+            stage(plan(srv.base, ["/a.gz"]), base),
             bootError(
               ExitCode.Disk,
               new RegExp(
@@ -833,14 +830,14 @@ Deno.test("load: leftovers at our names (links, FIFOs) are removed, never writte
 });
 
 Deno.test({
-  name: "load: a work dir owned by another user is refused (exit 8)",
+  name: "stage: a work dir owned by another user is refused (exit 8)",
   ignore: Deno.uid() !== 0,
   async fn() {
     await withTemp(async (dir) => {
       await Deno.mkdir(`${dir}/theirs`, { mode: 0o755 });
       await Deno.chown(`${dir}/theirs`, 65534, 65534);
       await assert.rejects(
-        load(plan("http://127.0.0.1:9", []), {
+        stage(plan("http://127.0.0.1:9", []), {
           workDir: `${dir}/theirs`,
           progress: "none",
         }),
@@ -850,7 +847,7 @@ Deno.test({
   },
 });
 
-Deno.test("load: a second load on a locked work dir is refused at once (exit 9); the lock is released after", async () => {
+Deno.test("stage: a second stage on a locked work dir is refused at once (exit 9); the lock is released after", async () => {
   const srv = serve({ "/vmlinuz": fakeKernel() });
   try {
     await withTemp(async (dir) => {
@@ -863,26 +860,26 @@ Deno.test("load: a second load on a locked work dir is refused at once (exit 9);
       const held = await lockWorkDir(dir);
       try {
         await assert.rejects(
-          load(plan(srv.base, []), base),
+          stage(plan(srv.base, []), base),
           bootError(ExitCode.Locked, /Another instance .* work directory/),
         );
         assert.deepEqual(srv.seen, [], "nothing fetched");
         // The holder itself loads with its lock.
         await captureLog(() =>
-          load(plan(srv.base, []), { ...base, lock: held })
+          stage(plan(srv.base, []), { ...base, lock: held })
         );
       } finally {
         held.release();
       }
-      await captureLog(() => load(plan(srv.base, []), base));
-      await captureLog(() => load(plan(srv.base, []), base));
+      await captureLog(() => stage(plan(srv.base, []), base));
+      await captureLog(() => stage(plan(srv.base, []), base));
     });
   } finally {
     await srv.close();
   }
 });
 
-Deno.test("load: after a 401 and a script re-fetch, the old plan's files are gone (signed parts at once)", async () => {
+Deno.test("stage: after a 401 and a script re-fetch, the old plan's files are gone (signed parts at once)", async () => {
   const kernel = fakeKernel(30_000);
   const gz = (n: number) => new Uint8Array([0x1f, 0x8b, 8, 0, n]);
   let refused = 0;
@@ -915,7 +912,7 @@ Deno.test("load: after a 401 and a script re-fetch, the old plan's files are gon
         return names.sort();
       };
       const [image] = await captureLog(() =>
-        load(old, {
+        stage(old, {
           workDir: dir,
           progress: "none",
           retries: 0,
@@ -944,7 +941,7 @@ Deno.test("load: after a 401 and a script re-fetch, the old plan's files are gon
   }
 });
 
-Deno.test("load: at most MAX_CONCURRENT_DOWNLOADS artifacts are fetched at once", async () => {
+Deno.test("stage: at most MAX_CONCURRENT_DOWNLOADS artifacts are fetched at once", async () => {
   const gz = new Uint8Array([0x1f, 0x8b, 8, 0, 0]);
   const files: Record<string, Uint8Array> = { "/vmlinuz": fakeKernel() };
   for (let i = 0; i < 200; i++) files[`/i${i}.gz`] = gz;
@@ -959,7 +956,7 @@ Deno.test("load: at most MAX_CONCURRENT_DOWNLOADS artifacts are fetched at once"
   try {
     await withTemp(async (dir) => {
       const [image] = await captureLog(() =>
-        load(plan(srv.base, Object.keys(files).slice(1)), {
+        stage(plan(srv.base, Object.keys(files).slice(1)), {
           workDir: dir,
           progress: "none",
           retries: 0,
@@ -976,13 +973,13 @@ Deno.test("load: at most MAX_CONCURRENT_DOWNLOADS artifacts are fetched at once"
   }
 });
 
-Deno.test("load: hundreds of initrds under a low open-file limit (ulimit -n 64) do not run out of descriptors", async () => {
+Deno.test("stage: hundreds of initrds under a low open-file limit (ulimit -n 64) do not run out of descriptors", async () => {
   await withTemp(async (dir) => {
     const script = `${dir}/many.ts`;
     await Deno.writeTextFile(
       script,
-      `import { load } from ${
-        JSON.stringify(import.meta.resolve("../../lib/load.ts"))
+      `import { stage } from ${
+        JSON.stringify(import.meta.resolve("../../lib/stage.ts"))
       };
 const gz = new Uint8Array([0x1f, 0x8b, 8, 0, 0]);
 const kernel = new Uint8Array(4096);
@@ -990,7 +987,7 @@ kernel.set([0x48, 0x64, 0x72, 0x53], 0x202);
 const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} },
   (req) => new Response(new URL(req.url).pathname === "/k" ? kernel : gz));
 const base = "http://127.0.0.1:" + server.addr.port;
-const image = await load({
+const image = await stage({
   action: "kexec",
   kernel: { url: base + "/k", name: "k" },
   initrds: Array.from({ length: 500 }, (_, i) => ({ url: base + "/i" + i, name: "i" + i })),
