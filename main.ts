@@ -11,27 +11,31 @@
  * @module
  */
 
-import { fetchCaCert } from "./lib/ca_cert_url.ts";
-import { systemCertificates } from "./lib/ca_store.ts";
+import { fetchCaCert } from "./lib/http/ca_cert_url.ts";
+import { systemCertificates } from "./lib/http/ca_store.ts";
 import { type Config, parseConfig } from "./lib/config/mod.ts";
 import { BootError, errorText, ExitCode } from "./lib/errors.ts";
-import type { HttpClient } from "./lib/http.ts";
-import { createClient } from "./lib/http_client.ts";
-import { hostPlatform, readHostSettings } from "./lib/host_settings.ts";
-import { createScriptClient } from "./lib/infraenv.ts";
-import { checkCanKexec } from "./lib/can_kexec.ts";
-import { type HandoffMode, handoffMode, kexecExecute } from "./lib/handoff.ts";
-import { kexecLoad } from "./lib/kexec_load.ts";
-import { type DiskPaths, findLocalBoot } from "./lib/local_boot.ts";
-import { stageLocalBoot } from "./lib/local_stage.ts";
+import type { HttpClient } from "./lib/http/request.ts";
+import { createClient } from "./lib/http/client.ts";
+import { hostPlatform, readHostSettings } from "./lib/resolve/host_settings.ts";
+import { createScriptClient } from "./lib/resolve/infraenv.ts";
+import { checkCanKexec } from "./lib/kexec/can_kexec.ts";
+import {
+  type HandoffMode,
+  handoffMode,
+  kexecExecute,
+} from "./lib/kexec/handoff.ts";
+import { kexecLoad } from "./lib/kexec/load.ts";
+import { type DiskPaths, findLocalBoot } from "./lib/local_boot/find.ts";
+import { stageLocalBoot } from "./lib/local_boot/stage.ts";
 import { configureLog, log, redact, safeJson } from "./lib/log.ts";
-import { checkPins } from "./lib/pins.ts";
+import { checkPins } from "./lib/stage/pins.ts";
 import type { BootPlan, LocalBootPlan } from "./lib/plan.ts";
-import { preflight } from "./lib/preflight.ts";
-import { resolvePlan } from "./lib/resolve_plan.ts";
-import { sleep } from "./lib/retry.ts";
-import { stage } from "./lib/stage.ts";
-import { lockWorkDir, type WorkDirLock } from "./lib/work_dir.ts";
+import { preflight } from "./lib/stage/preflight.ts";
+import { resolvePlan } from "./lib/resolve/resolve_plan.ts";
+import { sleep } from "./lib/http/retry.ts";
+import { stage } from "./lib/stage/stage.ts";
+import { lockWorkDir, type WorkDirLock } from "./lib/stage/work_dir.ts";
 
 function printJson(value: unknown): void {
   console.log(safeJson(value));

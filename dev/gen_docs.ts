@@ -14,7 +14,7 @@
  */
 
 import { FLAG_ONLY, OPTIONS, type OptionSpec } from "../lib/config/mod.ts";
-import { envName } from "../lib/option_table.ts";
+import { envName } from "../lib/config/option_table.ts";
 import { ExitCode } from "../lib/errors.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;

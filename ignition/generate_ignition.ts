@@ -23,7 +23,7 @@ import {
   type OptionTable,
   parseFlags,
   readEnv,
-} from "../lib/option_table.ts";
+} from "../lib/config/option_table.ts";
 import { type IgnitionOptions, renderIgnition } from "./mod.ts";
 import { readNmConnections } from "./network.ts";
 

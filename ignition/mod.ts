@@ -40,7 +40,7 @@ import {
   VALUE_CHECKS,
 } from "../lib/config/mod.ts";
 import { BootError, ExitCode } from "../lib/errors.ts";
-import { envName } from "../lib/option_table.ts";
+import { envName } from "../lib/config/option_table.ts";
 import { bootloaderView } from "./bootloader_view.ts";
 import {
   type NmConnection,

@@ -28,8 +28,8 @@ import {
   type OptionTable,
   parseFlags,
   readEnv,
-} from "../lib/option_table.ts";
-import { sha256File, sha256Hex } from "../lib/sha256.ts";
+} from "../lib/config/option_table.ts";
+import { sha256File, sha256Hex } from "../lib/stage/sha256.ts";
 import {
   download,
   resolveMetal,

@@ -9,7 +9,7 @@
 
 import { createHash } from "node:crypto";
 import { BootError, ExitCode } from "../lib/errors.ts";
-import { sha256Hex } from "../lib/sha256.ts";
+import { sha256Hex } from "../lib/stage/sha256.ts";
 
 /** One GPT partition as `sfdisk --json` reports it. */
 export interface Partition {

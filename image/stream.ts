@@ -9,10 +9,10 @@
 import {
   DigestMismatchError,
   download as fetchVerified,
-} from "../lib/download.ts";
+} from "../lib/stage/download.ts";
 import { BootError, errorText, ExitCode } from "../lib/errors.ts";
-import { createProgress } from "../lib/progress.ts";
-import { sha256File } from "../lib/sha256.ts";
+import { createProgress } from "../lib/stage/progress.ts";
+import { sha256File } from "../lib/stage/sha256.ts";
 
 /** Default stream metadata URL for a stream name. */
 export function streamUrl(stream: string): string {
@@ -151,7 +151,7 @@ export interface DownloadOptions {
 
 /**
  * Downloads `url` (http, https; `file:` or a path is copied) to `dest` with
- * the bootloader's downloader (`lib/download.ts`: streamed to disk while
+ * the bootloader's downloader (`lib/stage/download.ts`: streamed to disk while
  * hashed, retries with backoff, resume, progress), checking the sha256 when
  * given: a mismatching file is deleted so the next run starts afresh. With a
  * sha256, the `.part` an interrupted run left is resumed, and the one a

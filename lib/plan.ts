@@ -8,7 +8,7 @@
  * @module
  */
 
-import { kargPattern, matchesKarg, rewriteCmdline } from "./kargs.ts";
+import { kargPattern, matchesKarg, rewriteCmdline } from "./resolve/kargs.ts";
 
 /** How iPXE wraps an image in a cpio newc header (`initrd URL /path mode=… mkdir=…`). */
 export interface CpioWrap {

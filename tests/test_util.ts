@@ -6,7 +6,7 @@
  * @module
  */
 
-import { Errno, type LibcSymbols, STATX_SIZE } from "../lib/kexec.ts";
+import { Errno, type LibcSymbols, STATX_SIZE } from "../lib/kexec/libc.ts";
 import { configureLog } from "../lib/log.ts";
 import type { BootPlan, KexecPlan } from "../lib/plan.ts";
 

@@ -24,7 +24,7 @@
  * @module
  */
 
-import { usageError } from "../option_table.ts";
+import { usageError } from "./option_table.ts";
 
 /** Parses a `KEY=VALUE` file (comments with `#`, optional single or double quotes). */
 export function parseEnvFile(text: string, path: string): [string, string][] {

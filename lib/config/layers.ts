@@ -11,7 +11,7 @@
  * @module
  */
 
-import { parseKernelCmdline } from "../kargs.ts";
+import { parseKernelCmdline } from "../resolve/kargs.ts";
 import {
   firstSet,
   type OptionValue,
@@ -19,7 +19,7 @@ import {
   readEnv,
   storeValue,
   usageError,
-} from "../option_table.ts";
+} from "./option_table.ts";
 import { parseEnvFile } from "./env_file.ts";
 import {
   DEFAULT_CONFIG_FILE,

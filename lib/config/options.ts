@@ -7,7 +7,7 @@
  * @module
  */
 
-import { helpRows, type OptionSpec } from "../option_table.ts";
+import { helpRows, type OptionSpec } from "./option_table.ts";
 
 export type { OptionSpec };
 

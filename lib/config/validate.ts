@@ -12,11 +12,11 @@
  * @module
  */
 
-import { CONSOLE_MODES, type ConsoleMode } from "../consoles.ts";
-import { isHeaderToken } from "../http.ts";
-import { kargProblem } from "../kargs.ts";
-import type { ApiAuth, ScriptSource } from "../infraenv.ts";
-import { usageError } from "../option_table.ts";
+import { CONSOLE_MODES, type ConsoleMode } from "../resolve/consoles.ts";
+import { isHeaderToken } from "../http/request.ts";
+import { kargProblem } from "../resolve/kargs.ts";
+import type { ApiAuth, ScriptSource } from "../resolve/infraenv.ts";
+import { usageError } from "./option_table.ts";
 import type { NamedFiles, RawOptions } from "./layers.ts";
 import {
   DEFAULT_API_URL,

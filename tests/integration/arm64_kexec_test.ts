@@ -10,12 +10,16 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { BootError, ExitCode } from "../../lib/errors.ts";
-import { createScriptClient } from "../../lib/infraenv.ts";
-import { type LibcSymbols, O_NOFOLLOW, openLibc } from "../../lib/kexec.ts";
-import { kexecLoad } from "../../lib/kexec_load.ts";
-import { stage } from "../../lib/stage.ts";
+import { createScriptClient } from "../../lib/resolve/infraenv.ts";
+import {
+  type LibcSymbols,
+  O_NOFOLLOW,
+  openLibc,
+} from "../../lib/kexec/libc.ts";
+import { kexecLoad } from "../../lib/kexec/load.ts";
+import { stage } from "../../lib/stage/stage.ts";
 import type { KexecPlan } from "../../lib/plan.ts";
-import { resolvePlan } from "../../lib/resolve_plan.ts";
+import { resolvePlan } from "../../lib/resolve/resolve_plan.ts";
 import { fakeKernel, startMock } from "../../dev/mock_infraenv.ts";
 import { captureLog, withTemp } from "../test_util.ts";
 

@@ -7,9 +7,9 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { fetchCaCert } from "../../lib/ca_cert_url.ts";
+import { fetchCaCert } from "../../lib/http/ca_cert_url.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
-import { createClient } from "../../lib/http_client.ts";
+import { createClient } from "../../lib/http/client.ts";
 import { makeTestCerts, withTemp } from "../test_util.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;

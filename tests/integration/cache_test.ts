@@ -8,11 +8,11 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { BootError, ExitCode } from "../../lib/errors.ts";
-import { createScriptClient } from "../../lib/infraenv.ts";
-import { isCacheable } from "../../lib/artifact_url.ts";
-import { stage, type StageOptions } from "../../lib/stage.ts";
+import { createScriptClient } from "../../lib/resolve/infraenv.ts";
+import { isCacheable } from "../../lib/stage/artifact_url.ts";
+import { stage, type StageOptions } from "../../lib/stage/stage.ts";
 import type { KexecPlan } from "../../lib/plan.ts";
-import { resolvePlan } from "../../lib/resolve_plan.ts";
+import { resolvePlan } from "../../lib/resolve/resolve_plan.ts";
 import { fakeKernel, startMock } from "../../dev/mock_infraenv.ts";
 import { captureLog, withTemp } from "../test_util.ts";
 

@@ -6,9 +6,9 @@
  */
 
 import assert from "node:assert/strict";
-import { DigestMismatchError, download } from "../../lib/download.ts";
+import { DigestMismatchError, download } from "../../lib/stage/download.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
-import { sha256Hex } from "../../lib/sha256.ts";
+import { sha256Hex } from "../../lib/stage/sha256.ts";
 import { captureLog, withTemp } from "../test_util.ts";
 
 const fast = { baseDelayMs: 1, maxDelayMs: 5, timeoutMs: 2000 };

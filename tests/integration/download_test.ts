@@ -5,15 +5,15 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { isPxeInitrd } from "../../lib/artifact_url.ts";
-import { download } from "../../lib/download.ts";
-import { probe } from "../../lib/probe.ts";
+import { isPxeInitrd } from "../../lib/stage/artifact_url.ts";
+import { download } from "../../lib/stage/download.ts";
+import { probe } from "../../lib/http/probe.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
-import { request } from "../../lib/http.ts";
-import { createClient } from "../../lib/http_client.ts";
+import { request } from "../../lib/http/request.ts";
+import { createClient } from "../../lib/http/client.ts";
 import { configureLog, log } from "../../lib/log.ts";
-import { createProgress, formatBytes } from "../../lib/progress.ts";
-import { sha256File } from "../../lib/sha256.ts";
+import { createProgress, formatBytes } from "../../lib/stage/progress.ts";
+import { sha256File } from "../../lib/stage/sha256.ts";
 import { captureLog, withTemp } from "../test_util.ts";
 
 const enc = new TextEncoder();
@@ -1252,10 +1252,10 @@ async function bigDownloadInChild(
   await Deno.writeTextFile(
     script,
     `import { download } from ${
-      JSON.stringify(import.meta.resolve("../../lib/download.ts"))
+      JSON.stringify(import.meta.resolve("../../lib/stage/download.ts"))
     };
 import { createClient } from ${
-      JSON.stringify(import.meta.resolve("../../lib/http_client.ts"))
+      JSON.stringify(import.meta.resolve("../../lib/http/client.ts"))
     };
 const client = Deno.args[2] === "insecure" ? createClient({ insecure: true }) : undefined;
 const r = await download(Deno.args[0], Deno.args[1], { retries: 0, client });

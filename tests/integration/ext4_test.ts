@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { makeExt4, type Tree } from "../../dev/installed_disk.ts";
-import { Ext4Error, fileReader, openExt4 } from "../../lib/ext4.ts";
+import { Ext4Error, fileReader, openExt4 } from "../../lib/local_boot/ext4.ts";
 import { withTemp } from "../test_util.ts";
 
 function random(size: number, seed: number): Uint8Array {

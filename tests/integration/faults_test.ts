@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { ExitCode } from "../../lib/errors.ts";
-import { lockWorkDir } from "../../lib/work_dir.ts";
+import { lockWorkDir } from "../../lib/stage/work_dir.ts";
 import { createFaults, type FaultLayer } from "../../dev/faults.ts";
 import {
   fakeKernel,

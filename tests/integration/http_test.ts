@@ -5,8 +5,8 @@ import {
   NetworkError,
   parseRetryAfter,
   request,
-} from "../../lib/http.ts";
-import { backoffDelay, withRetries } from "../../lib/retry.ts";
+} from "../../lib/http/request.ts";
+import { backoffDelay, withRetries } from "../../lib/http/retry.ts";
 import { addSecret, configureLog, log, redact } from "../../lib/log.ts";
 
 Deno.test("request: Authorization stays on its origin across redirects, and redirects are capped", async () => {

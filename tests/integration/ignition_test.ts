@@ -28,7 +28,7 @@ import {
 import { optionsFromArgs } from "../../ignition/generate_ignition.ts";
 import { defaultConsoleKargs } from "../../image/build_image.ts";
 import { type Config, parseConfig } from "../../lib/config/mod.ts";
-import { chooseConsoles } from "../../lib/consoles.ts";
+import { chooseConsoles } from "../../lib/resolve/consoles.ts";
 import { renderBootScript } from "../../dev/mock_infraenv.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));

@@ -6,12 +6,12 @@ import {
   exchangeRefreshToken,
   LocalBootAnswer,
   scriptUrl,
-} from "../../lib/infraenv.ts";
+} from "../../lib/resolve/infraenv.ts";
 import {
   isAmbiguousMacAnswer,
   isMacScriptRequest,
   withoutMac,
-} from "../../lib/mac_request.ts";
+} from "../../lib/resolve/mac_request.ts";
 import { captureLog } from "../test_util.ts";
 import {
   type MockHost,

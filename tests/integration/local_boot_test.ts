@@ -10,11 +10,14 @@ import { createHash } from "node:crypto";
 import { coreosBootTree, makeExt4 } from "../../dev/installed_disk.ts";
 import { fakeKernel, newcArchive } from "../../dev/mock_infraenv.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
-import { kexecLoad } from "../../lib/kexec_load.ts";
-import { findLocalBoot, type LocalKexecPlan } from "../../lib/local_boot.ts";
-import { stageLocalBoot } from "../../lib/local_stage.ts";
-import { disksInUse, listPartitions } from "../../lib/local_disks.ts";
-import { lockWorkDir } from "../../lib/work_dir.ts";
+import { kexecLoad } from "../../lib/kexec/load.ts";
+import {
+  findLocalBoot,
+  type LocalKexecPlan,
+} from "../../lib/local_boot/find.ts";
+import { stageLocalBoot } from "../../lib/local_boot/stage.ts";
+import { disksInUse, listPartitions } from "../../lib/local_boot/disks.ts";
+import { lockWorkDir } from "../../lib/stage/work_dir.ts";
 import { type FakeDisk, makeFakeMachine } from "../fake_machine.ts";
 import { captureLog, filesLibc, withTemp } from "../test_util.ts";
 

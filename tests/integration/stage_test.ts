@@ -6,13 +6,13 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { BootError, ExitCode } from "../../lib/errors.ts";
-import { createScriptClient } from "../../lib/infraenv.ts";
-import { isSignedUrl } from "../../lib/artifact_url.ts";
-import { artifactPin } from "../../lib/pins.ts";
-import { MAX_CONCURRENT_DOWNLOADS, stage } from "../../lib/stage.ts";
-import { lockWorkDir } from "../../lib/work_dir.ts";
+import { createScriptClient } from "../../lib/resolve/infraenv.ts";
+import { isSignedUrl } from "../../lib/stage/artifact_url.ts";
+import { artifactPin } from "../../lib/stage/pins.ts";
+import { MAX_CONCURRENT_DOWNLOADS, stage } from "../../lib/stage/stage.ts";
+import { lockWorkDir } from "../../lib/stage/work_dir.ts";
 import type { KexecPlan } from "../../lib/plan.ts";
-import { resolvePlan } from "../../lib/resolve_plan.ts";
+import { resolvePlan } from "../../lib/resolve/resolve_plan.ts";
 import {
   fakeKernel,
   type MockInfraEnv,
@@ -20,7 +20,7 @@ import {
 } from "../../dev/mock_infraenv.ts";
 import { captureLog, filesLibc, withTemp } from "../test_util.ts";
 import { createFaults } from "../../dev/faults.ts";
-import { kexecLoad } from "../../lib/kexec_load.ts";
+import { kexecLoad } from "../../lib/kexec/load.ts";
 
 const enc = new TextEncoder();
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
@@ -979,7 +979,7 @@ Deno.test("stage: hundreds of initrds under a low open-file limit (ulimit -n 64)
     await Deno.writeTextFile(
       script,
       `import { stage } from ${
-        JSON.stringify(import.meta.resolve("../../lib/stage.ts"))
+        JSON.stringify(import.meta.resolve("../../lib/stage/stage.ts"))
       };
 const gz = new Uint8Array([0x1f, 0x8b, 8, 0, 0]);
 const kernel = new Uint8Array(4096);

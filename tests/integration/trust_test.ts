@@ -11,15 +11,15 @@ import { createHash } from "node:crypto";
 import { createFaults } from "../../dev/faults.ts";
 import { fakeKernel, startMock } from "../../dev/mock_infraenv.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
-import { PolicyError, request } from "../../lib/http.ts";
-import { createClient } from "../../lib/http_client.ts";
-import { withRetries } from "../../lib/retry.ts";
+import { PolicyError, request } from "../../lib/http/request.ts";
+import { createClient } from "../../lib/http/client.ts";
+import { withRetries } from "../../lib/http/retry.ts";
 import {
   createScriptClient,
   exchangeRefreshToken,
   MAX_SSO_BYTES,
-} from "../../lib/infraenv.ts";
-import { stage } from "../../lib/stage.ts";
+} from "../../lib/resolve/infraenv.ts";
+import { stage } from "../../lib/stage/stage.ts";
 import type { KexecPlan } from "../../lib/plan.ts";
 import { captureLog, makeTestCerts, withTemp } from "../test_util.ts";
 

@@ -10,7 +10,7 @@ import {
   parseGrubenv,
   sortEntries,
   vercmp,
-} from "../../lib/bls.ts";
+} from "../../lib/local_boot/bls.ts";
 
 /** An entry as ostree writes it for Fedora CoreOS (`loader.1/entries/ostree-1-fedora-coreos.conf`). */
 const FCOS_ENTRY = `title Fedora CoreOS 40.20240519.3.0 (ostree:0)

@@ -8,7 +8,7 @@ import {
   splitPem,
   SYSTEM_CA_FILES,
   usableCertificates,
-} from "../../lib/ca_store.ts";
+} from "../../lib/http/ca_store.ts";
 import { parseConfig } from "../../lib/config/mod.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import { captureLog } from "../test_util.ts";

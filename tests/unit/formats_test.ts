@@ -16,7 +16,7 @@ import {
   sniff,
   unpackArm64Kernel,
   zbootHeader,
-} from "../../lib/formats.ts";
+} from "../../lib/stage/formats.ts";
 
 const enc = new TextEncoder();
 

@@ -5,7 +5,7 @@ import {
   defaultRouteInterface,
   hostPlatform,
   readHostSettings,
-} from "../../lib/host_settings.ts";
+} from "../../lib/resolve/host_settings.ts";
 import { runScriptSource } from "../../lib/ipxe/mod.ts";
 
 const ROUTES =

@@ -13,8 +13,8 @@ import {
   PolicyError,
   request,
   type SendInit,
-} from "../../lib/http.ts";
-import { createClient } from "../../lib/http_client.ts";
+} from "../../lib/http/request.ts";
+import { createClient } from "../../lib/http/client.ts";
 import { captureLog, withTemp } from "../test_util.ts";
 
 /** A transport that answers from a table and records what it was sent. */

@@ -5,7 +5,11 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { assembleInitrd, cpioHeaders, INITRD_ALIGN } from "../../lib/initrd.ts";
+import {
+  assembleInitrd,
+  cpioHeaders,
+  INITRD_ALIGN,
+} from "../../lib/stage/initrd.ts";
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
 

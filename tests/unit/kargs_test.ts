@@ -1,7 +1,7 @@
 /**
- * The kernel command line as the kernel splits it (lib/kargs.ts), the karg
+ * The kernel command line as the kernel splits it (lib/resolve/kargs.ts), the karg
  * edits built on it (lib/plan.ts `editCmdline`) and the console choice
- * (lib/consoles.ts), on the exact assisted-service template.
+ * (lib/resolve/consoles.ts), on the exact assisted-service template.
  */
 import assert from "node:assert/strict";
 import { type Config, parseConfig } from "../../lib/config/mod.ts";
@@ -9,16 +9,16 @@ import {
   chooseConsoles,
   consoleArgs,
   isConsoleMode,
-} from "../../lib/consoles.ts";
+} from "../../lib/resolve/consoles.ts";
 import {
   argText,
   initArgsStart,
   kargProblem,
   parseKernelCmdline,
-} from "../../lib/kargs.ts";
-import type { ScriptClient } from "../../lib/infraenv.ts";
+} from "../../lib/resolve/kargs.ts";
+import type { ScriptClient } from "../../lib/resolve/infraenv.ts";
 import { editCmdline, type KexecPlan } from "../../lib/plan.ts";
-import { resolvePlan } from "../../lib/resolve_plan.ts";
+import { resolvePlan } from "../../lib/resolve/resolve_plan.ts";
 import { captureLog } from "../test_util.ts";
 import { renderBootScript } from "../../dev/mock_infraenv.ts";
 

@@ -10,15 +10,19 @@
 
 import assert from "node:assert/strict";
 import { BootError, ExitCode } from "../../lib/errors.ts";
-import { Errno, type KexecImage, type LibcSymbols } from "../../lib/kexec.ts";
-import { type KexecFallback, kexecLoad } from "../../lib/kexec_load.ts";
+import {
+  Errno,
+  type KexecImage,
+  type LibcSymbols,
+} from "../../lib/kexec/libc.ts";
+import { type KexecFallback, kexecLoad } from "../../lib/kexec/load.ts";
 import {
   findKexec,
   kexecToolsArgs,
   lockdownState,
   type RunResult,
-} from "../../lib/kexec_tools.ts";
-import type { FileIdentity } from "../../lib/work_dir.ts";
+} from "../../lib/kexec/tools.ts";
+import type { FileIdentity } from "../../lib/stage/work_dir.ts";
 import { captureLog } from "../test_util.ts";
 
 /** What `load` verified: the identity statx reports for every file of the fake libc. */

@@ -8,8 +8,8 @@
 
 import assert from "node:assert/strict";
 import { BootError, ExitCode } from "../../lib/errors.ts";
-import { checkCanKexec } from "../../lib/can_kexec.ts";
-import { handoffMode, kexecExecute } from "../../lib/handoff.ts";
+import { checkCanKexec } from "../../lib/kexec/can_kexec.ts";
+import { handoffMode, kexecExecute } from "../../lib/kexec/handoff.ts";
 import {
   AT_EMPTY_PATH,
   Errno,
@@ -23,10 +23,10 @@ import {
   O_NOFOLLOW,
   openLibc,
   STATX_SIZE,
-} from "../../lib/kexec.ts";
-import { kexecError } from "../../lib/kexec_errors.ts";
-import { kexecLoad } from "../../lib/kexec_load.ts";
-import type { FileIdentity } from "../../lib/work_dir.ts";
+} from "../../lib/kexec/libc.ts";
+import { kexecError } from "../../lib/kexec/errors.ts";
+import { kexecLoad } from "../../lib/kexec/load.ts";
+import type { FileIdentity } from "../../lib/stage/work_dir.ts";
 import { captureLog, withTemp } from "../test_util.ts";
 import { configureLog } from "../../lib/log.ts";
 

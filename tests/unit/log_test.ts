@@ -12,7 +12,7 @@ import {
   redact,
   safeJson,
 } from "../../lib/log.ts";
-import { createProgress } from "../../lib/progress.ts";
+import { createProgress } from "../../lib/stage/progress.ts";
 
 function captured(fn: () => void): string[] {
   const lines: string[] = [];

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { BootError, ExitCode } from "../../lib/errors.ts";
-import { artifactPin, checkPins, normalizeUrl } from "../../lib/pins.ts";
+import { artifactPin, checkPins, normalizeUrl } from "../../lib/stage/pins.ts";
 import type { KexecPlan } from "../../lib/plan.ts";
 
 const A = "a".repeat(64);

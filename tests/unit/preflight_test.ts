@@ -10,7 +10,7 @@ import {
   liveRootfsUrl,
   memoryShortfall,
   parseMeminfo,
-} from "../../lib/preflight.ts";
+} from "../../lib/stage/preflight.ts";
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { createProgress, formatBytes } from "../../lib/progress.ts";
+import { createProgress, formatBytes } from "../../lib/stage/progress.ts";
 
 Deno.test("formatBytes: whole bytes below 1 KiB, one decimal in binary units above", () => {
   assert.equal(formatBytes(0), "0 B");

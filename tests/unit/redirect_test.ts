@@ -9,7 +9,7 @@ import {
   isTransient,
   PolicyError,
   redirectTarget,
-} from "../../lib/http.ts";
+} from "../../lib/http/request.ts";
 
 function refused(pattern: RegExp) {
   return (err: unknown) => {

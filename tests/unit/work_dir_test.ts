@@ -16,7 +16,7 @@ import {
   lockWorkDir,
   openOwnFile,
   prepareWorkDir,
-} from "../../lib/work_dir.ts";
+} from "../../lib/stage/work_dir.ts";
 import { withTemp } from "../test_util.ts";
 
 const isRoot = Deno.uid() === 0;

@@ -32,7 +32,7 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { argText, parseKernelCmdline } from "../../lib/kargs.ts";
+import { argText, parseKernelCmdline } from "../../lib/resolve/kargs.ts";
 import {
   coreosBootTree,
   makeExt4,

@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { startMock } from "../../dev/mock_infraenv.ts";
-import { argText, parseKernelCmdline } from "../../lib/kargs.ts";
+import { argText, parseKernelCmdline } from "../../lib/resolve/kargs.ts";
 import {
   type Accel,
   findQemu,

@@ -1,0 +1,527 @@
+/**
+ * The InfraEnv client: builds the script URL, authenticates (Bearer access
+ * token, or an offline token exchanged at the SSO), fetches scripts for the
+ * iPXE interpreter, and recognises the service's answers to a MAC-specific
+ * script request: 404 "boot from local disk", thrown as a
+ * {@linkcode LocalBootAnswer}, and 500 "more than one host has this MAC",
+ * after which the script is fetched without the MAC, as iPXE given the plain
+ * script URL would.
+ *
+ * The bearer token is sent only to the API's own origin and path (the
+ * `--api-url` prefix, checked again on every redirect hop), never to a URL
+ * that carries its own credential (`image_token`, `api_key`), and never to
+ * image-service URLs: the artifact downloader sends no `Authorization` at all.
+ * The offline token is posted to the SSO endpoint only: a redirect from it is
+ * never followed. A token sent over plain http (bearer, offline token, a
+ * script URL's `api_key`) is worth a warning, once per origin.
+ *
+ * @module
+ */
+
+import { BootError, errorText, ExitCode } from "../errors.ts";
+import {
+  type HttpClient,
+  HttpStatusError,
+  isHeaderToken,
+  isTransient,
+  NetworkError,
+  readAtMost,
+  readErrorBody,
+  request,
+} from "../http/request.ts";
+import { addSecret, log, redact } from "../log.ts";
+import {
+  isAmbiguousMacAnswer,
+  isMacScriptRequest,
+  withoutMac,
+} from "./mac_request.ts";
+import { withRetries } from "../http/retry.ts";
+
+/** How the API is authenticated. */
+export type ApiAuth =
+  | { kind: "none" }
+  | { kind: "token"; token: string }
+  | { kind: "refresh"; refreshToken: string; ssoUrl: string };
+
+/** Where the first iPXE script comes from. */
+export type ScriptSource =
+  | { kind: "ipxe-url"; url: string }
+  | {
+    kind: "infraenv";
+    apiUrl: string;
+    infraEnvId: string;
+    auth: ApiAuth;
+    scriptType?: string;
+  };
+
+/** Options shared by the client's requests. */
+export interface ClientOptions {
+  /** Client with extra CA certificates. */
+  client?: HttpClient;
+  /** Retries on network errors and 5xx. */
+  retries?: number;
+  /** Per-request timeout in milliseconds. */
+  timeoutMs?: number;
+  /** Base backoff delay in milliseconds (tests shorten it). */
+  baseDelayMs?: number;
+}
+
+/** Options for {@linkcode createScriptClient}. */
+export interface ScriptClientOptions extends ClientOptions {
+  /**
+   * The boot NIC's MAC. Sent with the first InfraEnv request (unless an
+   * `ipxe_script_type` was asked for) so that the service can answer 404 for
+   * a host that is already installed instead of booting it into discovery.
+   */
+  mac?: string;
+}
+
+/** Builds the InfraEnv's iPXE script URL (`…/downloads/files?file_name=ipxe-script`). */
+export function scriptUrl(
+  apiUrl: string,
+  infraEnvId: string,
+  options: { scriptType?: string; mac?: string } = {},
+): string {
+  const url = new URL(
+    `${apiUrl.replace(/\/+$/, "")}/assisted-install/v2/infra-envs/${
+      encodeURIComponent(infraEnvId)
+    }/downloads/files`,
+  );
+  url.searchParams.set("file_name", "ipxe-script");
+  if (options.scriptType) {
+    url.searchParams.set("ipxe_script_type", options.scriptType);
+  }
+  if (options.mac) url.searchParams.set("mac", options.mac);
+  return url.href;
+}
+
+/**
+ * Turns an error body of assisted-service (`{"code","reason"}` or
+ * `{"code","message"}`), SSO (`error_description`) or the image service
+ * (plain text) into one line.
+ */
+export function errorBodyText(body: string): string {
+  const text = body.trim();
+  try {
+    const json = JSON.parse(text);
+    if (json && typeof json === "object") {
+      const parts = [
+        json.reason,
+        json.message,
+        json.error_description,
+        json.error,
+      ].filter((v) => typeof v === "string" && v !== "");
+      if (parts.length > 0) return redact(parts[0]).slice(0, 300);
+    }
+  } catch {
+    // Not JSON: plain text.
+  }
+  const line = text.split("\n")[0].replace(/<[^>]*>/g, " ").replace(/\s+/g, " ")
+    .trim();
+  return redact(line).slice(0, 300);
+}
+
+/** Largest SSO answer read, in bytes (a token answer is a few KiB). */
+export const MAX_SSO_BYTES = 256 * 1024;
+
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+
+/** Origins already warned about, per kind of token. */
+const warnedPlainHttp = new Set<string>();
+
+/** Warns once per token kind and origin when `url` is plain http. */
+function warnPlainHttp(url: URL, what: string): void {
+  const key = `${what} ${url.origin}`;
+  if (url.protocol !== "http:" || warnedPlainHttp.has(key)) return;
+  warnedPlainHttp.add(key);
+  log.warn(
+    `${what} is sent over plain http to ${
+      redact(url.origin)
+    }: anyone on the network path can read it (use https)`,
+  );
+}
+
+/** An access token and when it stops being valid. */
+interface AccessToken {
+  token: string;
+  expiresAt: number;
+}
+
+/**
+ * Exchanges an offline (refresh) token for an access token at the SSO token
+ * endpoint (`grant_type=refresh_token`, `client_id=cloud-services`).
+ */
+export async function exchangeRefreshToken(
+  ssoUrl: string,
+  refreshToken: string,
+  options: ClientOptions = {},
+): Promise<AccessToken> {
+  const started = Date.now();
+  warnPlainHttp(new URL(ssoUrl), "The offline token");
+  const { response, bytes } = await withRetries(async () => {
+    const res = await request(ssoUrl, {
+      // A redirect is never followed: a 307/308 would post the offline token
+      // to wherever it points.
+      redirect: "manual",
+      method: "POST",
+      headers: {
+        "content-type": "application/x-www-form-urlencoded",
+        accept: "application/json",
+      },
+      body: new URLSearchParams({
+        grant_type: "refresh_token",
+        client_id: "cloud-services",
+        refresh_token: refreshToken,
+      }).toString(),
+      client: options.client,
+      timeoutMs: options.timeoutMs,
+    });
+    if (res.status >= 500 || res.status === 429) {
+      throw new HttpStatusError(res.status, ssoUrl, await readErrorBody(res));
+    }
+    if (REDIRECTS.has(res.status)) {
+      await res.body?.cancel();
+      return { response: res, bytes: new Uint8Array(0) };
+    }
+    try {
+      return {
+        response: res,
+        bytes: await readAtMost(res.body, MAX_SSO_BYTES + 1),
+      };
+    } catch (err) {
+      throw new NetworkError(
+        `${redact(ssoUrl)}: connection lost while reading the answer: ${
+          errorText(err)
+        }`,
+        ssoUrl,
+        { cause: err },
+      );
+    }
+  }, {
+    retries: options.retries,
+    baseDelayMs: options.baseDelayMs,
+    onRetry: (err, n, ms) =>
+      log.warn(`SSO token exchange: ${errorText(err)}; retry ${n} in ${ms} ms`),
+  }).catch((err) => {
+    throw new BootError(
+      `SSO token exchange at ${redact(ssoUrl)} failed: ${describe(err)}`,
+      ExitCode.Api,
+      { cause: err },
+    );
+  });
+  if (REDIRECTS.has(response.status)) {
+    const location = response.headers.get("location");
+    throw new BootError(
+      `SSO at ${redact(ssoUrl)} answered HTTP ${response.status} (a redirect${
+        location ? ` to ${redact(location.slice(0, 200))}` : ""
+      }): not followed, the offline token goes to --sso-url only (give the final URL there)`,
+      ExitCode.Api,
+    );
+  }
+  if (bytes.length > MAX_SSO_BYTES) {
+    throw new BootError(
+      `SSO at ${
+        redact(ssoUrl)
+      } answered more than ${MAX_SSO_BYTES} bytes, which is not a token answer`,
+      ExitCode.Api,
+    );
+  }
+  const text = new TextDecoder().decode(bytes);
+  if (!response.ok) {
+    throw new BootError(
+      `SSO refused the refresh token (HTTP ${response.status}): ${
+        errorBodyText(text)
+      }`,
+      ExitCode.Api,
+    );
+  }
+  let json: { access_token?: unknown; expires_in?: unknown };
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new BootError(
+      `SSO at ${redact(ssoUrl)} answered with something that is not JSON`,
+      ExitCode.Api,
+      { cause: err },
+    );
+  }
+  if (typeof json.access_token !== "string" || json.access_token === "") {
+    throw new BootError(
+      `SSO at ${redact(ssoUrl)} answered without an access_token`,
+      ExitCode.Api,
+    );
+  }
+  addSecret(json.access_token);
+  if (!isHeaderToken(json.access_token)) {
+    throw new BootError(
+      `SSO at ${
+        redact(ssoUrl)
+      } answered an access_token that cannot be sent in an HTTP header (it holds spaces, control or non-ASCII characters)`,
+      ExitCode.Api,
+    );
+  }
+  const ttl = typeof json.expires_in === "number" && json.expires_in > 0
+    ? json.expires_in
+    : 300;
+  log.info(`SSO: access token obtained, valid for ${ttl} s`);
+  return { token: json.access_token, expiresAt: started + ttl * 1000 };
+}
+
+function describe(err: unknown): string {
+  if (err instanceof HttpStatusError) {
+    return `HTTP ${err.status}: ${errorBodyText(err.body)}`;
+  }
+  return errorText(err);
+}
+
+/** Supplies `Authorization` values, exchanging the offline token when needed. */
+export interface TokenProvider {
+  /** The header value, or undefined when the API needs none. */
+  authorization(): Promise<string | undefined>;
+  /** Forgets the cached access token; true when a new one can be obtained (refresh-token auth). */
+  invalidate(): boolean;
+}
+
+/** Creates the {@linkcode TokenProvider} for an auth mode. */
+export function createTokenProvider(
+  auth: ApiAuth,
+  options: ClientOptions = {},
+): TokenProvider {
+  let cached: AccessToken | undefined;
+  return {
+    authorization: async () => {
+      if (auth.kind === "none") return undefined;
+      if (auth.kind === "token") return `Bearer ${auth.token}`;
+      if (!cached || Date.now() > cached.expiresAt - 30_000) {
+        cached = await exchangeRefreshToken(
+          auth.ssoUrl,
+          auth.refreshToken,
+          options,
+        );
+      }
+      return `Bearer ${cached.token}`;
+    },
+    invalidate: () => {
+      cached = undefined;
+      return auth.kind === "refresh";
+    },
+  };
+}
+
+/**
+ * The service's "boot from the local disk" answer: 404 "IPXE booting
+ * skipped" to a MAC-specific script request (the host is installed). Thrown
+ * by the script fetcher; `resolvePlan` turns it into a `LocalBootPlan`, and
+ * anywhere else it is what it also is, an API answer that boots nothing (Api).
+ */
+export class LocalBootAnswer extends BootError {
+  /** The service's message (redacted, one line). */
+  readonly reason: string;
+
+  /** Creates the answer for `url` with the service's `reason`. */
+  constructor(url: string, reason: string) {
+    super(
+      `${redact(url)} answered HTTP 404: ${reason} (boot from the local disk)`,
+      ExitCode.Api,
+    );
+    this.name = "LocalBootAnswer";
+    this.reason = reason;
+  }
+}
+
+/** Fetches scripts for the iPXE interpreter. */
+export interface ScriptClient {
+  /** URL of the first script. */
+  firstUrl: string;
+  /**
+   * The interpreter's fetcher (see `lib/ipxe/mod.ts`): throws a
+   * {@linkcode LocalBootAnswer} when the service says the host is installed,
+   * a `BootError` (Api) for any other refusal.
+   */
+  fetch(
+    url: string,
+    options: { maxBytes: number; timeoutMs?: number },
+  ): Promise<{ url: string; body: Uint8Array }>;
+}
+
+/**
+ * Creates the script client for a source. The first URL is the InfraEnv's
+ * script URL (API mode) or `--ipxe-url`; chained URLs go through the same
+ * fetcher, with the bearer token only where the API expects it.
+ */
+export function createScriptClient(
+  source: ScriptSource,
+  options: ScriptClientOptions = {},
+): ScriptClient {
+  const auth = source.kind === "infraenv"
+    ? source.auth
+    : { kind: "none" as const };
+  const tokens = createTokenProvider(auth, options);
+  const apiBase = source.kind === "infraenv"
+    ? new URL(source.apiUrl + "/")
+    : undefined;
+  const firstUrl = source.kind === "infraenv"
+    ? scriptUrl(source.apiUrl, source.infraEnvId, {
+      scriptType: source.scriptType,
+      mac: source.scriptType === undefined ? options.mac : undefined,
+    })
+    : source.url;
+
+  // Local files only when the user's own first script is one.
+  const localSource = source.kind === "ipxe-url" &&
+    new URL(source.url).protocol === "file:";
+
+  // The bearer's scope: the API origin and path, checked on every hop.
+  const wantsBearer = (url: URL) =>
+    apiBase !== undefined && url.origin === apiBase.origin &&
+    url.pathname.startsWith(apiBase.pathname) &&
+    !url.searchParams.has("image_token") && !url.searchParams.has("api_key");
+
+  const scripts: ScriptClient = {
+    firstUrl,
+    fetch: async (url, fetchOptions) => {
+      const parsed = new URL(url);
+      const scheme = parsed.protocol.slice(0, -1);
+      if (scheme === "file") {
+        if (!localSource) {
+          throw new BootError(
+            `Refused to read ${
+              redact(url)
+            }: local files are read only when --ipxe-url is a file: URL`,
+            ExitCode.Api,
+          );
+        }
+        try {
+          const file = await Deno.open(parsed);
+          return {
+            url,
+            body: await readAtMost(file.readable, fetchOptions.maxBytes + 1),
+          };
+        } catch (err) {
+          const why = err instanceof Deno.errors.NotFound
+            ? "no such file"
+            : errorText(err);
+          throw new BootError(`Cannot read ${url}: ${why}`, ExitCode.Api, {
+            cause: err,
+          });
+        }
+      }
+      if (scheme !== "http" && scheme !== "https") {
+        throw new BootError(
+          `Unsupported URL scheme "${scheme}" in ${
+            redact(url)
+          } (only http, https and file)`,
+          ExitCode.Api,
+        );
+      }
+      const bearer = wantsBearer(parsed);
+      if (bearer && auth.kind !== "none") {
+        warnPlainHttp(parsed, "The API token");
+      } else if (
+        parsed.searchParams.has("api_key") ||
+        parsed.searchParams.has("image_token")
+      ) {
+        // A hub's script URL carries its credential in the query.
+        warnPlainHttp(parsed, "The api_key or image_token of a script URL");
+      }
+      let reauthenticated = false;
+      const macRequest = isMacScriptRequest(url);
+      for (;;) {
+        const authorization = bearer ? await tokens.authorization() : undefined;
+        let response: Response;
+        let body: Uint8Array | undefined;
+        let ambiguous: string | undefined;
+        try {
+          response = await withRetries(async () => {
+            const res = await request(url, {
+              authorization,
+              authorizationScope: wantsBearer,
+              client: options.client,
+              timeoutMs: fetchOptions.timeoutMs ?? options.timeoutMs,
+            });
+            if (res.status >= 500 || res.status === 429) {
+              const errorBody = await readErrorBody(res);
+              // Not transient: the same MAC finds the same hosts every time.
+              if (macRequest && isAmbiguousMacAnswer(res.status, errorBody)) {
+                ambiguous = errorBodyText(errorBody);
+                return res;
+              }
+              throw new HttpStatusError(res.status, url, errorBody);
+            }
+            if (res.ok) {
+              // A body cut mid-way (reset, or shorter than Content-Length) is
+              // a network error like any other: retried, never half-run.
+              try {
+                body = await readAtMost(res.body, fetchOptions.maxBytes + 1);
+              } catch (err) {
+                throw new NetworkError(
+                  `${redact(url)}: connection lost while reading the body: ${
+                    errorText(err)
+                  }`,
+                  url,
+                  { cause: err },
+                );
+              }
+            }
+            return res;
+          }, {
+            retries: options.retries,
+            baseDelayMs: options.baseDelayMs,
+            retryable: isTransient,
+            onRetry: (err, n, ms) =>
+              log.warn(
+                `script ${redact(url)}: ${
+                  describe(err)
+                }; retry ${n} in ${ms} ms`,
+              ),
+          });
+        } catch (err) {
+          throw new BootError(
+            `Cannot fetch ${redact(url)}: ${describe(err)}`,
+            ExitCode.Api,
+            { cause: err },
+          );
+        }
+        if (ambiguous !== undefined) {
+          log.warn(
+            `the service cannot tell which host has this MAC (HTTP 500: ${ambiguous}): fetching the script without mac=, as iPXE given the plain script URL would`,
+          );
+          return await scripts.fetch(withoutMac(url), fetchOptions);
+        }
+        if (
+          response.status === 401 && bearer && !reauthenticated &&
+          tokens.invalidate()
+        ) {
+          await response.body?.cancel();
+          log.warn("the API answered 401: exchanging the refresh token again");
+          reauthenticated = true;
+          continue;
+        }
+        if (!response.ok) {
+          const text = errorBodyText(await readErrorBody(response));
+          // "IPXE booting skipped…" is the service's "boot from local disk";
+          // any other 404 (an unknown InfraEnv, no access) is an error.
+          if (
+            response.status === 404 && isMacScriptRequest(url) &&
+            /IPXE booting skipped/i.test(text)
+          ) {
+            throw new LocalBootAnswer(url, text);
+          }
+          const hint = response.status === 401 || response.status === 403
+            ? bearer
+              ? " (check the token)"
+              : " (the URL's credential was refused or has expired)"
+            : "";
+          throw new BootError(
+            `${redact(url)} answered HTTP ${response.status}: ${
+              text || response.statusText
+            }${hint}`,
+            ExitCode.Api,
+          );
+        }
+        return { url: response.url || url, body: body ?? new Uint8Array(0) };
+      }
+    },
+  };
+  return scripts;
+}
