@@ -1,7 +1,7 @@
 /**
  * The benchmark's file server: serves the files of one directory on
- * 127.0.0.1 with `Content-Length`, `Last-Modified` and an `ETag`, streaming each file from disk in large
- * reads. Prints `{"port":N}` on one line, then serves until killed;
+ * 127.0.0.1 with `Content-Length`, `Last-Modified` and an `ETag`, streaming
+ * each file from disk in large reads. Prints `{"port":N}` on one line, then serves until killed;
  * `GET /_stats` answers the number of requests per file as JSON.
  *
  * ```sh
