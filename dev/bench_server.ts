@@ -1,7 +1,7 @@
 /**
  * The benchmark's file server: serves the files of one directory on
- * 127.0.0.1 with `Content-Length`, streaming each file from disk in large
- * reads. Prints `{"port":N}` on one line, then serves until killed;
+ * 127.0.0.1 with `Content-Length`, `Last-Modified` and an `ETag`, streaming
+ * each file from disk in large reads. Prints `{"port":N}` on one line, then serves until killed;
  * `GET /_stats` answers the number of requests per file as JSON.
  *
  * ```sh
@@ -35,10 +35,17 @@ export function serveDirectory(dir: string, port = 0): Promise<number> {
     } catch {
       return new Response("not found\n", { status: 404 });
     }
-    const size = (await file.stat()).size;
+    const info = await file.stat();
+    const size = info.size;
+    // Validators as a real image server sends them (the cache needs one).
     const headers = {
       "content-length": String(size),
       "content-type": "application/octet-stream",
+      "last-modified": (info.mtime ?? new Date(0)).toUTCString(),
+      "etag": `"${size.toString(16)}-${
+        (info.mtime?.getTime() ?? 0).toString(16)
+      }"`,
+      "accept-ranges": "none",
     };
     if (req.method === "HEAD") {
       file.close();

@@ -17,7 +17,6 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { isPxeInitrd } from "./artifact_url.ts";
 import { bodyReader, watchBody } from "./body_reader.ts";
 import { BootError, errorText, ExitCode } from "../errors.ts";
@@ -32,6 +31,8 @@ import {
 import { log, redact } from "../log.ts";
 import type { ProgressTracker } from "./progress.ts";
 import { sha256Of } from "./sha256.ts";
+import { openSha256Stream } from "./sha256_stream.ts";
+import { WritePipeline } from "./write_pipeline.ts";
 import { ifRangeValue, resumeFrom, startOf, type State } from "./resume.ts";
 import { withRetries } from "../http/retry.ts";
 import {
@@ -294,10 +295,14 @@ async function downloadTo(
       },
     });
   } catch (err) {
+    state.hash?.close();
     throw finalError(err, url, attempts);
   }
+  const hash = state.hash;
+  state.hash = undefined;
   const size = state.have;
   if (size === 0) {
+    hash?.close();
     throw new BootError(`${redact(url)} is empty`, ExitCode.Verify);
   }
   let sha256: string;
@@ -313,10 +318,14 @@ async function downloadTo(
         ExitCode.Verify,
       );
     }
-    sha256 = state.resumed || !state.hash
-      ? await sha256Of(file)
-      : state.hash.digest("hex");
+    if (state.resumed || !hash) {
+      hash?.close();
+      sha256 = await sha256Of(file);
+    } else {
+      sha256 = await hash.digest();
+    }
   } catch (err) {
+    hash?.close();
     throw diskError(err, path);
   }
   if (options.sha256 && sha256 !== options.sha256.toLowerCase()) {
@@ -400,30 +409,34 @@ async function attempt(
     throw diskError(err, path);
   }
   state.have = start;
-  if (start === 0) state.hash = createHash("sha256");
-  const hash = start === 0 ? state.hash : undefined;
-  const pending = new Uint8Array(1 << 20);
+  state.hash?.close();
+  state.hash = start === 0 ? openSha256Stream() : undefined;
   let used = 0;
-  async function flush(): Promise<void> {
-    let done = 0;
-    try {
-      while (done < used) {
-        done += await file.write(pending.subarray(done, used));
+  const pipeline = new WritePipeline({
+    write: async (bytes) => {
+      try {
+        let done = 0;
+        while (done < bytes.length) {
+          done += await file.write(bytes.subarray(done));
+        }
+      } catch (err) {
+        throw diskError(err, path);
       }
-    } catch (err) {
-      throw diskError(err, path);
-    }
-    hash?.update(pending.subarray(0, used));
-    state.have += used;
-    used = 0;
-    options.tracker?.update(state.have, state.total);
-  }
+    },
+    hash: state.hash,
+    onWritten: (bytes) => {
+      state.have += bytes;
+      options.tracker?.update(state.have, state.total);
+    },
+  });
+  let block: ArrayBuffer | undefined;
+  let received = start;
 
   const watch = watchBody(url, {
     timeoutMs,
     minSpeed: options.minSpeed ?? DEFAULT_MIN_SPEED,
     windowMs: options.minSpeedTimeMs ?? DEFAULT_MIN_SPEED_TIME_MS,
-    position: () => state.have + used,
+    position: () => received,
     abort: (err) => idle.abort(err),
   });
   try {
@@ -436,7 +449,7 @@ async function attempt(
         if (idle.signal.aborted) throw idle.signal.reason;
         if (options.signal?.aborted) throw err;
         throw new NetworkError(
-          `${redact(url)}: connection lost after ${state.have + used} bytes: ${
+          `${redact(url)}: connection lost after ${received} bytes: ${
             errorText(err)
           }`,
           url,
@@ -446,17 +459,25 @@ async function attempt(
       if (chunk.done) break;
       let value = chunk.value;
       watch.received(value.length);
+      received += value.length;
       while (value.length > 0) {
-        const n = Math.min(value.length, pending.length - used);
-        pending.set(value.subarray(0, n), used);
+        block ??= await pipeline.take();
+        const n = Math.min(value.length, block.byteLength - used);
+        new Uint8Array(block, used, n).set(value.subarray(0, n));
         used += n;
         value = value.subarray(n);
-        if (used === pending.length) await flush();
+        if (used === block.byteLength) {
+          pipeline.push(block, used);
+          block = undefined;
+          used = 0;
+        }
       }
     }
   } finally {
     watch.stop();
-    await flush();
+    if (block && used > 0) pipeline.push(block, used);
+    used = 0;
+    await pipeline.drain();
   }
   if (state.total !== undefined && state.have !== state.total) {
     throw new NetworkError(

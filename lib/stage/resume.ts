@@ -10,9 +10,9 @@
  * @module
  */
 
-import type { Hash } from "node:crypto";
 import { NetworkError, statusError } from "../http/request.ts";
 import { redact } from "../log.ts";
+import type { Sha256Stream } from "./sha256_stream.ts";
 
 /** What the responses so far said about one artifact, and what is on disk. */
 export interface State {
@@ -25,7 +25,7 @@ export interface State {
   /** The file on disk was put together from several responses. */
   resumed: boolean;
   /** Hash of the bytes written, when they all came from one response. */
-  hash?: Hash;
+  hash?: Sha256Stream;
   /** `Last-Modified` of the first response. */
   lastModified?: string;
   /** `ETag` of the first response. */

@@ -1,7 +1,8 @@
 /**
  * sha256 of files and bytes, hex: the one place the bootloader and the image
- * pipeline hash a whole file. Files are read in 1 MiB chunks through one
- * buffer, so memory stays flat whatever the size.
+ * pipeline hash a whole file. Files are read in 1 MiB blocks, a few of them
+ * in circulation (memory stays flat whatever the size): the next block is
+ * read while the sha256 worker hashes the last.
  *
  * @example
  * ```ts
@@ -12,6 +13,7 @@
  */
 
 import { createHash } from "node:crypto";
+import { openSha256Stream } from "./sha256_stream.ts";
 
 /** The sha256 (hex) of bytes or of a string's UTF-8 encoding. */
 export function sha256Hex(data: Uint8Array | string): string {
@@ -24,15 +26,25 @@ export async function sha256File(path: string): Promise<string> {
   return await sha256Of(file);
 }
 
-/** The sha256 (hex) of an open file from its first byte, read in 1 MiB chunks. */
+/** The sha256 (hex) of an open file from its first byte, read in 1 MiB blocks. */
 export async function sha256Of(file: Deno.FsFile): Promise<string> {
-  const hash = createHash("sha256");
   await file.seek(0, Deno.SeekMode.Start);
-  const buf = new Uint8Array(1 << 20);
-  for (;;) {
-    const n = await file.read(buf);
-    if (n === null) break;
-    hash.update(buf.subarray(0, n));
+  const stream = openSha256Stream();
+  const inflight: Promise<ArrayBuffer>[] = [];
+  try {
+    for (let blocks = 0;;) {
+      const block = blocks < 3
+        ? (blocks++, new ArrayBuffer(1 << 20))
+        : await inflight.shift()!;
+      const n = await file.read(new Uint8Array(block));
+      if (n === null) break;
+      const hashed = stream.update(block, n);
+      hashed.catch(() => {});
+      inflight.push(hashed);
+    }
+    await Promise.all(inflight);
+    return await stream.digest();
+  } finally {
+    stream.close();
   }
-  return hash.digest("hex");
 }
