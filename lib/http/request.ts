@@ -58,9 +58,12 @@ export class NetworkError extends Error {
 
 /**
  * The request policy refused to go on: an URL that does not parse or whose
- * scheme is not fetched, or a redirect to a scheme other than http or https,
- * from https down to http, with a malformed `Location`, or one that would send
- * the request body again. Never retried: the same answer would come back.
+ * scheme is not fetched, more than 5 redirects, or a redirect to a scheme
+ * other than http or https, from https down to http, with a malformed
+ * `Location`, to an URL with a `user:password@`, or one that would send the
+ * request body again; or an answer whose framing cannot be trusted
+ * (conflicting `Content-Length`s, `Content-Length` with `Transfer-Encoding`).
+ * Never retried: the same answer would come back.
  */
 export class PolicyError extends NetworkError {
   /** Creates the error; the message starts with the (redacted) URL. */
@@ -151,10 +154,12 @@ const defaultClient = fetchTransport();
 /**
  * Fetches `url` following redirects by hand so the policy is explicit: at most
  * 5 hops, each one to http or https only, never from https to
- * http unless the client is `--insecure`, a 307/308 never sends the request
- * body again, and the `Authorization` header goes only to URLs in
- * `authorizationScope`. Returns the final response whatever its status; the
- * caller decides what a status means. A refused hop throws a
+ * http unless the client is `--insecure`, never to an URL with a
+ * `user:password@`, a 307/308 never sends the request body again, and the
+ * `Authorization` header goes only to URLs in `authorizationScope`. Returns
+ * the final response whatever its status, its `url` the one that answered
+ * (whatever the transport); the caller decides what a status means. A
+ * refused hop or an answer with untrustworthy framing throws a
  * {@linkcode PolicyError}, a failed connection a {@linkcode NetworkError}.
  */
 export async function request(
@@ -219,7 +224,17 @@ export async function request(
       clearTimeout(timer);
     }
     log.debug(`${method} ${redact(current)}: HTTP ${response.status}`);
+    const framing = framingProblem(response.headers);
+    if (framing) {
+      await response.body?.cancel().catch(() => {});
+      throw new PolicyError(`${redact(current)}: ${framing}, refused`, current);
+    }
     if (!REDIRECTS.has(response.status) || options.redirect === "manual") {
+      // The URL that answered, whatever the transport: relative URLs in
+      // what it sent resolve against it.
+      if (response.url !== current) {
+        Object.defineProperty(response, "url", { value: current });
+      }
       return response;
     }
     await response.body?.cancel();
@@ -232,8 +247,9 @@ export async function request(
       );
     }
     if (hop >= maxRedirects) {
-      throw new NetworkError(
-        `${redact(url)}: more than ${maxRedirects} redirects`,
+      // A policy, like the others: the same chain would come back.
+      throw new PolicyError(
+        `${redact(url)}: more than ${maxRedirects} redirects, refused`,
         url,
       );
     }
@@ -267,7 +283,8 @@ export interface RedirectOptions {
 /**
  * Checks one redirect hop from `from` to `location`: the `Location` parses,
  * leads to http or https, not from https down to http (unless `insecure`),
- * and does not send a request body again (`resendsBody`). Throws a
+ * carries no `user:password@`, and does not send a request body again
+ * (`resendsBody`). Throws a
  * {@linkcode PolicyError} naming the hop; returns the target.
  *
  * @example
@@ -310,6 +327,13 @@ export function redirectTarget(
       from,
     );
   }
+  if (next.username !== "" || next.password !== "") {
+    // fetch and curl would send them as an Authorization header.
+    throw new PolicyError(
+      `${where} redirects to an URL with a user:password@ (${to}), refused (a redirect never adds credentials)`,
+      from,
+    );
+  }
   if (options.resendsBody) {
     throw new PolicyError(
       `${where} would send the request body again to ${to}, not followed`,
@@ -317,6 +341,32 @@ export function redirectTarget(
     );
   }
   return next;
+}
+
+/**
+ * Why a response's framing cannot be trusted, or undefined: a
+ * `Content-Length` that is not one number (two that disagree let a truncated
+ * body pass for whole), or a `Content-Length` beside a `Transfer-Encoding`
+ * (RFC 9112: the mark of a smuggled or broken answer).
+ */
+export function framingProblem(headers: Headers): string | undefined {
+  const length = headers.get("content-length");
+  if (length === null) return undefined;
+  const values = length.split(",").map((v) => v.trim());
+  if (values.some((v) => !/^\d+$/.test(v))) {
+    return `the answer has an invalid Content-Length (${
+      JSON.stringify(length.slice(0, 80))
+    })`;
+  }
+  if (new Set(values.map(Number)).size > 1) {
+    return `the answer has conflicting Content-Length headers (${
+      values.slice(0, 4).join(", ")
+    })`;
+  }
+  if (headers.has("transfer-encoding")) {
+    return "the answer has both Transfer-Encoding and Content-Length";
+  }
+  return undefined;
 }
 
 /**

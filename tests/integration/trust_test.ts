@@ -111,6 +111,39 @@ Deno.test("request: a redirect to file:, data: or a malformed Location is refuse
   }
 });
 
+Deno.test("request: a redirect never adds credentials: a Location with user:password@ is refused, so no Authorization: Basic is ever sent", async () => {
+  const target = serve(() => new Response("ok"));
+  const port = new URL(target.base).port;
+  const srv = serve((_req, url) =>
+    url.pathname === "/k"
+      ? redirect(`http://user:hunter2@127.0.0.1:${port}/k`)
+      : new Response("ok")
+  );
+  try {
+    let calls = 0;
+    await assert.rejects(
+      withRetries(() => {
+        calls++;
+        return request(`${srv.base}/k`);
+      }, { retries: 3, baseDelayMs: 1 }),
+      (err: unknown) => {
+        assert.ok(err instanceof PolicyError, String(err));
+        assert.match(
+          err.message,
+          /redirects to an URL with a user:password@ \(http:\/\/REDACTED@127\.0\.0\.1:\d+\/k\), refused/,
+        );
+        assert.ok(!err.message.includes("hunter2"), err.message);
+        return true;
+      },
+    );
+    assert.equal(calls, 1, "not retried");
+    assert.deepEqual(target.seen, [], "the target never got a request");
+  } finally {
+    await srv.close();
+    await target.close();
+  }
+});
+
 Deno.test("request: a 307/308 never sends a POST body again; a 303 turns it into a body-less GET", async () => {
   const sink = serve(() => new Response("sink"));
   const srv = serve((_req, url) => {
