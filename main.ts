@@ -28,7 +28,7 @@ import {
 import { kexecLoad } from "./lib/kexec/load.ts";
 import { type DiskPaths, findLocalBoot } from "./lib/local_boot/find.ts";
 import { stageLocalBoot } from "./lib/local_boot/stage.ts";
-import { configureLog, log, redact, safeJson } from "./lib/log.ts";
+import { configureLog, log, redactUrl, safeJson } from "./lib/log.ts";
 import { checkPins } from "./lib/stage/pins.ts";
 import type { BootPlan, LocalBootPlan } from "./lib/plan.ts";
 import { preflight } from "./lib/stage/preflight.ts";
@@ -86,7 +86,7 @@ async function boot(config: Config): Promise<number> {
       retries: config.retries,
       timeoutMs: config.timeoutMs,
     });
-    log.info(`fetching the iPXE script ${redact(scripts.firstUrl)}`);
+    log.info(`fetching the iPXE script ${redactUrl(scripts.firstUrl)}`);
     const plan = await resolvePlan(scripts, {
       settings,
       appendKargs: config.appendKargs,
@@ -101,7 +101,7 @@ async function boot(config: Config): Promise<number> {
     checkPins(plan, config);
     log.info(
       `plan: kernel ${
-        redact(plan.kernel.url)
+        redactUrl(plan.kernel.url)
       }, ${plan.initrds.length} initrd(s)`,
     );
     return plan;

@@ -104,12 +104,15 @@ export class BootError extends Error {
 
 /**
  * A short description of any thrown value, for one log line: its message,
- * the message of its `cause` when that is an error, only the first line, and
- * redacted.
+ * the message of its `cause` when that is an error the message does not
+ * already tell, only the first line, and redacted.
  */
 export function errorText(err: unknown): string {
   if (err instanceof Error) {
-    const cause = err.cause instanceof Error ? `: ${err.cause.message}` : "";
+    const said = err.cause instanceof Error ? err.cause.message : "";
+    const cause = said && !err.message.includes(said.split("\n")[0])
+      ? `: ${said}`
+      : "";
     return redact(`${err.message}${cause}`.split("\n")[0]);
   }
   return redact(String(err));

@@ -130,6 +130,29 @@ export function checkUrl(
   return url.href;
 }
 
+/**
+ * Checks an URL requests are built from or posted to (`--api-url`,
+ * `--sso-url`): http or https, and no `user:password@` (fetch would send it
+ * as an `Authorization` header beside the bearer token); `--api-url`
+ * (`base`) has no query or fragment either, which would land in the middle
+ * of the script URL built from it.
+ */
+function checkServiceUrl(value: string, what: string, base: boolean): string {
+  const href = checkUrl(value, what, ["http", "https"]);
+  const url = new URL(href);
+  if (url.username !== "" || url.password !== "") {
+    throw usageError(
+      `${what} must not hold a user:password@ (it would be sent as an Authorization header beside the token)`,
+    );
+  }
+  if (base && /[?#]/.test(href)) {
+    throw usageError(
+      `${what} must not have a query or a fragment: it is the base the script URL is built on`,
+    );
+  }
+  return href;
+}
+
 /** Checks a sha256 of exactly 64 hexadecimal digits; returns it in lower case. */
 export function checkSha256(value: string, what: string): string {
   if (!HEX64.test(value)) {
@@ -264,8 +287,8 @@ function checkPin(pair: string, what: string): [string, string] {
  */
 export const VALUE_CHECKS = {
   "api-url": (v: string, what: string) =>
-    checkUrl(v, what, ["http", "https"]).replace(/\/+$/, ""),
-  "sso-url": (v: string, what: string) => checkUrl(v, what, ["http", "https"]),
+    checkServiceUrl(v, what, true).replace(/\/+$/, ""),
+  "sso-url": (v: string, what: string) => checkServiceUrl(v, what, false),
   "ca-cert-url": (v: string, what: string) =>
     checkUrl(v, what, ["http", "https"]),
   "ca-cert-sha256": checkSha256,

@@ -15,7 +15,7 @@
 
 import { errorText } from "../errors.ts";
 import { fetchTransport } from "./fetch_transport.ts";
-import { log, redact } from "../log.ts";
+import { log, redact, redactUrl } from "../log.ts";
 
 /** A non-success HTTP answer. */
 export class HttpStatusError extends Error {
@@ -30,7 +30,7 @@ export class HttpStatusError extends Error {
 
   /** Creates the error from the parts of a response. */
   constructor(status: number, url: string, body = "", retryAfterMs?: number) {
-    super(`HTTP ${status} from ${redact(url)}`);
+    super(`HTTP ${status} from ${redactUrl(url)}`);
     this.name = "HttpStatusError";
     this.status = status;
     this.url = url;
@@ -53,6 +53,14 @@ export class NetworkError extends Error {
     super(message, options);
     this.name = "NetworkError";
     this.url = url;
+  }
+
+  /** The message without the URL it starts with, for a line that names the URL already. */
+  get reason(): string {
+    const prefix = `${redactUrl(this.url)}: `;
+    return this.message.startsWith(prefix)
+      ? this.message.slice(prefix.length)
+      : this.message;
   }
 }
 
@@ -171,13 +179,13 @@ export async function request(
   try {
     first = new URL(url);
   } catch (err) {
-    throw new PolicyError(`${redact(url)}: not a valid URL`, url, {
+    throw new PolicyError(`${redactUrl(url)}: not a valid URL`, url, {
       cause: err,
     });
   }
   if (!REQUEST_SCHEMES.has(first.protocol)) {
     throw new PolicyError(
-      `${redact(url)}: the scheme "${
+      `${redactUrl(url)}: the scheme "${
         first.protocol.slice(0, -1)
       }" is not fetched (http, https or file only)`,
       url,
@@ -217,17 +225,20 @@ export async function request(
       const why = timeout.signal.aborted
         ? `no answer within ${(options.timeoutMs ?? 30_000) / 1000} s`
         : errorText(err);
-      throw new NetworkError(`${redact(current)}: ${why}`, current, {
+      throw new NetworkError(`${redactUrl(current)}: ${why}`, current, {
         cause: err,
       });
     } finally {
       clearTimeout(timer);
     }
-    log.debug(`${method} ${redact(current)}: HTTP ${response.status}`);
+    log.debug(`${method} ${redactUrl(current)}: HTTP ${response.status}`);
     const framing = framingProblem(response.headers);
     if (framing) {
       await response.body?.cancel().catch(() => {});
-      throw new PolicyError(`${redact(current)}: ${framing}, refused`, current);
+      throw new PolicyError(
+        `${redactUrl(current)}: ${framing}, refused`,
+        current,
+      );
     }
     if (!REDIRECTS.has(response.status) || options.redirect === "manual") {
       // The URL that answered, whatever the transport: relative URLs in
@@ -249,7 +260,7 @@ export async function request(
     if (hop >= maxRedirects) {
       // A policy, like the others: the same chain would come back.
       throw new PolicyError(
-        `${redact(url)}: more than ${maxRedirects} redirects, refused`,
+        `${redactUrl(url)}: more than ${maxRedirects} redirects, refused`,
         url,
       );
     }
@@ -260,7 +271,7 @@ export async function request(
         (response.status === 307 || response.status === 308),
     });
     current = next.href;
-    log.debug(`redirected to ${redact(current)}`);
+    log.debug(`redirected to ${redactUrl(current)}`);
     if (
       response.status === 303 || (response.status <= 302 && method === "POST")
     ) {
@@ -298,7 +309,7 @@ export function redirectTarget(
   location: string,
   options: RedirectOptions = {},
 ): URL {
-  const where = `${redact(from)}: HTTP ${options.status ?? 302}`;
+  const where = `${redactUrl(from)}: HTTP ${options.status ?? 302}`;
   let next: URL;
   try {
     next = new URL(location, from);
@@ -311,7 +322,7 @@ export function redirectTarget(
       { cause: err },
     );
   }
-  const to = redact(next.href).slice(0, 200);
+  const to = redactUrl(next.href).slice(0, 200);
   if (next.protocol !== "http:" && next.protocol !== "https:") {
     throw new PolicyError(
       `${where} redirects to ${to}, refused (redirects lead to http or https only)`,

@@ -29,7 +29,8 @@ import {
   readErrorBody,
   request,
 } from "../http/request.ts";
-import { addSecret, log, redact } from "../log.ts";
+import { hasCredential } from "../credentials.ts";
+import { addSecret, log, redact, redactUrl } from "../log.ts";
 import {
   isAmbiguousMacAnswer,
   isMacScriptRequest,
@@ -190,7 +191,7 @@ export async function exchangeRefreshToken(
       };
     } catch (err) {
       throw new NetworkError(
-        `${redact(ssoUrl)}: connection lost while reading the answer: ${
+        `${redactUrl(ssoUrl)}: connection lost while reading the answer: ${
           errorText(err)
         }`,
         ssoUrl,
@@ -204,7 +205,7 @@ export async function exchangeRefreshToken(
       log.warn(`SSO token exchange: ${errorText(err)}; retry ${n} in ${ms} ms`),
   }).catch((err) => {
     throw new BootError(
-      `SSO token exchange at ${redact(ssoUrl)} failed: ${describe(err)}`,
+      `SSO token exchange at ${redactUrl(ssoUrl)} failed: ${describe(err)}`,
       ExitCode.Api,
       { cause: err },
     );
@@ -212,7 +213,9 @@ export async function exchangeRefreshToken(
   if (REDIRECTS.has(response.status)) {
     const location = response.headers.get("location");
     throw new BootError(
-      `SSO at ${redact(ssoUrl)} answered HTTP ${response.status} (a redirect${
+      `SSO at ${
+        redactUrl(ssoUrl)
+      } answered HTTP ${response.status} (a redirect${
         location ? ` to ${redact(location.slice(0, 200))}` : ""
       }): not followed, the offline token goes to --sso-url only (give the final URL there)`,
       ExitCode.Api,
@@ -221,7 +224,7 @@ export async function exchangeRefreshToken(
   if (bytes.length > MAX_SSO_BYTES) {
     throw new BootError(
       `SSO at ${
-        redact(ssoUrl)
+        redactUrl(ssoUrl)
       } answered more than ${MAX_SSO_BYTES} bytes, which is not a token answer`,
       ExitCode.Api,
     );
@@ -240,14 +243,14 @@ export async function exchangeRefreshToken(
     json = JSON.parse(text);
   } catch (err) {
     throw new BootError(
-      `SSO at ${redact(ssoUrl)} answered with something that is not JSON`,
+      `SSO at ${redactUrl(ssoUrl)} answered with something that is not JSON`,
       ExitCode.Api,
       { cause: err },
     );
   }
   if (typeof json.access_token !== "string" || json.access_token === "") {
     throw new BootError(
-      `SSO at ${redact(ssoUrl)} answered without an access_token`,
+      `SSO at ${redactUrl(ssoUrl)} answered without an access_token`,
       ExitCode.Api,
     );
   }
@@ -255,7 +258,7 @@ export async function exchangeRefreshToken(
   if (!isHeaderToken(json.access_token)) {
     throw new BootError(
       `SSO at ${
-        redact(ssoUrl)
+        redactUrl(ssoUrl)
       } answered an access_token that cannot be sent in an HTTP header (it holds spaces, control or non-ASCII characters)`,
       ExitCode.Api,
     );
@@ -271,6 +274,8 @@ function describe(err: unknown): string {
   if (err instanceof HttpStatusError) {
     return `HTTP ${err.status}: ${errorBodyText(err.body)}`;
   }
+  // The line names the URL already.
+  if (err instanceof NetworkError) return redact(err.reason);
   return errorText(err);
 }
 
@@ -321,7 +326,9 @@ export class LocalBootAnswer extends BootError {
   /** Creates the answer for `url` with the service's `reason`. */
   constructor(url: string, reason: string) {
     super(
-      `${redact(url)} answered HTTP 404: ${reason} (boot from the local disk)`,
+      `${
+        redactUrl(url)
+      } answered HTTP 404: ${reason} (boot from the local disk)`,
       ExitCode.Api,
     );
     this.name = "LocalBootAnswer";
@@ -371,11 +378,11 @@ export function createScriptClient(
   const localSource = source.kind === "ipxe-url" &&
     new URL(source.url).protocol === "file:";
 
-  // The bearer's scope: the API origin and path, checked on every hop.
+  // The bearer's scope: the API origin and path, checked on every hop; never
+  // an URL with a credential of its own.
   const wantsBearer = (url: URL) =>
     apiBase !== undefined && url.origin === apiBase.origin &&
-    url.pathname.startsWith(apiBase.pathname) &&
-    !url.searchParams.has("image_token") && !url.searchParams.has("api_key");
+    url.pathname.startsWith(apiBase.pathname) && !hasCredential(url.href);
 
   const scripts: ScriptClient = {
     firstUrl,
@@ -386,7 +393,7 @@ export function createScriptClient(
         if (!localSource) {
           throw new BootError(
             `Refused to read ${
-              redact(url)
+              redactUrl(url)
             }: local files are read only when --ipxe-url is a file: URL`,
             ExitCode.Api,
           );
@@ -409,7 +416,7 @@ export function createScriptClient(
       if (scheme !== "http" && scheme !== "https") {
         throw new BootError(
           `Unsupported URL scheme "${scheme}" in ${
-            redact(url)
+            redactUrl(url)
           } (only http, https and file)`,
           ExitCode.Api,
         );
@@ -417,10 +424,7 @@ export function createScriptClient(
       const bearer = wantsBearer(parsed);
       if (bearer && auth.kind !== "none") {
         warnPlainHttp(parsed, "The API token");
-      } else if (
-        parsed.searchParams.has("api_key") ||
-        parsed.searchParams.has("image_token")
-      ) {
+      } else if (hasCredential(url)) {
         // A hub's script URL carries its credential in the query.
         warnPlainHttp(parsed, "The api_key or image_token of a script URL");
       }
@@ -455,7 +459,7 @@ export function createScriptClient(
                 body = await readAtMost(res.body, fetchOptions.maxBytes + 1);
               } catch (err) {
                 throw new NetworkError(
-                  `${redact(url)}: connection lost while reading the body: ${
+                  `${redactUrl(url)}: connection lost while reading the body: ${
                     errorText(err)
                   }`,
                   url,
@@ -470,14 +474,14 @@ export function createScriptClient(
             retryable: isTransient,
             onRetry: (err, n, ms) =>
               log.warn(
-                `script ${redact(url)}: ${
+                `script ${redactUrl(url)}: ${
                   describe(err)
                 }; retry ${n} in ${ms} ms`,
               ),
           });
         } catch (err) {
           throw new BootError(
-            `Cannot fetch ${redact(url)}: ${describe(err)}`,
+            `Cannot fetch ${redactUrl(url)}: ${describe(err)}`,
             ExitCode.Api,
             { cause: err },
           );
@@ -513,7 +517,7 @@ export function createScriptClient(
               : " (the URL's credential was refused or has expired)"
             : "";
           throw new BootError(
-            `${redact(url)} answered HTTP ${response.status}: ${
+            `${redactUrl(url)} answered HTTP ${response.status}: ${
               text || response.statusText
             }${hint}`,
             ExitCode.Api,

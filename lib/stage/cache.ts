@@ -31,7 +31,7 @@ import type { DownloadResult } from "./download.ts";
 import { errorText } from "../errors.ts";
 import { type Format, readHeadOf } from "./formats.ts";
 import type { HttpClient } from "../http/request.ts";
-import { log, redact } from "../log.ts";
+import { log, redactUrl } from "../log.ts";
 import { probe } from "../http/probe.ts";
 import { sha256Hex, sha256Of } from "./sha256.ts";
 import {
@@ -338,7 +338,7 @@ export async function record(
     await dropEntry(paths);
     await discard(part);
     await discard(manifestPart);
-    log.warn(`Cannot cache ${redact(result.url)}: ${errorText(err)}`);
+    log.warn(`Cannot cache ${redactUrl(result.url)}: ${errorText(err)}`);
   }
 }
 

@@ -29,7 +29,7 @@ import {
   NetworkError,
   request,
 } from "../http/request.ts";
-import { log, redact } from "../log.ts";
+import { log, redact, redactUrl } from "../log.ts";
 import type { ProgressTracker } from "./progress.ts";
 import { sha256Of } from "./sha256.ts";
 import { ifRangeValue, resumeFrom, startOf, type State } from "./resume.ts";
@@ -101,7 +101,9 @@ export class DigestMismatchError extends BootError {
   /** Creates the error for `url` (named, redacted, in the message). */
   constructor(url: string, expected: string, actual: string) {
     super(
-      `sha256 mismatch for ${redact(url)}: expected ${expected}, got ${actual}`,
+      `sha256 mismatch for ${
+        redactUrl(url)
+      }: expected ${expected}, got ${actual}`,
       ExitCode.Verify,
     );
     this.name = "DigestMismatchError";
@@ -269,7 +271,9 @@ async function downloadTo(
   };
   if (state.leftover && resumable) {
     log.info(
-      `${redact(url)}: resuming at byte ${state.have} (left by an earlier run)`,
+      `${
+        redactUrl(url)
+      }: resuming at byte ${state.have} (left by an earlier run)`,
     );
   }
   let attempts = 0;
@@ -298,7 +302,7 @@ async function downloadTo(
   }
   const size = state.have;
   if (size === 0) {
-    throw new BootError(`${redact(url)} is empty`, ExitCode.Verify);
+    throw new BootError(`${redactUrl(url)} is empty`, ExitCode.Verify);
   }
   let sha256: string;
   try {
@@ -307,7 +311,7 @@ async function downloadTo(
       onDisk !== size || (state.total !== undefined && size !== state.total)
     ) {
       throw new BootError(
-        `${redact(url)}: ${onDisk} bytes on disk, expected ${
+        `${redactUrl(url)}: ${onDisk} bytes on disk, expected ${
           state.total ?? size
         }`,
         ExitCode.Verify,
@@ -341,7 +345,7 @@ function finalError(err: unknown, url: string, attempts: number): unknown {
   if (err instanceof HttpStatusError) {
     const body = err.body.split("\n")[0].trim().slice(0, 120);
     return new BootError(
-      `Cannot download ${redact(url)}: HTTP ${err.status}${
+      `Cannot download ${redactUrl(url)}: HTTP ${err.status}${
         body ? ` (${redact(body)})` : ""
       }${tries}`,
       ExitCode.Download,
@@ -350,9 +354,7 @@ function finalError(err: unknown, url: string, attempts: number): unknown {
   }
   if (err instanceof NetworkError) {
     return new BootError(
-      `Cannot download ${redact(url)}: ${
-        err.message.replace(`${redact(err.url)}: `, "")
-      }${tries}`,
+      `Cannot download ${redactUrl(url)}: ${err.reason}${tries}`,
       ExitCode.Download,
       { cause: err },
     );
@@ -436,9 +438,9 @@ async function attempt(
         if (idle.signal.aborted) throw idle.signal.reason;
         if (options.signal?.aborted) throw err;
         throw new NetworkError(
-          `${redact(url)}: connection lost after ${state.have + used} bytes: ${
-            errorText(err)
-          }`,
+          `${redactUrl(url)}: connection lost after ${
+            state.have + used
+          } bytes: ${errorText(err)}`,
           url,
           { cause: err },
         );
@@ -461,7 +463,7 @@ async function attempt(
   if (state.total !== undefined && state.have !== state.total) {
     throw new NetworkError(
       `${
-        redact(url)
+        redactUrl(url)
       }: the body ended after ${state.have} of ${state.total} bytes`,
       url,
     );

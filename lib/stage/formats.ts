@@ -12,7 +12,7 @@
  */
 
 import { BootError, errorText, ExitCode } from "../errors.ts";
-import { redact } from "../log.ts";
+import { redactUrl } from "../log.ts";
 import {
   clearName,
   createFile,
@@ -221,7 +221,7 @@ export function kernelMinimumSize(head: Uint8Array): number {
 export function checkKernel(head: Uint8Array, options: CheckOptions): Format {
   const arch = options.arch ?? Deno.build.arch;
   const format = sniff(head);
-  const where = redact(options.url);
+  const where = redactUrl(options.url);
   const fail = (why: string) =>
     new BootError(`Kernel ${where} ${why}`, ExitCode.Verify);
   if (format === "html" || format === "empty") {
@@ -268,7 +268,7 @@ export function checkInitrd(head: Uint8Array, options: CheckOptions): Format {
   const format = sniff(head);
   if (!INITRD_FORMATS.includes(format)) {
     throw new BootError(
-      `Initrd ${redact(options.url)} is ${
+      `Initrd ${redactUrl(options.url)} is ${
         describe(format)
       }, not a newc cpio archive or a compressed one (gzip, xz, zstd, lz4, bzip2)`,
       ExitCode.Verify,
@@ -368,7 +368,7 @@ export async function unpackArm64Kernel(
     file.close();
     return src;
   }
-  const where = redact(options.url);
+  const where = redactUrl(options.url);
   let input: ReadableStream<Uint8Array>;
   if (format === "zboot") {
     const z = zbootHeader(head);

@@ -32,7 +32,7 @@ import { checkInitrd, checkKernel, type Format, sniff } from "./formats.ts";
 import { type HttpClient, HttpStatusError } from "../http/request.ts";
 import { assembleInitrd } from "./initrd.ts";
 import { kernelFile, type VerifiedFile } from "./kernel_file.ts";
-import { log, redact } from "../log.ts";
+import { log, redactUrl } from "../log.ts";
 import { artifactPin } from "./pins.ts";
 import type { KexecPlan } from "../plan.ts";
 import { checkPlan } from "./plan_checks.ts";
@@ -188,7 +188,7 @@ export async function stage(
         ) throw err;
         log.warn(
           `${
-            redact(denied.url)
+            redactUrl(denied.url)
           } answered ${denied.status}: the signed URL has probably expired, fetching the script again`,
         );
         // The old plan's signed files (and its half-done ones) go now; what

@@ -624,6 +624,68 @@ Deno.test(
 );
 
 Deno.test(
+  "hostile: credentials in any spelling never reach a log line, URLs with one are never cached, and a log line cannot name another host",
+  cli,
+  async () => {
+    await withEnv(SCRIPTED, async (env) => {
+      const base = env.mock.baseUrl;
+      const url = serveScript(
+        env,
+        `#!ipxe\nkernel ${base}/k?api%5Fkey=SECRETVALUE3&arch=x86_64\ninitrd ${base}/i.img?%61pi_key=SECRETVALUE4\ninitrd ${base}/i.img?image%5ftoken=SECRET%22VALUE5\nboot\n`,
+      );
+      for (const password of ["pa'ss", 'pa"ss', "p<a>ss"]) {
+        const withCreds = url.replace(
+          "http://",
+          `http://user:${encodeURIComponent(password)}@`,
+        );
+        for (const mode of [["--print-plan"], ["--no-kexec", "--verbose"]]) {
+          const r = await env.cli(["--ipxe-url", withCreds, ...mode]);
+          assert.equal(r.code, 0, show(r));
+          assert.ok(
+            !/SECRET|pa.?ss|p.?a.?ss/.test(r.stderr.replaceAll("\\", "")),
+            show(r),
+          );
+          assert.match(
+            r.stderr,
+            /fetching the iPXE script http:\/\/REDACTED@127/,
+          );
+          assert.match(
+            r.stderr,
+            /plan: kernel http:\/\/127\.0\.0\.1:\d+\/k\?api%5Fkey=REDACTED&arch=x86_64, 2 initrd\(s\)/,
+          );
+        }
+      }
+      // Nothing of a URL with a credential was kept in the cache.
+      let cache: string[] = [];
+      try {
+        cache = [...Deno.readDirSync(`${env.tmp}/work/cache`)].map((e) =>
+          e.name
+        );
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      }
+      assert.deepEqual(cache, [], cache.join(" "));
+      // A backslash ends the host: the line names the host that is fetched.
+      const port = new URL(base).port;
+      env.faults.clear();
+      const deceptive = serveScript(
+        env,
+        `#!ipxe\nkernel http://127.0.0.1:${port}\\@good.example.com/k\nboot\n`,
+      );
+      const r = await env.cli(["--ipxe-url", deceptive, "--print-plan"]);
+      assert.equal(r.code, 0, show(r));
+      assert.match(
+        r.stderr,
+        new RegExp(
+          `plan: kernel http://127\\.0\\.0\\.1:${port}/@good\\.example\\.com/k,`,
+        ),
+      );
+      assert.ok(!/REDACTED@good/.test(r.stderr), show(r));
+    });
+  },
+);
+
+Deno.test(
   "hostile: a token file others can read is warned about by name",
   cli,
   async () => {

@@ -471,3 +471,46 @@ Deno.test("config: each --append-karg / --delete-karg is one kernel argument", (
     { ...none, cmdline: 'assisted.append_karg=q=" quiet' },
   );
 });
+
+Deno.test("config: --api-url and --sso-url hold no user:password@, --api-url no query or fragment (exit 2)", () => {
+  const id = ["--infra-env-id", "6f2a3c1e-8d4b-4e7a-9c1f-2b3d4e5f6a7b"];
+  for (
+    const url of [
+      "https://user:pw@api.example.com/api",
+      "https://user@api.example.com/api",
+    ]
+  ) {
+    usageError(
+      [...id, "--api-url", url],
+      /--api-url must not hold a user:password@/,
+    );
+  }
+  for (
+    const url of [
+      "https://api.example.com/api?x=1",
+      "https://api.example.com/api?",
+      "https://api.example.com/api#frag",
+    ]
+  ) {
+    usageError(
+      [...id, "--api-url", url],
+      /--api-url must not have a query or a fragment/,
+    );
+  }
+  files["/rt-sso"] = "offline-token-abcdef\n";
+  usageError(
+    [
+      ...id,
+      "--refresh-token-file",
+      "/rt-sso",
+      "--sso-url",
+      "https://u:p@sso.example.com/token",
+    ],
+    /--sso-url must not hold a user:password@/,
+  );
+  const c = run([...id, "--api-url", "https://api.example.com/api/"]);
+  assert.equal(
+    c.source.kind === "infraenv" && c.source.apiUrl,
+    "https://api.example.com/api",
+  );
+});
