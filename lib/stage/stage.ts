@@ -168,17 +168,13 @@ export async function stage(
     const done = new Map<string, Fetched>();
     let current = plan;
     for (let refetch = 0;; refetch++) {
+      // Before a byte is downloaded: what this plan does not use leaves the
+      // cache (the disk may be small or RAM), and --no-cache frees it all.
+      await freeCache(dir, current, options.cache !== false);
       try {
         const staged = await stageOnce(current, options, progress, done);
         // Whatever an earlier plan left behind goes; only the final files stay.
         await removeOurFiles(dir, FINAL_FILES);
-        if (options.cache !== false) {
-          // Only what this plan boots stays cached (the disk may be RAM).
-          await cache.prune(
-            dir,
-            [staged.plan.kernel, ...staged.plan.initrds].map((a) => a.url),
-          );
-        }
         return staged;
       } catch (err) {
         const denied = authFailure(err);
@@ -210,6 +206,20 @@ export async function stage(
   } finally {
     own?.release();
   }
+}
+
+/**
+ * Makes room before downloading: with the cache in use, the entries of URLs
+ * `plan` does not boot go; without it (`--no-cache`), every entry an earlier
+ * run kept goes, so that a cache no run uses does not hold the disk.
+ */
+async function freeCache(
+  dir: string,
+  plan: KexecPlan,
+  inUse: boolean,
+): Promise<void> {
+  if (!inUse) return await cache.clear(dir);
+  await cache.prune(dir, [plan.kernel, ...plan.initrds].map((a) => a.url));
 }
 
 /** Removes the files of `done` whose URL `drop` names, and forgets them. */
