@@ -238,9 +238,9 @@ export async function exchangeRefreshToken(
       ExitCode.Api,
     );
   }
-  let json: { access_token?: unknown; expires_in?: unknown };
+  let parsed: unknown;
   try {
-    json = JSON.parse(text);
+    parsed = JSON.parse(text);
   } catch (err) {
     throw new BootError(
       `SSO at ${redactUrl(ssoUrl)} answered with something that is not JSON`,
@@ -248,6 +248,20 @@ export async function exchangeRefreshToken(
       { cause: err },
     );
   }
+  // Valid JSON need not be an object: null, a list, a string, a number.
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new BootError(
+      `SSO at ${redactUrl(ssoUrl)} answered with JSON that is not an object (${
+        parsed === null
+          ? "null"
+          : Array.isArray(parsed)
+          ? "a list"
+          : `a ${typeof parsed}`
+      }), not a token answer`,
+      ExitCode.Api,
+    );
+  }
+  const json = parsed as { access_token?: unknown; expires_in?: unknown };
   if (typeof json.access_token !== "string" || json.access_token === "") {
     throw new BootError(
       `SSO at ${redactUrl(ssoUrl)} answered without an access_token`,

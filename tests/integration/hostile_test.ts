@@ -427,6 +427,17 @@ Deno.test(
       const endless = await env.cli([...env.saas, "--print-plan"]);
       assertFailed(endless, ExitCode.Api, /answered more than \d+ bytes/);
       assert.ok(Date.now() - started < 15_000, "cut, not read to the end");
+      // A valid JSON answer that is not an object.
+      env.faults.clear();
+      env.faults.add({
+        match: { path: "openid-connect" },
+        fault: { kind: "status", status: 200, body: "null" },
+      });
+      assertFailed(
+        await env.cli([...env.saas, "--print-plan"]),
+        ExitCode.Api,
+        /SSO at .* answered with JSON that is not an object \(null\)/,
+      );
       // Plain http: one warning per token kind, the run goes on.
       env.faults.clear();
       const ok = await env.cli([...env.saas, "--print-plan"]);

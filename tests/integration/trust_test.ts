@@ -16,9 +16,11 @@ import { createClient } from "../../lib/http/client.ts";
 import { withRetries } from "../../lib/http/retry.ts";
 import {
   createScriptClient,
+  errorBodyText,
   exchangeRefreshToken,
   MAX_SSO_BYTES,
 } from "../../lib/resolve/infraenv.ts";
+import { isAmbiguousMacAnswer } from "../../lib/resolve/mac_request.ts";
 import { stage } from "../../lib/stage/stage.ts";
 import type { KexecPlan } from "../../lib/plan.ts";
 import { captureLog, makeTestCerts, withTemp } from "../test_util.ts";
@@ -442,6 +444,34 @@ Deno.test("infraenv: an endless or oversized SSO answer is cut at the cap; a tok
         )
       );
     }
+    // Valid JSON that is no object: a one-line refusal (exit 4), never a crash.
+    for (
+      const [body, pattern] of [
+        ["null", /JSON that is not an object \(null\)/],
+        ["[]", /JSON that is not an object \(a list\)/],
+        ['"token"', /JSON that is not an object \(a string\)/],
+        ["42", /JSON that is not an object \(a number\)/],
+        ["true", /JSON that is not an object \(a boolean\)/],
+        ["{}", /answered without an access_token/],
+        ['{"access_token":null}', /answered without an access_token/],
+      ] as const
+    ) {
+      faults.clear();
+      faults.add({
+        match: { path: "openid-connect" },
+        fault: { kind: "status", status: 200, body },
+      });
+      await captureLog(() =>
+        assert.rejects(
+          exchangeRefreshToken(mock.ssoUrl, mock.refreshToken, fast),
+          bootError(ExitCode.Api, pattern),
+        )
+      );
+    }
+    // Error bodies and the MAC answer read JSON too: null there is text.
+    assert.equal(errorBodyText("null"), "null");
+    assert.equal(errorBodyText("[1]"), "[1]");
+    assert.equal(isAmbiguousMacAnswer(500, "null"), false);
   } finally {
     faults.release();
     await mock.close();
