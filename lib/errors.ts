@@ -80,6 +80,16 @@ export const ExitCode = {
    * from a HEAD of each; `--no-preflight` skips the check).
    */
   Memory: 18,
+  /**
+   * Stopped by SIGINT (128 + 2): the downloads aborted, the files of the run (partial
+   * downloads, an assembled initrd) removed, the lock released.
+   */
+  Interrupted: 130,
+  /**
+   * Stopped by SIGTERM (128 + 15; systemd stopping the unit): as for SIGINT, the files of the
+   * run removed and the lock released.
+   */
+  Terminated: 143,
 } as const;
 
 /** One of the values of {@linkcode ExitCode}. */

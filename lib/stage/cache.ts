@@ -383,6 +383,25 @@ export async function clear(dir: string): Promise<void> {
   await prune(dir, []);
 }
 
+/**
+ * Removes the `.part` files of cache entries being written (synchronous and
+ * never failing: for a run that is stopped, just before it exits).
+ */
+export function discardPartialSync(dir: string): void {
+  try {
+    for (const entry of Deno.readDirSync(`${dir}/cache`)) {
+      if (entry.isDirectory || !CACHE_ENTRY.exec(entry.name)?.[3]) continue;
+      try {
+        Deno.removeSync(`${dir}/cache/${entry.name}`);
+      } catch {
+        // Gone already, or nothing we can do.
+      }
+    }
+  } catch {
+    // No cache directory, or nothing we can do.
+  }
+}
+
 /** Removes cache entries for other URLs than `keep`, and leftover `.part` files (never a directory). */
 export async function prune(dir: string, keep: string[]): Promise<void> {
   const keys = new Set(keep.map(cacheKey));

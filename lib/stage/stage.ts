@@ -271,6 +271,28 @@ async function removeOurFiles(
 }
 
 /**
+ * Removes every file of ours in `dir` (kernel, initrds, assembled or not,
+ * half-downloaded or verified) and the half-written entries of its cache:
+ * for a run that is stopped, just before it exits. Synchronous, never fails
+ * (the name goes, never what a link points to; a directory stays).
+ */
+export function discardStagedSync(dir: string): void {
+  try {
+    for (const entry of Deno.readDirSync(dir)) {
+      if (!OUR_FILES.test(entry.name) || entry.isDirectory) continue;
+      try {
+        Deno.removeSync(`${dir}/${entry.name}`);
+      } catch {
+        // Gone already, or nothing we can do.
+      }
+    }
+  } catch {
+    // No work directory: nothing of ours.
+  }
+  cache.discardPartialSync(dir);
+}
+
+/**
  * Runs the tasks at most `limit` at a time, in order; once `signal` aborts,
  * the tasks not started yet fail with its reason instead of starting.
  */
