@@ -20,6 +20,7 @@ import {
   usageError,
 } from "./option_table.ts";
 import { parseEnvFile } from "./env_file.ts";
+import { readRegularTextFileSync } from "../regular_file.ts";
 import { hint, lookalike, optionOf, PINS } from "./option_names.ts";
 import { DEFAULT_CONFIG_FILE, type OptionName, OPTIONS } from "./options.ts";
 
@@ -32,7 +33,10 @@ export interface ConfigSources {
    * `ASSISTED_KERNEL_CMDLINE_FILE`, else `/proc/cmdline`; empty when unreadable).
    */
   cmdline?: string;
-  /** Reads a text file: the config file, /proc/cmdline, named files (default: `Deno.readTextFileSync`). */
+  /**
+   * Reads a text file: the config file, /proc/cmdline, named files (default:
+   * `readRegularTextFileSync`: a FIFO or a device is refused, never opened).
+   */
   readTextFile?: (path: string) => string;
   /** Permission bits of a file, undefined when unknown (default: from `Deno.statSync`). */
   fileMode?: (path: string) => number | undefined;
@@ -113,7 +117,7 @@ interface FileAccess {
 
 function fileAccess(sources: ConfigSources): FileAccess {
   return {
-    readTextFile: sources.readTextFile ?? Deno.readTextFileSync,
+    readTextFile: sources.readTextFile ?? readRegularTextFileSync,
     fileMode: sources.fileMode ?? statMode,
   };
 }
