@@ -329,7 +329,8 @@ export function createTokenProvider(
 
 /**
  * The service's "boot from the local disk" answer: 404 "IPXE booting
- * skipped" to a MAC-specific script request (the host is installed). Thrown
+ * skipped" to a MAC-specific script request (the host is installed), from
+ * the origin of the first script (the API, or the `--ipxe-url`). Thrown
  * by the script fetcher; `resolvePlan` turns it into a `LocalBootPlan`, and
  * anywhere else it is what it also is, an API answer that boots nothing (Api).
  */
@@ -387,6 +388,15 @@ export function createScriptClient(
       mac: source.scriptType === undefined ? options.mac : undefined,
     })
     : source.url;
+
+  // Whose "boot from the local disk" counts: the service the first script
+  // comes from (the API; with --ipxe-url, the origin of the user's URL, a
+  // hub's service whose redirect script chains the MAC request), never
+  // another server a script names.
+  const serviceOrigin = new URL(apiBase?.href ?? firstUrl).origin;
+  const fromService = (...urls: string[]) =>
+    serviceOrigin !== "null" &&
+    urls.every((u) => u === "" || new URL(u).origin === serviceOrigin);
 
   // Local files only when the user's own first script is one.
   const localSource = source.kind === "ipxe-url" &&
@@ -518,9 +528,11 @@ export function createScriptClient(
         if (!response.ok) {
           const text = errorBodyText(await readErrorBody(response));
           // "IPXE booting skipped…" is the service's "boot from local disk";
-          // any other 404 (an unknown InfraEnv, no access) is an error.
+          // any other 404 (an unknown InfraEnv, no access), or this one from
+          // another server, is an error.
           if (
             response.status === 404 && isMacScriptRequest(url) &&
+            fromService(url, response.url) &&
             /IPXE booting skipped/i.test(text)
           ) {
             throw new LocalBootAnswer(url, text);

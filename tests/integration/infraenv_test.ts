@@ -13,6 +13,7 @@ import {
   withoutMac,
 } from "../../lib/resolve/mac_request.ts";
 import { captureLog } from "../test_util.ts";
+import { resolvePlan } from "../../lib/resolve/resolve_plan.ts";
 import {
   type MockHost,
   type MockInfraEnv,
@@ -389,4 +390,77 @@ Deno.test("infraenv: withoutMac drops the mac parameter, every other byte stays"
   assert.equal(withoutMac("http://h/p?mac=1&%6Dac=2"), "http://h/p");
   assert.equal(withoutMac("http://h/p?macx=1"), "http://h/p?macx=1");
   assert.equal(withoutMac("http://h/p"), "http://h/p");
+});
+
+Deno.test("infraenv: 'boot from the local disk' counts only from the first script's origin, never from a server a script names", async () => {
+  const ID = "6f2a3c1e-8d4b-4e7a-9c1f-2b3d4e5f6a7b";
+  const skipped = JSON.stringify({
+    kind: "Error",
+    reason:
+      `IPXE booting skipped. InfraEnv ${ID}: host h having mac ${MAC} is already installed`,
+  });
+  const macPath = `/api/assisted-install/v2/infra-envs/${ID}/downloads/files`;
+  const macQuery = `?file_name=ipxe-script&mac=${MAC}`;
+  // The other server answers every MAC request "installed".
+  const other = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => new Response(skipped, { status: 404 }),
+  );
+  const otherUrl = `http://127.0.0.1:${
+    (other.addr as Deno.NetAddr).port
+  }${macPath}${macQuery}`;
+  let script = "";
+  const service = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (req) => {
+      const u = new URL(req.url);
+      // Its own MAC request: "installed" too (boot-order-control's chain).
+      if (u.pathname === "/own" + macPath) {
+        return new Response(skipped, { status: 404 });
+      }
+      return new Response(script);
+    },
+  );
+  const origin = `http://127.0.0.1:${(service.addr as Deno.NetAddr).port}`;
+  const sources = [
+    { kind: "ipxe-url" as const, url: `${origin}/boot.ipxe` },
+    {
+      kind: "infraenv" as const,
+      apiUrl: `${origin}/api`,
+      infraEnvId: ID,
+      auth: { kind: "none" as const },
+      scriptType: "discovery-image-always",
+    },
+  ];
+  try {
+    for (const source of sources) {
+      const resolve = () =>
+        resolvePlan(createScriptClient(source, { ...fast, mac: MAC }), {
+          settings: {},
+        });
+      // Another origin's answer is an API error (4), not a local boot.
+      script = `#!ipxe\nchain ${otherUrl}\n`;
+      await assert.rejects(resolve(), (err: unknown) => {
+        assert.ok(err instanceof BootError, String(err));
+        assert.ok(!(err instanceof LocalBootAnswer), source.kind);
+        assert.equal(err.exitCode, ExitCode.Api, err.message);
+        assert.match(err.message, /answered HTTP 404: IPXE booting skipped/);
+        return true;
+      });
+      // Recovered with ||, then a failure of the script's own: exit 3.
+      script = `#!ipxe\nchain ${otherUrl} || goto missing_label\n`;
+      await assert.rejects(resolve(), (err: unknown) => {
+        assert.ok(err instanceof BootError, String(err));
+        assert.equal(err.exitCode, ExitCode.Script, err.message);
+        return true;
+      });
+      // The service's own answer, to a MAC request its script chains, is.
+      script = `#!ipxe\nchain ${origin}/own${macPath}${macQuery}\n`;
+      const plan = await resolve();
+      assert.equal(plan.action, "local-boot", source.kind);
+    }
+  } finally {
+    await other.shutdown();
+    await service.shutdown();
+  }
 });
