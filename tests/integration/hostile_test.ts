@@ -532,13 +532,17 @@ Deno.test(
   async () => {
     await withEnv({}, async (env) => {
       for (
-        const [args, extra] of [
-          [["--timeout", "2147484"], {}],
-          [[], { ASSISTED_TIMEOUT: "9999999999" }],
+        const [args, extra, where] of [
+          [["--timeout", "2147484"], {}, "--timeout"],
+          [[], { ASSISTED_TIMEOUT: "9999999999" }, "variable ASSISTED_TIMEOUT"],
         ] as const
       ) {
         const r = await env.cli([...env.saas, "--print-plan", ...args], extra);
-        assertFailed(r, ExitCode.Usage, /--timeout must be at most 2147483/);
+        assertFailed(
+          r,
+          ExitCode.Usage,
+          new RegExp(`${where} must be at most 2147483`),
+        );
       }
       env.faults.add({
         match: { path: KERNEL_PATH },
