@@ -19,6 +19,7 @@
  */
 
 import { BootError, errorText, ExitCode } from "../errors.ts";
+import { idleWatch } from "../http/idle.ts";
 import {
   type HttpClient,
   HttpStatusError,
@@ -160,23 +161,30 @@ export async function exchangeRefreshToken(
   const started = Date.now();
   warnPlainHttp(new URL(ssoUrl), "The offline token");
   const { response, bytes } = await withRetries(async () => {
-    const res = await request(ssoUrl, {
-      // A redirect is never followed: a 307/308 would post the offline token
-      // to wherever it points.
-      redirect: "manual",
-      method: "POST",
-      headers: {
-        "content-type": "application/x-www-form-urlencoded",
-        accept: "application/json",
-      },
-      body: new URLSearchParams({
-        grant_type: "refresh_token",
-        client_id: "cloud-services",
-        refresh_token: refreshToken,
-      }).toString(),
-      client: options.client,
-      timeoutMs: options.timeoutMs,
-    });
+    // --timeout: for the headers, then the longest silence of the answer.
+    const ms = options.timeoutMs ?? 30_000;
+    const idle = idleWatch(ssoUrl, ms);
+    const res = idle.watch(
+      await request(ssoUrl, {
+        // A redirect is never followed: a 307/308 would post the offline token
+        // to wherever it points.
+        redirect: "manual",
+        method: "POST",
+        headers: {
+          "content-type": "application/x-www-form-urlencoded",
+          accept: "application/json",
+        },
+        body: new URLSearchParams({
+          grant_type: "refresh_token",
+          client_id: "cloud-services",
+          refresh_token: refreshToken,
+        }).toString(),
+        client: options.client,
+        timeoutMs: ms,
+        timeoutScope: "headers",
+        signal: idle.signal,
+      }),
+    );
     if (res.status >= 500 || res.status === 429) {
       throw new HttpStatusError(res.status, ssoUrl, await readErrorBody(res));
     }
@@ -190,6 +198,7 @@ export async function exchangeRefreshToken(
         bytes: await readAtMost(res.body, MAX_SSO_BYTES + 1),
       };
     } catch (err) {
+      if (idle.signal.aborted) throw idle.signal.reason;
       throw new NetworkError(
         `${redactUrl(ssoUrl)}: connection lost while reading the answer: ${
           errorText(err)
@@ -461,12 +470,19 @@ export function createScriptClient(
         let ambiguous: string | undefined;
         try {
           response = await withRetries(async () => {
-            const res = await request(url, {
-              authorization,
-              authorizationScope: wantsBearer,
-              client: options.client,
-              timeoutMs: fetchOptions.timeoutMs ?? options.timeoutMs,
-            });
+            // --timeout: for the headers, then the longest silence of the body.
+            const ms = fetchOptions.timeoutMs ?? options.timeoutMs ?? 30_000;
+            const idle = idleWatch(url, ms);
+            const res = idle.watch(
+              await request(url, {
+                authorization,
+                authorizationScope: wantsBearer,
+                client: options.client,
+                timeoutMs: ms,
+                timeoutScope: "headers",
+                signal: idle.signal,
+              }),
+            );
             if (res.status >= 500 || res.status === 429) {
               const errorBody = await readErrorBody(res);
               // Not transient: the same MAC finds the same hosts every time.
@@ -482,6 +498,7 @@ export function createScriptClient(
               try {
                 body = await readAtMost(res.body, fetchOptions.maxBytes + 1);
               } catch (err) {
+                if (idle.signal.aborted) throw idle.signal.reason;
                 throw new NetworkError(
                   `${redactUrl(url)}: connection lost while reading the body: ${
                     errorText(err)

@@ -464,3 +464,91 @@ Deno.test("infraenv: 'boot from the local disk' counts only from the first scrip
     await service.shutdown();
   }
 });
+
+/** A body sent `chunk` bytes at a time every `everyMs`, or stopping after `stopAfter` chunks. */
+function trickle(
+  text: string,
+  options: { chunk: number; everyMs: number; stopAfter?: number },
+): ReadableStream<Uint8Array> {
+  const bytes = new TextEncoder().encode(text);
+  let at = 0;
+  let sent = 0;
+  let timer: ReturnType<typeof setInterval> | undefined;
+  return new ReadableStream({
+    start(controller) {
+      timer = setInterval(() => {
+        if (options.stopAfter !== undefined && sent >= options.stopAfter) {
+          return;
+        }
+        try {
+          controller.enqueue(bytes.subarray(at, at + options.chunk));
+        } catch {
+          clearInterval(timer);
+          return;
+        }
+        at += options.chunk;
+        sent++;
+        if (at >= bytes.length) {
+          clearInterval(timer);
+          controller.close();
+        }
+      }, options.everyMs);
+    },
+    cancel() {
+      clearInterval(timer);
+    },
+  });
+}
+
+Deno.test("infraenv: --timeout bounds the silence of a script or SSO body, not its whole read", async () => {
+  const script = `#!ipxe\n${
+    "echo padding\n".repeat(30)
+  }kernel http://h/k\nboot\n`;
+  const sso = JSON.stringify({
+    access_token: "a".repeat(200),
+    expires_in: 900,
+    token_type: "Bearer",
+  });
+  let stall = false;
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (req) => {
+      const json = new URL(req.url).pathname === "/sso";
+      // 64 bytes every 200 ms: well over 1 s in all, never 1 s of silence.
+      return new Response(
+        trickle(json ? sso : script, {
+          chunk: 64,
+          everyMs: 200,
+          stopAfter: stall ? 2 : undefined,
+        }),
+        { headers: json ? { "content-type": "application/json" } : {} },
+      );
+    },
+  );
+  const origin = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}`;
+  const options = { retries: 0, baseDelayMs: 10, timeoutMs: 1000 };
+  try {
+    const started = Date.now();
+    const client = createScriptClient(
+      { kind: "ipxe-url", url: `${origin}/s` },
+      options,
+    );
+    const got = await client.fetch(`${origin}/s`, { maxBytes: 65536 });
+    assert.equal(text(got.body), script);
+    assert.ok(Date.now() - started > 1000, "the read took longer than 1 s");
+    const token = await exchangeRefreshToken(`${origin}/sso`, "r", options);
+    assert.equal(token.token, "a".repeat(200));
+    // A body that stops is cut after 1 s of silence.
+    stall = true;
+    await assert.rejects(
+      client.fetch(`${origin}/s`, { maxBytes: 65536 }),
+      /: no data for 1 s after 128 bytes of the body$/,
+    );
+    await assert.rejects(
+      exchangeRefreshToken(`${origin}/sso`, "r", options),
+      /: no data for 1 s after 128 bytes of the body$/,
+    );
+  } finally {
+    await server.shutdown();
+  }
+});
