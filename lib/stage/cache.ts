@@ -306,16 +306,38 @@ export async function lookup(
 }
 
 /**
+ * The entries being recorded, by cache file path: a plan that names one URL
+ * twice (an initrd given twice) records it once, never two writers on the
+ * same names at the same time.
+ */
+const recording = new Map<string, Promise<void>>();
+
+/**
  * Records the verified file `result` for later runs, only when the server
  * gave a validator ({@linkcode hasValidator}: a strong `ETag` or a
  * `Last-Modified`). Never fails the boot: a cache that cannot be written is
- * only logged.
+ * only logged. While the same URL is being recorded (the same URL twice in
+ * a plan), a second call waits for that one and leaves the entry to it.
  */
 export async function record(
   dir: string,
   result: DownloadResult,
 ): Promise<void> {
   if (!hasValidator(result)) return;
+  const key = cachePaths(dir, result.url).file;
+  const earlier = recording.get(key);
+  if (earlier) return await earlier;
+  const writing = write(dir, result);
+  recording.set(key, writing);
+  try {
+    await writing;
+  } finally {
+    recording.delete(key);
+  }
+}
+
+/** Writes the cache entry of `result` (file, then manifest); failures are logged. */
+async function write(dir: string, result: DownloadResult): Promise<void> {
   const paths = cachePaths(dir, result.url);
   const part = `${paths.file}.part`;
   const manifestPart = `${paths.manifest}.part`;

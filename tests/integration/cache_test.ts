@@ -713,3 +713,38 @@ Deno.test("cache: leftovers of an interrupted cache write are never reused and g
     await srv.close();
   }
 });
+
+Deno.test("cache: the same URL twice in a plan is recorded once, without a race, and reused whole by the next run", async () => {
+  const kernel = fakeKernel(200_000);
+  const srv = serve({
+    "/vmlinuz": { body: kernel, lastModified: LM1 },
+    "/a.gz": { body: GZIP, etag: '"a1"' },
+  });
+  try {
+    await withTemp(async (dir) => {
+      const p = plan(srv.base, "/vmlinuz", ["/a.gz", "/a.gz", "/a.gz"]);
+      for (let run = 0; run < 2; run++) {
+        const [staged, lines] = await captureLog(() => stage(p, opts(dir)));
+        assert.ok(
+          !lines.some((l) => /Cannot cache|cached copy not used/.test(l)),
+          lines.join("\n"),
+        );
+        assert.equal(staged.initrd!.parts.length, 3);
+        if (run === 1) {
+          assert.ok(staged.initrd!.parts.every((part) => part.cached));
+        }
+      }
+      assert.equal(
+        srv.count("GET", "/a.gz"),
+        3,
+        "downloaded by the first run only",
+      );
+      assert.equal(
+        (await cacheNames(dir)).filter((n) => n.endsWith(".part")).length,
+        0,
+      );
+    });
+  } finally {
+    await srv.close();
+  }
+});
