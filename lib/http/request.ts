@@ -13,7 +13,7 @@
  * @module
  */
 
-import { errorText } from "../errors.ts";
+import { networkReason } from "./error_text.ts";
 import { fetchTransport } from "./fetch_transport.ts";
 import { log, redact, redactUrl } from "../log.ts";
 
@@ -224,7 +224,7 @@ export async function request(
       if (options.signal?.aborted) throw err;
       const why = timeout.signal.aborted
         ? `no answer within ${(options.timeoutMs ?? 30_000) / 1000} s`
-        : errorText(err);
+        : networkReason(err);
       throw new NetworkError(`${redactUrl(current)}: ${why}`, current, {
         cause: err,
       });

@@ -29,11 +29,12 @@ import {
   NetworkError,
   request,
 } from "../http/request.ts";
-import { log, redact, redactUrl } from "../log.ts";
+import { log, redactUrl } from "../log.ts";
 import type { ProgressTracker } from "./progress.ts";
 import { sha256Of } from "./sha256.ts";
 import { ifRangeValue, resumeFrom, startOf, type State } from "./resume.ts";
 import { withRetries } from "../http/retry.ts";
+import { bodyExcerpt } from "../http/error_text.ts";
 import {
   clearName,
   createFile,
@@ -343,10 +344,10 @@ function finalError(err: unknown, url: string, attempts: number): unknown {
   if (err instanceof BootError) return err;
   const tries = attempts > 1 ? ` (after ${attempts} attempts)` : "";
   if (err instanceof HttpStatusError) {
-    const body = err.body.split("\n")[0].trim().slice(0, 120);
+    const body = bodyExcerpt(err.body);
     return new BootError(
       `Cannot download ${redactUrl(url)}: HTTP ${err.status}${
-        body ? ` (${redact(body)})` : ""
+        body ? ` (${body})` : ""
       }${tries}`,
       ExitCode.Download,
       { cause: err },
