@@ -28,14 +28,15 @@ import {
 import { kexecLoad } from "./lib/kexec/load.ts";
 import { type DiskPaths, findLocalBoot } from "./lib/local_boot/find.ts";
 import { stageLocalBoot } from "./lib/local_boot/stage.ts";
-import { configureLog, log, redact, safeJson } from "./lib/log.ts";
+import { configureLog, log, redactUrl, safeJson } from "./lib/log.ts";
 import { checkPins } from "./lib/stage/pins.ts";
 import type { BootPlan, LocalBootPlan } from "./lib/plan.ts";
 import { preflight } from "./lib/stage/preflight.ts";
 import { resolvePlan } from "./lib/resolve/resolve_plan.ts";
 import { sleep } from "./lib/http/retry.ts";
-import { stage } from "./lib/stage/stage.ts";
+import { discardStagedSync, stage } from "./lib/stage/stage.ts";
 import { lockWorkDir, type WorkDirLock } from "./lib/stage/work_dir.ts";
+import { type StopWatch, watchStopSignals } from "./lib/stop.ts";
 
 function printJson(value: unknown): void {
   console.log(safeJson(value));
@@ -53,8 +54,38 @@ export async function main(args: string[]): Promise<number> {
   return await boot(config);
 }
 
-/** The boot sequence proper: refuse early, resolve, stage, load, execute. */
+/**
+ * The boot sequence, stopped cleanly by SIGTERM or SIGINT until the hand-off
+ * (`stop.ts`): the files of the run removed, the lock released, exit 143 or
+ * 130, whatever step the run was at.
+ */
 async function boot(config: Config): Promise<number> {
+  let locked: WorkDirLock | undefined;
+  using stop = watchStopSignals({
+    cleanup: () => {
+      if (!locked) return;
+      discardStagedSync(locked.dir);
+      locked.release();
+    },
+  });
+  try {
+    return await bootSteps(config, {
+      stop,
+      onLock: (lock) => locked = lock,
+    });
+  } catch (err) {
+    // The abort's error is not the story: the stop is (one line, its code).
+    stop.finish();
+    throw err;
+  }
+}
+
+/** The boot sequence proper: refuse early, resolve, stage, load, execute. */
+async function bootSteps(
+  config: Config,
+  context: { stop: StopWatch; onLock: (lock: WorkDirLock) => void },
+): Promise<number> {
+  const { stop } = context;
   // Refuse before any download when the kernel could not be loaded or started.
   let handoff: HandoffMode = "none";
   if (config.mode === "kexec") {
@@ -69,6 +100,7 @@ async function boot(config: Config): Promise<number> {
   using lock = config.mode === "print-plan"
     ? undefined
     : await lockWorkDir(config.workDir, { cache: !config.noCache });
+  if (lock) context.onLock(lock);
   const client = await httpClient(config);
   const settings = {
     ...(config.hostSettings
@@ -86,7 +118,7 @@ async function boot(config: Config): Promise<number> {
       retries: config.retries,
       timeoutMs: config.timeoutMs,
     });
-    log.info(`fetching the iPXE script ${redact(scripts.firstUrl)}`);
+    log.info(`fetching the iPXE script ${redactUrl(scripts.firstUrl)}`);
     const plan = await resolvePlan(scripts, {
       settings,
       appendKargs: config.appendKargs,
@@ -101,7 +133,7 @@ async function boot(config: Config): Promise<number> {
     checkPins(plan, config);
     log.info(
       `plan: kernel ${
-        redact(plan.kernel.url)
+        redactUrl(plan.kernel.url)
       }, ${plan.initrds.length} initrd(s)`,
     );
     return plan;
@@ -109,7 +141,7 @@ async function boot(config: Config): Promise<number> {
 
   const plan = await resolve();
   if (plan.action === "local-boot") {
-    return await bootLocal(plan, config, { handoff, lock });
+    return await bootLocal(plan, config, { handoff, lock, stop });
   }
   if (config.mode === "print-plan") {
     printJson(plan);
@@ -140,6 +172,7 @@ async function boot(config: Config): Promise<number> {
     localFiles: config.source.kind === "ipxe-url" &&
       new URL(config.source.url).protocol === "file:",
     progress: config.progress,
+    signal: stop.signal,
     refetchPlan: async () => {
       const again = await resolve();
       if (again.action === "kexec") return again;
@@ -166,6 +199,8 @@ async function boot(config: Config): Promise<number> {
     );
     return ExitCode.Ok;
   }
+  // From here on the system stops us: a signal no longer undoes the run.
+  stop[Symbol.dispose]();
   await kexecExecute(handoff);
   return ExitCode.Ok;
 }
@@ -218,7 +253,7 @@ async function httpClient(
 async function bootLocal(
   local: LocalBootPlan,
   config: Config,
-  context: { handoff: HandoffMode; lock?: WorkDirLock },
+  context: { handoff: HandoffMode; lock?: WorkDirLock; stop: StopWatch },
 ): Promise<number> {
   log.info(`boot from the local disk: ${local.reason}`);
   if (config.localBoot === "exit") {
@@ -235,6 +270,7 @@ async function bootLocal(
       return ExitCode.Ok;
     }
     log.info("--local-boot reboot: rebooting through the firmware");
+    context.stop[Symbol.dispose]();
     await kexecExecute(context.handoff, { firmware: true });
     return ExitCode.Ok;
   }
@@ -271,6 +307,7 @@ async function bootLocal(
     );
     return ExitCode.Ok;
   }
+  context.stop[Symbol.dispose]();
   await kexecExecute(context.handoff);
   return ExitCode.Ok;
 }

@@ -80,6 +80,16 @@ export const ExitCode = {
    * from a HEAD of each; `--no-preflight` skips the check).
    */
   Memory: 18,
+  /**
+   * Stopped by SIGINT (128 + 2): the downloads aborted, the files of the run (partial
+   * downloads, an assembled initrd) removed, the lock released.
+   */
+  Interrupted: 130,
+  /**
+   * Stopped by SIGTERM (128 + 15; systemd stopping the unit): as for SIGINT, the files of the
+   * run removed and the lock released.
+   */
+  Terminated: 143,
 } as const;
 
 /** One of the values of {@linkcode ExitCode}. */
@@ -104,12 +114,15 @@ export class BootError extends Error {
 
 /**
  * A short description of any thrown value, for one log line: its message,
- * the message of its `cause` when that is an error, only the first line, and
- * redacted.
+ * the message of its `cause` when that is an error the message does not
+ * already tell, only the first line, and redacted.
  */
 export function errorText(err: unknown): string {
   if (err instanceof Error) {
-    const cause = err.cause instanceof Error ? `: ${err.cause.message}` : "";
+    const said = err.cause instanceof Error ? err.cause.message : "";
+    const cause = said && !err.message.includes(said.split("\n")[0])
+      ? `: ${said}`
+      : "";
     return redact(`${err.message}${cause}`.split("\n")[0]);
   }
   return redact(String(err));

@@ -11,13 +11,8 @@
  * @module
  */
 
-const QUERY_SECRETS = [
-  "api_key",
-  "image_token",
-  "token",
-  "access_token",
-  "refresh_token",
-];
+import { isCredentialParam } from "./credentials.ts";
+
 const secrets = new Set<string>();
 
 /**
@@ -30,9 +25,59 @@ export function addSecret(value: string): void {
 }
 
 /**
- * Removes credentials from text: `api_key=`, `image_token=` and other token
- * query parameters, `Bearer` values, the `user:password@` of URLs, and every
- * registered secret.
+ * Where a value written in text ends: a quoted value at its closing quote;
+ * otherwise at whitespace, `&` or `#`, punctuation that ends it (`,` `.`
+ * `)`…) given back to the text that follows.
+ */
+const VALUE = String.raw`"[^"]*"?|'[^']*'?|[^\s&#]*`;
+
+/** Redacts a matched value: the quotes of a quoted value stay, and the punctuation after an unquoted one. */
+function redactValue(value: string): string {
+  if (value === "") return value;
+  const q = value[0];
+  if (q === '"' || q === "'") {
+    return `${q}REDACTED${value.length > 1 && value.endsWith(q) ? q : ""}`;
+  }
+  const tail = /[,.;:!?)\]}>"']+$/.exec(value)?.[0] ?? "";
+  return tail.length === value.length ? value : `REDACTED${tail}`;
+}
+
+/** A parameter's name and `=`, after what may stand before a parameter. */
+const PARAM = /(?:^|[\s?&;,("'])([^\s=&;#?"']+)=/g;
+
+/**
+ * Redacts the value of every parameter {@linkcode isCredentialParam} names;
+ * another parameter's value is searched for the next name (`a=1;token=…`).
+ */
+function redactParams(text: string): string {
+  let out = "";
+  let from = 0;
+  const param = new RegExp(PARAM);
+  for (let m = param.exec(text); m; m = param.exec(text)) {
+    const start = m.index + m[0].length;
+    if (!isCredentialParam(m[1])) {
+      // "=" ends the match; a separator in the value can start the next one.
+      param.lastIndex = start;
+      continue;
+    }
+    const value = new RegExp(VALUE, "y");
+    value.lastIndex = start;
+    const found = value.exec(text)?.[0] ?? "";
+    out += text.slice(from, start) + redactValue(found);
+    from = start + found.length;
+    param.lastIndex = from;
+  }
+  return out + text.slice(from);
+}
+
+/**
+ * Removes credentials from text: the `user:password@` of URLs (whatever
+ * characters it holds), every query parameter {@linkcode isCredentialParam}
+ * names (`api_key=`, `image_token=`, `api%5Fkey=`, `X-Amz-Signature=`…),
+ * `Bearer` and `Basic` values, JSON token fields and every registered secret
+ * — quoted values whole, and the text that follows intact. A backslash that
+ * ends an URL's host (a URL parser reads it as `/`) is shown as `/`, so that
+ * `http://a\@b/` cannot pass for an URL of `b`.
  *
  * @example
  * ```ts
@@ -43,23 +88,48 @@ export function addSecret(value: string): void {
 export function redact(text: string): string {
   let out = text;
   for (const s of secrets) out = out.split(s).join("REDACTED");
+  // Special schemes read "\" as "/" (WHATWG URL): show it so.
+  out = out.replace(/\b((?:https?|wss?|ftp):)[\\/]{2,}/gi, "$1//");
+  out = out.replace(
+    /\b((?:https?|wss?|ftp):\/\/[^\/?#\\\s@]*)\\/gi,
+    "$1/",
+  );
   // The userinfo ends at the last "@" before the path, query or fragment
   // (like URL parsers); "http:user:pw@h" without slashes is an URL too.
   out = out.replace(
-    /\b([a-z][a-z0-9+.-]*:\/\/|https?:)[^\s/?#"'<>]*@/gi,
+    /\b([a-z][a-z0-9+.-]*:\/\/|https?:)[^\s\/?#\\]*@/gi,
     "$1REDACTED@",
   );
-  const names = QUERY_SECRETS.join("|");
+  out = redactParams(out);
   out = out.replace(
-    new RegExp(`([?&;](?:${names})=)[^&\\s"']*`, "gi"),
-    "$1REDACTED",
+    new RegExp(`\\b(Bearer|Basic)(\\s+)(${VALUE})`, "gi"),
+    (_, scheme: string, space: string, value: string) =>
+      `${scheme}${space}${redactValue(value)}`,
   );
-  out = out.replace(/(Bearer\s+)[^\s"']+/gi, "$1REDACTED");
   out = out.replace(
-    /("(?:access_token|refresh_token|id_token)"\s*:\s*")[^"]*/g,
+    /("(?:access_token|refresh_token|id_token|api_key|image_token|token)"\s*:\s*")((?:[^"\\]|\\.)*)/g,
     "$1REDACTED",
   );
   return out;
+}
+
+/**
+ * An URL for a log line: in the normal form a URL parser gives it (the host
+ * it really names: punycode for a look-alike, `\` as `/`, default port
+ * dropped), then redacted; text that does not parse is only redacted.
+ */
+export function redactUrl(url: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return redact(url);
+  }
+  if (parsed.username !== "" || parsed.password !== "") {
+    parsed.username = "REDACTED";
+    parsed.password = "";
+  }
+  return redact(parsed.href);
 }
 
 /**

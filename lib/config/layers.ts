@@ -16,17 +16,13 @@ import {
   firstSet,
   type OptionValue,
   parseFlags,
-  readEnv,
   storeValue,
   usageError,
 } from "./option_table.ts";
 import { parseEnvFile } from "./env_file.ts";
-import {
-  DEFAULT_CONFIG_FILE,
-  FLAG_ONLY,
-  type OptionName,
-  OPTIONS,
-} from "./options.ts";
+import { readRegularTextFileSync } from "../regular_file.ts";
+import { hint, lookalike, optionOf, PINS } from "./option_names.ts";
+import { DEFAULT_CONFIG_FILE, type OptionName, OPTIONS } from "./options.ts";
 
 /** Where the layers are read from; each default is this machine. */
 export interface ConfigSources {
@@ -37,7 +33,10 @@ export interface ConfigSources {
    * `ASSISTED_KERNEL_CMDLINE_FILE`, else `/proc/cmdline`; empty when unreadable).
    */
   cmdline?: string;
-  /** Reads a text file: the config file, /proc/cmdline, named files (default: `Deno.readTextFileSync`). */
+  /**
+   * Reads a text file: the config file, /proc/cmdline, named files (default:
+   * `readRegularTextFileSync`: a FIFO or a device is refused, never opened).
+   */
   readTextFile?: (path: string) => string;
   /** Permission bits of a file, undefined when unknown (default: from `Deno.statSync`). */
   fileMode?: (path: string) => number | undefined;
@@ -45,6 +44,13 @@ export interface ConfigSources {
 
 /** Option values as read from one layer, or merged. */
 export type RawOptions = Partial<Record<OptionName, OptionValue>>;
+
+/**
+ * How each option was spelled where it was set, for messages: `--retries`,
+ * `environment variable ASSISTED_RETRIES`, `config file /etc/x.env
+ * ASSISTED_RETRIES`, `kernel command line parameter assisted.retries`.
+ */
+export type Origins = Partial<Record<OptionName, string>>;
 
 /** The four layers, highest precedence first. */
 export interface Layers {
@@ -56,6 +62,8 @@ export interface Layers {
   file: RawOptions;
   /** `assisted.*` kernel command-line parameters. */
   cmdline: RawOptions;
+  /** Where each option of each layer was set (for messages). */
+  origins: { flags: Origins; env: Origins; file: Origins; cmdline: Origins };
   /** The running kernel's whole command line, as read (not an option layer: a fact of the host). */
   hostCmdline: string;
   /** Where the memory preflight reads `MemTotal` (`ASSISTED_MEMINFO_FILE`, else `/proc/meminfo`). */
@@ -109,7 +117,7 @@ interface FileAccess {
 
 function fileAccess(sources: ConfigSources): FileAccess {
   return {
-    readTextFile: sources.readTextFile ?? Deno.readTextFileSync,
+    readTextFile: sources.readTextFile ?? readRegularTextFileSync,
     fileMode: sources.fileMode ?? statMode,
   };
 }
@@ -156,9 +164,22 @@ function chmodAdvice(path: string, mode: number): string {
   }): chmod 600 ${path}`;
 }
 
-/** Reads the flags (every option of the table, `--help` and `--version` included). */
+/**
+ * Reads the flags (every option of the table, `--help` and `--version`
+ * included). An empty value (`--work-dir ''`) is a usage error, as in every
+ * layer.
+ */
 export function readFlags(argv: string[]): RawOptions {
-  return parseFlags(argv, OPTIONS) as RawOptions;
+  const flags = parseFlags(argv, OPTIONS) as RawOptions;
+  for (const [name, value] of Object.entries(flags)) {
+    const values = Array.isArray(value) ? value : [value];
+    if (values.some((v) => typeof v === "string" && v.trim() === "")) {
+      throw usageError(
+        `--${name} is empty: give it a value, or leave it out`,
+      );
+    }
+  }
+  return flags;
 }
 
 /**
@@ -172,69 +193,130 @@ export function splitKernelCmdline(cmdline: string): string[] {
 }
 
 /**
+ * Stores one value read from a layer (a list from the environment or the
+ * config file is one value split on whitespace; the kernel command line
+ * repeats its key). An empty value is refused: it would silently override
+ * (drop) what a layer below sets, a pin included; so is an option set twice
+ * in one layer with different values.
+ */
+function store(
+  values: RawOptions,
+  origins: Origins,
+  name: OptionName,
+  value: string | undefined,
+  where: string,
+): void {
+  const kind = OPTIONS[name].kind;
+  const repeats = where.startsWith("kernel");
+  if (value !== undefined && value.trim() === "") {
+    throw usageError(
+      `${where} is empty: give it a value, or remove it (an empty value does not unset an option)`,
+    );
+  }
+  const earlier = origins[name];
+  const before = JSON.stringify(values[name]);
+  if (kind === "list" && !repeats) {
+    values[name] = value!.split(/\s+/).filter((v) => v !== "");
+  } else {
+    storeValue(values, name, kind, value, where);
+  }
+  if (
+    earlier !== undefined && !(kind === "list" && repeats) &&
+    before !== JSON.stringify(values[name])
+  ) {
+    throw usageError(`${earlier} and ${where} set the same option differently`);
+  }
+  origins[name] ??= where;
+}
+
+/**
  * Reads the `assisted.*` parameters of a kernel command line (a repeated key
- * makes a list). An unknown `assisted.*` key goes to `warn`: the initramfs's
- * /init reads its own, and a typo is not worth refusing to boot.
+ * makes a list; the key in any case, `-` or `_`). An unknown `assisted.*` key
+ * goes to `warn`: the initramfs's /init reads its own, and a typo is not
+ * worth refusing to boot; so does a parameter that looks like a pin without
+ * being one (`kernel_sha256=`). An empty value is a usage error. `origins`
+ * is told how each option was spelled.
  */
 export function readKernelCmdline(
   cmdline: string,
   warn: (message: string) => void,
+  origins: Origins = {},
 ): RawOptions {
   const raw: RawOptions = {};
   for (const arg of splitKernelCmdline(cmdline)) {
-    if (!arg.startsWith("assisted.")) continue;
     const eq = arg.indexOf("=");
-    const key = (eq < 0 ? arg.slice(9) : arg.slice(9, eq)).replaceAll("_", "-");
+    const param = eq < 0 ? arg : arg.slice(0, eq);
     const value = eq < 0 ? undefined : arg.slice(eq + 1);
-    const where = `kernel command line parameter ${arg.split("=")[0]}`;
-    if (!(key in OPTIONS) || FLAG_ONLY.includes(key as OptionName)) {
-      if (!CMDLINE_OTHERS.has(key)) {
+    if (!param.toLowerCase().startsWith("assisted.")) {
+      const pin = lookalike(param, PINS);
+      if (pin) {
         warn(
-          `ignoring unknown kernel command line parameter ${arg.split("=")[0]}`,
+          `ignoring kernel command line parameter ${param}: not read (did you mean assisted.${
+            pin.replaceAll("-", "_")
+          }?)`,
         );
       }
       continue;
     }
-    const name = key as OptionName;
-    storeValue(raw, name, OPTIONS[name].kind, value, where);
+    const name = optionOf(param, "assisted.");
+    if (name === undefined) {
+      const key = param.slice(9).toLowerCase().replaceAll("_", "-");
+      if (!CMDLINE_OTHERS.has(key)) {
+        warn(
+          `ignoring unknown kernel command line parameter ${param}${
+            hint(param.slice(9), (n) => `assisted.${n.replaceAll("-", "_")}`)
+          }`,
+        );
+      }
+      continue;
+    }
+    store(raw, origins, name, value, `kernel command line parameter ${param}`);
   }
   return raw;
 }
 
-/** `ASSISTED_` names are matched like kernel parameters: case and `-`/`_` do not matter after the prefix. */
-function normalizeKey(key: string): string {
-  return key.startsWith("ASSISTED_")
-    ? "ASSISTED_" + key.slice(9).toUpperCase().replaceAll("-", "_")
-    : key;
-}
-
-function optionOfKey(key: string): string {
-  return key.slice(9).toLowerCase().replaceAll("_", "-");
-}
-
 /**
- * Reads `ASSISTED_*` pairs. In a config file (`strict`) an unknown
- * `ASSISTED_*` key is an error: a typo (`ASSISTED_KERNEL_SHA=…`) must not
- * silently drop a pin. In the environment it is ignored.
+ * Reads `ASSISTED_*` pairs; a key names its option in any case, `-` or `_`
+ * (`assisted_kernel_sha256`). In a config file (`strict`) every key must name
+ * an option: an unknown one is an error (exit 2), with a hint when it looks
+ * like one of ours (`KERNEL_SHA256`, `ASSISTED_KERNEL_SHA`): a typo must not
+ * silently drop a pin. In the environment, which other programs share, an
+ * unknown `ASSISTED_*` variable, or one that looks like a pin, is a warning.
+ * An empty value is an error in both.
  */
 function readAssistedPairs(
   pairs: Iterable<[string, string]>,
   where: string,
-  strict: boolean,
-): RawOptions {
-  return readEnv(pairs, OPTIONS, {
-    where,
-    prefix: "ASSISTED_",
-    flagOnly: FLAG_ONLY,
-    normalizeKey,
-    onUnknown: strict
-      ? (key) => {
-        if (!ENV_OTHERS.has(optionOfKey(key))) {
-          throw usageError(`${where}: unknown setting ${key}`);
-        }
-      }
-      : undefined,
-  }) as RawOptions;
+  options: { strict: boolean; warn: (message: string) => void },
+): { values: RawOptions; origins: Origins } {
+  const values: RawOptions = {};
+  const origins: Origins = {};
+  const spell = (name: OptionName) =>
+    `ASSISTED_${name.toUpperCase().replaceAll("-", "_")}`;
+  for (const [key, value] of pairs) {
+    const name = optionOf(key, "ASSISTED_");
+    if (name !== undefined) {
+      store(values, origins, name, value, `${where} ${key}`);
+      continue;
+    }
+    const assisted = key.toUpperCase().startsWith("ASSISTED_");
+    if (assisted && ENV_OTHERS.has(optionOfKey(key))) continue;
+    if (options.strict) {
+      throw usageError(`${where}: unknown setting ${key}${hint(key, spell)}`);
+    }
+    if (assisted || lookalike(key, PINS)) {
+      options.warn(
+        `ignoring ${where} ${key}: ${assisted ? "no such option" : "not read"}${
+          hint(key, spell)
+        }`,
+      );
+    }
+  }
+  return { values, origins };
+}
+
+function optionOfKey(key: string): string {
+  return key.slice(9).toLowerCase().replaceAll("_", "-");
 }
 
 /**
@@ -251,13 +333,21 @@ export function readLayers(
 ): Layers {
   const files = fileAccess(sources);
   const vars = sources.env ?? Deno.env.toObject();
-  const env = readAssistedPairs(
+  const origins = {
+    flags: flagOrigins(flags),
+    env: {} as Origins,
+    file: {} as Origins,
+    cmdline: {} as Origins,
+  };
+  const read1 = readAssistedPairs(
     Object.entries(vars),
     "environment variable",
-    false,
+    { strict: false, warn },
   );
+  const env = read1.values;
+  origins.env = read1.origins;
   const hostCmdline = kernelCmdline(sources, vars, files);
-  const cmdline = readKernelCmdline(hostCmdline, warn);
+  const cmdline = readKernelCmdline(hostCmdline, warn, origins.cmdline);
   const given = (flags.config ?? env.config ?? cmdline.config) as
     | string
     | undefined;
@@ -270,11 +360,13 @@ export function readLayers(
       throw usageError(`Cannot read config file ${path}: ${read.error}`);
     }
   } else {
-    file = readAssistedPairs(
+    const fromFile = readAssistedPairs(
       parseEnvFile(read.text, path),
       `config file ${path}`,
-      true,
+      { strict: true, warn },
     );
+    file = fromFile.values;
+    origins.file = fromFile.origins;
     // A secret in a file others can read is no secret: say so (the run goes
     // on, the file may be on a read-only medium).
     if (file.token !== undefined && sharedMode(read.mode)) {
@@ -286,7 +378,16 @@ export function readLayers(
     }
   }
   const meminfoFile = vars.ASSISTED_MEMINFO_FILE ?? "/proc/meminfo";
-  return { flags, env, file, cmdline, hostCmdline, meminfoFile };
+  return { flags, env, file, cmdline, origins, hostCmdline, meminfoFile };
+}
+
+/** `--name` for every flag given. */
+function flagOrigins(flags: RawOptions): Origins {
+  const origins: Origins = {};
+  for (const name of Object.keys(flags) as OptionName[]) {
+    origins[name] = `--${name}`;
+  }
+  return origins;
 }
 
 /** Merges the layers: flag > env > file > cmdline, each option (a list too) taken whole from one layer. */
@@ -297,6 +398,12 @@ export function mergeLayers(layers: Layers): RawOptions {
     layers.file,
     layers.cmdline,
   ]) as RawOptions;
+}
+
+/** Where each merged option was set: the spelling in the layer {@linkcode mergeLayers} took it from. */
+export function mergeOrigins(layers: Layers): Origins {
+  const { flags, env, file, cmdline } = layers.origins;
+  return firstSet([flags, env, file, cmdline]) as Origins;
 }
 
 /** What a warning calls the file each secret-holding option names. */

@@ -28,6 +28,7 @@ import { addSecret, log } from "../log.ts";
 import {
   type ConfigSources,
   mergeLayers,
+  mergeOrigins,
   readFlags,
   readLayers,
   readNamedFiles,
@@ -52,8 +53,10 @@ export {
   type FileRead,
   type Layers,
   mergeLayers,
+  mergeOrigins,
   NAMED_FILE_OPTIONS,
   type NamedFiles,
+  type Origins,
   type RawOptions,
   readFlags,
   readKernelCmdline,
@@ -73,6 +76,7 @@ export {
   normalizeMac,
   validateConfig,
   type Validated,
+  type ValidateOptions,
   VALUE_CHECKS,
 } from "./validate.ts";
 
@@ -111,7 +115,9 @@ export function readConfig(
   const layers = readLayers(flags, options, warn);
   const merged = mergeLayers(layers);
   const files = readNamedFiles(merged, options, warn);
-  const { config, secrets } = validateConfig(merged, files);
+  const { config, secrets } = validateConfig(merged, files, {
+    origins: mergeOrigins(layers),
+  });
   return {
     kind: "run",
     config: {

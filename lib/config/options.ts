@@ -130,7 +130,8 @@ export const OPTIONS = {
   },
   "no-cache": {
     kind: "boolean",
-    help: "neither reuse nor keep verified artifacts across runs",
+    help:
+      "neither reuse nor keep verified artifacts across runs (and free what earlier runs kept)",
   },
   "no-preflight": {
     kind: "boolean",

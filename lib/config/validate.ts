@@ -17,7 +17,7 @@ import { isHeaderToken } from "../http/request.ts";
 import { kargProblem } from "../resolve/kargs.ts";
 import type { ApiAuth, ScriptSource } from "../resolve/infraenv.ts";
 import { usageError } from "./option_table.ts";
-import type { NamedFiles, RawOptions } from "./layers.ts";
+import type { NamedFiles, Origins, RawOptions } from "./layers.ts";
 import {
   DEFAULT_API_URL,
   DEFAULT_SSO_URL,
@@ -128,6 +128,29 @@ export function checkUrl(
     );
   }
   return url.href;
+}
+
+/**
+ * Checks an URL requests are built from or posted to (`--api-url`,
+ * `--sso-url`): http or https, and no `user:password@` (fetch would send it
+ * as an `Authorization` header beside the bearer token); `--api-url`
+ * (`base`) has no query or fragment either, which would land in the middle
+ * of the script URL built from it.
+ */
+function checkServiceUrl(value: string, what: string, base: boolean): string {
+  const href = checkUrl(value, what, ["http", "https"]);
+  const url = new URL(href);
+  if (url.username !== "" || url.password !== "") {
+    throw usageError(
+      `${what} must not hold a user:password@ (it would be sent as an Authorization header beside the token)`,
+    );
+  }
+  if (base && /[?#]/.test(href)) {
+    throw usageError(
+      `${what} must not have a query or a fragment: it is the base the script URL is built on`,
+    );
+  }
+  return href;
 }
 
 /** Checks a sha256 of exactly 64 hexadecimal digits; returns it in lower case. */
@@ -264,8 +287,8 @@ function checkPin(pair: string, what: string): [string, string] {
  */
 export const VALUE_CHECKS = {
   "api-url": (v: string, what: string) =>
-    checkUrl(v, what, ["http", "https"]).replace(/\/+$/, ""),
-  "sso-url": (v: string, what: string) => checkUrl(v, what, ["http", "https"]),
+    checkServiceUrl(v, what, true).replace(/\/+$/, ""),
+  "sso-url": (v: string, what: string) => checkServiceUrl(v, what, false),
   "ca-cert-url": (v: string, what: string) =>
     checkUrl(v, what, ["http", "https"]),
   "ca-cert-sha256": checkSha256,
@@ -336,15 +359,37 @@ function fileText(files: NamedFiles, path: string, what: string): string {
   return read.text;
 }
 
+/** {@linkcode checkValue} naming each option where it was set (its origin), or as its flag. */
+type Check =
+  & (<N extends CheckedOption>(
+    name: N,
+    value: string,
+    what?: string,
+  ) => ReturnType<typeof VALUE_CHECKS[N]>)
+  & {
+    origin: (name: OptionName) => string;
+  };
+
+function checker(origins: Origins): Check {
+  const origin = (name: OptionName) => origins[name] ?? `--${name}`;
+  const check = <N extends CheckedOption>(
+    name: N,
+    value: string,
+    what?: string,
+  ) => checkValue(name, value, what ?? origin(name));
+  return Object.assign(check, { origin });
+}
+
 /** The script source: an iPXE URL, or an InfraEnv with its authentication. */
 function scriptSource(
   raw: RawOptions,
   files: NamedFiles,
   secrets: string[],
+  check: Check,
 ): ScriptSource {
   const { str } = accessors(raw);
   const secret = (value: string, what: string) => {
-    const token = checkValue("token", value, what);
+    const token = check("token", value, what);
     secrets.push(token);
     return token;
   };
@@ -363,7 +408,7 @@ function scriptSource(
   if (ipxeUrl !== undefined) {
     return {
       kind: "ipxe-url",
-      url: checkValue("ipxe-url", ipxeUrl),
+      url: check("ipxe-url", ipxeUrl),
     };
   }
   if (infraEnvId === undefined) {
@@ -371,7 +416,7 @@ function scriptSource(
       "No script source: give --ipxe-url URL, or --infra-env-id ID with a token (see --help)",
     );
   }
-  const id = checkValue("infra-env-id", infraEnvId, "InfraEnv id");
+  const id = check("infra-env-id", infraEnvId, "InfraEnv id");
   const token = str("token");
   const tokenFile = str("token-file");
   const refreshFile = str("refresh-token-file");
@@ -381,7 +426,7 @@ function scriptSource(
   }
   let auth: ApiAuth = { kind: "none" };
   if (token !== undefined) {
-    auth = { kind: "token", token: secret(token, "--token") };
+    auth = { kind: "token", token: secret(token, check.origin("token")) };
   }
   if (tokenFile !== undefined) {
     const text = fileText(files, tokenFile, "token file");
@@ -392,23 +437,29 @@ function scriptSource(
     auth = {
       kind: "refresh",
       refreshToken: secret(text, `refresh token file ${refreshFile}`),
-      ssoUrl: checkValue("sso-url", str("sso-url") ?? DEFAULT_SSO_URL),
+      ssoUrl: check("sso-url", str("sso-url") ?? DEFAULT_SSO_URL),
     };
   }
   const scriptType = str("ipxe-script-type");
-  if (scriptType !== undefined) checkValue("ipxe-script-type", scriptType);
+  if (scriptType !== undefined) check("ipxe-script-type", scriptType);
   return {
     kind: "infraenv",
-    apiUrl: checkValue("api-url", str("api-url") ?? DEFAULT_API_URL),
+    apiUrl: check("api-url", str("api-url") ?? DEFAULT_API_URL),
     infraEnvId: id,
     auth,
     scriptType,
   };
 }
 
+/** Options for {@linkcode validateConfig}. */
+export interface ValidateOptions {
+  /** Where each option was set, to name it so in errors (default: its flag). */
+  origins?: Origins;
+}
+
 /**
  * Validates merged option values into a {@linkcode Config}; `files` holds the
- * files they name, as read. Throws a usage error (exit 2) with one line on
+ * files they name, as read; errors name each option where it was set. Throws a usage error (exit 2) with one line on
  * the first bad value.
  *
  * @example
@@ -420,34 +471,36 @@ function scriptSource(
 export function validateConfig(
   raw: RawOptions,
   files: NamedFiles = {},
+  options: ValidateOptions = {},
 ): Validated {
   const { str, bool, list } = accessors(raw);
   const secrets: string[] = [];
-  const source = scriptSource(raw, files, secrets);
+  const check = checker(options.origins ?? {});
+  const source = scriptSource(raw, files, secrets, check);
   const settings = Object.fromEntries(
-    list("set").map((pair) => checkValue("set", pair)),
+    list("set").map((pair) => check("set", pair)),
   );
   const artifactSha256 = Object.fromEntries(
-    list("artifact-sha256").map((pair) => checkValue("artifact-sha256", pair)),
+    list("artifact-sha256").map((pair) => check("artifact-sha256", pair)),
   );
   const number = (
     name: "retries" | "timeout" | "min-speed" | "min-speed-time",
     fallback: number,
   ) => {
     const v = str(name);
-    return v === undefined ? fallback : checkValue(name, v);
+    return v === undefined ? fallback : check(name, v);
   };
   const printPlan = bool("print-plan");
   const noKexec = bool("no-kexec");
   if (printPlan && noKexec) {
     throw usageError("Give --print-plan or --no-kexec, not both");
   }
-  const progress = checkValue("progress", str("progress") ?? "auto");
+  const progress = check("progress", str("progress") ?? "auto");
   const kargs = (name: "append-karg" | "delete-karg") =>
-    list(name).map((karg) => checkValue(name, karg));
+    list(name).map((karg) => check(name, karg));
   const sha = (name: "kernel-sha256" | "initrd-sha256") => {
     const v = str(name);
-    return v === undefined ? undefined : checkValue(name, v);
+    return v === undefined ? undefined : check(name, v);
   };
   const mac = str("mac");
   const caCertUrl = str("ca-cert-url");
@@ -459,17 +512,17 @@ export function validateConfig(
   }
   const config: Config = {
     source,
-    mac: mac === undefined ? undefined : checkValue("mac", mac),
+    mac: mac === undefined ? undefined : check("mac", mac),
     settings,
     hostSettings: !bool("no-host-settings"),
     appendKargs: kargs("append-karg"),
     deleteKargs: kargs("delete-karg"),
-    console: checkValue("console", str("console") ?? "keep"),
+    console: check("console", str("console") ?? "keep"),
     hostCmdline: "",
     mode: printPlan ? "print-plan" : noKexec ? "no-kexec" : "kexec",
     loadOnly: bool("load-only"),
     forceReboot: bool("force-reboot"),
-    localBoot: checkValue("local-boot", str("local-boot") ?? "kexec"),
+    localBoot: check("local-boot", str("local-boot") ?? "kexec"),
     workDir: str("work-dir") ?? DEFAULT_WORK_DIR,
     noCache: bool("no-cache"),
     preflight: !bool("no-preflight"),
@@ -483,8 +536,8 @@ export function validateConfig(
     minSpeedTimeMs: number("min-speed-time", 30) * 1000,
     caCerts: list("ca-cert"),
     caCertUrl: caCertUrl === undefined ? undefined : {
-      url: checkValue("ca-cert-url", caCertUrl),
-      sha256: checkValue("ca-cert-sha256", caCertSha256!),
+      url: check("ca-cert-url", caCertUrl),
+      sha256: check("ca-cert-sha256", caCertSha256!),
     },
     insecure: bool("insecure"),
     progress,

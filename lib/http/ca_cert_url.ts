@@ -17,7 +17,7 @@ import {
   request,
   statusError,
 } from "./request.ts";
-import { log, redact } from "../log.ts";
+import { log, redactUrl } from "../log.ts";
 import { withRetries } from "./retry.ts";
 import { sha256Hex } from "../stage/sha256.ts";
 
@@ -50,7 +50,7 @@ export async function fetchCaCert(
   sha256: string,
   options: FetchCaCertOptions = {},
 ): Promise<string[]> {
-  const shown = redact(url);
+  const shown = redactUrl(url);
   const bytes = await withRetries(async () => {
     const res = await request(url, {
       client: options.client,

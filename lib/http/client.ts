@@ -16,6 +16,7 @@ import { curlTransport } from "./curl_transport.ts";
 import { BootError, errorText, ExitCode } from "../errors.ts";
 import { fetchTransport } from "./fetch_transport.ts";
 import type { HttpClient } from "./request.ts";
+import { readRegularTextFileSync } from "../regular_file.ts";
 
 /** Options for {@linkcode createClient}. */
 export interface CreateClientOptions {
@@ -61,7 +62,7 @@ export function createClient(
   const userCerts = files.flatMap((file) => {
     let text: string;
     try {
-      text = Deno.readTextFileSync(file);
+      text = readRegularTextFileSync(file);
     } catch (err) {
       throw new BootError(
         `Cannot read CA certificate ${file}: ${errorText(err)}`,

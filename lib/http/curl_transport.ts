@@ -4,9 +4,12 @@
  *
  * Deno cannot skip certificate verification at run time, so curl does it:
  * one process per request, fed its URL, headers and body on stdin (never its
- * command line), answering headers then a body streamed from its stdout
- * (flat memory). curl follows no redirect and speaks https only: the policy
- * of `http.ts` checks every hop as it does for `fetch`. Every connection is
+ * command line), writing the response head to its stderr and the body, and
+ * nothing else, to its stdout (streamed: flat memory). The body is checked at
+ * its end like fetch checks it (its length against `Content-Length`; a head
+ * with conflicting lengths is refused), and against curl's own account of the
+ * transfer. curl follows no redirect and speaks https only: the policy of
+ * `request.ts` checks every hop as it does for `fetch`. Every connection is
  * logged as a warning.
  *
  * @module
@@ -80,18 +83,6 @@ function bodyText(body: BodyInit | null | undefined): string | undefined {
   );
 }
 
-/** The header fields of a response head (`Name: value` lines). */
-function headerFields(fields: string[]): Headers {
-  const headers = new Headers();
-  for (const field of fields) {
-    const i = field.indexOf(":");
-    if (i > 0) {
-      headers.append(field.slice(0, i).trim(), field.slice(i + 1).trim());
-    }
-  }
-  return headers;
-}
-
 /**
  * The `--config` text of one request: URL, method, body and headers (a
  * content type for a body without one, Deno's user agent), each quoted.
@@ -99,8 +90,9 @@ function headerFields(fields: string[]): Headers {
 function curlConfig(url: string, init: SendInit): string {
   const headers = new Headers(init.headers);
   let config = `url = ${curlQuote(url)}\n`;
+  // A HEAD's head goes to stderr like any other (--dump-header), not stdout.
   config += init.method === "HEAD"
-    ? "head\n"
+    ? `head\noutput = ${curlQuote("/dev/null")}\n`
     : `request = ${curlQuote(init.method)}\n`;
   const payload = bodyText(init.body);
   if (payload !== undefined) {
@@ -123,20 +115,30 @@ function curlConfig(url: string, init: SendInit): string {
 
 const HEADER_LIMIT = 64 * 1024;
 
+/** What curl writes to stderr after everything else (`--write-out`): the final status and the body size. */
+const WRITE_OUT_MARK = "@@assisted-bootloader-curl";
+
 /**
  * curl's arguments: no `~/.curlrc`, errors on stderr, no verification, the
- * head before the body (without a proxy's), no globbing, HTTP/1.1, no
- * redirect (the policy follows them), https only, and the request itself
- * read from stdin.
+ * response head written to stderr (`--dump-header`, without a proxy's CONNECT
+ * answer) so that stdout carries the body and nothing else (`--include` would
+ * put a chunked answer's trailers into it), a last line on stderr with the
+ * final status and the body size, no globbing, HTTP/1.1, no redirect (the
+ * policy follows them), https only, and the request itself read from stdin.
  */
 const CURL_ARGS = [
   "--disable",
   "--silent",
   "--show-error",
   "--insecure",
-  "--include",
-  // Through a proxy (HTTPS_PROXY), not the proxy's "200 Connection established" first.
+  // The head on stderr (/proc/self/fd/2: /dev/stderr is a link udev makes,
+  // which an initramfs may not have).
+  "--dump-header",
+  "/proc/self/fd/2",
+  // Through a proxy (HTTPS_PROXY), not the proxy's "200 Connection established".
   "--suppress-connect-headers",
+  "--write-out",
+  `%{stderr}\\n${WRITE_OUT_MARK} %{response_code} %{size_download}\\n`,
   "--globoff",
   "--http1.1",
   "--max-redirs",
@@ -147,66 +149,187 @@ const CURL_ARGS = [
   "-",
 ];
 
-/** What curl printed before the body. */
+/** What curl wrote to stderr before the body. */
 interface Head {
   /** The final status (after any 1xx). */
   status: number;
   /** Its header fields. */
   headers: Headers;
-  /** Body bytes read along with the head. */
-  rest: Uint8Array;
+  /** Its `Content-Length`, when it has one. */
+  length?: number;
 }
 
-/**
- * Reads curl's `--include` output up to the end of the final header block
- * (1xx blocks are skipped). When the output cannot be read, or ends before
- * that, throws what `failed` makes of it (`undefined`: it ended); a
- * malformed or oversized head is an error.
- */
-async function readHead(
-  reader: ReadableStreamDefaultReader<Uint8Array>,
-  failed: (err?: unknown) => Promise<unknown>,
-): Promise<Head> {
-  let buffered = new Uint8Array(0);
-  for (;;) {
-    const text = new TextDecoder("latin1").decode(buffered);
-    const end = text.indexOf("\r\n\r\n");
-    if (end >= 0) {
-      const [line, ...fields] = text.slice(0, end).split("\r\n");
-      const m = /^HTTP\/[\d.]+ (\d{3})/.exec(line);
-      if (!m) {
-        throw new Error(`unexpected answer from curl: ${line.slice(0, 80)}`);
+/** Reads a stream line by line (LF, a CR before it dropped), keeping what comes after. */
+class LineReader {
+  #reader: ReadableStreamDefaultReader<Uint8Array>;
+  #buffer = "";
+  #done = false;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.#reader = stream.getReader();
+  }
+
+  /** The next line, or undefined at the end of the stream. */
+  async line(limit: number): Promise<string | undefined> {
+    for (;;) {
+      const nl = this.#buffer.indexOf("\n");
+      if (nl >= 0) {
+        const line = this.#buffer.slice(0, nl).replace(/\r$/, "");
+        this.#buffer = this.#buffer.slice(nl + 1);
+        return line;
       }
-      buffered = buffered.subarray(end + 4);
-      if (Number(m[1]) < 200) continue;
-      return {
-        status: Number(m[1]),
-        headers: headerFields(fields),
-        rest: buffered,
-      };
+      if (this.#done) {
+        const rest = this.#buffer;
+        this.#buffer = "";
+        return rest === "" ? undefined : rest;
+      }
+      if (this.#buffer.length > limit) {
+        throw new Error("the response head is too large");
+      }
+      const chunk = await this.#reader.read();
+      if (chunk.done) this.#done = true;
+      else this.#buffer += new TextDecoder("latin1").decode(chunk.value);
     }
-    if (buffered.length > HEADER_LIMIT) {
-      throw new Error("response headers too large");
+  }
+
+  /** The rest of the stream (at most `limit` characters kept). */
+  async rest(limit: number): Promise<string> {
+    let text = this.#buffer;
+    this.#buffer = "";
+    while (!this.#done) {
+      const chunk = await this.#reader.read();
+      if (chunk.done) this.#done = true;
+      else if (text.length < limit) {
+        text += new TextDecoder("latin1").decode(chunk.value);
+      }
     }
-    let chunk: ReadableStreamReadResult<Uint8Array>;
-    try {
-      chunk = await reader.read();
-    } catch (err) {
-      throw await failed(err);
-    }
-    if (chunk.done) throw await failed();
-    const next = new Uint8Array(buffered.length + chunk.value.length);
-    next.set(buffered);
-    next.set(chunk.value, buffered.length);
-    buffered = next;
+    return text.slice(0, limit);
+  }
+
+  /** Stops reading. */
+  async cancel(): Promise<void> {
+    await this.#reader.cancel().catch(() => {});
   }
 }
 
 /**
+ * Why a response head's `Content-Length` cannot be trusted, or its value:
+ * several that disagree (a truncated body could pass for whole), or one that
+ * is not a number.
+ */
+function contentLengthOf(values: string[]): number | undefined {
+  const all = values.flatMap((v) => v.split(",")).map((v) => v.trim());
+  if (all.length === 0) return undefined;
+  if (all.some((v) => !/^\d+$/.test(v))) {
+    throw new Error(`the answer has an invalid Content-Length (${all[0]})`);
+  }
+  if (new Set(all.map(Number)).size > 1) {
+    throw new Error(
+      `the answer has conflicting Content-Length headers (${all.join(", ")})`,
+    );
+  }
+  return Number(all[0]);
+}
+
+/**
+ * Reads the final response head curl dumped on stderr (1xx heads are
+ * skipped; lines may end in CRLF or LF). When curl failed before a head, or
+ * its stderr holds something else, throws what `failed` makes of curl's
+ * message; a malformed head is an error.
+ */
+async function readHead(
+  lines: LineReader,
+  failed: (message: string) => Promise<unknown>,
+): Promise<Head> {
+  for (;;) {
+    let line = await lines.line(HEADER_LIMIT);
+    while (line === "") line = await lines.line(HEADER_LIMIT);
+    if (line === undefined) throw await failed("");
+    const m = /^HTTP\/\d(?:\.\d)? (\d{3})(?: |$)/.exec(line);
+    if (!m) {
+      // curl's own message ("curl: (7) Failed to connect…"), then its end.
+      throw await failed(line + "\n" + await lines.rest(HEADER_LIMIT));
+    }
+    const status = Number(m[1]);
+    const fields: [string, string][] = [];
+    let size = line.length;
+    for (;;) {
+      const field = await lines.line(HEADER_LIMIT);
+      if (field === undefined) throw await failed("");
+      if (field === "") break;
+      size += field.length;
+      if (size > HEADER_LIMIT) {
+        throw new Error("the response head is too large");
+      }
+      if (/^[ \t]/.test(field) && fields.length > 0) {
+        // An obsolete folded line continues the field before it.
+        fields[fields.length - 1][1] += ` ${field.trim()}`;
+        continue;
+      }
+      const colon = field.indexOf(":");
+      if (colon <= 0) {
+        throw new Error(
+          `the answer has a malformed header line ${
+            JSON.stringify(field.slice(0, 80))
+          }`,
+        );
+      }
+      fields.push([
+        field.slice(0, colon).trim(),
+        field.slice(colon + 1).trim(),
+      ]);
+    }
+    if (status < 200) continue;
+    if (status > 599) {
+      throw new Error(`the answer has an invalid HTTP status ${status}`);
+    }
+    const headers = new Headers();
+    for (const [name, value] of fields) {
+      try {
+        headers.append(name, value);
+      } catch {
+        throw new Error(
+          `the answer has an invalid header ${
+            JSON.stringify(name.slice(0, 80))
+          }`,
+        );
+      }
+    }
+    const length = contentLengthOf(
+      fields.filter(([name]) => name.toLowerCase() === "content-length").map((
+        [, value],
+      ) => value),
+    );
+    return { status, headers, length };
+  }
+}
+
+/** curl's `--write-out` line (the last one of its stderr): the final status and the body size. */
+function writeOut(
+  tail: string,
+): { status: number; size: number } | undefined {
+  const line = tail.split("\n").reverse().find((l) =>
+    l.startsWith(`${WRITE_OUT_MARK} `)
+  );
+  const m = line && /^\S+ (\d+) (\d+)\s*$/.exec(line);
+  return m ? { status: Number(m[1]), size: Number(m[2]) } : undefined;
+}
+
+/** curl's error message in what it wrote to stderr after the head: its last `curl: (N) …` line. */
+function curlMessage(text: string): string {
+  const lines = text.split("\n").map((l) => l.trim());
+  return lines.reverse().find((l) => /^curl: \(\d+\)/.test(l)) ??
+    lines.find((l) => l !== "" && !l.startsWith(WRITE_OUT_MARK)) ?? "";
+}
+
+/**
  * One HTTPS request through `curl --insecure`, answered as a fetch `Response`
- * whose body streams from curl's stdout. The URL, headers and body go to curl
- * through its `--config -` stdin, never its command line (other users can
- * read command lines).
+ * (its `url` the request's) whose body streams from curl's stdout. The URL,
+ * headers and body go to curl through its `--config -` stdin, never its
+ * command line (other users can read command lines). The body is exactly
+ * what curl wrote to stdout, checked at its end against the head's
+ * `Content-Length` and against what curl says it received with which final
+ * status: anything else errors the body, so it is never taken as whole.
  */
 async function curlFetch(
   curl: string,
@@ -237,40 +360,38 @@ async function curlFetch(
   const writer = child.stdin.getWriter();
   await writer.write(new TextEncoder().encode(config));
   await writer.close();
-  const stderr = new Response(child.stderr).text();
-  const failure = async () => {
-    const status = await child.status;
-    const text = (await stderr).trim().split("\n").at(-1) ?? "";
-    return new Error(text || `curl exited with code ${status.code}`);
-  };
-
+  const lines = new LineReader(child.stderr);
   const reader = child.stdout.getReader();
+  const failure = async (text: string) => {
+    const status = await child.status;
+    const message = curlMessage(text);
+    return new Error(message || `curl exited with code ${status.code}`);
+  };
   const stop = async (err: unknown): Promise<never> => {
     kill();
     await reader.cancel().catch(() => {});
+    await lines.cancel();
     await child.status;
-    await stderr;
     throw err;
   };
   let head: Head;
   try {
-    head = await readHead(reader, async (err) => {
+    head = await readHead(lines, async (text) => {
       if (init.signal.aborted) return init.signal.reason;
-      return err ?? await failure();
+      await reader.cancel().catch(() => {});
+      return await failure(text + await lines.rest(HEADER_LIMIT));
     });
   } catch (err) {
     return await stop(err);
   }
   const { status, headers: responseHeaders } = head;
+  // What curl writes after the head: trailers, its error, the write-out line.
+  const tail = lines.rest(HEADER_LIMIT);
+  const noBody = init.method === "HEAD" || status === 204 || status === 304;
 
-  let first: Uint8Array | undefined = head.rest.length ? head.rest : undefined;
+  let received = 0;
   const body = new ReadableStream<Uint8Array>({
     async pull(controller) {
-      if (first) {
-        controller.enqueue(first);
-        first = undefined;
-        return;
-      }
       let chunk: ReadableStreamReadResult<Uint8Array>;
       try {
         chunk = await reader.read();
@@ -278,24 +399,39 @@ async function curlFetch(
         controller.error(init.signal.aborted ? init.signal.reason : err);
         return;
       }
-      if (!chunk.done) return controller.enqueue(chunk.value);
+      if (!chunk.done) {
+        received += chunk.value.length;
+        return controller.enqueue(chunk.value);
+      }
       const { code } = await child.status;
+      const text = await tail;
       init.signal.removeEventListener("abort", kill);
-      if (code === 0) controller.close();
-      else {controller.error(
-          init.signal.aborted ? init.signal.reason : await failure(),
-        );}
+      if (init.signal.aborted) return controller.error(init.signal.reason);
+      if (code !== 0) return controller.error(await failure(text));
+      const done = writeOut(text);
+      const problem = head.length !== undefined && received !== head.length
+        ? `the body ended after ${received} of ${head.length} bytes`
+        : !done || done.status !== status || done.size !== received
+        ? `curl's account of the transfer (${
+          done ? `HTTP ${done.status}, ${done.size} bytes` : "none"
+        }) is not the answer read (HTTP ${status}, ${received} bytes)`
+        : undefined;
+      if (problem) controller.error(new Error(problem));
+      else controller.close();
     },
     async cancel() {
       kill();
       await reader.cancel().catch(() => {});
+      await lines.cancel();
       await child.status;
     },
   }, { highWaterMark: 0 });
-  const noBody = init.method === "HEAD" || status === 204 || status === 304;
   if (noBody) await body.cancel();
-  return new Response(noBody ? null : body, {
+  const response = new Response(noBody ? null : body, {
     status,
     headers: responseHeaders,
   });
+  // As fetch's: the URL that answered (relative URLs resolve against it).
+  Object.defineProperty(response, "url", { value: url });
+  return response;
 }

@@ -13,9 +13,9 @@
  * @module
  */
 
-import { errorText } from "../errors.ts";
+import { networkReason } from "./error_text.ts";
 import { fetchTransport } from "./fetch_transport.ts";
-import { log, redact } from "../log.ts";
+import { log, redact, redactUrl } from "../log.ts";
 
 /** A non-success HTTP answer. */
 export class HttpStatusError extends Error {
@@ -30,7 +30,7 @@ export class HttpStatusError extends Error {
 
   /** Creates the error from the parts of a response. */
   constructor(status: number, url: string, body = "", retryAfterMs?: number) {
-    super(`HTTP ${status} from ${redact(url)}`);
+    super(`HTTP ${status} from ${redactUrl(url)}`);
     this.name = "HttpStatusError";
     this.status = status;
     this.url = url;
@@ -54,13 +54,24 @@ export class NetworkError extends Error {
     this.name = "NetworkError";
     this.url = url;
   }
+
+  /** The message without the URL it starts with, for a line that names the URL already. */
+  get reason(): string {
+    const prefix = `${redactUrl(this.url)}: `;
+    return this.message.startsWith(prefix)
+      ? this.message.slice(prefix.length)
+      : this.message;
+  }
 }
 
 /**
  * The request policy refused to go on: an URL that does not parse or whose
- * scheme is not fetched, or a redirect to a scheme other than http or https,
- * from https down to http, with a malformed `Location`, or one that would send
- * the request body again. Never retried: the same answer would come back.
+ * scheme is not fetched, more than 5 redirects, or a redirect to a scheme
+ * other than http or https, from https down to http, with a malformed
+ * `Location`, to an URL with a `user:password@`, or one that would send the
+ * request body again; or an answer whose framing cannot be trusted
+ * (conflicting `Content-Length`s, `Content-Length` with `Transfer-Encoding`).
+ * Never retried: the same answer would come back.
  */
 export class PolicyError extends NetworkError {
   /** Creates the error; the message starts with the (redacted) URL. */
@@ -151,10 +162,12 @@ const defaultClient = fetchTransport();
 /**
  * Fetches `url` following redirects by hand so the policy is explicit: at most
  * 5 hops, each one to http or https only, never from https to
- * http unless the client is `--insecure`, a 307/308 never sends the request
- * body again, and the `Authorization` header goes only to URLs in
- * `authorizationScope`. Returns the final response whatever its status; the
- * caller decides what a status means. A refused hop throws a
+ * http unless the client is `--insecure`, never to an URL with a
+ * `user:password@`, a 307/308 never sends the request body again, and the
+ * `Authorization` header goes only to URLs in `authorizationScope`. Returns
+ * the final response whatever its status, its `url` the one that answered
+ * (whatever the transport); the caller decides what a status means. A
+ * refused hop or an answer with untrustworthy framing throws a
  * {@linkcode PolicyError}, a failed connection a {@linkcode NetworkError}.
  */
 export async function request(
@@ -166,13 +179,13 @@ export async function request(
   try {
     first = new URL(url);
   } catch (err) {
-    throw new PolicyError(`${redact(url)}: not a valid URL`, url, {
+    throw new PolicyError(`${redactUrl(url)}: not a valid URL`, url, {
       cause: err,
     });
   }
   if (!REQUEST_SCHEMES.has(first.protocol)) {
     throw new PolicyError(
-      `${redact(url)}: the scheme "${
+      `${redactUrl(url)}: the scheme "${
         first.protocol.slice(0, -1)
       }" is not fetched (http, https or file only)`,
       url,
@@ -211,15 +224,28 @@ export async function request(
       if (options.signal?.aborted) throw err;
       const why = timeout.signal.aborted
         ? `no answer within ${(options.timeoutMs ?? 30_000) / 1000} s`
-        : errorText(err);
-      throw new NetworkError(`${redact(current)}: ${why}`, current, {
+        : networkReason(err);
+      throw new NetworkError(`${redactUrl(current)}: ${why}`, current, {
         cause: err,
       });
     } finally {
       clearTimeout(timer);
     }
-    log.debug(`${method} ${redact(current)}: HTTP ${response.status}`);
+    log.debug(`${method} ${redactUrl(current)}: HTTP ${response.status}`);
+    const framing = framingProblem(response.headers);
+    if (framing) {
+      await response.body?.cancel().catch(() => {});
+      throw new PolicyError(
+        `${redactUrl(current)}: ${framing}, refused`,
+        current,
+      );
+    }
     if (!REDIRECTS.has(response.status) || options.redirect === "manual") {
+      // The URL that answered, whatever the transport: relative URLs in
+      // what it sent resolve against it.
+      if (response.url !== current) {
+        Object.defineProperty(response, "url", { value: current });
+      }
       return response;
     }
     await response.body?.cancel();
@@ -232,8 +258,9 @@ export async function request(
       );
     }
     if (hop >= maxRedirects) {
-      throw new NetworkError(
-        `${redact(url)}: more than ${maxRedirects} redirects`,
+      // A policy, like the others: the same chain would come back.
+      throw new PolicyError(
+        `${redactUrl(url)}: more than ${maxRedirects} redirects, refused`,
         url,
       );
     }
@@ -244,7 +271,7 @@ export async function request(
         (response.status === 307 || response.status === 308),
     });
     current = next.href;
-    log.debug(`redirected to ${redact(current)}`);
+    log.debug(`redirected to ${redactUrl(current)}`);
     if (
       response.status === 303 || (response.status <= 302 && method === "POST")
     ) {
@@ -267,7 +294,8 @@ export interface RedirectOptions {
 /**
  * Checks one redirect hop from `from` to `location`: the `Location` parses,
  * leads to http or https, not from https down to http (unless `insecure`),
- * and does not send a request body again (`resendsBody`). Throws a
+ * carries no `user:password@`, and does not send a request body again
+ * (`resendsBody`). Throws a
  * {@linkcode PolicyError} naming the hop; returns the target.
  *
  * @example
@@ -281,7 +309,7 @@ export function redirectTarget(
   location: string,
   options: RedirectOptions = {},
 ): URL {
-  const where = `${redact(from)}: HTTP ${options.status ?? 302}`;
+  const where = `${redactUrl(from)}: HTTP ${options.status ?? 302}`;
   let next: URL;
   try {
     next = new URL(location, from);
@@ -294,7 +322,7 @@ export function redirectTarget(
       { cause: err },
     );
   }
-  const to = redact(next.href).slice(0, 200);
+  const to = redactUrl(next.href).slice(0, 200);
   if (next.protocol !== "http:" && next.protocol !== "https:") {
     throw new PolicyError(
       `${where} redirects to ${to}, refused (redirects lead to http or https only)`,
@@ -310,6 +338,13 @@ export function redirectTarget(
       from,
     );
   }
+  if (next.username !== "" || next.password !== "") {
+    // fetch and curl would send them as an Authorization header.
+    throw new PolicyError(
+      `${where} redirects to an URL with a user:password@ (${to}), refused (a redirect never adds credentials)`,
+      from,
+    );
+  }
   if (options.resendsBody) {
     throw new PolicyError(
       `${where} would send the request body again to ${to}, not followed`,
@@ -317,6 +352,32 @@ export function redirectTarget(
     );
   }
   return next;
+}
+
+/**
+ * Why a response's framing cannot be trusted, or undefined: a
+ * `Content-Length` that is not one number (two that disagree let a truncated
+ * body pass for whole), or a `Content-Length` beside a `Transfer-Encoding`
+ * (RFC 9112: the mark of a smuggled or broken answer).
+ */
+export function framingProblem(headers: Headers): string | undefined {
+  const length = headers.get("content-length");
+  if (length === null) return undefined;
+  const values = length.split(",").map((v) => v.trim());
+  if (values.some((v) => !/^\d+$/.test(v))) {
+    return `the answer has an invalid Content-Length (${
+      JSON.stringify(length.slice(0, 80))
+    })`;
+  }
+  if (new Set(values.map(Number)).size > 1) {
+    return `the answer has conflicting Content-Length headers (${
+      values.slice(0, 4).join(", ")
+    })`;
+  }
+  if (headers.has("transfer-encoding")) {
+    return "the answer has both Transfer-Encoding and Content-Length";
+  }
+  return undefined;
 }
 
 /**

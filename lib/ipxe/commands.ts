@@ -24,6 +24,13 @@ import {
   type SettingType,
 } from "./settings.ts";
 
+/**
+ * The longest `sleep` a script may ask for, in seconds (an hour): an
+ * unattended boot that waits longer is stuck, and a longer wait would also
+ * overflow a timer. A longer one fails, like an invalid value.
+ */
+export const MAX_SLEEP_SECONDS = 3600;
+
 const IMAGE_OPTIONS: OptionSpec[] = [
   { long: "name", short: "n", arg: true },
   { long: "timeout", short: "t", arg: true },
@@ -522,6 +529,11 @@ export function createCommands(buildarch: string): Map<string, Command> {
       const n = parseInteger(args[0]);
       if (n === undefined) {
         throw new CommandFailure(`sleep: "${args[0]}": invalid integer value`);
+      }
+      if (n > MAX_SLEEP_SECONDS) {
+        throw new CommandFailure(
+          `sleep: ${n} s is longer than the ${MAX_SLEEP_SECONDS} s a script may sleep`,
+        );
       }
       await engine.sleep(n * 1000);
       return 0;

@@ -19,6 +19,7 @@
  */
 
 import { BootError, errorText, ExitCode } from "../errors.ts";
+import { idleWatch } from "../http/idle.ts";
 import {
   type HttpClient,
   HttpStatusError,
@@ -29,7 +30,8 @@ import {
   readErrorBody,
   request,
 } from "../http/request.ts";
-import { addSecret, log, redact } from "../log.ts";
+import { hasCredential } from "../credentials.ts";
+import { addSecret, log, redact, redactUrl } from "../log.ts";
 import {
   isAmbiguousMacAnswer,
   isMacScriptRequest,
@@ -159,23 +161,30 @@ export async function exchangeRefreshToken(
   const started = Date.now();
   warnPlainHttp(new URL(ssoUrl), "The offline token");
   const { response, bytes } = await withRetries(async () => {
-    const res = await request(ssoUrl, {
-      // A redirect is never followed: a 307/308 would post the offline token
-      // to wherever it points.
-      redirect: "manual",
-      method: "POST",
-      headers: {
-        "content-type": "application/x-www-form-urlencoded",
-        accept: "application/json",
-      },
-      body: new URLSearchParams({
-        grant_type: "refresh_token",
-        client_id: "cloud-services",
-        refresh_token: refreshToken,
-      }).toString(),
-      client: options.client,
-      timeoutMs: options.timeoutMs,
-    });
+    // --timeout: for the headers, then the longest silence of the answer.
+    const ms = options.timeoutMs ?? 30_000;
+    const idle = idleWatch(ssoUrl, ms);
+    const res = idle.watch(
+      await request(ssoUrl, {
+        // A redirect is never followed: a 307/308 would post the offline token
+        // to wherever it points.
+        redirect: "manual",
+        method: "POST",
+        headers: {
+          "content-type": "application/x-www-form-urlencoded",
+          accept: "application/json",
+        },
+        body: new URLSearchParams({
+          grant_type: "refresh_token",
+          client_id: "cloud-services",
+          refresh_token: refreshToken,
+        }).toString(),
+        client: options.client,
+        timeoutMs: ms,
+        timeoutScope: "headers",
+        signal: idle.signal,
+      }),
+    );
     if (res.status >= 500 || res.status === 429) {
       throw new HttpStatusError(res.status, ssoUrl, await readErrorBody(res));
     }
@@ -189,8 +198,9 @@ export async function exchangeRefreshToken(
         bytes: await readAtMost(res.body, MAX_SSO_BYTES + 1),
       };
     } catch (err) {
+      if (idle.signal.aborted) throw idle.signal.reason;
       throw new NetworkError(
-        `${redact(ssoUrl)}: connection lost while reading the answer: ${
+        `${redactUrl(ssoUrl)}: connection lost while reading the answer: ${
           errorText(err)
         }`,
         ssoUrl,
@@ -204,7 +214,7 @@ export async function exchangeRefreshToken(
       log.warn(`SSO token exchange: ${errorText(err)}; retry ${n} in ${ms} ms`),
   }).catch((err) => {
     throw new BootError(
-      `SSO token exchange at ${redact(ssoUrl)} failed: ${describe(err)}`,
+      `SSO token exchange at ${redactUrl(ssoUrl)} failed: ${describe(err)}`,
       ExitCode.Api,
       { cause: err },
     );
@@ -212,7 +222,9 @@ export async function exchangeRefreshToken(
   if (REDIRECTS.has(response.status)) {
     const location = response.headers.get("location");
     throw new BootError(
-      `SSO at ${redact(ssoUrl)} answered HTTP ${response.status} (a redirect${
+      `SSO at ${
+        redactUrl(ssoUrl)
+      } answered HTTP ${response.status} (a redirect${
         location ? ` to ${redact(location.slice(0, 200))}` : ""
       }): not followed, the offline token goes to --sso-url only (give the final URL there)`,
       ExitCode.Api,
@@ -221,7 +233,7 @@ export async function exchangeRefreshToken(
   if (bytes.length > MAX_SSO_BYTES) {
     throw new BootError(
       `SSO at ${
-        redact(ssoUrl)
+        redactUrl(ssoUrl)
       } answered more than ${MAX_SSO_BYTES} bytes, which is not a token answer`,
       ExitCode.Api,
     );
@@ -235,19 +247,33 @@ export async function exchangeRefreshToken(
       ExitCode.Api,
     );
   }
-  let json: { access_token?: unknown; expires_in?: unknown };
+  let parsed: unknown;
   try {
-    json = JSON.parse(text);
+    parsed = JSON.parse(text);
   } catch (err) {
     throw new BootError(
-      `SSO at ${redact(ssoUrl)} answered with something that is not JSON`,
+      `SSO at ${redactUrl(ssoUrl)} answered with something that is not JSON`,
       ExitCode.Api,
       { cause: err },
     );
   }
+  // Valid JSON need not be an object: null, a list, a string, a number.
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new BootError(
+      `SSO at ${redactUrl(ssoUrl)} answered with JSON that is not an object (${
+        parsed === null
+          ? "null"
+          : Array.isArray(parsed)
+          ? "a list"
+          : `a ${typeof parsed}`
+      }), not a token answer`,
+      ExitCode.Api,
+    );
+  }
+  const json = parsed as { access_token?: unknown; expires_in?: unknown };
   if (typeof json.access_token !== "string" || json.access_token === "") {
     throw new BootError(
-      `SSO at ${redact(ssoUrl)} answered without an access_token`,
+      `SSO at ${redactUrl(ssoUrl)} answered without an access_token`,
       ExitCode.Api,
     );
   }
@@ -255,7 +281,7 @@ export async function exchangeRefreshToken(
   if (!isHeaderToken(json.access_token)) {
     throw new BootError(
       `SSO at ${
-        redact(ssoUrl)
+        redactUrl(ssoUrl)
       } answered an access_token that cannot be sent in an HTTP header (it holds spaces, control or non-ASCII characters)`,
       ExitCode.Api,
     );
@@ -271,6 +297,8 @@ function describe(err: unknown): string {
   if (err instanceof HttpStatusError) {
     return `HTTP ${err.status}: ${errorBodyText(err.body)}`;
   }
+  // The line names the URL already.
+  if (err instanceof NetworkError) return redact(err.reason);
   return errorText(err);
 }
 
@@ -310,7 +338,8 @@ export function createTokenProvider(
 
 /**
  * The service's "boot from the local disk" answer: 404 "IPXE booting
- * skipped" to a MAC-specific script request (the host is installed). Thrown
+ * skipped" to a MAC-specific script request (the host is installed), from
+ * the origin of the first script (the API, or the `--ipxe-url`). Thrown
  * by the script fetcher; `resolvePlan` turns it into a `LocalBootPlan`, and
  * anywhere else it is what it also is, an API answer that boots nothing (Api).
  */
@@ -321,7 +350,9 @@ export class LocalBootAnswer extends BootError {
   /** Creates the answer for `url` with the service's `reason`. */
   constructor(url: string, reason: string) {
     super(
-      `${redact(url)} answered HTTP 404: ${reason} (boot from the local disk)`,
+      `${
+        redactUrl(url)
+      } answered HTTP 404: ${reason} (boot from the local disk)`,
       ExitCode.Api,
     );
     this.name = "LocalBootAnswer";
@@ -367,15 +398,24 @@ export function createScriptClient(
     })
     : source.url;
 
+  // Whose "boot from the local disk" counts: the service the first script
+  // comes from (the API; with --ipxe-url, the origin of the user's URL, a
+  // hub's service whose redirect script chains the MAC request), never
+  // another server a script names.
+  const serviceOrigin = new URL(apiBase?.href ?? firstUrl).origin;
+  const fromService = (...urls: string[]) =>
+    serviceOrigin !== "null" &&
+    urls.every((u) => u === "" || new URL(u).origin === serviceOrigin);
+
   // Local files only when the user's own first script is one.
   const localSource = source.kind === "ipxe-url" &&
     new URL(source.url).protocol === "file:";
 
-  // The bearer's scope: the API origin and path, checked on every hop.
+  // The bearer's scope: the API origin and path, checked on every hop; never
+  // an URL with a credential of its own.
   const wantsBearer = (url: URL) =>
     apiBase !== undefined && url.origin === apiBase.origin &&
-    url.pathname.startsWith(apiBase.pathname) &&
-    !url.searchParams.has("image_token") && !url.searchParams.has("api_key");
+    url.pathname.startsWith(apiBase.pathname) && !hasCredential(url.href);
 
   const scripts: ScriptClient = {
     firstUrl,
@@ -386,7 +426,7 @@ export function createScriptClient(
         if (!localSource) {
           throw new BootError(
             `Refused to read ${
-              redact(url)
+              redactUrl(url)
             }: local files are read only when --ipxe-url is a file: URL`,
             ExitCode.Api,
           );
@@ -409,7 +449,7 @@ export function createScriptClient(
       if (scheme !== "http" && scheme !== "https") {
         throw new BootError(
           `Unsupported URL scheme "${scheme}" in ${
-            redact(url)
+            redactUrl(url)
           } (only http, https and file)`,
           ExitCode.Api,
         );
@@ -417,10 +457,7 @@ export function createScriptClient(
       const bearer = wantsBearer(parsed);
       if (bearer && auth.kind !== "none") {
         warnPlainHttp(parsed, "The API token");
-      } else if (
-        parsed.searchParams.has("api_key") ||
-        parsed.searchParams.has("image_token")
-      ) {
+      } else if (hasCredential(url)) {
         // A hub's script URL carries its credential in the query.
         warnPlainHttp(parsed, "The api_key or image_token of a script URL");
       }
@@ -433,12 +470,19 @@ export function createScriptClient(
         let ambiguous: string | undefined;
         try {
           response = await withRetries(async () => {
-            const res = await request(url, {
-              authorization,
-              authorizationScope: wantsBearer,
-              client: options.client,
-              timeoutMs: fetchOptions.timeoutMs ?? options.timeoutMs,
-            });
+            // --timeout: for the headers, then the longest silence of the body.
+            const ms = fetchOptions.timeoutMs ?? options.timeoutMs ?? 30_000;
+            const idle = idleWatch(url, ms);
+            const res = idle.watch(
+              await request(url, {
+                authorization,
+                authorizationScope: wantsBearer,
+                client: options.client,
+                timeoutMs: ms,
+                timeoutScope: "headers",
+                signal: idle.signal,
+              }),
+            );
             if (res.status >= 500 || res.status === 429) {
               const errorBody = await readErrorBody(res);
               // Not transient: the same MAC finds the same hosts every time.
@@ -454,8 +498,9 @@ export function createScriptClient(
               try {
                 body = await readAtMost(res.body, fetchOptions.maxBytes + 1);
               } catch (err) {
+                if (idle.signal.aborted) throw idle.signal.reason;
                 throw new NetworkError(
-                  `${redact(url)}: connection lost while reading the body: ${
+                  `${redactUrl(url)}: connection lost while reading the body: ${
                     errorText(err)
                   }`,
                   url,
@@ -470,14 +515,14 @@ export function createScriptClient(
             retryable: isTransient,
             onRetry: (err, n, ms) =>
               log.warn(
-                `script ${redact(url)}: ${
+                `script ${redactUrl(url)}: ${
                   describe(err)
                 }; retry ${n} in ${ms} ms`,
               ),
           });
         } catch (err) {
           throw new BootError(
-            `Cannot fetch ${redact(url)}: ${describe(err)}`,
+            `Cannot fetch ${redactUrl(url)}: ${describe(err)}`,
             ExitCode.Api,
             { cause: err },
           );
@@ -500,9 +545,11 @@ export function createScriptClient(
         if (!response.ok) {
           const text = errorBodyText(await readErrorBody(response));
           // "IPXE booting skipped…" is the service's "boot from local disk";
-          // any other 404 (an unknown InfraEnv, no access) is an error.
+          // any other 404 (an unknown InfraEnv, no access), or this one from
+          // another server, is an error.
           if (
             response.status === 404 && isMacScriptRequest(url) &&
+            fromService(url, response.url) &&
             /IPXE booting skipped/i.test(text)
           ) {
             throw new LocalBootAnswer(url, text);
@@ -513,7 +560,7 @@ export function createScriptClient(
               : " (the URL's credential was refused or has expired)"
             : "";
           throw new BootError(
-            `${redact(url)} answered HTTP ${response.status}: ${
+            `${redactUrl(url)} answered HTTP ${response.status}: ${
               text || response.statusText
             }${hint}`,
             ExitCode.Api,

@@ -7,7 +7,7 @@
  */
 
 import { NetworkError } from "../http/request.ts";
-import { redact } from "../log.ts";
+import { redactUrl } from "../log.ts";
 
 /** Options for {@linkcode watchBody}. */
 export interface WatchOptions {
@@ -44,7 +44,7 @@ export function watchBody(
     if (now - last > timeoutMs) {
       options.abort(
         new NetworkError(
-          `${redact(url)}: no data for ${
+          `${redactUrl(url)}: no data for ${
             seconds(timeoutMs)
           } s after ${options.position()} bytes`,
           url,
@@ -55,7 +55,9 @@ export function watchBody(
       if (got < minSpeed * (now - windowStart) / 1000) {
         options.abort(
           new NetworkError(
-            `${redact(url)}: slower than ${minSpeed} bytes/s (${got} bytes in ${
+            `${
+              redactUrl(url)
+            }: slower than ${minSpeed} bytes/s (${got} bytes in ${
               seconds(now - windowStart)
             } s) after ${options.position()} bytes`,
             url,

@@ -4,24 +4,30 @@
  * validators the server gave: `ETag`, `Last-Modified`, `Content-Length`;
  * when it was verified), written only once the file is verified and in place.
  *
+ * Only a download the server gave a real validator for is kept: a strong
+ * `ETag` or a `Last-Modified`. `Content-Length` alone is none: a file
+ * replaced by another of the same size would look unchanged.
+ *
  * Reuse rule: the next run reuses the copy only when a `HEAD` (same request
- * policy, no `Authorization`) answers 200 and every validator agrees — the
- * `ETag` and the `Last-Modified` each equal to the manifest's (a validator
- * on one side only is a change), a `Content-Length` equal to the file's size,
- * and present when the manifest recorded one; a `HEAD` without any validator
- * never allows reuse — the entry is a regular file of ours (never a link, a
- * FIFO or a device), it hashes to the manifest's sha256 again, any pin
- * matches, and the format check passes; otherwise the artifact is downloaded
- * as usual. `HEAD` was chosen over a conditional `GET` (`If-None-Match` /
+ * policy, no `Authorization`) answers 200 with a validator (a strong `ETag`
+ * or a `Last-Modified`) and every validator agrees — the `ETag` and the
+ * `Last-Modified` each equal to the manifest's (a validator on one side only
+ * is a change), a `Content-Length` equal to the file's size, and present when
+ * the manifest recorded one — the entry is a regular file of ours (never a
+ * link, a FIFO or a device), it hashes to the manifest's sha256 again, any
+ * pin matches, and the format check passes; otherwise the artifact is
+ * downloaded as usual. An entry the server says has changed is dropped at
+ * once (it can never be reused, and the disk may be small). `HEAD` was chosen over a conditional `GET` (`If-None-Match` /
  * `If-Modified-Since` → 304) because it compares the size as well, and a
  * server that ignores the condition would start sending the whole body.
  *
  * The cache never fails a boot: an entry that cannot be read or written is
  * dropped or skipped, and logged.
  *
- * Three verbs: {@linkcode lookup} puts a reusable copy in place,
+ * Four verbs: {@linkcode lookup} puts a reusable copy in place,
  * {@linkcode record} keeps a verified download, {@linkcode prune} drops what
- * the plan no longer boots. Which URLs may be kept is `artifact_url.ts`'s
+ * the plan does not boot (before anything is downloaded), {@linkcode clear}
+ * empties the cache (`--no-cache`). Which URLs may be kept is `artifact_url.ts`'s
  * `isCacheable`.
  *
  * @module
@@ -31,7 +37,7 @@ import type { DownloadResult } from "./download.ts";
 import { errorText } from "../errors.ts";
 import { type Format, readHeadOf } from "./formats.ts";
 import type { HttpClient } from "../http/request.ts";
-import { log, redact } from "../log.ts";
+import { log, redactUrl } from "../log.ts";
 import { probe } from "../http/probe.ts";
 import { sha256Hex, sha256Of } from "./sha256.ts";
 import {
@@ -113,6 +119,18 @@ async function dropEntry(paths: { file: string; manifest: string }) {
   await discard(paths.file);
 }
 
+/** True for an `ETag` that vouches for the bytes (a strong one, not `W/"…"`). */
+function isStrong(etag: string | undefined): etag is string {
+  return etag !== undefined && !etag.startsWith("W/");
+}
+
+/** True when a response gave a validator a copy can be kept and reused on: a strong `ETag` or a `Last-Modified`. */
+export function hasValidator(
+  answer: { etag?: string; lastModified?: string },
+): boolean {
+  return isStrong(answer.etag) || answer.lastModified !== undefined;
+}
+
 /** Why the cached copy of an artifact cannot be reused after this `HEAD`, or undefined when it can. */
 export function staleReason(
   manifest: {
@@ -129,11 +147,11 @@ export function staleReason(
   },
 ): string | undefined {
   if (head.status !== 200) return `HEAD answered ${head.status}`;
-  if (
-    head.contentLength === undefined && head.lastModified === undefined &&
-    head.etag === undefined
-  ) {
-    return "the server gives neither ETag, Last-Modified nor Content-Length";
+  if (!hasValidator(manifest)) {
+    return "it was kept without a validator (a strong ETag or Last-Modified)";
+  }
+  if (!hasValidator(head)) {
+    return "the server gives neither a strong ETag nor Last-Modified (Content-Length alone cannot tell a changed file)";
   }
   if (head.etag !== manifest.etag) {
     return `ETag changed (${manifest.etag ?? "none"} → ${head.etag ?? "none"})`;
@@ -233,7 +251,11 @@ export async function lookup(
       return skip(`HEAD failed: ${errorText(err)}`);
     }
     const stale = staleReason(manifest, head);
-    if (stale) return skip(stale);
+    if (stale) {
+      // The server says the file changed: the copy can never be reused.
+      if (head.status === 200) await dropEntry(paths);
+      return skip(stale);
+    }
     let sha256: string;
     try {
       sha256 = await sha256Of(file);
@@ -284,18 +306,38 @@ export async function lookup(
 }
 
 /**
- * Records the verified file `result` for later runs (only when the server
- * gave at least one validator). Never fails the boot: a cache that cannot be
- * written is only logged.
+ * The entries being recorded, by cache file path: a plan that names one URL
+ * twice (an initrd given twice) records it once, never two writers on the
+ * same names at the same time.
+ */
+const recording = new Map<string, Promise<void>>();
+
+/**
+ * Records the verified file `result` for later runs, only when the server
+ * gave a validator ({@linkcode hasValidator}: a strong `ETag` or a
+ * `Last-Modified`). Never fails the boot: a cache that cannot be written is
+ * only logged. While the same URL is being recorded (the same URL twice in
+ * a plan), a second call waits for that one and leaves the entry to it.
  */
 export async function record(
   dir: string,
   result: DownloadResult,
 ): Promise<void> {
-  if (
-    result.lastModified === undefined && result.contentLength === undefined &&
-    result.etag === undefined
-  ) return;
+  if (!hasValidator(result)) return;
+  const key = cachePaths(dir, result.url).file;
+  const earlier = recording.get(key);
+  if (earlier) return await earlier;
+  const writing = write(dir, result);
+  recording.set(key, writing);
+  try {
+    await writing;
+  } finally {
+    recording.delete(key);
+  }
+}
+
+/** Writes the cache entry of `result` (file, then manifest); failures are logged. */
+async function write(dir: string, result: DownloadResult): Promise<void> {
   const paths = cachePaths(dir, result.url);
   const part = `${paths.file}.part`;
   const manifestPart = `${paths.manifest}.part`;
@@ -338,7 +380,47 @@ export async function record(
     await dropEntry(paths);
     await discard(part);
     await discard(manifestPart);
-    log.warn(`Cannot cache ${redact(result.url)}: ${errorText(err)}`);
+    log.warn(`Cannot cache ${redactUrl(result.url)}: ${errorText(err)}`);
+  }
+}
+
+/**
+ * Removes every entry of the cache (`--no-cache`: none will be used), when
+ * `<dir>/cache` is a directory of ours (not checked at start then): anything
+ * else there is left alone.
+ */
+export async function clear(dir: string): Promise<void> {
+  try {
+    const info = await Deno.lstat(`${dir}/cache`);
+    let uid: number | null = null;
+    try {
+      uid = Deno.uid();
+    } catch {
+      // unknown: the lstat above refused links already
+    }
+    if (!info.isDirectory || (uid !== null && info.uid !== uid)) return;
+  } catch {
+    return;
+  }
+  await prune(dir, []);
+}
+
+/**
+ * Removes the `.part` files of cache entries being written (synchronous and
+ * never failing: for a run that is stopped, just before it exits).
+ */
+export function discardPartialSync(dir: string): void {
+  try {
+    for (const entry of Deno.readDirSync(`${dir}/cache`)) {
+      if (entry.isDirectory || !CACHE_ENTRY.exec(entry.name)?.[3]) continue;
+      try {
+        Deno.removeSync(`${dir}/cache/${entry.name}`);
+      } catch {
+        // Gone already, or nothing we can do.
+      }
+    }
+  } catch {
+    // No cache directory, or nothing we can do.
   }
 }
 

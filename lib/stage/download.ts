@@ -28,13 +28,14 @@ import {
   NetworkError,
   request,
 } from "../http/request.ts";
-import { log, redact } from "../log.ts";
+import { log, redactUrl } from "../log.ts";
 import type { ProgressTracker } from "./progress.ts";
 import { sha256Of } from "./sha256.ts";
 import { openSha256Stream } from "./sha256_stream.ts";
 import { WritePipeline } from "./write_pipeline.ts";
 import { ifRangeValue, resumeFrom, startOf, type State } from "./resume.ts";
 import { withRetries } from "../http/retry.ts";
+import { bodyExcerpt } from "../http/error_text.ts";
 import {
   clearName,
   createFile,
@@ -102,7 +103,9 @@ export class DigestMismatchError extends BootError {
   /** Creates the error for `url` (named, redacted, in the message). */
   constructor(url: string, expected: string, actual: string) {
     super(
-      `sha256 mismatch for ${redact(url)}: expected ${expected}, got ${actual}`,
+      `sha256 mismatch for ${
+        redactUrl(url)
+      }: expected ${expected}, got ${actual}`,
       ExitCode.Verify,
     );
     this.name = "DigestMismatchError";
@@ -270,7 +273,9 @@ async function downloadTo(
   };
   if (state.leftover && resumable) {
     log.info(
-      `${redact(url)}: resuming at byte ${state.have} (left by an earlier run)`,
+      `${
+        redactUrl(url)
+      }: resuming at byte ${state.have} (left by an earlier run)`,
     );
   }
   let attempts = 0;
@@ -303,7 +308,7 @@ async function downloadTo(
   const size = state.have;
   if (size === 0) {
     hash?.close();
-    throw new BootError(`${redact(url)} is empty`, ExitCode.Verify);
+    throw new BootError(`${redactUrl(url)} is empty`, ExitCode.Verify);
   }
   let sha256: string;
   try {
@@ -312,7 +317,7 @@ async function downloadTo(
       onDisk !== size || (state.total !== undefined && size !== state.total)
     ) {
       throw new BootError(
-        `${redact(url)}: ${onDisk} bytes on disk, expected ${
+        `${redactUrl(url)}: ${onDisk} bytes on disk, expected ${
           state.total ?? size
         }`,
         ExitCode.Verify,
@@ -348,10 +353,10 @@ function finalError(err: unknown, url: string, attempts: number): unknown {
   if (err instanceof BootError) return err;
   const tries = attempts > 1 ? ` (after ${attempts} attempts)` : "";
   if (err instanceof HttpStatusError) {
-    const body = err.body.split("\n")[0].trim().slice(0, 120);
+    const body = bodyExcerpt(err.body);
     return new BootError(
-      `Cannot download ${redact(url)}: HTTP ${err.status}${
-        body ? ` (${redact(body)})` : ""
+      `Cannot download ${redactUrl(url)}: HTTP ${err.status}${
+        body ? ` (${body})` : ""
       }${tries}`,
       ExitCode.Download,
       { cause: err },
@@ -359,9 +364,7 @@ function finalError(err: unknown, url: string, attempts: number): unknown {
   }
   if (err instanceof NetworkError) {
     return new BootError(
-      `Cannot download ${redact(url)}: ${
-        err.message.replace(`${redact(err.url)}: `, "")
-      }${tries}`,
+      `Cannot download ${redactUrl(url)}: ${err.reason}${tries}`,
       ExitCode.Download,
       { cause: err },
     );
@@ -449,7 +452,7 @@ async function attempt(
         if (idle.signal.aborted) throw idle.signal.reason;
         if (options.signal?.aborted) throw err;
         throw new NetworkError(
-          `${redact(url)}: connection lost after ${received} bytes: ${
+          `${redactUrl(url)}: connection lost after ${received} bytes: ${
             errorText(err)
           }`,
           url,
@@ -482,7 +485,7 @@ async function attempt(
   if (state.total !== undefined && state.have !== state.total) {
     throw new NetworkError(
       `${
-        redact(url)
+        redactUrl(url)
       }: the body ended after ${state.have} of ${state.total} bytes`,
       url,
     );

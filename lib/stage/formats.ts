@@ -12,7 +12,7 @@
  */
 
 import { BootError, errorText, ExitCode } from "../errors.ts";
-import { redact } from "../log.ts";
+import { redactUrl } from "../log.ts";
 import {
   clearName,
   createFile,
@@ -221,7 +221,7 @@ export function kernelMinimumSize(head: Uint8Array): number {
 export function checkKernel(head: Uint8Array, options: CheckOptions): Format {
   const arch = options.arch ?? Deno.build.arch;
   const format = sniff(head);
-  const where = redact(options.url);
+  const where = redactUrl(options.url);
   const fail = (why: string) =>
     new BootError(`Kernel ${where} ${why}`, ExitCode.Verify);
   if (format === "html" || format === "empty") {
@@ -268,7 +268,7 @@ export function checkInitrd(head: Uint8Array, options: CheckOptions): Format {
   const format = sniff(head);
   if (!INITRD_FORMATS.includes(format)) {
     throw new BootError(
-      `Initrd ${redact(options.url)} is ${
+      `Initrd ${redactUrl(options.url)} is ${
         describe(format)
       }, not a newc cpio archive or a compressed one (gzip, xz, zstd, lz4, bzip2)`,
       ExitCode.Verify,
@@ -336,10 +336,28 @@ function sliceStream(
   });
 }
 
+/**
+ * The most an unpacked arm64 `Image` may be (256 MiB; a distribution kernel
+ * is 30 to 70 MiB): a small gzip can unpack to gigabytes, on a work
+ * directory that may be in RAM.
+ */
+export const MAX_ARM64_IMAGE_BYTES = 256 << 20;
+
 /** Options for {@linkcode unpackArm64Kernel}. */
 export interface UnpackOptions extends CheckOptions {
   /** The verified file `src` must be (device, inode, size, modification time): anything else is refused. */
   identity?: FileIdentity;
+  /** The most the unpacked Image may be (default {@linkcode MAX_ARM64_IMAGE_BYTES}). */
+  maxBytes?: number;
+}
+
+/** The one-line reason a gzip stream could not be unpacked. */
+function gunzipProblem(err: unknown): string {
+  // What the runtime's gzip decoder says when bytes follow the end of the
+  // first gzip member (trailing bytes, or a second member).
+  return /failed to write whole buffer/.test(errorText(err))
+    ? "it has data after the end of its gzip stream (trailing bytes, or a second gzip member; only a single gzip member is unpacked)"
+    : `it could not be decompressed: ${errorText(err)}`;
 }
 
 /**
@@ -347,7 +365,8 @@ export interface UnpackOptions extends CheckOptions {
  * plain `Image` at `dest` (streaming, through `dest + ".part"`, created
  * exclusively and renamed only once the result has the arm64 magic and is as
  * long as its header says), and returns `dest`. A plain `Image` is returned
- * as is (`src`).
+ * as is (`src`). Refused (Verify): an output past `maxBytes`, bytes after
+ * the gzip stream (a second member included), corrupt data.
  */
 export async function unpackArm64Kernel(
   src: string,
@@ -368,7 +387,7 @@ export async function unpackArm64Kernel(
     file.close();
     return src;
   }
-  const where = redact(options.url);
+  const where = redactUrl(options.url);
   let input: ReadableStream<Uint8Array>;
   if (format === "zboot") {
     const z = zbootHeader(head);
@@ -398,6 +417,8 @@ export async function unpackArm64Kernel(
     );
   }
   const part = `${dest}.part`;
+  const maxBytes = options.maxBytes ?? MAX_ARM64_IMAGE_BYTES;
+  let written = 0;
   let out: Deno.FsFile | undefined;
   try {
     out = await createFile(part);
@@ -412,12 +433,19 @@ export async function unpackArm64Kernel(
           chunk = await reader.read();
         } catch (err) {
           throw new BootError(
-            `Kernel ${where} could not be decompressed: ${errorText(err)}`,
+            `Kernel ${where} cannot be unpacked: ${gunzipProblem(err)}`,
             ExitCode.Verify,
             { cause: err },
           );
         }
         if (chunk.done) break;
+        written += chunk.value.length;
+        if (written > maxBytes) {
+          throw new BootError(
+            `Kernel ${where} unpacks to more than ${maxBytes} bytes, the most an arm64 Image may be`,
+            ExitCode.Verify,
+          );
+        }
         let done = 0;
         while (done < chunk.value.length) {
           done += await out.write(chunk.value.subarray(done));

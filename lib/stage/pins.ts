@@ -9,7 +9,7 @@
  */
 
 import { BootError, ExitCode } from "../errors.ts";
-import { redact } from "../log.ts";
+import { redactUrl } from "../log.ts";
 import type { KexecPlan } from "../plan.ts";
 
 const UNRESERVED = /[A-Za-z0-9\-._~]/;
@@ -76,9 +76,9 @@ export function artifactPin(
     if (!pinMatches(key, url)) continue;
     if (found && found.value.toLowerCase() !== value.toLowerCase()) {
       throw new BootError(
-        `--artifact-sha256 ${redact(found.key)} and ${redact(key)} both pin ${
-          redact(url)
-        }, with different digests`,
+        `--artifact-sha256 ${redactUrl(found.key)} and ${
+          redactUrl(key)
+        } both pin ${redactUrl(url)}, with different digests`,
         ExitCode.Usage,
       );
     }
@@ -108,7 +108,7 @@ export function checkPins(plan: KexecPlan, options: CheckPinsOptions): void {
     if (!urls.some((url) => pinMatches(key, url))) {
       throw new BootError(
         `--artifact-sha256 ${
-          redact(key)
+          redactUrl(key)
         } matches no kernel or initrd the script boots`,
         ExitCode.Usage,
       );

@@ -9,7 +9,7 @@
  */
 
 import { BootError, ExitCode } from "../errors.ts";
-import { redact } from "../log.ts";
+import { redactUrl } from "../log.ts";
 import { checkPins, type CheckPinsOptions } from "./pins.ts";
 import type { KexecPlan } from "../plan.ts";
 
@@ -37,7 +37,7 @@ export function checkPlan(plan: KexecPlan, options: CheckPlanOptions): void {
       protocol = new URL(url).protocol;
     } catch (err) {
       throw new BootError(
-        `${redact(url)} is not a valid URL`,
+        `${redactUrl(url)} is not a valid URL`,
         ExitCode.Download,
         { cause: err },
       );
@@ -45,7 +45,7 @@ export function checkPlan(plan: KexecPlan, options: CheckPlanOptions): void {
     if (!SCHEMES.has(protocol)) {
       throw new BootError(
         `Unsupported URL scheme "${protocol.slice(0, -1)}" in ${
-          redact(url)
+          redactUrl(url)
         } (artifacts are fetched over http, https or file)`,
         ExitCode.Download,
       );
@@ -53,7 +53,7 @@ export function checkPlan(plan: KexecPlan, options: CheckPlanOptions): void {
     if (protocol === "file:" && !options.localFiles) {
       throw new BootError(
         `Refused to read ${
-          redact(url)
+          redactUrl(url)
         }: local files are read only when --ipxe-url is a file: URL`,
         ExitCode.Download,
       );

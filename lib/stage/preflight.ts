@@ -34,7 +34,7 @@ import { fileURLToPath } from "node:url";
 import { BootError, errorText, ExitCode } from "../errors.ts";
 import type { HttpClient } from "../http/request.ts";
 import { initArgsStart, parseKernelCmdline } from "../resolve/kargs.ts";
-import { log, redact } from "../log.ts";
+import { log, redactUrl } from "../log.ts";
 import type { KexecPlan } from "../plan.ts";
 import { probe } from "../http/probe.ts";
 import { formatBytes } from "./progress.ts";
@@ -273,7 +273,7 @@ async function sizeOf(
   } catch (err) {
     why = `HEAD failed: ${errorText(err)}`;
   }
-  log.warn(`preflight: the size of ${redact(url)} is unknown (${why})`);
+  log.warn(`preflight: the size of ${redactUrl(url)} is unknown (${why})`);
   return undefined;
 }
 

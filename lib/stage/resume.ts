@@ -11,7 +11,7 @@
  */
 
 import { NetworkError, statusError } from "../http/request.ts";
-import { redact } from "../log.ts";
+import { redactUrl } from "../log.ts";
 import type { Sha256Stream } from "./sha256_stream.ts";
 
 /** What the responses so far said about one artifact, and what is on disk. */
@@ -151,7 +151,7 @@ export async function startOf(
       state.ranges = false;
       throw new NetworkError(
         `${
-          redact(url)
+          redactUrl(url)
         }: the answer to a resume is not the rest of the same file (${why}), starting over`,
         url,
       );
@@ -164,7 +164,7 @@ export async function startOf(
     state.ranges = false;
     state.leftover = false;
     throw new NetworkError(
-      `${redact(url)}: the server refused to resume (416), starting over`,
+      `${redactUrl(url)}: the server refused to resume (416), starting over`,
       url,
     );
   }
@@ -202,7 +202,7 @@ async function leftoverStart(
     await response.body?.cancel().catch(() => {});
     throw new NetworkError(
       `${
-        redact(url)
+        redactUrl(url)
       }: the answer to the resume of an earlier run's bytes has no usable Content-Range, starting over`,
       url,
     );

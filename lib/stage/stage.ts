@@ -32,7 +32,7 @@ import { checkInitrd, checkKernel, type Format, sniff } from "./formats.ts";
 import { type HttpClient, HttpStatusError } from "../http/request.ts";
 import { assembleInitrd } from "./initrd.ts";
 import { kernelFile, type VerifiedFile } from "./kernel_file.ts";
-import { log, redact } from "../log.ts";
+import { log, redactUrl } from "../log.ts";
 import { artifactPin } from "./pins.ts";
 import type { KexecPlan } from "../plan.ts";
 import { checkPlan } from "./plan_checks.ts";
@@ -168,17 +168,13 @@ export async function stage(
     const done = new Map<string, Fetched>();
     let current = plan;
     for (let refetch = 0;; refetch++) {
+      // Before a byte is downloaded: what this plan does not use leaves the
+      // cache (the disk may be small or RAM), and --no-cache frees it all.
+      await freeCache(dir, current, options.cache !== false);
       try {
         const staged = await stageOnce(current, options, progress, done);
         // Whatever an earlier plan left behind goes; only the final files stay.
         await removeOurFiles(dir, FINAL_FILES);
-        if (options.cache !== false) {
-          // Only what this plan boots stays cached (the disk may be RAM).
-          await cache.prune(
-            dir,
-            [staged.plan.kernel, ...staged.plan.initrds].map((a) => a.url),
-          );
-        }
         return staged;
       } catch (err) {
         const denied = authFailure(err);
@@ -188,7 +184,7 @@ export async function stage(
         ) throw err;
         log.warn(
           `${
-            redact(denied.url)
+            redactUrl(denied.url)
           } answered ${denied.status}: the signed URL has probably expired, fetching the script again`,
         );
         // The old plan's signed files (and its half-done ones) go now; what
@@ -210,6 +206,20 @@ export async function stage(
   } finally {
     own?.release();
   }
+}
+
+/**
+ * Makes room before downloading: with the cache in use, the entries of URLs
+ * `plan` does not boot go; without it (`--no-cache`), every entry an earlier
+ * run kept goes, so that a cache no run uses does not hold the disk.
+ */
+async function freeCache(
+  dir: string,
+  plan: KexecPlan,
+  inUse: boolean,
+): Promise<void> {
+  if (!inUse) return await cache.clear(dir);
+  await cache.prune(dir, [plan.kernel, ...plan.initrds].map((a) => a.url));
 }
 
 /** Removes the files of `done` whose URL `drop` names, and forgets them. */
@@ -258,6 +268,28 @@ async function removeOurFiles(
     if (options.lenient) return;
     throw diskError(err, dir);
   }
+}
+
+/**
+ * Removes every file of ours in `dir` (kernel, initrds, assembled or not,
+ * half-downloaded or verified) and the half-written entries of its cache:
+ * for a run that is stopped, just before it exits. Synchronous, never fails
+ * (the name goes, never what a link points to; a directory stays).
+ */
+export function discardStagedSync(dir: string): void {
+  try {
+    for (const entry of Deno.readDirSync(dir)) {
+      if (!OUR_FILES.test(entry.name) || entry.isDirectory) continue;
+      try {
+        Deno.removeSync(`${dir}/${entry.name}`);
+      } catch {
+        // Gone already, or nothing we can do.
+      }
+    }
+  } catch {
+    // No work directory: nothing of ours.
+  }
+  cache.discardPartialSync(dir);
 }
 
 /**

@@ -118,6 +118,61 @@ function checkOwnDir(path: string, what: string, info: Deno.FileInfo): void {
   }
 }
 
+/** Symbolic links followed at most on the way to the work directory (as the kernel's ELOOP). */
+const MAX_LINKS = 40;
+
+/**
+ * Refuses a work directory reached through a symbolic link another user owns
+ * (not root, not us): whoever owns a link can point it elsewhere between
+ * runs, or in the middle of one, and make the bootloader write, remove and
+ * lock files in a directory of their choosing. Every link on the way is
+ * followed by hand (its target may hold links too); a missing part ends the
+ * walk (it is about to be created, by us).
+ */
+async function checkLinksOnPath(dir: string): Promise<void> {
+  const uid = ownUid();
+  if (uid === null) return;
+  let pending = (dir.startsWith("/") ? dir : `${Deno.cwd()}/${dir}`)
+    .split("/");
+  let resolved = "";
+  let links = 0;
+  while (pending.length > 0) {
+    const name = pending.shift()!;
+    if (name === "" || name === ".") continue;
+    if (name === "..") {
+      resolved = resolved.slice(0, resolved.lastIndexOf("/"));
+      continue;
+    }
+    const next = `${resolved}/${name}`;
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.lstat(next);
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return;
+      throw err;
+    }
+    if (!info.isSymlink) {
+      resolved = next;
+      continue;
+    }
+    if (info.uid !== null && info.uid !== 0 && info.uid !== uid) {
+      throw new BootError(
+        `The work directory ${dir} is reached through ${next}, a symbolic link of uid ${info.uid} (not root, not this user): use a path no other user controls (--work-dir)`,
+        ExitCode.Disk,
+      );
+    }
+    if (++links > MAX_LINKS) {
+      throw new BootError(
+        `The work directory ${dir} is reached through more than ${MAX_LINKS} symbolic links`,
+        ExitCode.Disk,
+      );
+    }
+    const target = await Deno.readLink(next);
+    if (target.startsWith("/")) resolved = "";
+    pending = [...target.split("/"), ...pending];
+  }
+}
+
 /** Options for {@linkcode prepareWorkDir} and {@linkcode lockWorkDir}. */
 export interface WorkDirOptions {
   /** The cache is in use: `<dir>/cache` is checked too when it exists (default true). */
@@ -129,14 +184,16 @@ export interface WorkDirOptions {
  * exit 8) a directory — new or existing — or an existing `cache/` in it that
  * is not a directory, is not owned by the running user, or is writable by its
  * group or by others. An existing directory keeps its mode. The work
- * directory's own path may be a symbolic link (the user named it); `cache/`
- * may not.
+ * directory's own path may go through symbolic links (the user named it)
+ * owned by root or by the running user, never by another user; `cache/` may
+ * not be a link.
  */
 export async function prepareWorkDir(
   dir: string,
   options: WorkDirOptions = {},
 ): Promise<void> {
   try {
+    await checkLinksOnPath(dir);
     let info: Deno.FileInfo | undefined;
     try {
       info = await Deno.stat(dir);

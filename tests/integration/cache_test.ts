@@ -311,6 +311,47 @@ Deno.test("cache: HEAD refused, or no Content-Length nor Last-Modified, means do
   }
 });
 
+Deno.test("cache: Content-Length alone (or a weak ETag) is no validator: nothing is kept, and a copy kept on it is never reused", async () => {
+  const v1 = fakeKernel(20_000);
+  const v2 = fakeKernel(20_000);
+  v2[v2.length - 1] ^= 0xff; // the same size, other bytes
+  const files: Record<string, Served> = {
+    "/vmlinuz": { body: v1 },
+    "/weak": { body: v1, etag: 'W/"v1"' },
+  };
+  const srv = serve(files);
+  try {
+    await withTemp(async (dir) => {
+      for (const path of ["/vmlinuz", "/weak"]) {
+        const p = plan(srv.base, path, []);
+        await captureLog(() => stage(p, opts(dir)));
+        assert.deepEqual(await manifests(dir), [], `${path}: nothing kept`);
+      }
+      // A copy an earlier version kept on Content-Length alone.
+      const p = plan(srv.base, "/vmlinuz", []);
+      files["/vmlinuz"].lastModified = LM1;
+      await captureLog(() => stage(p, opts(dir)));
+      const [kept] = await manifests(dir);
+      const name = (await cacheNames(dir)).find((n) => n.endsWith(".json"))!;
+      delete kept.lastModified;
+      await Deno.writeTextFile(`${dir}/cache/${name}`, JSON.stringify(kept));
+      files["/vmlinuz"] = { body: v2 };
+      srv.reset();
+      const [image, lines] = await captureLog(() => stage(p, opts(dir)));
+      assert.equal(srv.count("GET", "/vmlinuz"), 1, "downloaded again");
+      assert.equal(image.kernel.cached, undefined);
+      assert.equal(image.kernel.sha256, sha(v2), "the new bytes, not the copy");
+      assert.ok(
+        lines.some((l) => /kept without a validator/.test(l)),
+        lines.join("\n"),
+      );
+      assert.deepEqual(await manifests(dir), [], "the old entry was dropped");
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
 Deno.test("cache: the manifest keeps the ETag; reuse needs the same ETag on HEAD", async () => {
   const kernel = fakeKernel(30_000);
   const files: Record<string, Served> = {
@@ -356,7 +397,7 @@ Deno.test("cache: a HEAD missing a validator the manifest recorded means downloa
     [["last-modified"], /Last-Modified changed \(.* → none\)/],
     [
       ["content-length", "last-modified", "etag"],
-      /neither ETag, Last-Modified nor Content-Length/,
+      /neither a strong ETag nor Last-Modified/,
     ],
   ];
   for (const [drops, reason] of cases) {
@@ -573,7 +614,7 @@ Deno.test("cache: with the mock InfraEnv the kernel is reused, pxe-initrd is fet
   }
 });
 
-Deno.test("cache: cache: false neither reads nor writes the cache", async () => {
+Deno.test("cache: cache: false neither reads nor keeps anything, and frees what an earlier run kept", async () => {
   const kernel = fakeKernel(20_000);
   const srv = serve({ "/vmlinuz": { body: kernel, lastModified: LM1 } });
   try {
@@ -582,14 +623,69 @@ Deno.test("cache: cache: false neither reads nor writes the cache", async () => 
       await captureLog(() => stage(p, opts(dir, { cache: false })));
       assert.deepEqual(await cacheNames(dir), []);
       await captureLog(() => stage(p, opts(dir)));
+      assert.equal((await manifests(dir)).length, 1);
       srv.reset();
       await captureLog(() => stage(p, opts(dir, { cache: false })));
       assert.equal(srv.count("GET", "/vmlinuz"), 1);
       assert.equal(srv.count("HEAD", "/vmlinuz"), 0);
+      assert.deepEqual(await cacheNames(dir), [], "the old entry is freed");
+      // A cache/ that is not a directory of ours is left alone.
+      await Deno.remove(`${dir}/cache`, { recursive: true });
+      const elsewhere = await Deno.makeTempDir();
+      try {
+        await Deno.writeTextFile(`${elsewhere}/${"a".repeat(32)}`, "x");
+        await Deno.symlink(elsewhere, `${dir}/cache`);
+        await captureLog(() => stage(p, opts(dir, { cache: false })));
+        assert.deepEqual(
+          [...Deno.readDirSync(elsewhere)].map((e) => e.name),
+          ["a".repeat(32)],
+        );
+      } finally {
+        await Deno.remove(elsewhere, { recursive: true });
+      }
     });
   } finally {
     await srv.close();
   }
+});
+
+Deno.test("cache: entries the new plan does not use are freed before it downloads a byte (a small disk is not held by the old plan)", async () => {
+  const v1 = fakeKernel(20_000);
+  const v2 = fakeKernel(24_000);
+  await withTemp(async (dir) => {
+    const seenAtDownload: string[][] = [];
+    const server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen() {} },
+      (req) => {
+        const path = new URL(req.url).pathname;
+        const body = path === "/v1" ? v1 : path === "/v2" ? v2 : undefined;
+        if (!body) return new Response("not found", { status: 404 });
+        if (req.method === "GET" && path === "/v2") {
+          seenAtDownload.push(
+            [...Deno.readDirSync(`${dir}/cache`)].map((e) => e.name),
+          );
+        }
+        return new Response(req.method === "HEAD" ? null : body.slice(), {
+          headers: {
+            "content-length": String(body.length),
+            "last-modified": LM1,
+          },
+        });
+      },
+    );
+    const base = `http://127.0.0.1:${server.addr.port}`;
+    try {
+      await captureLog(() => stage(plan(base, "/v1", []), opts(dir)));
+      assert.equal((await manifests(dir)).length, 1);
+      await captureLog(() => stage(plan(base, "/v2", []), opts(dir)));
+      assert.deepEqual(seenAtDownload, [[]], "v1 was still cached");
+      assert.deepEqual((await manifests(dir)).map((m) => m.url), [
+        `${base}/v2`,
+      ]);
+    } finally {
+      await server.shutdown();
+    }
+  });
 });
 
 Deno.test("cache: leftovers of an interrupted cache write are never reused and get pruned", async () => {
@@ -612,6 +708,41 @@ Deno.test("cache: leftovers of an interrupted cache write are never reused and g
       assert.equal(srv.count("GET", "/vmlinuz"), 1);
       assert.equal(srv.count("HEAD", "/vmlinuz"), 0);
       assert.deepEqual(await cacheNames(dir), names);
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("cache: the same URL twice in a plan is recorded once, without a race, and reused whole by the next run", async () => {
+  const kernel = fakeKernel(200_000);
+  const srv = serve({
+    "/vmlinuz": { body: kernel, lastModified: LM1 },
+    "/a.gz": { body: GZIP, etag: '"a1"' },
+  });
+  try {
+    await withTemp(async (dir) => {
+      const p = plan(srv.base, "/vmlinuz", ["/a.gz", "/a.gz", "/a.gz"]);
+      for (let run = 0; run < 2; run++) {
+        const [staged, lines] = await captureLog(() => stage(p, opts(dir)));
+        assert.ok(
+          !lines.some((l) => /Cannot cache|cached copy not used/.test(l)),
+          lines.join("\n"),
+        );
+        assert.equal(staged.initrd!.parts.length, 3);
+        if (run === 1) {
+          assert.ok(staged.initrd!.parts.every((part) => part.cached));
+        }
+      }
+      assert.equal(
+        srv.count("GET", "/a.gz"),
+        3,
+        "downloaded by the first run only",
+      );
+      assert.equal(
+        (await cacheNames(dir)).filter((n) => n.endsWith(".part")).length,
+        0,
+      );
     });
   } finally {
     await srv.close();

@@ -657,7 +657,14 @@ Deno.test("cli: bad input exits 2 with one line, never a stack trace", async () 
       ASSISTED_RETRIES: "many",
     }),
     2,
-    /--retries must be a number/,
+    /: error: Environment variable ASSISTED_RETRIES must be a number/,
+  );
+  assertCleanError(
+    await cli(["--print-plan", "--work-dir", ""], {
+      ASSISTED_IPXE_URL: "http://127.0.0.1:9/x",
+    }),
+    2,
+    /--work-dir is empty/,
   );
 });
 

@@ -944,16 +944,35 @@ Deno.test("fault: a wrong pinned kernel digest is fatal", cli, async () => {
   });
 });
 
-Deno.test("fault: a redirect loop fails with exit 5", cli, async () => {
-  await withMock({}, async (env) => {
-    env.faults.add({
-      match: { path: KERNEL_PATH },
-      fault: { kind: "redirect", location: (url) => url.pathname + url.search },
+Deno.test(
+  "fault: a redirect loop is a refusal: exit 5 after 6 requests, never retried",
+  cli,
+  async () => {
+    await withMock({}, async (env) => {
+      env.faults.add({
+        match: { method: "GET", path: KERNEL_PATH },
+        fault: {
+          kind: "redirect",
+          location: (url) => url.pathname + url.search,
+        },
+      });
+      const before = env.mock.requests.length;
+      const r = await env.run(["--retries", "3"]);
+      await assertFailed(
+        env,
+        r,
+        ExitCode.Download,
+        /more than 5 redirects, refused$/,
+      );
+      const gets = env.mock.requests.slice(before).filter((q) =>
+        q.method === "GET" && q.path.includes(KERNEL_PATH)
+      );
+      // The first request and 5 redirects followed: one try, no retry.
+      assert.equal(gets.length, 6, JSON.stringify(gets.map((q) => q.path)));
+      assert.ok(!/retry/.test(r.stderr), r.stderr);
     });
-    const r = await env.run(["--retries", "0"]);
-    await assertFailed(env, r, ExitCode.Download, /redirect/i);
-  });
-});
+  },
+);
 
 Deno.test(
   "fault: a cross-origin redirect of the script does not forward the token",

@@ -427,6 +427,17 @@ Deno.test(
       const endless = await env.cli([...env.saas, "--print-plan"]);
       assertFailed(endless, ExitCode.Api, /answered more than \d+ bytes/);
       assert.ok(Date.now() - started < 15_000, "cut, not read to the end");
+      // A valid JSON answer that is not an object.
+      env.faults.clear();
+      env.faults.add({
+        match: { path: "openid-connect" },
+        fault: { kind: "status", status: 200, body: "null" },
+      });
+      assertFailed(
+        await env.cli([...env.saas, "--print-plan"]),
+        ExitCode.Api,
+        /SSO at .* answered with JSON that is not an object \(null\)/,
+      );
       // Plain http: one warning per token kind, the run goes on.
       env.faults.clear();
       const ok = await env.cli([...env.saas, "--print-plan"]);
@@ -521,13 +532,17 @@ Deno.test(
   async () => {
     await withEnv({}, async (env) => {
       for (
-        const [args, extra] of [
-          [["--timeout", "2147484"], {}],
-          [[], { ASSISTED_TIMEOUT: "9999999999" }],
+        const [args, extra, where] of [
+          [["--timeout", "2147484"], {}, "--timeout"],
+          [[], { ASSISTED_TIMEOUT: "9999999999" }, "variable ASSISTED_TIMEOUT"],
         ] as const
       ) {
         const r = await env.cli([...env.saas, "--print-plan", ...args], extra);
-        assertFailed(r, ExitCode.Usage, /--timeout must be at most 2147483/);
+        assertFailed(
+          r,
+          ExitCode.Usage,
+          new RegExp(`${where} must be at most 2147483`),
+        );
       }
       env.faults.add({
         match: { path: KERNEL_PATH },
@@ -619,6 +634,68 @@ Deno.test(
       });
       const api = await env.cli([...env.saas, "--print-plan"]);
       assertFailed(api, ExitCode.Api, /\\x1b\[2Jwiped\\x07/);
+    });
+  },
+);
+
+Deno.test(
+  "hostile: credentials in any spelling never reach a log line, URLs with one are never cached, and a log line cannot name another host",
+  cli,
+  async () => {
+    await withEnv(SCRIPTED, async (env) => {
+      const base = env.mock.baseUrl;
+      const url = serveScript(
+        env,
+        `#!ipxe\nkernel ${base}/k?api%5Fkey=SECRETVALUE3&arch=x86_64\ninitrd ${base}/i.img?%61pi_key=SECRETVALUE4\ninitrd ${base}/i.img?image%5ftoken=SECRET%22VALUE5\nboot\n`,
+      );
+      for (const password of ["pa'ss", 'pa"ss', "p<a>ss"]) {
+        const withCreds = url.replace(
+          "http://",
+          `http://user:${encodeURIComponent(password)}@`,
+        );
+        for (const mode of [["--print-plan"], ["--no-kexec", "--verbose"]]) {
+          const r = await env.cli(["--ipxe-url", withCreds, ...mode]);
+          assert.equal(r.code, 0, show(r));
+          assert.ok(
+            !/SECRET|pa.?ss|p.?a.?ss/.test(r.stderr.replaceAll("\\", "")),
+            show(r),
+          );
+          assert.match(
+            r.stderr,
+            /fetching the iPXE script http:\/\/REDACTED@127/,
+          );
+          assert.match(
+            r.stderr,
+            /plan: kernel http:\/\/127\.0\.0\.1:\d+\/k\?api%5Fkey=REDACTED&arch=x86_64, 2 initrd\(s\)/,
+          );
+        }
+      }
+      // Nothing of a URL with a credential was kept in the cache.
+      let cache: string[] = [];
+      try {
+        cache = [...Deno.readDirSync(`${env.tmp}/work/cache`)].map((e) =>
+          e.name
+        );
+      } catch (err) {
+        if (!(err instanceof Deno.errors.NotFound)) throw err;
+      }
+      assert.deepEqual(cache, [], cache.join(" "));
+      // A backslash ends the host: the line names the host that is fetched.
+      const port = new URL(base).port;
+      env.faults.clear();
+      const deceptive = serveScript(
+        env,
+        `#!ipxe\nkernel http://127.0.0.1:${port}\\@good.example.com/k\nboot\n`,
+      );
+      const r = await env.cli(["--ipxe-url", deceptive, "--print-plan"]);
+      assert.equal(r.code, 0, show(r));
+      assert.match(
+        r.stderr,
+        new RegExp(
+          `plan: kernel http://127\\.0\\.0\\.1:${port}/@good\\.example\\.com/k,`,
+        ),
+      );
+      assert.ok(!/REDACTED@good/.test(r.stderr), show(r));
     });
   },
 );

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { fileURLToPath } from "node:url";
-import { BootError } from "../../lib/errors.ts";
+import { BootError, ExitCode } from "../../lib/errors.ts";
 import {
   CA_PATH,
   CONFIG_DIR,
@@ -247,8 +247,8 @@ Deno.test("files, modes, unit and user are as specified", async () => {
       "After=network-online.target",
       "Type=oneshot",
       "Restart=on-failure",
-      // Bad configuration (2) and refused (7) are not retried.
-      "RestartPreventExitStatus=2 7",
+      // Bad configuration (2), refused (7) and too little memory (18) are not retried.
+      "RestartPreventExitStatus=2 7 18",
       `EnvironmentFile=${DOWNLOAD_ENV_PATH}`,
       `ExecStart=${RUN_SCRIPT_PATH}`,
       // Disks read-only (an installed host's boot partition), nothing else.
@@ -657,4 +657,19 @@ Deno.test("config.env: the discovery boot takes the image's consoles by default"
   assert.deepEqual(keep.match(/^ASSISTED_CONSOLE=.*$/gm), [
     'ASSISTED_CONSOLE="keep"',
   ]);
+});
+
+Deno.test("the unit and the initramfs stop retrying on the same exit codes: those no retry can fix", async () => {
+  const unit = await Deno.readTextFile(
+    `${ROOT}/ignition/assisted-bootloader.service`,
+  );
+  const init = await Deno.readTextFile(`${ROOT}/image/initrd/init`);
+  const unitCodes = /^RestartPreventExitStatus=(.*)$/m.exec(unit)?.[1]
+    .split(/\s+/).map(Number);
+  // The first `case $rc in` of /init: the codes that stop the retry loop.
+  const initCodes = /case \$rc in\n\s*([\d |]+)\)/.exec(init)?.[1]
+    .split("|").map((c) => Number(c.trim()));
+  const expected = [ExitCode.Usage, ExitCode.Refused, ExitCode.Memory];
+  assert.deepEqual(unitCodes, expected, "the unit");
+  assert.deepEqual(initCodes, expected, "the initramfs's /init");
 });

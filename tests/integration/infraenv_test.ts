@@ -13,6 +13,7 @@ import {
   withoutMac,
 } from "../../lib/resolve/mac_request.ts";
 import { captureLog } from "../test_util.ts";
+import { resolvePlan } from "../../lib/resolve/resolve_plan.ts";
 import {
   type MockHost,
   type MockInfraEnv,
@@ -389,4 +390,165 @@ Deno.test("infraenv: withoutMac drops the mac parameter, every other byte stays"
   assert.equal(withoutMac("http://h/p?mac=1&%6Dac=2"), "http://h/p");
   assert.equal(withoutMac("http://h/p?macx=1"), "http://h/p?macx=1");
   assert.equal(withoutMac("http://h/p"), "http://h/p");
+});
+
+Deno.test("infraenv: 'boot from the local disk' counts only from the first script's origin, never from a server a script names", async () => {
+  const ID = "6f2a3c1e-8d4b-4e7a-9c1f-2b3d4e5f6a7b";
+  const skipped = JSON.stringify({
+    kind: "Error",
+    reason:
+      `IPXE booting skipped. InfraEnv ${ID}: host h having mac ${MAC} is already installed`,
+  });
+  const macPath = `/api/assisted-install/v2/infra-envs/${ID}/downloads/files`;
+  const macQuery = `?file_name=ipxe-script&mac=${MAC}`;
+  // The other server answers every MAC request "installed".
+  const other = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => new Response(skipped, { status: 404 }),
+  );
+  const otherUrl = `http://127.0.0.1:${
+    (other.addr as Deno.NetAddr).port
+  }${macPath}${macQuery}`;
+  let script = "";
+  const service = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (req) => {
+      const u = new URL(req.url);
+      // Its own MAC request: "installed" too (boot-order-control's chain).
+      if (u.pathname === "/own" + macPath) {
+        return new Response(skipped, { status: 404 });
+      }
+      return new Response(script);
+    },
+  );
+  const origin = `http://127.0.0.1:${(service.addr as Deno.NetAddr).port}`;
+  const sources = [
+    { kind: "ipxe-url" as const, url: `${origin}/boot.ipxe` },
+    {
+      kind: "infraenv" as const,
+      apiUrl: `${origin}/api`,
+      infraEnvId: ID,
+      auth: { kind: "none" as const },
+      scriptType: "discovery-image-always",
+    },
+  ];
+  try {
+    for (const source of sources) {
+      const resolve = () =>
+        resolvePlan(createScriptClient(source, { ...fast, mac: MAC }), {
+          settings: {},
+        });
+      // Another origin's answer is an API error (4), not a local boot.
+      script = `#!ipxe\nchain ${otherUrl}\n`;
+      await assert.rejects(resolve(), (err: unknown) => {
+        assert.ok(err instanceof BootError, String(err));
+        assert.ok(!(err instanceof LocalBootAnswer), source.kind);
+        assert.equal(err.exitCode, ExitCode.Api, err.message);
+        assert.match(err.message, /answered HTTP 404: IPXE booting skipped/);
+        return true;
+      });
+      // Recovered with ||, then a failure of the script's own: exit 3.
+      script = `#!ipxe\nchain ${otherUrl} || goto missing_label\n`;
+      await assert.rejects(resolve(), (err: unknown) => {
+        assert.ok(err instanceof BootError, String(err));
+        assert.equal(err.exitCode, ExitCode.Script, err.message);
+        return true;
+      });
+      // The service's own answer, to a MAC request its script chains, is.
+      script = `#!ipxe\nchain ${origin}/own${macPath}${macQuery}\n`;
+      const plan = await resolve();
+      assert.equal(plan.action, "local-boot", source.kind);
+    }
+  } finally {
+    await other.shutdown();
+    await service.shutdown();
+  }
+});
+
+/** A body sent `chunk` bytes at a time every `everyMs`, or stopping after `stopAfter` chunks. */
+function trickle(
+  text: string,
+  options: { chunk: number; everyMs: number; stopAfter?: number },
+): ReadableStream<Uint8Array> {
+  const bytes = new TextEncoder().encode(text);
+  let at = 0;
+  let sent = 0;
+  let timer: ReturnType<typeof setInterval> | undefined;
+  return new ReadableStream({
+    start(controller) {
+      timer = setInterval(() => {
+        if (options.stopAfter !== undefined && sent >= options.stopAfter) {
+          return;
+        }
+        try {
+          controller.enqueue(bytes.subarray(at, at + options.chunk));
+        } catch {
+          clearInterval(timer);
+          return;
+        }
+        at += options.chunk;
+        sent++;
+        if (at >= bytes.length) {
+          clearInterval(timer);
+          controller.close();
+        }
+      }, options.everyMs);
+    },
+    cancel() {
+      clearInterval(timer);
+    },
+  });
+}
+
+Deno.test("infraenv: --timeout bounds the silence of a script or SSO body, not its whole read", async () => {
+  const script = `#!ipxe\n${
+    "echo padding\n".repeat(30)
+  }kernel http://h/k\nboot\n`;
+  const sso = JSON.stringify({
+    access_token: "a".repeat(200),
+    expires_in: 900,
+    token_type: "Bearer",
+  });
+  let stall = false;
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (req) => {
+      const json = new URL(req.url).pathname === "/sso";
+      // 64 bytes every 200 ms: well over 1 s in all, never 1 s of silence.
+      return new Response(
+        trickle(json ? sso : script, {
+          chunk: 64,
+          everyMs: 200,
+          stopAfter: stall ? 2 : undefined,
+        }),
+        { headers: json ? { "content-type": "application/json" } : {} },
+      );
+    },
+  );
+  const origin = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}`;
+  const options = { retries: 0, baseDelayMs: 10, timeoutMs: 1000 };
+  try {
+    const started = Date.now();
+    const client = createScriptClient(
+      { kind: "ipxe-url", url: `${origin}/s` },
+      options,
+    );
+    const got = await client.fetch(`${origin}/s`, { maxBytes: 65536 });
+    assert.equal(text(got.body), script);
+    assert.ok(Date.now() - started > 1000, "the read took longer than 1 s");
+    const token = await exchangeRefreshToken(`${origin}/sso`, "r", options);
+    assert.equal(token.token, "a".repeat(200));
+    // A body that stops is cut after 1 s of silence.
+    stall = true;
+    await assert.rejects(
+      client.fetch(`${origin}/s`, { maxBytes: 65536 }),
+      /: no data for 1 s after 128 bytes of the body$/,
+    );
+    await assert.rejects(
+      exchangeRefreshToken(`${origin}/sso`, "r", options),
+      /: no data for 1 s after 128 bytes of the body$/,
+    );
+  } finally {
+    await server.shutdown();
+  }
 });

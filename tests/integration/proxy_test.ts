@@ -13,7 +13,8 @@
  * - `NO_PROXY` sends a host around the proxy.
  */
 import assert from "node:assert/strict";
-import { startMock } from "../../dev/mock_infraenv.ts";
+import { createHash } from "node:crypto";
+import { fakeKernel, startMock } from "../../dev/mock_infraenv.ts";
 import { startProxy, type TestProxy } from "../../dev/proxy.ts";
 import { makeTestCerts, withTemp } from "../test_util.ts";
 
@@ -44,12 +45,19 @@ function tlsFront(dir: string, upstream: string) {
   };
 }
 
-async function plan(
+function plan(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return run(["--print-plan", ...args], env);
+}
+
+async function run(
   args: string[],
   env: Record<string, string>,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, "--print-plan", "--no-host-settings", ...args],
+    args: ["run", "-A", MAIN, "--no-host-settings", ...args],
     env: {
       PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
       HOME: Deno.env.get("HOME") ?? "/root",
@@ -174,5 +182,62 @@ Deno.test("proxy: plain http through a proxy shows it the bearer token; NO_PROXY
     });
     assert.equal(around.code, 0, around.stderr);
     assert.equal(proxy.requests.length, before, "NO_PROXY was not honoured");
+  });
+});
+
+Deno.test("proxy: --insecure (curl) behind a proxy: a 404 stays a 404, a 200's body is exactly the file, never the proxy's or the server's head", async () => {
+  await withApi(async ({ mock, https }, proxy) => {
+    const kernel = fakeKernel(8192);
+    const initrd = new TextEncoder().encode('{"ignition":{}}\n');
+    const env = { HTTPS_PROXY: `http://127.0.0.1:${proxy.port}` };
+    await withTemp(async (work) => {
+      const args = [
+        "--ipxe-url",
+        `${mock.baseUrl}/script`,
+        "--insecure",
+        "--no-cache",
+        "--no-kexec",
+        "--progress",
+        "none",
+        "--retries",
+        "0",
+        "--work-dir",
+        `${work}/w`,
+      ];
+      mock.update({
+        files: {
+          "/k": kernel,
+          "/config.ign": initrd,
+          "/script": new TextEncoder().encode(
+            `#!ipxe\nkernel ${https}/k\ninitrd ${https}/config.ign /etc/config.ign\nboot\n`,
+          ),
+        },
+      });
+      const ok = await run(args, env);
+      assert.equal(ok.code, 0, ok.stderr);
+      const out = JSON.parse(ok.stdout);
+      const sha = (b: Uint8Array) =>
+        createHash("sha256").update(b).digest("hex");
+      assert.equal(out.kernel.sha256, sha(kernel));
+      assert.equal(out.initrd.parts[0].sha256, sha(initrd));
+      assert.ok(
+        proxy.requests.some((q) => q.method === "CONNECT"),
+        "the proxy was not used",
+      );
+      mock.update({
+        files: {
+          "/k": kernel,
+          "/script": new TextEncoder().encode(
+            `#!ipxe\nkernel ${https}/k\ninitrd ${https}/nonexistent /etc/config.ign\nboot\n`,
+          ),
+        },
+      });
+      const missing = await run(args, env);
+      assert.equal(missing.code, 5, missing.stderr);
+      assert.match(
+        missing.stderr.trim().split("\n").at(-1)!,
+        /error: Cannot download https:.*\/nonexistent: HTTP 404/,
+      );
+    });
   });
 });

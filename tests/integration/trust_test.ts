@@ -16,9 +16,11 @@ import { createClient } from "../../lib/http/client.ts";
 import { withRetries } from "../../lib/http/retry.ts";
 import {
   createScriptClient,
+  errorBodyText,
   exchangeRefreshToken,
   MAX_SSO_BYTES,
 } from "../../lib/resolve/infraenv.ts";
+import { isAmbiguousMacAnswer } from "../../lib/resolve/mac_request.ts";
 import { stage } from "../../lib/stage/stage.ts";
 import type { KexecPlan } from "../../lib/plan.ts";
 import { captureLog, makeTestCerts, withTemp } from "../test_util.ts";
@@ -108,6 +110,39 @@ Deno.test("request: a redirect to file:, data: or a malformed Location is refuse
   } finally {
     await srv.close();
     await Deno.remove(secret);
+  }
+});
+
+Deno.test("request: a redirect never adds credentials: a Location with user:password@ is refused, so no Authorization: Basic is ever sent", async () => {
+  const target = serve(() => new Response("ok"));
+  const port = new URL(target.base).port;
+  const srv = serve((_req, url) =>
+    url.pathname === "/k"
+      ? redirect(`http://user:hunter2@127.0.0.1:${port}/k`)
+      : new Response("ok")
+  );
+  try {
+    let calls = 0;
+    await assert.rejects(
+      withRetries(() => {
+        calls++;
+        return request(`${srv.base}/k`);
+      }, { retries: 3, baseDelayMs: 1 }),
+      (err: unknown) => {
+        assert.ok(err instanceof PolicyError, String(err));
+        assert.match(
+          err.message,
+          /redirects to an URL with a user:password@ \(http:\/\/REDACTED@127\.0\.0\.1:\d+\/k\), refused/,
+        );
+        assert.ok(!err.message.includes("hunter2"), err.message);
+        return true;
+      },
+    );
+    assert.equal(calls, 1, "not retried");
+    assert.deepEqual(target.seen, [], "the target never got a request");
+  } finally {
+    await srv.close();
+    await target.close();
   }
 });
 
@@ -409,6 +444,34 @@ Deno.test("infraenv: an endless or oversized SSO answer is cut at the cap; a tok
         )
       );
     }
+    // Valid JSON that is no object: a one-line refusal (exit 4), never a crash.
+    for (
+      const [body, pattern] of [
+        ["null", /JSON that is not an object \(null\)/],
+        ["[]", /JSON that is not an object \(a list\)/],
+        ['"token"', /JSON that is not an object \(a string\)/],
+        ["42", /JSON that is not an object \(a number\)/],
+        ["true", /JSON that is not an object \(a boolean\)/],
+        ["{}", /answered without an access_token/],
+        ['{"access_token":null}', /answered without an access_token/],
+      ] as const
+    ) {
+      faults.clear();
+      faults.add({
+        match: { path: "openid-connect" },
+        fault: { kind: "status", status: 200, body },
+      });
+      await captureLog(() =>
+        assert.rejects(
+          exchangeRefreshToken(mock.ssoUrl, mock.refreshToken, fast),
+          bootError(ExitCode.Api, pattern),
+        )
+      );
+    }
+    // Error bodies and the MAC answer read JSON too: null there is text.
+    assert.equal(errorBodyText("null"), "null");
+    assert.equal(errorBodyText("[1]"), "[1]");
+    assert.equal(isAmbiguousMacAnswer(500, "null"), false);
   } finally {
     faults.release();
     await mock.close();

@@ -16,6 +16,7 @@ import {
   readLayers,
   validateConfig,
 } from "../../lib/config/mod.ts";
+import { BootError, ExitCode } from "../../lib/errors.ts";
 import { redact } from "../../lib/log.ts";
 
 const ID = "6f2a3c1e-8d4b-4e7a-9c1f-2b3d4e5f6a7b";
@@ -196,4 +197,178 @@ Deno.test("config: readConfig returns secrets and warnings to its caller, parseC
     cmdline: "",
   });
   assert.equal(redact(token), "REDACTED", "parseConfig registers the token");
+});
+
+const PIN = "ab".repeat(32);
+const OTHER = "cd".repeat(32);
+const K = "http://h/k";
+
+/** The usage error `readConfig` throws, its message matched. */
+function refused(argv: string[], s: ConfigSources, pattern: RegExp): void {
+  assert.throws(() => readConfig(argv, s), (err: unknown) => {
+    assert.ok(err instanceof BootError, String(err));
+    assert.equal(err.exitCode, ExitCode.Usage);
+    assert.match(err.message, pattern);
+    return true;
+  });
+}
+
+Deno.test("config layers: an empty value is a usage error in every layer and for every kind, never a silent 'unset' that drops the pins below", () => {
+  const file = `ASSISTED_IPXE_URL=${K}\nASSISTED_ARTIFACT_SHA256=${K}=${PIN}\n`;
+  for (
+    const [env, pattern] of [
+      [
+        { ASSISTED_ARTIFACT_SHA256: "" },
+        /^Environment variable ASSISTED_ARTIFACT_SHA256 is empty/,
+      ],
+      [{ ASSISTED_ARTIFACT_SHA256: "  " }, /ASSISTED_ARTIFACT_SHA256 is empty/],
+      [{ ASSISTED_KERNEL_SHA256: "" }, /ASSISTED_KERNEL_SHA256 is empty/],
+      [{ ASSISTED_WORK_DIR: "" }, /ASSISTED_WORK_DIR is empty/],
+      [{ ASSISTED_NO_CACHE: "" }, /ASSISTED_NO_CACHE is empty/],
+    ] as const
+  ) {
+    refused(
+      [],
+      sources({ "/cfg": file }, { env: { ASSISTED_CONFIG: "/cfg", ...env } }),
+      pattern,
+    );
+  }
+  refused(
+    [],
+    sources({ "/cfg": `${file}ASSISTED_SET=\n` }, {
+      env: { ASSISTED_CONFIG: "/cfg" },
+    }),
+    /^Config file \/cfg ASSISTED_SET is empty/,
+  );
+  refused(
+    ["--ipxe-url", K],
+    sources({}, { cmdline: "assisted.artifact_sha256= quiet" }),
+    /^Kernel command line parameter assisted\.artifact_sha256 is empty/,
+  );
+  for (
+    const flag of [
+      "--work-dir",
+      "--artifact-sha256",
+      "--kernel-sha256",
+      "--config",
+    ]
+  ) {
+    refused(
+      ["--ipxe-url", K, flag, ""],
+      sources({}),
+      new RegExp(`^${flag} is empty`),
+    );
+  }
+  // The pins of the file stand when nothing above sets the option.
+  const c = config(
+    [],
+    sources({ "/cfg": file }, { env: { ASSISTED_CONFIG: "/cfg" } }),
+  );
+  assert.deepEqual(c.artifactSha256, { [K]: PIN });
+});
+
+Deno.test("config layers: a config file key in any case is read; any other key is an error, with a hint when it looks like one of ours", () => {
+  for (
+    const key of [
+      "assisted_kernel_sha256",
+      "Assisted_Kernel_Sha256",
+      "ASSISTED_kernel_SHA256",
+    ]
+  ) {
+    const c = config(
+      [],
+      sources({ "/cfg": `ASSISTED_IPXE_URL=${K}\n${key}=${PIN}\n` }, {
+        env: { ASSISTED_CONFIG: "/cfg" },
+      }),
+    );
+    assert.equal(c.kernelSha256, PIN, key);
+  }
+  for (
+    const [line, pattern] of [
+      [
+        `KERNEL_SHA256=${PIN}`,
+        /^Config file \/cfg: unknown setting KERNEL_SHA256 \(did you mean ASSISTED_KERNEL_SHA256\?\)/,
+      ],
+      [`ASSISTED_KERNEL_SHA=${PIN}`, /unknown setting ASSISTED_KERNEL_SHA$/],
+      [
+        `ASISTED_INITRD_SHA256=${PIN}`,
+        /unknown setting ASISTED_INITRD_SHA256 \(did you mean ASSISTED_INITRD_SHA256\?\)/,
+      ],
+      ["HTTP_PROXY=http://proxy:3128", /unknown setting HTTP_PROXY/],
+      [
+        `ASSISTED_KERNEL_SHA256=${PIN}\nassisted_kernel_sha256=${OTHER}`,
+        /ASSISTED_KERNEL_SHA256 and config file \/cfg assisted_kernel_sha256 set the same option differently/,
+      ],
+    ] as const
+  ) {
+    refused(
+      [],
+      sources({ "/cfg": `ASSISTED_IPXE_URL=${K}\n${line}\n` }, {
+        env: { ASSISTED_CONFIG: "/cfg" },
+      }),
+      pattern,
+    );
+  }
+});
+
+Deno.test("config layers: in the environment and on the kernel command line, a name that looks like ours is warned about, never silently ignored", () => {
+  const warnings: string[] = [];
+  const r = readConfig(["--ipxe-url", K], {
+    ...sources({}),
+    env: {
+      KERNEL_SHA256: PIN,
+      ASSISTED_KERNEL_SHA: PIN,
+      assisted_initrd_sha256: PIN,
+      PATH: "/bin",
+      GITHUB_TOKEN: "x",
+      ASSISTED_KERNEL_CMDLINE_FILE: "/dev/null",
+    },
+    cmdline:
+      `quiet kernel_sha256=${PIN} assisted.ARTIFACT_SHA256=${K}=${OTHER} assisted.kernel_sha=${PIN}`,
+    warn: (m) => warnings.push(m),
+  });
+  assert.equal(r.kind, "run");
+  const c = (r as Extract<typeof r, { kind: "run" }>).config;
+  assert.equal(c.initrdSha256, PIN, "lower case is read");
+  assert.deepEqual(
+    c.artifactSha256,
+    { [K]: OTHER },
+    "any case after assisted.",
+  );
+  assert.equal(c.kernelSha256, undefined);
+  assert.deepEqual(warnings.sort(), [
+    "ignoring environment variable ASSISTED_KERNEL_SHA: no such option",
+    "ignoring environment variable KERNEL_SHA256: not read (did you mean ASSISTED_KERNEL_SHA256?)",
+    "ignoring kernel command line parameter kernel_sha256: not read (did you mean assisted.kernel_sha256?)",
+    "ignoring unknown kernel command line parameter assisted.kernel_sha",
+  ]);
+});
+
+Deno.test("config layers: a bad value is named where it was set, not as its flag", () => {
+  const cases: [ConfigSources, RegExp][] = [
+    [
+      { env: { ASSISTED_KERNEL_SHA256: "abc" } },
+      /^Environment variable ASSISTED_KERNEL_SHA256 must be 64 hexadecimal digits$/,
+    ],
+    [
+      { env: { ASSISTED_CONFIG: "/cfg" } },
+      /^Config file \/cfg ASSISTED_RETRIES must be a number/,
+    ],
+    [
+      { cmdline: "assisted.mac=zz" },
+      /^Kernel command line parameter assisted\.mac must look like/,
+    ],
+  ];
+  for (const [extra, pattern] of cases) {
+    refused(
+      ["--ipxe-url", K],
+      sources({ "/cfg": "ASSISTED_RETRIES=many\n" }, extra),
+      pattern,
+    );
+  }
+  refused(
+    ["--ipxe-url", K, "--kernel-sha256", "abc"],
+    sources({}),
+    /^--kernel-sha256 must be 64/,
+  );
 });

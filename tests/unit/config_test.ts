@@ -266,10 +266,12 @@ Deno.test("config: --timeout beyond what a timer can wait is a usage error", () 
       /--timeout must be (at most 2147483|a number)/,
     );
   }
-  usageError(["--ipxe-url", "http://h/x"], /--timeout must be at most/, {
-    ...none,
-    env: { ASSISTED_TIMEOUT: "3000000" },
-  });
+  // Named where it was set.
+  usageError(
+    ["--ipxe-url", "http://h/x"],
+    /^Environment variable ASSISTED_TIMEOUT must be at most/,
+    { ...none, env: { ASSISTED_TIMEOUT: "3000000" } },
+  );
 });
 
 Deno.test("config: a pin is exactly 64 hex digits, wherever it comes from", () => {
@@ -411,7 +413,7 @@ Deno.test("config: --min-speed and --min-speed-time, with defaults for unattende
   for (const bad of ["-1", "1.5", "fast", "", String(2 ** 30 + 1)]) {
     usageError(
       ["--ipxe-url", "http://h/boot.ipxe", `--min-speed=${bad}`],
-      /--min-speed must be a whole number of bytes per second/,
+      /--min-speed (must be a whole number of bytes per second|is empty)/,
     );
   }
   usageError(
@@ -467,7 +469,50 @@ Deno.test("config: each --append-karg / --delete-karg is one kernel argument", (
   );
   usageError(
     [...base],
-    /--append-karg "q=\\" quiet": it has an unbalanced double quote/,
+    /^Kernel command line parameter assisted\.append_karg "q=\\" quiet": it has an unbalanced double quote/,
     { ...none, cmdline: 'assisted.append_karg=q=" quiet' },
+  );
+});
+
+Deno.test("config: --api-url and --sso-url hold no user:password@, --api-url no query or fragment (exit 2)", () => {
+  const id = ["--infra-env-id", "6f2a3c1e-8d4b-4e7a-9c1f-2b3d4e5f6a7b"];
+  for (
+    const url of [
+      "https://user:pw@api.example.com/api",
+      "https://user@api.example.com/api",
+    ]
+  ) {
+    usageError(
+      [...id, "--api-url", url],
+      /--api-url must not hold a user:password@/,
+    );
+  }
+  for (
+    const url of [
+      "https://api.example.com/api?x=1",
+      "https://api.example.com/api?",
+      "https://api.example.com/api#frag",
+    ]
+  ) {
+    usageError(
+      [...id, "--api-url", url],
+      /--api-url must not have a query or a fragment/,
+    );
+  }
+  files["/rt-sso"] = "offline-token-abcdef\n";
+  usageError(
+    [
+      ...id,
+      "--refresh-token-file",
+      "/rt-sso",
+      "--sso-url",
+      "https://u:p@sso.example.com/token",
+    ],
+    /--sso-url must not hold a user:password@/,
+  );
+  const c = run([...id, "--api-url", "https://api.example.com/api/"]);
+  assert.equal(
+    c.source.kind === "infraenv" && c.source.apiUrl,
+    "https://api.example.com/api",
   );
 });

@@ -12,6 +12,7 @@ import {
   checkKernel,
   type Format,
   kernelMinimumSize,
+  MAX_ARM64_IMAGE_BYTES,
   readHead,
   sniff,
   unpackArm64Kernel,
@@ -221,8 +222,41 @@ Deno.test("unpackArm64Kernel: gzip'd Image and gzip zboot become the plain Image
     await Deno.writeFile(`${dir}/corrupt`, corrupt);
     await assert.rejects(
       unpackArm64Kernel(`${dir}/corrupt`, `${dir}/out5`, opts),
-      bootError(ExitCode.Verify, /could not be decompressed/),
+      bootError(
+        ExitCode.Verify,
+        /^Kernel http:\/\/h\/vmlinuz cannot be unpacked: it could not be decompressed/,
+      ),
     );
+    // Bytes after the gzip stream: trailing garbage, a second member.
+    for (
+      const [name, bytes] of [
+        ["trailing", new Uint8Array([...gz, 1, 2, 3])],
+        ["two-members", new Uint8Array([...gz, ...gz])],
+      ] as const
+    ) {
+      await Deno.writeFile(`${dir}/${name}`, bytes);
+      await assert.rejects(
+        unpackArm64Kernel(`${dir}/${name}`, `${dir}/out-${name}`, opts),
+        bootError(
+          ExitCode.Verify,
+          /cannot be unpacked: it has data after the end of its gzip stream \(trailing bytes, or a second gzip member/,
+        ),
+      );
+      await assert.rejects(Deno.lstat(`${dir}/out-${name}.part`));
+    }
+    // The output is bounded: 300 000 bytes do not fit in 100 000.
+    await assert.rejects(
+      unpackArm64Kernel(`${dir}/gz`, `${dir}/out6`, {
+        ...opts,
+        maxBytes: 100_000,
+      }),
+      bootError(
+        ExitCode.Verify,
+        /unpacks to more than 100000 bytes, the most an arm64 Image may be$/,
+      ),
+    );
+    await assert.rejects(Deno.lstat(`${dir}/out6.part`));
+    assert.equal(MAX_ARM64_IMAGE_BYTES, 256 << 20);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -88,7 +88,10 @@ Deno.test("request: a transport failure is a NetworkError naming the URL", async
   );
 });
 
-/** A fake curl: answers `--version`, and any request with `body`. */
+/**
+ * A fake curl: answers `--version`, and any request with `body` as curl
+ * does (the head on stderr, the body on stdout, then its `--write-out` line).
+ */
 async function fakeCurl(dir: string, name: string, body: string) {
   const path = `${dir}/${name}`;
   await Deno.writeTextFile(
@@ -96,7 +99,9 @@ async function fakeCurl(dir: string, name: string, body: string) {
     `#!/bin/sh
 [ "$1" = --version ] && exit 0
 cat >/dev/null
-printf 'HTTP/1.1 200 OK\\r\\ncontent-length: ${body.length}\\r\\n\\r\\n${body}'
+printf 'HTTP/1.1 200 OK\\r\\ncontent-length: ${body.length}\\r\\n\\r\\n' >&2
+printf '${body}'
+printf '\\n@@assisted-bootloader-curl 200 ${body.length}\\n' >&2
 `,
     { mode: 0o755 },
   );

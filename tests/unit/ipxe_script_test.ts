@@ -236,6 +236,9 @@ Deno.test("interactive commands never block", async () => {
         "sleep 2",
         "sleep 0x1",
         "sleep two || echo bad sleep",
+        "sleep 3600",
+        "sleep 3601 || echo long sleep refused",
+        "sleep 4294967295 || echo huge sleep refused",
         "dhcp && ifopen net0 && ifconf && ifstat && route && ntp pool.ntp.org && sync && echo network ok",
         "kernel http://h/k",
         "boot",
@@ -252,7 +255,7 @@ Deno.test("interactive commands never block", async () => {
     ),
   );
   assert.equal(plan.kernel.url, "http://h/k");
-  assert.deepEqual(slept, [2000, 1000]);
+  assert.deepEqual(slept, [2000, 1000, 3_600_000]);
   for (
     const want of [
       "chose first",
@@ -264,6 +267,9 @@ Deno.test("interactive commands never block", async () => {
       "prompt failed",
       "read failed",
       "bad sleep",
+      "sleep: 3601 s is longer than the 3600 s a script may sleep",
+      "long sleep refused",
+      "huge sleep refused",
       "network ok",
     ]
   ) {

@@ -10,8 +10,11 @@ import {
   escapeControls,
   log,
   redact,
+  redactUrl,
   safeJson,
 } from "../../lib/log.ts";
+import { hasCredential, isCredentialParam } from "../../lib/credentials.ts";
+import { isCacheable, isSignedUrl } from "../../lib/stage/artifact_url.ts";
 import { createProgress } from "../../lib/stage/progress.ts";
 
 function captured(fn: () => void): string[] {
@@ -79,6 +82,151 @@ Deno.test("redact: user:password@ in any URL, every scheme, the last @ of the au
   assert.deepEqual(lines, [
     "assisted-bootloader: warn: redirected to https://REDACTED@mirror.example/k",
   ]);
+});
+
+Deno.test("redact: user:password@ whatever characters it holds", () => {
+  for (
+    const password of [
+      "pa'ss",
+      'pa"ss',
+      "p<a>ss",
+      "p%20ss",
+      "p;a,s=s",
+      "p:a:ss",
+    ]
+  ) {
+    const line = redact(
+      `fetching the iPXE script http://user:${password}@127.0.0.1:18081/script?x=1, then`,
+    );
+    assert.equal(
+      line,
+      "fetching the iPXE script http://REDACTED@127.0.0.1:18081/script?x=1, then",
+      password,
+    );
+  }
+});
+
+Deno.test("redact: a credential parameter in any spelling a server decodes, its whole value, and the text after it intact", () => {
+  const cases: [string, string][] = [
+    [
+      "plan: kernel http://h/k?api_key=SECRET1, 0 initrd(s)",
+      "plan: kernel http://h/k?api_key=REDACTED, 0 initrd(s)",
+    ],
+    [
+      "http://h/k?api%5Fkey=SECRET2&arch=x86_64",
+      "http://h/k?api%5Fkey=REDACTED&arch=x86_64",
+    ],
+    ["http://h/k?image%5ftoken=SECRET3", "http://h/k?image%5ftoken=REDACTED"],
+    ["http://h/k?%61pi_key=SECRET4#f", "http://h/k?%61pi_key=REDACTED#f"],
+    ["http://h/k?API_KEY=SECRET5", "http://h/k?API_KEY=REDACTED"],
+    ["http://h/k?a=1;token=SECRET6 next", "http://h/k?a=1;token=REDACTED next"],
+    [
+      "http://h/k?X-Amz-Signature=SECRET7&X-Amz-Date=1",
+      "http://h/k?X-Amz-Signature=REDACTED&X-Amz-Date=1",
+    ],
+    ['http://h/k?api_key=SEC"RET8 rest', "http://h/k?api_key=REDACTED rest"],
+    ["http://h/k?api_key=SEC'RET9, rest", "http://h/k?api_key=REDACTED, rest"],
+    ['config: api_key="SEC RET10" rest', 'config: api_key="REDACTED" rest'],
+    [
+      "config: refresh_token='SEC RET11' rest",
+      "config: refresh_token='REDACTED' rest",
+    ],
+    [
+      '{"url":"http://h/k?api_key=SECRET12"}',
+      '{"url":"http://h/k?api_key=REDACTED"}',
+    ],
+    [
+      'Authorization: Bearer SEC"RET13, then',
+      "Authorization: Bearer REDACTED, then",
+    ],
+    [
+      "Authorization: Basic dXNlcjpwYXNz14 then",
+      "Authorization: Basic REDACTED then",
+    ],
+    [
+      '{"access_token":"SEC\\"RET15","x":1}',
+      '{"access_token":"REDACTED","x":1}',
+    ],
+  ];
+  for (const [text, expected] of cases) {
+    assert.equal(redact(text), expected, text);
+    assert.ok(!/SEC.?RET|SECRET/.test(redact(text)), text);
+    // Redacting again changes nothing (log lines are redacted twice).
+    assert.equal(redact(redact(text)), expected, text);
+  }
+  // Not credentials: other names, and names that only contain one.
+  for (
+    const text of [
+      "http://h/k?tokens=1&my_api_key=2&arch=x86_64",
+      "http://h/k?version=4.18&file_name=ipxe-script",
+    ]
+  ) {
+    assert.equal(redact(text), text);
+  }
+});
+
+Deno.test("redact and redactUrl: an URL cannot pass for another host in a log line", () => {
+  // A URL parser reads "\" as "/" in http(s): the host is 127.0.0.1.
+  assert.equal(
+    redact("kernel http://127.0.0.1:18081\\@good.example.com/k"),
+    "kernel http://127.0.0.1:18081/@good.example.com/k",
+  );
+  assert.equal(
+    redact("http:\\\\evil.test\\@good.example.com/k"),
+    "http://evil.test/@good.example.com/k",
+  );
+  assert.equal(
+    new URL("http://127.0.0.1:18081\\@good.example.com/k").host,
+    "127.0.0.1:18081",
+  );
+  assert.equal(
+    redactUrl("http://127.0.0.1:18081\\@good.example.com/k"),
+    "http://127.0.0.1:18081/@good.example.com/k",
+  );
+  // A look-alike host is shown as the host it is.
+  assert.equal(
+    redactUrl("http://\u0430pple.com/k"),
+    "http://xn--pple-43d.com/k",
+  );
+  assert.equal(
+    redactUrl("HTTP://u:p'w@H:80/./k?api%5Fkey=s3cret"),
+    "http://REDACTED@h/k?api%5Fkey=REDACTED",
+  );
+  assert.equal(redactUrl("not a url?api_key=x"), "not a url?api_key=REDACTED");
+});
+
+Deno.test("credentials: the cache, the signed-URL refetch and the bearer scope share the redaction's notion of a credential", () => {
+  const credentialed = [
+    "http://h/k?api_key=v",
+    "http://h/k?api%5Fkey=v",
+    "http://h/k?%61pi_key=v",
+    "http://h/k?IMAGE%5fTOKEN=v",
+    "http://h/k?a=1;token=v",
+    "http://h/k?X-Amz-Signature=v",
+    "http://h/k?api+key=1&image_token=v",
+    "http://u:p@h/k",
+    "http://u@h/k",
+  ];
+  for (const url of credentialed) {
+    assert.ok(hasCredential(url), url);
+    assert.ok(isSignedUrl(url), url);
+    assert.ok(!isCacheable(url), url);
+    assert.notEqual(redact(url), url, `${url} is not redacted`);
+  }
+  for (
+    const url of [
+      "http://h/k",
+      "http://h/k?arch=x86_64&version=4.18",
+      "http://h/k?tokens=1",
+      "http://h/k#api_key=v",
+    ]
+  ) {
+    assert.ok(!hasCredential(url), url);
+    assert.ok(isCacheable(url), url);
+    assert.equal(redact(url), url);
+  }
+  assert.ok(isCredentialParam("Api%5FKey"));
+  assert.ok(!isCredentialParam("api_keys"));
 });
 
 Deno.test("safeJson: raw C1, separators and bidi controls are \\u escapes, and it parses back", () => {

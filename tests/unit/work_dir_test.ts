@@ -136,6 +136,59 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "prepareWorkDir: a work dir reached through another user's symbolic link is refused (exit 8); root's and ours are followed",
+  ignore: !isRoot,
+  async fn() {
+    await withTemp(async (dir) => {
+      await Deno.mkdir(`${dir}/victim`, { mode: 0o755 });
+      await Deno.writeTextFile(`${dir}/victim/initrd`, "theirs");
+      const lchown = async (path: string, uid: number) => {
+        const out = await new Deno.Command("chown", {
+          args: ["-h", String(uid), path],
+        }).output();
+        assert.ok(out.success, `chown -h ${path}`);
+      };
+      // Theirs, as the work dir itself, as a parent, or behind a link of ours.
+      await Deno.symlink(`${dir}/victim`, `${dir}/theirs`);
+      await lchown(`${dir}/theirs`, OTHER);
+      await Deno.mkdir(`${dir}/parent`);
+      await Deno.symlink(dir, `${dir}/parent/up`);
+      await lchown(`${dir}/parent/up`, OTHER);
+      await Deno.symlink(`${dir}/theirs`, `${dir}/ours`);
+      for (
+        const path of [
+          `${dir}/theirs`,
+          `${dir}/parent/up/victim`,
+          `${dir}/ours`,
+          `${dir}/ours/../theirs`,
+        ]
+      ) {
+        await assert.rejects(
+          prepareWorkDir(path),
+          diskError(
+            new RegExp(
+              `is reached through ${dir}/(theirs|parent/up), a symbolic link of uid ${OTHER}`,
+            ),
+          ),
+          path,
+        );
+      }
+      assert.equal(
+        await Deno.readTextFile(`${dir}/victim/initrd`),
+        "theirs",
+        "nothing touched",
+      );
+      // Root's own link (we are root), and a missing work dir behind it.
+      await Deno.symlink(`${dir}/victim`, `${dir}/mine`);
+      await prepareWorkDir(`${dir}/mine`);
+      await prepareWorkDir(`${dir}/mine/new`);
+      assert.ok((await Deno.stat(`${dir}/victim/new`)).isDirectory);
+    });
+  },
+});
+
 Deno.test("createFile: a leftover link is removed, never written through; its target is untouched", async () => {
   await withTemp(async (dir) => {
     await Deno.writeTextFile(`${dir}/victim`, "precious");

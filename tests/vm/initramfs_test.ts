@@ -251,7 +251,7 @@ Deno.test({
       const failed = await reach(
         vm,
         "attempt 1 failed",
-        /assisted-initrd: error: the bootloader failed with exit code 2 \(attempt 1\): --timeout must be a number/,
+        /assisted-initrd: error: the bootloader failed with exit code 2 \(attempt 1\): Kernel command line parameter assisted\.timeout must be a number/,
       );
       await reach(
         vm,
