@@ -11,6 +11,7 @@
  * @module
  */
 
+import { BusyBudget } from "./lib/http/busy.ts";
 import { fetchCaCert } from "./lib/http/ca_cert_url.ts";
 import { systemCertificates } from "./lib/http/ca_store.ts";
 import { type Config, parseConfig } from "./lib/config/mod.ts";
@@ -69,7 +70,9 @@ async function boot(config: Config): Promise<number> {
   using lock = config.mode === "print-plan"
     ? undefined
     : await lockWorkDir(config.workDir, { cache: !config.noCache });
-  const client = await httpClient(config);
+  // One budget for the whole run: every request waits for busy servers from it.
+  const busy = new BusyBudget(config.busyTimeoutMs);
+  const client = await httpClient(config, busy);
   const settings = {
     ...(config.hostSettings
       ? readHostSettings(config.mac)
@@ -84,6 +87,7 @@ async function boot(config: Config): Promise<number> {
       mac: settings["net0/mac"],
       client,
       retries: config.retries,
+      busy,
       timeoutMs: config.timeoutMs,
     });
     log.info(`fetching the iPXE script ${redact(scripts.firstUrl)}`);
@@ -121,6 +125,7 @@ async function boot(config: Config): Promise<number> {
       workDir: config.workDir,
       client,
       timeoutMs: config.timeoutMs,
+      busy,
       meminfoFile: config.meminfoFile,
     });
   }
@@ -131,6 +136,7 @@ async function boot(config: Config): Promise<number> {
     cache: !config.noCache,
     client,
     retries: config.retries,
+    busy,
     timeoutMs: config.timeoutMs,
     minSpeed: config.minSpeed,
     minSpeedTimeMs: config.minSpeedTimeMs,
@@ -177,6 +183,7 @@ async function boot(config: Config): Promise<number> {
  */
 async function httpClient(
   config: Config,
+  busy: BusyBudget,
 ): Promise<HttpClient | undefined> {
   const systemCerts = systemCertificates();
   let caCerts: string[] = [];
@@ -194,6 +201,7 @@ async function httpClient(
         {
           client: verifying,
           retries: config.retries,
+          busy,
           timeoutMs: config.timeoutMs,
         },
       );

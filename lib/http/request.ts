@@ -16,6 +16,9 @@
 import { errorText } from "../errors.ts";
 import { fetchTransport } from "./fetch_transport.ts";
 import { log, redact } from "../log.ts";
+import { parseRetryAfter } from "./retry_after.ts";
+
+export { parseRetryAfter };
 
 /** A non-success HTTP answer. */
 export class HttpStatusError extends Error {
@@ -67,6 +70,28 @@ export class PolicyError extends NetworkError {
   constructor(message: string, url: string, options?: ErrorOptions) {
     super(message, url, options);
     this.name = "PolicyError";
+  }
+}
+
+/**
+ * No answer came at all: the connection failed (refused, reset, closed
+ * before the headers) or the headers did not arrive in time (`timedOut`).
+ * The retry policy tells a busy or restarting server (refused, reset) from
+ * the other failures by it; a body cut after the headers is never one.
+ */
+export class NoAnswerError extends NetworkError {
+  /** The headers did not arrive within the request's timeout. */
+  readonly timedOut: boolean;
+
+  /** Creates the error; `cause` is the transport's error. */
+  constructor(
+    message: string,
+    url: string,
+    options: ErrorOptions & { timedOut?: boolean } = {},
+  ) {
+    super(message, url, options);
+    this.name = "NoAnswerError";
+    this.timedOut = options.timedOut ?? false;
   }
 }
 
@@ -212,8 +237,9 @@ export async function request(
       const why = timeout.signal.aborted
         ? `no answer within ${(options.timeoutMs ?? 30_000) / 1000} s`
         : errorText(err);
-      throw new NetworkError(`${redact(current)}: ${why}`, current, {
+      throw new NoAnswerError(`${redact(current)}: ${why}`, current, {
         cause: err,
+        timedOut: timeout.signal.aborted,
       });
     } finally {
       clearTimeout(timer);
@@ -367,17 +393,6 @@ export async function readErrorBody(
   } catch {
     return "";
   }
-}
-
-/** Parses `Retry-After` (seconds or an HTTP date) into milliseconds. */
-export function parseRetryAfter(
-  value: string | null,
-  now = Date.now(),
-): number | undefined {
-  if (!value) return undefined;
-  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
-  const at = Date.parse(value);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
 /** Builds an {@linkcode HttpStatusError} from a response, consuming a little of its body. */
