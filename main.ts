@@ -11,6 +11,7 @@
  * @module
  */
 
+import { BusyBudget } from "./lib/http/busy.ts";
 import { fetchCaCert } from "./lib/http/ca_cert_url.ts";
 import { systemCertificates } from "./lib/http/ca_store.ts";
 import { type Config, parseConfig } from "./lib/config/mod.ts";
@@ -101,7 +102,9 @@ async function bootSteps(
     ? undefined
     : await lockWorkDir(config.workDir, { cache: !config.noCache });
   if (lock) context.onLock(lock);
-  const client = await httpClient(config);
+  // One budget for the whole run: every request waits for busy servers from it.
+  const busy = new BusyBudget(config.busyTimeoutMs);
+  const client = await httpClient(config, busy);
   const settings = {
     ...(config.hostSettings
       ? readHostSettings(config.mac)
@@ -116,6 +119,7 @@ async function bootSteps(
       mac: settings["net0/mac"],
       client,
       retries: config.retries,
+      busy,
       timeoutMs: config.timeoutMs,
     });
     log.info(`fetching the iPXE script ${redactUrl(scripts.firstUrl)}`);
@@ -153,6 +157,7 @@ async function bootSteps(
       workDir: config.workDir,
       client,
       timeoutMs: config.timeoutMs,
+      busy,
       meminfoFile: config.meminfoFile,
     });
   }
@@ -163,6 +168,7 @@ async function bootSteps(
     cache: !config.noCache,
     client,
     retries: config.retries,
+    busy,
     timeoutMs: config.timeoutMs,
     minSpeed: config.minSpeed,
     minSpeedTimeMs: config.minSpeedTimeMs,
@@ -212,6 +218,7 @@ async function bootSteps(
  */
 async function httpClient(
   config: Config,
+  busy: BusyBudget,
 ): Promise<HttpClient | undefined> {
   const systemCerts = systemCertificates();
   let caCerts: string[] = [];
@@ -229,6 +236,7 @@ async function httpClient(
         {
           client: verifying,
           retries: config.retries,
+          busy,
           timeoutMs: config.timeoutMs,
         },
       );

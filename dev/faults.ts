@@ -387,3 +387,99 @@ export function createFaults(): FaultLayer {
     },
   };
 }
+
+/** Options for {@linkcode slotLimit}. */
+export interface SlotLimitOptions {
+  /** Requests served at once; the rest are answered `503`. */
+  slots: number;
+  /** `Retry-After` of the `503` answers, in seconds. */
+  retryAfterSeconds: number;
+  /** Bytes per second each slot sends a body at. */
+  bytesPerSecond: number;
+  /** Which requests take a slot (default: all). */
+  match?: (req: Request) => boolean;
+}
+
+/** A server with K download slots ({@linkcode slotLimit}). */
+export interface SlotLimit extends FaultLayer {
+  /** `503` answers sent so far. */
+  rejected: number;
+  /** Answers admitted to a slot so far. */
+  admitted: number;
+}
+
+/**
+ * A fault layer that admits `slots` requests at once, sends their bodies at
+ * `bytesPerSecond` each, holds the slot until the body ended (or was
+ * cancelled) and answers every other request `503` with `Retry-After`: a
+ * loaded image service, for herd tests. Its rules are not used.
+ */
+export function slotLimit(options: SlotLimitOptions): SlotLimit {
+  let busy = 0;
+  const layer: SlotLimit = {
+    rejected: 0,
+    admitted: 0,
+    served: [],
+    add() {
+      throw new Error("slotLimit: no rules");
+    },
+    clear() {},
+    release() {},
+    async handle(req, _server, next) {
+      if (options.match && !options.match(req)) return await next(req);
+      if (busy >= options.slots) {
+        layer.rejected++;
+        return new Response("busy", {
+          status: 503,
+          headers: { "retry-after": String(options.retryAfterSeconds) },
+        });
+      }
+      busy++;
+      layer.admitted++;
+      let freed = false;
+      const free = () => {
+        if (!freed) busy--;
+        freed = true;
+      };
+      let res: Response;
+      try {
+        res = await next(req);
+      } catch (err) {
+        free();
+        throw err;
+      }
+      if (!res.body) {
+        free();
+        return res;
+      }
+      const reader = res.body.getReader();
+      const chunk = Math.max(1, Math.round(options.bytesPerSecond / 50));
+      let pending = new Uint8Array();
+      const body = new ReadableStream<Uint8Array>({
+        async pull(controller) {
+          if (pending.length === 0) {
+            const { done, value } = await reader.read();
+            if (done) {
+              free();
+              controller.close();
+              return;
+            }
+            pending = value;
+          }
+          const part = pending.subarray(0, chunk);
+          pending = pending.subarray(part.length);
+          await new Promise((r) =>
+            setTimeout(r, (part.length / options.bytesPerSecond) * 1000)
+          );
+          controller.enqueue(part);
+        },
+        cancel(reason) {
+          free();
+          return reader.cancel(reason);
+        },
+      });
+      return new Response(body, { status: res.status, headers: res.headers });
+    },
+  };
+  return layer;
+}

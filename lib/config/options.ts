@@ -7,6 +7,7 @@
  * @module
  */
 
+import { DEFAULT_BUSY_TIMEOUT_MS } from "../http/busy.ts";
 import { helpRows, type OptionSpec } from "./option_table.ts";
 
 export type { OptionSpec };
@@ -161,7 +162,16 @@ export const OPTIONS = {
   retries: {
     kind: "string",
     arg: "N",
-    help: "retries per request on network errors and 5xx (default 5)",
+    help:
+      "retries per request on network errors and 5xx other than busy answers (default 5)",
+  },
+  "busy-timeout": {
+    kind: "string",
+    arg: "SECONDS",
+    help:
+      `wait up to SECONDS in all for busy servers (503, 429, refused/reset connections), retrying with backoff, before they count against --retries (default ${
+        DEFAULT_BUSY_TIMEOUT_MS / 1000
+      }; 0: never wait)`,
   },
   timeout: {
     kind: "string",

@@ -14,6 +14,7 @@
 
 import { CONSOLE_MODES, type ConsoleMode } from "../resolve/consoles.ts";
 import { isHeaderToken } from "../http/request.ts";
+import { DEFAULT_BUSY_TIMEOUT_MS } from "../http/busy.ts";
 import { kargProblem } from "../resolve/kargs.ts";
 import type { ApiAuth, ScriptSource } from "../resolve/infraenv.ts";
 import { usageError } from "./option_table.ts";
@@ -78,6 +79,8 @@ export interface Config {
   artifactSha256: Record<string, string>;
   /** Retries per request. */
   retries: number;
+  /** How long a run waits for busy servers in all, in milliseconds (0: never). */
+  busyTimeoutMs: number;
   /** Per-request timeout in milliseconds. */
   timeoutMs: number;
   /** Bytes per second below which a download is cut (0: never). */
@@ -306,6 +309,8 @@ export const VALUE_CHECKS = {
   "initrd-sha256": checkSha256,
   "artifact-sha256": checkPin,
   retries: (v: string, what: string) => checkNumber(v, what, 0),
+  "busy-timeout": (v: string, what: string) =>
+    checkNumber(v, what, 0, MAX_TIMEOUT_SECONDS),
   timeout: (v: string, what: string) =>
     checkNumber(v, what, 0.1, MAX_TIMEOUT_SECONDS),
   "min-speed": checkMinSpeed,
@@ -484,7 +489,12 @@ export function validateConfig(
     list("artifact-sha256").map((pair) => check("artifact-sha256", pair)),
   );
   const number = (
-    name: "retries" | "timeout" | "min-speed" | "min-speed-time",
+    name:
+      | "retries"
+      | "busy-timeout"
+      | "timeout"
+      | "min-speed"
+      | "min-speed-time",
     fallback: number,
   ) => {
     const v = str(name);
@@ -531,6 +541,8 @@ export function validateConfig(
     initrdSha256: sha("initrd-sha256"),
     artifactSha256,
     retries: number("retries", 5),
+    busyTimeoutMs: number("busy-timeout", DEFAULT_BUSY_TIMEOUT_MS / 1000) *
+      1000,
     timeoutMs: number("timeout", 30) * 1000,
     minSpeed: number("min-speed", 1024),
     minSpeedTimeMs: number("min-speed-time", 30) * 1000,

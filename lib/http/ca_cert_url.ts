@@ -8,6 +8,7 @@
  * @module
  */
 
+import type { BusyBudget } from "./busy.ts";
 import { splitPem, usableCertificates } from "./ca_store.ts";
 import { BootError, errorText, ExitCode } from "../errors.ts";
 import {
@@ -28,8 +29,10 @@ export const MAX_CA_BYTES = 1024 * 1024;
 export interface FetchCaCertOptions {
   /** Client for the request (system store, `--ca-cert`, `--insecure`). */
   client?: HttpClient;
-  /** Retries on network errors and 5xx (default 5). */
+  /** Retries on network errors and 5xx, busy answers aside (default 5). */
   retries?: number;
+  /** How long busy servers may still be waited for (the run's budget). */
+  busy?: BusyBudget;
   /** Per-request timeout in milliseconds (default 30 s). */
   timeoutMs?: number;
   /** First backoff delay in milliseconds (default 500; tests use less). */
@@ -69,6 +72,8 @@ export async function fetchCaCert(
   }, {
     retries: options.retries,
     baseDelayMs: options.baseDelayMs,
+    busy: options.busy,
+    label: `CA certificate ${shown}`,
     onRetry: (err, n, ms) =>
       log.warn(`CA certificate: ${errorText(err)}; retry ${n} in ${ms} ms`),
   }).catch((err) => {

@@ -16,6 +16,9 @@
 import { networkReason } from "./error_text.ts";
 import { fetchTransport } from "./fetch_transport.ts";
 import { log, redact, redactUrl } from "../log.ts";
+import { parseRetryAfter } from "./retry_after.ts";
+
+export { parseRetryAfter };
 
 /** A non-success HTTP answer. */
 export class HttpStatusError extends Error {
@@ -78,6 +81,28 @@ export class PolicyError extends NetworkError {
   constructor(message: string, url: string, options?: ErrorOptions) {
     super(message, url, options);
     this.name = "PolicyError";
+  }
+}
+
+/**
+ * No answer came at all: the connection failed (refused, reset, closed
+ * before the headers) or the headers did not arrive in time (`timedOut`).
+ * The retry policy tells a busy or restarting server (refused, reset) from
+ * the other failures by it; a body cut after the headers is never one.
+ */
+export class NoAnswerError extends NetworkError {
+  /** The headers did not arrive within the request's timeout. */
+  readonly timedOut: boolean;
+
+  /** Creates the error; `cause` is the transport's error. */
+  constructor(
+    message: string,
+    url: string,
+    options: ErrorOptions & { timedOut?: boolean } = {},
+  ) {
+    super(message, url, options);
+    this.name = "NoAnswerError";
+    this.timedOut = options.timedOut ?? false;
   }
 }
 
@@ -225,8 +250,9 @@ export async function request(
       const why = timeout.signal.aborted
         ? `no answer within ${(options.timeoutMs ?? 30_000) / 1000} s`
         : networkReason(err);
-      throw new NetworkError(`${redactUrl(current)}: ${why}`, current, {
+      throw new NoAnswerError(`${redactUrl(current)}: ${why}`, current, {
         cause: err,
+        timedOut: timeout.signal.aborted,
       });
     } finally {
       clearTimeout(timer);
@@ -428,17 +454,6 @@ export async function readErrorBody(
   } catch {
     return "";
   }
-}
-
-/** Parses `Retry-After` (seconds or an HTTP date) into milliseconds. */
-export function parseRetryAfter(
-  value: string | null,
-  now = Date.now(),
-): number | undefined {
-  if (!value) return undefined;
-  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
-  const at = Date.parse(value);
-  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
 /** Builds an {@linkcode HttpStatusError} from a response, consuming a little of its body. */

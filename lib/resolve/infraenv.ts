@@ -26,11 +26,13 @@ import {
   isHeaderToken,
   isTransient,
   NetworkError,
+  parseRetryAfter,
   readAtMost,
   readErrorBody,
   request,
 } from "../http/request.ts";
 import { hasCredential } from "../credentials.ts";
+import type { BusyBudget } from "../http/busy.ts";
 import { addSecret, log, redact, redactUrl } from "../log.ts";
 import {
   isAmbiguousMacAnswer,
@@ -60,8 +62,10 @@ export type ScriptSource =
 export interface ClientOptions {
   /** Client with extra CA certificates. */
   client?: HttpClient;
-  /** Retries on network errors and 5xx. */
+  /** Retries on network errors and 5xx (busy answers aside). */
   retries?: number;
+  /** How long busy servers may still be waited for (the run's budget). */
+  busy?: BusyBudget;
   /** Per-request timeout in milliseconds. */
   timeoutMs?: number;
   /** Base backoff delay in milliseconds (tests shorten it). */
@@ -186,7 +190,12 @@ export async function exchangeRefreshToken(
       }),
     );
     if (res.status >= 500 || res.status === 429) {
-      throw new HttpStatusError(res.status, ssoUrl, await readErrorBody(res));
+      throw new HttpStatusError(
+        res.status,
+        ssoUrl,
+        await readErrorBody(res),
+        parseRetryAfter(res.headers.get("retry-after")),
+      );
     }
     if (REDIRECTS.has(res.status)) {
       await res.body?.cancel();
@@ -210,6 +219,8 @@ export async function exchangeRefreshToken(
   }, {
     retries: options.retries,
     baseDelayMs: options.baseDelayMs,
+    busy: options.busy,
+    label: `SSO token exchange at ${redact(ssoUrl)}`,
     onRetry: (err, n, ms) =>
       log.warn(`SSO token exchange: ${errorText(err)}; retry ${n} in ${ms} ms`),
   }).catch((err) => {
@@ -490,7 +501,12 @@ export function createScriptClient(
                 ambiguous = errorBodyText(errorBody);
                 return res;
               }
-              throw new HttpStatusError(res.status, url, errorBody);
+              throw new HttpStatusError(
+                res.status,
+                url,
+                errorBody,
+                parseRetryAfter(res.headers.get("retry-after")),
+              );
             }
             if (res.ok) {
               // A body cut mid-way (reset, or shorter than Content-Length) is
@@ -512,6 +528,8 @@ export function createScriptClient(
           }, {
             retries: options.retries,
             baseDelayMs: options.baseDelayMs,
+            busy: options.busy,
+            label: `script ${redact(url)}`,
             retryable: isTransient,
             onRetry: (err, n, ms) =>
               log.warn(

@@ -36,6 +36,7 @@
 import type { DownloadResult } from "./download.ts";
 import { errorText } from "../errors.ts";
 import { type Format, readHeadOf } from "./formats.ts";
+import type { BusyBudget } from "../http/busy.ts";
 import type { HttpClient } from "../http/request.ts";
 import { log, redactUrl } from "../log.ts";
 import { probe } from "../http/probe.ts";
@@ -188,6 +189,8 @@ export interface LookupOptions {
   client?: HttpClient;
   /** Milliseconds for the `HEAD`. */
   timeoutMs?: number;
+  /** How long a busy server may still be waited for (the run's budget). */
+  busy?: BusyBudget;
   /** Aborts the `HEAD`. */
   signal: AbortSignal;
 }
@@ -244,6 +247,7 @@ export async function lookup(
       head = await probe(url, {
         client: options.client,
         timeoutMs: options.timeoutMs,
+        busy: options.busy,
         signal: options.signal,
       });
     } catch (err) {

@@ -36,6 +36,7 @@ import { WritePipeline } from "./write_pipeline.ts";
 import { ifRangeValue, resumeFrom, startOf, type State } from "./resume.ts";
 import { withRetries } from "../http/retry.ts";
 import { bodyExcerpt } from "../http/error_text.ts";
+import { type BusyBudget, busyMessage } from "../http/busy.ts";
 import {
   clearName,
   createFile,
@@ -54,8 +55,13 @@ export const DEFAULT_MIN_SPEED_TIME_MS = 30_000;
 export interface DownloadOptions {
   /** Client with extra CAs or `--insecure` (from `createClient`). */
   client?: HttpClient;
-  /** Retries after the first attempt (default 5). */
+  /** Retries after the first attempt, busy answers aside (default 5). */
   retries?: number;
+  /**
+   * How long busy servers (`503`, `429`, refused or reset connections) may
+   * still be waited for: the run's budget (default: 15 min for this download).
+   */
+  busy?: BusyBudget;
   /** Milliseconds to wait for the response headers, and for each body read (default 30 s). */
   timeoutMs?: number;
   /**
@@ -280,22 +286,27 @@ async function downloadTo(
   }
   let attempts = 0;
   try {
+    const how = () => {
+      const from = resumeFrom(state, resumable);
+      return from > 0 ? `resuming at byte ${from}` : "from the start";
+    };
     await withRetries(async () => {
       attempts++;
       await attempt(url, file, path, state, options, resumable);
     }, {
       retries,
+      busy: options.busy,
       signal: options.signal,
       baseDelayMs: options.baseDelayMs,
       maxDelayMs: options.maxDelayMs,
       retryable: isTransient,
+      onBusy: (wait) =>
+        log.warn(`${busyMessage(redactUrl(url), wait)}, ${how()}`),
       onRetry: (err, n, delay) => {
-        const from = resumeFrom(state, resumable);
-        const how = from > 0 ? `resuming at byte ${from}` : "from the start";
         log.warn(
           `${errorText(err)}; retry ${n}/${retries} in ${
             (delay / 1000).toFixed(1)
-          } s, ${how}`,
+          } s, ${how()}`,
         );
       },
     });

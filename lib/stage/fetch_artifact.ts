@@ -12,6 +12,7 @@ import * as cache from "./cache.ts";
 import type { Fetched } from "./cache.ts";
 import { download } from "./download.ts";
 import { type Format, readHeadOf } from "./formats.ts";
+import type { BusyBudget } from "../http/busy.ts";
 import type { HttpClient } from "../http/request.ts";
 import { log } from "../log.ts";
 import type { Progress } from "./progress.ts";
@@ -25,8 +26,10 @@ export interface FetchArtifactOptions {
   cache?: boolean;
   /** Client with extra CAs or `--insecure`. */
   client?: HttpClient;
-  /** Retries after the first attempt (default 5). */
+  /** Retries after the first attempt, busy answers aside (default 5). */
   retries?: number;
+  /** How long busy servers may still be waited for (the run's budget). */
+  busy?: BusyBudget;
   /** Milliseconds to wait for headers and for each body read (default 30 s). */
   timeoutMs?: number;
   /** Bytes per second below which a body is cut (default 1024). */
@@ -90,6 +93,7 @@ export async function fetchArtifact(
         check,
         client: options.client,
         timeoutMs: options.timeoutMs,
+        busy: options.busy,
         signal,
       });
     }
@@ -98,6 +102,7 @@ export async function fetchArtifact(
     result = await download(url, dest, {
       client: options.client,
       retries: options.retries,
+      busy: options.busy,
       timeoutMs: options.timeoutMs,
       minSpeed: options.minSpeed,
       minSpeedTimeMs: options.minSpeedTimeMs,

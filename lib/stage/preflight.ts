@@ -36,6 +36,7 @@ import type { HttpClient } from "../http/request.ts";
 import { initArgsStart, parseKernelCmdline } from "../resolve/kargs.ts";
 import { log, redactUrl } from "../log.ts";
 import type { KexecPlan } from "../plan.ts";
+import type { BusyBudget } from "../http/busy.ts";
 import { probe } from "../http/probe.ts";
 import { formatBytes } from "./progress.ts";
 
@@ -172,6 +173,8 @@ export interface PreflightOptions {
   client?: HttpClient;
   /** Milliseconds for each `HEAD` (default 30 s). */
   timeoutMs?: number;
+  /** How long a busy server may still be waited for (the run's budget; default 15 min). */
+  busy?: BusyBudget;
   /** Where `MemTotal` and `MemAvailable` are read (default `/proc/meminfo`). */
   meminfoFile?: string;
   /** Text of `/proc/self/mounts` (default: read it). */
@@ -263,6 +266,7 @@ async function sizeOf(
     const head = await probe(url, {
       client: options.client,
       timeoutMs: options.timeoutMs,
+      busy: options.busy,
     });
     if (head.status === 200 && head.contentLength !== undefined) {
       return head.contentLength;

@@ -28,6 +28,7 @@ import * as cache from "./cache.ts";
 import type { Fetched } from "./cache.ts";
 import { BootError, ExitCode } from "../errors.ts";
 import { type Artifact, fetchArtifact } from "./fetch_artifact.ts";
+import type { BusyBudget } from "../http/busy.ts";
 import { checkInitrd, checkKernel, type Format, sniff } from "./formats.ts";
 import { type HttpClient, HttpStatusError } from "../http/request.ts";
 import { assembleInitrd } from "./initrd.ts";
@@ -61,8 +62,10 @@ export interface StageOptions {
   lock?: WorkDirLock;
   /** Client with extra CAs or `--insecure` (`createClient` in `http_client.ts`). */
   client?: HttpClient;
-  /** Retries per artifact after the first attempt (default 5). */
+  /** Retries per artifact after the first attempt, busy answers aside (default 5). */
   retries?: number;
+  /** How long busy servers may still be waited for (the run's budget; default 15 min). */
+  busy?: BusyBudget;
   /** Milliseconds to wait for headers and for each body read (default 30 s). */
   timeoutMs?: number;
   /** Bytes per second below which a body is cut (`--min-speed`; 0: never; default 1024). */

@@ -10,8 +10,15 @@ import { DigestMismatchError, download } from "../../lib/stage/download.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import { sha256Hex } from "../../lib/stage/sha256.ts";
 import { captureLog, withTemp } from "../test_util.ts";
+import { BusyBudget } from "../../lib/http/busy.ts";
 
-const fast = { baseDelayMs: 1, maxDelayMs: 5, timeoutMs: 2000 };
+// --busy-timeout 0: a busy answer is an ordinary failure here (busy_test.ts waits).
+const fast = {
+  baseDelayMs: 1,
+  maxDelayMs: 5,
+  timeoutMs: 2000,
+  busy: new BusyBudget(0),
+};
 
 function bytes(n: number): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(n);

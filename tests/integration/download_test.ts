@@ -8,6 +8,7 @@ import { createHash } from "node:crypto";
 import { isPxeInitrd } from "../../lib/stage/artifact_url.ts";
 import { download } from "../../lib/stage/download.ts";
 import { probe } from "../../lib/http/probe.ts";
+import { BusyBudget } from "../../lib/http/busy.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import { request } from "../../lib/http/request.ts";
 import { createClient } from "../../lib/http/client.ts";
@@ -592,7 +593,7 @@ Deno.test("download: a short body (Content-Length not reached) fails, naming the
   }
 });
 
-Deno.test("download: 503 and 429 are retried (Retry-After honoured), then success", async () => {
+Deno.test("download: with --busy-timeout 0, 503 and 429 count against --retries (Retry-After honoured), then success", async () => {
   const body = enc.encode("kernel bytes");
   const server = startRaw(async (req, conn, i) => {
     if (i === 0) {
@@ -614,7 +615,11 @@ Deno.test("download: 503 and 429 are retried (Retry-After honoured), then succes
   try {
     await withTemp(async (dir) => {
       const [r, lines] = await captureLog(() =>
-        download(`${server.url}/k`, `${dir}/k`, { ...fast, retries: 3 })
+        download(`${server.url}/k`, `${dir}/k`, {
+          ...fast,
+          retries: 3,
+          busy: new BusyBudget(0),
+        })
       );
       assert.equal(r.attempts, 3);
       assert.equal(r.sha256, sha(body));

@@ -742,7 +742,7 @@ Deno.test(
 );
 
 Deno.test(
-  "fault: a kernel that stays 503 fails with exit 5 after the retries",
+  "fault: a kernel that stays 503 fails with exit 5 after the retries (--busy-timeout 0)",
   cli,
   async () => {
     await withMock({}, async (env) => {
@@ -750,7 +750,7 @@ Deno.test(
         match: { path: KERNEL_PATH },
         fault: { kind: "status", status: 503, body: "down for maintenance" },
       });
-      const r = await env.run(["--retries", "1"]);
+      const r = await env.run(["--retries", "1", "--busy-timeout", "0"]);
       await assertFailed(env, r, ExitCode.Download, /kernel.*503|503.*kernel/i);
     });
   },

@@ -7,6 +7,7 @@ import {
   request,
 } from "../../lib/http/request.ts";
 import { backoffDelay, withRetries } from "../../lib/http/retry.ts";
+import { BusyBudget } from "../../lib/http/busy.ts";
 import { addSecret, configureLog, log, redact } from "../../lib/log.ts";
 
 Deno.test("request: Authorization stays on its origin across redirects, and redirects are capped", async () => {
@@ -131,6 +132,7 @@ Deno.test("retries: exponential backoff with jitter, capped; Retry-After wins; n
   }, {
     baseDelayMs: 10,
     random: () => 0,
+    busy: new BusyBudget(0), // a 429 counts as a failure (busy_test.ts waits)
     onRetry: (_e, _n, ms) => delays.push(ms),
   });
   assert.equal(value, "done");

@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import {
   type HttpClient,
+  NetworkError,
   PolicyError,
   request,
   type SendInit,
@@ -83,7 +84,7 @@ Deno.test("request: a transport failure is a NetworkError naming the URL", async
   await assert.rejects(
     request("https://nowhere.test/x", { client: fakeClient({}) }),
     (err: unknown) =>
-      err instanceof Error && err.name === "NetworkError" &&
+      err instanceof NetworkError && err.name === "NoAnswerError" &&
       /nowhere\.test\/x: connection refused/.test(err.message),
   );
 });
@@ -138,7 +139,7 @@ Deno.test("createClient --insecure: each client runs its own curl for https, not
       // nothing listens on port 9).
       await assert.rejects(
         request("http://127.0.0.1:9/kernel", { client: one, timeoutMs: 2000 }),
-        (err: unknown) => err instanceof Error && err.name === "NetworkError",
+        (err: unknown) => err instanceof NetworkError,
       );
     } finally {
       one.close();
