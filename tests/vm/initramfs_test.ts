@@ -178,7 +178,8 @@ Deno.test({
   ignore: !qemu,
   async fn() {
     const faults = createFaults();
-    // The first two script requests get 503; with assisted.retries=0 each one is a failed attempt.
+    // The first two script requests get 503; with assisted.retries=0 and no busy budget
+    // (assisted.busy_timeout=0) each one is a failed attempt.
     faults.add({
       match: { path: "file_name=ipxe-script" },
       fault: { kind: "status", status: 503, body: "down for maintenance" },
@@ -190,7 +191,11 @@ Deno.test({
         faults,
         extraKargs: ["console=ttyS0", "panic=-1", `assisted_marker=${marker}`],
       },
-      kargs: ["assisted.retries=0", "assisted.retry_delay=1"],
+      kargs: [
+        "assisted.retries=0",
+        "assisted.busy_timeout=0",
+        "assisted.retry_delay=1",
+      ],
     }, async (vm) => {
       const first = await reach(
         vm,
