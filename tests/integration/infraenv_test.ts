@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import {
   createScriptClient,
+  createTokenProvider,
   errorBodyText,
   exchangeRefreshToken,
   LocalBootAnswer,
@@ -389,4 +390,26 @@ Deno.test("infraenv: withoutMac drops the mac parameter, every other byte stays"
   assert.equal(withoutMac("http://h/p?mac=1&%6Dac=2"), "http://h/p");
   assert.equal(withoutMac("http://h/p?macx=1"), "http://h/p?macx=1");
   assert.equal(withoutMac("http://h/p"), "http://h/p");
+});
+
+Deno.test("infraenv: an access token within 30 s of expiry is exchanged again before use; a fresh one is reused", async () => {
+  for (const [ttl, exchanges] of [[20, 3], [120, 1]] as const) {
+    const mock = await startMock({ authMode: "rhsso", accessTokenTtl: ttl });
+    try {
+      const tokens = createTokenProvider({
+        kind: "refresh",
+        refreshToken: mock.refreshToken,
+        ssoUrl: mock.ssoUrl,
+      }, fast);
+      const values: (string | undefined)[] = [];
+      for (let i = 0; i < 3; i++) values.push(await tokens.authorization());
+      assert.ok(values.every((v) => v?.startsWith("Bearer ")), `${values}`);
+      const ssoCalls = mock.requests.filter((r) =>
+        r.path.includes("openid-connect")
+      ).length;
+      assert.equal(ssoCalls, exchanges, `expires_in ${ttl}`);
+    } finally {
+      await mock.close();
+    }
+  }
 });
