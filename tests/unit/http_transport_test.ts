@@ -16,6 +16,7 @@ import {
   type SendInit,
 } from "../../lib/http/request.ts";
 import { createClient } from "../../lib/http/client.ts";
+import { fetchTransport } from "../../lib/http/fetch_transport.ts";
 import { sleep } from "../../lib/http/retry.ts";
 import { captureLog, makeTestCerts, withTemp } from "../test_util.ts";
 
@@ -366,6 +367,51 @@ Deno.test("--insecure through curl: flags, the config on stdin with every value 
       await captureLog(() =>
         Promise.resolve(createClient({ insecure: true })?.close())
       );
+    }
+  });
+});
+
+Deno.test("fetchTransport: trusts the CA certificates it is given and no other, never allows https → http, closes its own client", async () => {
+  await withTemp(async (dir) => {
+    await makeTestCerts(dir);
+    const server = Deno.serve(
+      {
+        hostname: "127.0.0.1",
+        port: 0,
+        onListen() {},
+        cert: await Deno.readTextFile(`${dir}/leaf.pem`),
+        key: await Deno.readTextFile(`${dir}/leaf.key`),
+      },
+      (req) =>
+        new URL(req.url).pathname === "/down"
+          ? Response.redirect("http://127.0.0.1:9/x", 302)
+          : new Response("ok"),
+    );
+    const base = `https://127.0.0.1:${server.addr.port}`;
+    const trusting = fetchTransport({
+      caCerts: [await Deno.readTextFile(`${dir}/ca.pem`)],
+    });
+    const builtIn = fetchTransport();
+    try {
+      assert.equal(trusting.insecure, false);
+      const res = await request(`${base}/ok`, { client: trusting });
+      assert.equal(await res.text(), "ok");
+      await assert.rejects(
+        request(`${base}/down`, { client: trusting }),
+        (err: unknown) =>
+          err instanceof PolicyError &&
+          /from https to plain http/.test(err.message),
+      );
+      await assert.rejects(
+        request(`${base}/ok`, { client: builtIn, timeoutMs: 5000 }),
+        (err: unknown) => err instanceof NetworkError,
+      );
+      // Closed, the CA's own client is gone: nothing more goes through it.
+      trusting.close();
+      await assert.rejects(request(`${base}/ok`, { client: trusting }));
+    } finally {
+      builtIn.close();
+      await server.shutdown();
     }
   });
 });
