@@ -160,6 +160,31 @@ Deno.test("retries: exponential backoff with jitter, capped; Retry-After wins; n
   assert.equal(calls, 3, "1 try + 2 retries");
 });
 
+Deno.test("withRetries: an HTTP status without Retry-After waits the computed backoff, retries counted from 1; sleep waits its time", async () => {
+  const seen: [number, number][] = [];
+  let calls = 0;
+  await assert.rejects(
+    withRetries(() => {
+      calls++;
+      return Promise.reject(new HttpStatusError(503, "u"));
+    }, {
+      retries: 2,
+      baseDelayMs: 10,
+      random: () => 0,
+      onRetry: (_e, attempt, ms) => seen.push([attempt, ms]),
+    }),
+    HttpStatusError,
+  );
+  assert.equal(calls, 3);
+  assert.deepEqual(seen, [[1, 5], [2, 10]]);
+  for (const signal of [undefined, new AbortController().signal]) {
+    const started = performance.now();
+    await sleep(120, signal);
+    const waited = performance.now() - started;
+    assert.ok(waited >= 115, `sleep(120) returned after ${waited} ms`);
+  }
+});
+
 Deno.test("log: tokens, api_key, image_token and registered secrets never reach a log line", () => {
   const lines: string[] = [];
   configureLog({ sink: (l) => lines.push(l), level: "debug" });
