@@ -6,6 +6,7 @@ import {
   parseConfig,
   parseEnvFile,
   splitKernelCmdline,
+  VERSION,
 } from "../../lib/config/mod.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import { configureLog } from "../../lib/log.ts";
@@ -224,7 +225,10 @@ Deno.test("config: --help lists every documented option and --version", () => {
   ) {
     assert.ok(helpText().includes(flag), flag);
   }
-  assert.equal(parseConfig(["--version"], none).kind, "version");
+  assert.deepEqual(parseConfig(["--version"], none), {
+    kind: "version",
+    text: `assisted-bootloader ${VERSION}`,
+  });
 });
 
 Deno.test("config: MAC normalisation and env file parsing", () => {

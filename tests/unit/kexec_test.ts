@@ -739,11 +739,12 @@ Deno.test("kexecExecute: a systemctl that cannot start, a failing systemctl and 
     assert.match(err.message, pattern);
     return true;
   };
+  const notFound = new Error("systemctl: not found");
   await assert.rejects(
-    kexecExecute("systemctl", {
-      run: () => Promise.reject(new Error("systemctl: not found")),
-    }),
-    handoff(/^Cannot run systemctl kexec: systemctl: not found$/),
+    kexecExecute("systemctl", { run: () => Promise.reject(notFound) }),
+    (err: unknown) =>
+      handoff(/^Cannot run systemctl kexec: systemctl: not found$/)(err) &&
+      (err as BootError).cause === notFound,
   );
   await assert.rejects(
     kexecExecute("systemctl", { run: () => Promise.resolve(3) }),
