@@ -57,7 +57,7 @@ const CONFIG_TESTS = [
 /**
  * The trust path and, per module, the fast test files that exercise it. A
  * module's own `tests/unit/<name>_test.ts` and `tests/integration/<name>_test.ts`
- * are added when they exist. The slow files (faults_test, image_test,
+ * are run first when they exist. The slow files (faults_test, image_test,
  * ipxe_fuzz_test) are left out: a mutant only they catch shows as a survivor.
  */
 export const MODULES: Record<string, string[]> = {
@@ -169,15 +169,20 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** The test files run against `module`'s mutants. */
+/** The test files run against `module`'s mutants: its own test files (when not listed), then the listed ones. */
 export async function testsFor(module: string): Promise<string[]> {
   const name = module.replace(/^.*\//, "").replace(/\.ts$/, "");
-  const tests = [...(MODULES[module] ?? [])];
+  const listed = MODULES[module] ?? [];
+  const own: string[] = [];
   for (const tier of ["unit", "integration"]) {
-    const own = `tests/${tier}/${name}_test.ts`;
-    if (!tests.includes(own) && await exists(`${ROOT}${own}`)) tests.push(own);
+    const file = `tests/${tier}/${name}_test.ts`;
+    if (!listed.includes(file) && await exists(`${ROOT}${file}`)) {
+      own.push(file);
+    }
   }
-  return tests;
+  // The module's own files first: with --fail-fast a mutant they kill costs
+  // no run of the slower files.
+  return [...own, ...listed];
 }
 
 async function run(cmd: string, args: string[], cwd = ROOT): Promise<boolean> {
