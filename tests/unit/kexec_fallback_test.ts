@@ -337,6 +337,14 @@ Deno.test("findKexec: empty PATH entries are skipped; by default the process's P
     await Deno.mkdir(`${dir}/folder/kexec`);
     Deno.env.set("PATH", `${dir}/exec`);
     assert.equal(findKexec(), `${dir}/exec/kexec`);
+    // No PATH at all: the two system directories alone.
+    Deno.env.delete("PATH");
+    const tried: string[] = [];
+    findKexec(undefined, (f) => {
+      tried.push(f);
+      return false;
+    });
+    assert.deepEqual(tried, ["/usr/sbin/kexec", "/sbin/kexec"]);
     // Not executable, a directory, missing: never chosen.
     for (const name of ["plain", "folder", "empty"]) {
       Deno.env.set("PATH", `${dir}/${name}`);
