@@ -298,6 +298,15 @@ export function renderText(
   return out.join("\n");
 }
 
+/** A run's wall time: `42 s`, `3 min 05 s`. */
+export function duration(seconds: number): string {
+  const total = Math.round(seconds);
+  if (total < 60) return `${total} s`;
+  return `${Math.floor(total / 60)} min ${
+    String(total % 60).padStart(2, "0")
+  } s`;
+}
+
 function cell(text: string): string {
   return text.replace(/\|/g, "\\|").replace(/`/g, "'");
 }
@@ -309,7 +318,7 @@ export function renderMarkdown(
 ): string {
   const accepted = acceptedReasons(list);
   const out = [
-    "| Module | Tests run per mutant | Mutants | Killed | Survived | Equivalent-accepted | Invalid | Score | Minutes | Date |",
+    "| Module | Tests run per mutant | Mutants | Killed | Survived | Equivalent-accepted | Invalid | Score | Time | Date |",
     "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
   ];
   const rest: string[] = [];
@@ -321,7 +330,7 @@ export function renderMarkdown(
     out.push(
       `| \`${run.module}\` | ${tests} | ${run.mutants.length} | ${s.killed} | ${s.survived.length} | ${s.accepted.length} | ${s.invalid} | ${
         percent(s)
-      } | ${(run.seconds / 60).toFixed(0)} | ${run.date.slice(0, 10)} |`,
+      } | ${duration(run.seconds)} | ${run.date.slice(0, 10)} |`,
     );
     for (const m of s.survived) {
       rest.push(
@@ -339,6 +348,22 @@ export function renderMarkdown(
     }
   }
   const head = [...machines].map((m) => `Machine: ${m}.`);
-  return [...head, "", ...out, "", ...(rest.length ? rest : ["No survivor."])]
-    .join("\n");
+  const all = runs.map((r) => score(r.mutants, accepted));
+  const killed = all.reduce((n, s) => n + s.killed, 0);
+  const counted = killed + all.reduce((n, s) => n + s.survived.length, 0);
+  const seconds = runs.reduce((n, r) => n + r.seconds, 0);
+  const total = `All ${runs.length} modules: ${
+    counted ? (100 * killed / counted).toFixed(1) : "100.0"
+  }% of the non-equivalent mutants killed (${killed} of ${counted}), in ${
+    duration(seconds)
+  }.`;
+  return [
+    ...head,
+    "",
+    ...out,
+    "",
+    total,
+    "",
+    ...(rest.length ? rest : ["No survivor."]),
+  ].join("\n");
 }

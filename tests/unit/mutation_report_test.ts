@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import {
   type AcceptedMutant,
   acceptedReasons,
+  duration,
   type ModuleRun,
   mutantsOf,
   type MutantStatus,
@@ -156,8 +157,19 @@ Deno.test("renderText and renderMarkdown: every survivor with file:line and id, 
   assert.match(md, /^Machine: 2 CPUs \(test\)\.$/m);
   assert.match(
     md,
-    /^\| `lib\/x\.ts` \| unit\/x_test\.ts \| 3 \| 2 \| 0 \| 1 \| 0 \| 100\.0% \| 2 \| 2026-01-02 \|$/m,
+    /^\| `lib\/x\.ts` \| unit\/x_test\.ts \| 3 \| 2 \| 0 \| 1 \| 0 \| 100\.0% \| 1 min 30 s \| 2026-01-02 \|$/m,
   );
+  assert.match(
+    md,
+    /^All 1 modules: 100\.0% of the non-equivalent mutants killed \(2 of 2\), in 1 min 30 s\.$/m,
+  );
+  assert.deepEqual([0.4, 59.6, 60, 125, 3600].map(duration), [
+    "0 s",
+    "1 min 00 s",
+    "1 min 00 s",
+    "2 min 05 s",
+    "60 min 00 s",
+  ]);
   assert.match(
     md,
     new RegExp(
