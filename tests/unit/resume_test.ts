@@ -154,7 +154,7 @@ Deno.test("startOf: a 206 that is not the rest of the same file is refused with 
   const same = { etag: '"a"', "last-modified": LM };
   const cases: [Record<string, string>, string][] = [
     [{ ...same }, "no valid Content-Range"],
-    [{ ...same, "content-range": "x bytes 5-9/10" }, "no valid Content-Range"],
+    [{ ...same, "content-range": "xbytes 5-9/10" }, "no valid Content-Range"],
     [{ ...same, "content-range": "bytes 5-9/10x" }, "no valid Content-Range"],
     [
       { ...same, "content-range": "bytes 6-9/10" },
@@ -277,6 +277,16 @@ Deno.test("startOf: an earlier run's bytes go on only under a Content-Range that
     etag: '"n"',
     lastModified: undefined,
   });
+  // A range of one byte is a range.
+  assert.equal(
+    await startOf(
+      answer(206, { "content-range": "bytes 5-5/6" }),
+      halfway({ leftover: true }),
+      5,
+      URL,
+    ),
+    5,
+  );
   for (
     const range of [
       undefined,
