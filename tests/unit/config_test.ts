@@ -229,6 +229,9 @@ Deno.test("config: --help lists every documented option and --version", () => {
     kind: "version",
     text: `assisted-bootloader ${VERSION}`,
   });
+  // The version is the package's.
+  const deno = new URL("../../deno.json", import.meta.url);
+  assert.equal(VERSION, JSON.parse(Deno.readTextFileSync(deno)).version);
 });
 
 Deno.test("config: MAC normalisation and env file parsing", () => {
