@@ -20,7 +20,7 @@ import {
 
 const TABLE: OptionTable = {
   "a-b": { kind: "string", arg: "X", help: "a string" },
-  x: { kind: "boolean", short: "x", help: "a boolean" },
+  x: { kind: "boolean", short: "y", help: "a boolean" },
   l: { kind: "list", arg: "V", help: "a list", env: "THE_LIST" },
   help: { kind: "boolean", help: "help" },
 };
@@ -36,7 +36,7 @@ function usage(message: string) {
 
 Deno.test("parseFlags: long and short flags, repeated lists; errors end with one pointer to --help", () => {
   assert.deepEqual(
-    { ...parseFlags(["-x", "--a-b", "v", "--l", "1", "--l", "2"], TABLE) },
+    { ...parseFlags(["-y", "--a-b", "v", "--l", "1", "--l", "2"], TABLE) },
     {
       x: true,
       "a-b": "v",
@@ -136,7 +136,7 @@ Deno.test("firstSet: the first layer that sets an option wins; a layer that leav
 Deno.test("helpRows: flag column 34 wide by default, an optional variable column", () => {
   assert.deepEqual(helpRows(TABLE), [
     `  ${"    --a-b X".padEnd(34)} a string`,
-    `  ${"-x, --x".padEnd(34)} a boolean`,
+    `  ${"-y, --x".padEnd(34)} a boolean`,
     `  ${"    --l V".padEnd(34)} a list`,
     `  ${"    --help".padEnd(34)} help`,
   ]);
@@ -149,9 +149,13 @@ Deno.test("helpRows: flag column 34 wide by default, an optional variable column
     }),
     [
       `  ${"    --a-b X".padEnd(12)} ${"P_A_B".padEnd(9)} a string`,
-      `  ${"-x, --x".padEnd(12)} ${"P_X".padEnd(9)} a boolean`,
+      `  ${"-y, --x".padEnd(12)} ${"P_X".padEnd(9)} a boolean`,
       `  ${"    --l V".padEnd(12)} ${"THE_LIST".padEnd(9)} a list`,
       `  ${"    --help".padEnd(12)} ${"-".padEnd(9)} help`,
     ],
+  );
+  assert.equal(
+    helpRows({ l: TABLE.l }, { envWidth: 0 })[0],
+    `  ${"    --l V".padEnd(34)} THE_LIST a list`,
   );
 });
