@@ -148,7 +148,8 @@ Deno.test("createClient --insecure: each client runs its own curl for https, not
       () => createClient({ insecure: true, curl: `${dir}/missing` }),
       (err: unknown) =>
         err instanceof BootError && err.exitCode === ExitCode.Usage &&
-        /--insecure needs curl/.test(err.message),
+        /--insecure needs curl/.test(err.message) &&
+        err.cause instanceof Error,
     );
   });
 });
@@ -173,13 +174,19 @@ cat > "$rec/config"
 echo $$ > "$rec/pid"
 url=$(sed -n 's/^url = "\\(.*\\)"$/\\1/p' "$rec/config")
 case "\${url##*/}" in
-  ok) printf 'HTTP/1.1 100 Continue\\r\\n\\r\\nHTTP/1.1 200 OK\\r\\nContent-Type:  text/plain \\r\\nX-Two: a:b\\r\\nno colon\\r\\n:nameless\\r\\n\\r\\nhello' ;;
+  ok) printf 'HTTP/1.1 100 Continue\\r\\n\\r\\nHTTP/1.1 200 OK\\r\\nContent-Type:  text/plain \\r\\nX-Two: a:b\\r\\nX-Sp : v\\r\\nno colon\\r\\n:nameless\\r\\n\\r\\nhello' ;;
   garbage) printf 'garbage\\r\\n\\r\\n' ;;
   big) printf 'HTTP/1.1 200 OK\\r\\nX-Big: '; head -c 300000 /dev/zero | tr '\\0' a; printf '\\r\\n\\r\\n' ;;
   fail) echo "curl: (6) first line" >&2; echo "curl: (60) SSL certificate problem" >&2; exit 60 ;;
   silent) exit 7 ;;
   cut) printf 'HTTP/1.1 200 OK\\r\\nContent-Length: 100\\r\\n\\r\\npartial'; echo "curl: (18) transfer closed" >&2; exit 18 ;;
   nocontent) printf 'HTTP/1.1 204 No Content\\r\\n\\r\\n' ;;
+  notmodified) printf 'HTTP/1.1 304 Not Modified\\r\\n\\r\\n' ;;
+  blank) printf '\\r\\n\\r\\nHTTP/1.1 200 OK\\r\\n\\r\\n' ;;
+  glued) printf 'xHTTP/1.1 200 OK\\r\\n\\r\\n' ;;
+  long) printf 'y%.0s' $(seq 200); printf '\\r\\n\\r\\n' ;;
+  bodyfields) printf 'HTTP/1.1 200 OK\\r\\n\\r\\nX-Body: 1\\r\\n\\r\\n' ;;
+  late) printf 'HTTP/1.1 200 OK\\r\\n\\r\\n'; sleep 0.3; printf 'late body' ;;
   hang) printf 'HTTP/1.1 200 OK\\r\\n\\r\\nfirst'; exec sleep 30 ;;
   stall) exec sleep 30 ;;
 esac
@@ -238,6 +245,7 @@ Deno.test("--insecure through curl: flags, the config on stdin with every value 
         assert.equal(res.status, 200);
         assert.deepEqual([...res.headers], [
           ["content-type", "text/plain"],
+          ["x-sp", "v"],
           ["x-two", "a:b"],
         ]);
         assert.equal(await res.text(), "hello");
@@ -359,7 +367,43 @@ Deno.test("--insecure through curl: flags, the config on stdin with every value 
           }),
           /not supported with --insecure/,
         );
-        assert.equal([...Deno.readDirSync(`${dir}/calls`)].length, 14);
+        // 14-19: a 304 has no body; heads that are not curl's are named,
+        // cut to 80 characters; the body's lines are never header fields; a
+        // body written later is read to its end.
+        assert.equal(
+          (await request(`${U}/notmodified`, { client })).body,
+          null,
+        );
+        for (
+          const [path, message] of [
+            ["blank", /\/blank: unexpected answer from curl: $/],
+            [
+              "glued",
+              /\/glued: unexpected answer from curl: xHTTP\/1\.1 200 OK$/,
+            ],
+            [
+              "long",
+              new RegExp(
+                `/long: unexpected answer from curl: ${"y".repeat(80)}$`,
+              ),
+            ],
+          ] as const
+        ) {
+          await assert.rejects(
+            request(`${U}/${path}`, { client }),
+            (err: unknown) => {
+              assert.ok(err instanceof NetworkError, `${path}: ${err}`);
+              assert.match(err.message, message);
+              return true;
+            },
+          );
+        }
+        const fields = await request(`${U}/bodyfields`, { client });
+        assert.equal(fields.headers.get("x-body"), null);
+        assert.equal(await fields.text(), "X-Body: 1\r\n\r\n");
+        const late = await request(`${U}/late`, { client });
+        assert.equal(await late.text(), "late body");
+        assert.equal([...Deno.readDirSync(`${dir}/calls`)].length, 20);
       });
     } finally {
       client.close();
@@ -411,6 +455,31 @@ Deno.test("fetchTransport: trusts the CA certificates it is given and no other, 
       await assert.rejects(request(`${base}/ok`, { client: trusting }));
     } finally {
       builtIn.close();
+      await server.shutdown();
+    }
+  });
+});
+
+Deno.test("createClient --insecure with a CA file: closing the client closes its plain-http transport too", async () => {
+  await withTemp(async (dir) => {
+    await makeTestCerts(dir);
+    const server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen() {} },
+      () => new Response("plain"),
+    );
+    const url = `http://127.0.0.1:${server.addr.port}/x`;
+    try {
+      const [client] = await captureLog(async () => [
+        createClient({
+          insecure: true,
+          curl: await fakeCurl(dir, "curl", "tls"),
+          caCertFiles: [`${dir}/ca.pem`],
+        })!,
+      ]);
+      assert.equal(await (await request(url, { client })).text(), "plain");
+      client.close();
+      await assert.rejects(request(url, { client }));
+    } finally {
       await server.shutdown();
     }
   });
