@@ -469,13 +469,16 @@ Deno.test("createClient --insecure with a CA file: closing the client closes its
     );
     const url = `http://127.0.0.1:${server.addr.port}/x`;
     try {
-      const [client] = await captureLog(async () => [
-        createClient({
-          insecure: true,
-          curl: await fakeCurl(dir, "curl", "tls"),
-          caCertFiles: [`${dir}/ca.pem`],
-        })!,
-      ]);
+      const curl = await fakeCurl(dir, "curl", "tls");
+      const [client] = await captureLog(() =>
+        Promise.resolve(
+          createClient({
+            insecure: true,
+            curl,
+            caCertFiles: [`${dir}/ca.pem`],
+          })!,
+        )
+      );
       assert.equal(await (await request(url, { client })).text(), "plain");
       client.close();
       await assert.rejects(request(url, { client }));
