@@ -16,6 +16,7 @@ import {
   fdInfo,
   KEXEC_FILE_LOAD,
   KEXEC_FILE_NO_INITRAMFS,
+  kexecFileLoad,
   type KexecImage,
   type LibcSymbols,
   LINUX_REBOOT_CMD_KEXEC,
@@ -819,4 +820,21 @@ Deno.test({
       assert.throws(() => Deno.readLinkSync(`/proc/self/fd/${fd}`));
     });
   },
+});
+
+Deno.test("kexecFileLoad: an architecture without a known syscall number is refused before any call", () => {
+  const libc = fakeLibc();
+  const files = { kernelFd: 10, initrdFd: -1, close() {} };
+  assert.throws(
+    () =>
+      kexecFileLoad(files, {
+        kernel: { path: "/k" },
+        cmdline: "",
+        verified: verified("/k"),
+      }, { arch: "riscv64", libc }),
+    (err: unknown) =>
+      err instanceof BootError && err.exitCode === ExitCode.Refused &&
+      err.message === "kexec_file_load is not known on riscv64",
+  );
+  assert.deepEqual(libc.calls.filter((c) => c.name === "syscall"), []);
 });
