@@ -301,6 +301,7 @@ Deno.test("diskError: file-system failures become Disk errors naming the path; b
     // Node-style codes of programming errors are not errnos.
     Object.assign(new Error("bad argument"), { code: "ERR_INVALID_ARG_TYPE" }),
     Object.assign(new Error("lower case"), { code: "Enospc" }),
+    Object.assign(new Error("an errno-like tail"), { code: "ERR_EIO" }),
     "a string",
   ];
   for (const err of unchanged) assert.equal(diskErrorOf(err, "/w/k"), err);
