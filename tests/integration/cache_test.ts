@@ -14,7 +14,9 @@ import { stage, type StageOptions } from "../../lib/stage/stage.ts";
 import type { KexecPlan } from "../../lib/plan.ts";
 import { resolvePlan } from "../../lib/resolve/resolve_plan.ts";
 import { fakeKernel, startMock } from "../../dev/mock_infraenv.ts";
-import { captureLog, withTemp } from "../test_util.ts";
+import { createClient } from "../../lib/http/client.ts";
+import { staleReason } from "../../lib/stage/cache.ts";
+import { captureLog, makeTestCerts, withTemp } from "../test_util.ts";
 
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const GZIP = new Uint8Array([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
@@ -747,4 +749,354 @@ Deno.test("cache: the same URL twice in a plan is recorded once, without a race,
   } finally {
     await srv.close();
   }
+});
+
+async function secondRun(
+  edit: (entry: string) => Promise<void>,
+  extra: Partial<StageOptions> = {},
+  served: Partial<Served> = {},
+) {
+  const kernel = fakeKernel(20_000);
+  const srv = serve({
+    "/vmlinuz": { body: kernel, lastModified: LM1, ...served },
+  });
+  try {
+    return await withTemp(async (dir) => {
+      const p = plan(srv.base, "/vmlinuz", []);
+      const [, first] = await captureLog(() => stage(p, opts(dir)));
+      const key = (await cacheNames(dir)).find((n) => !n.endsWith(".json"));
+      if (key) await edit(`${dir}/cache/${key}`);
+      srv.reset();
+      const result = await captureLog(() =>
+        stage(p, opts(dir, extra)).then(
+          (image) => ({ image, error: undefined }),
+          (error: unknown) => ({ image: undefined, error }),
+        )
+      );
+      return {
+        ...result[0],
+        first,
+        lines: result[1],
+        gets: srv.count("GET", "/vmlinuz"),
+        heads: srv.count("HEAD", "/vmlinuz"),
+        names: await cacheNames(dir),
+        dir,
+      };
+    });
+  } finally {
+    await srv.close();
+  }
+}
+
+Deno.test("staleReason: one validator is enough when it agrees; the reason names both sides", () => {
+  const m = { size: 10 };
+  // Content-Length alone is no validator; any single real one that agrees allows reuse.
+  assert.match(
+    staleReason(m, { status: 200, contentLength: 10 }) ?? "",
+    /kept without a validator/,
+  );
+  assert.equal(
+    staleReason({ ...m, lastModified: LM1 }, {
+      status: 200,
+      lastModified: LM1,
+    }),
+    undefined,
+  );
+  assert.equal(
+    staleReason({ ...m, etag: '"a"' }, { status: 200, etag: '"a"' }),
+    undefined,
+  );
+  assert.equal(
+    staleReason({ ...m, etag: '"a"' }, { status: 200, etag: '"b"' }),
+    'ETag changed ("a" → "b")',
+  );
+  // Kept without a validator: never reused, whatever the HEAD says.
+  for (const head of [{ etag: '"b"' }, { lastModified: LM2 }]) {
+    assert.equal(
+      staleReason(m, { status: 200, ...head }),
+      "it was kept without a validator (a strong ETag or Last-Modified)",
+    );
+  }
+  // A validator the manifest has and the HEAD lacks: Content-Length cannot stand in.
+  assert.match(
+    staleReason({ ...m, lastModified: LM1 }, {
+      status: 200,
+      contentLength: 10,
+    }) ?? "",
+    /neither a strong ETag nor Last-Modified/,
+  );
+  assert.equal(
+    staleReason({ ...m, etag: '"a"' }, {
+      status: 200,
+      etag: '"a"',
+      contentLength: 11,
+    }),
+    "the size changed (10 → 11 bytes)",
+  );
+});
+
+/** A load that caches /vmlinuz, then `edit` on the cache entry's names, then a second load. */
+Deno.test("cache: a manifest that is not a valid one of ours is dropped and the artifact downloaded, before any HEAD", async () => {
+  const edits: [string, (m: Record<string, unknown>) => unknown, RegExp][] = [
+    ["not JSON", () => "{not json", /the manifest is not JSON/],
+    ["too large", (m) => ({ ...m, pad: " ".repeat(70_000) }), /too large/],
+    ["another version", (m) => ({ ...m, version: 2 }), /not valid/],
+    ["another URL", (m) => ({ ...m, url: "http://h/x" }), /not valid/],
+    ["a size as text", (m) => ({ ...m, size: String(m.size) }), /not valid/],
+    ["a size of 0", (m) => ({ ...m, size: 0 }), /not valid/],
+    ["no sha256", (m) => ({ ...m, sha256: 5 }), /not valid/],
+    ["a short sha256", (m) => ({ ...m, sha256: "ab" }), /not valid/],
+    [
+      "a sha256 with more",
+      (m) => ({ ...m, sha256: `${m.sha256}00` }),
+      /not valid/,
+    ],
+    [
+      "a sha256 with a prefix",
+      (m) => ({ ...m, sha256: `00${m.sha256}` }),
+      /not valid/,
+    ],
+    [
+      "a Last-Modified that is a number",
+      (m) => ({ ...m, lastModified: 5 }),
+      /not valid/,
+    ],
+    ["an ETag that is a number", (m) => ({ ...m, etag: 5 }), /not valid/],
+    [
+      "a Content-Length as text",
+      (m) => ({ ...m, contentLength: "20000" }),
+      /not valid/,
+    ],
+    ["null", () => null, /not valid/],
+  ];
+  for (const [what, change, reason] of edits) {
+    const run = await secondRun(async (entry) => {
+      const m = JSON.parse(await Deno.readTextFile(`${entry}.json`));
+      const edited = change(m);
+      await Deno.writeTextFile(
+        `${entry}.json`,
+        typeof edited === "string" ? edited : JSON.stringify(edited),
+      );
+    });
+    assert.equal(run.error, undefined, `${what}: ${run.error}`);
+    assert.equal(run.gets, 1, what);
+    assert.equal(run.heads, 0, what);
+    assert.ok(
+      run.lines.some((l) =>
+        /kernel \(vmlinuz\): cached copy not used \(/.test(l) && reason.test(l)
+      ),
+      `${what}\n${run.lines.join("\n")}`,
+    );
+  }
+  // The manifests the first runs wrote were accepted as they were.
+  const untouched = await secondRun(() => Promise.resolve());
+  assert.equal(untouched.gets, 0);
+  assert.ok(
+    !untouched.first.some((l) => /cached copy/.test(l)),
+    `nothing to say about a cache that is empty\n${untouched.first.join("\n")}`,
+  );
+});
+
+Deno.test("cache: a cached file of the wrong size is dropped without a HEAD", async () => {
+  const run = await secondRun((entry) => Deno.truncate(entry, 100));
+  assert.equal(run.gets, 1);
+  assert.equal(run.heads, 0);
+  assert.ok(
+    run.lines.some((l) =>
+      /cached copy not used \(its size on disk is wrong\)/.test(l)
+    ),
+    run.lines.join("\n"),
+  );
+});
+
+Deno.test("cache: a HEAD that gets no answer in time means download", async () => {
+  const kernel = fakeKernel(20_000);
+  const { promise: stop, resolve: release } = Promise.withResolvers<void>();
+  let gets = 0;
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    async (req) => {
+      const headers = {
+        "content-length": String(kernel.length),
+        "last-modified": LM1,
+      };
+      if (req.method === "HEAD") {
+        await stop;
+        return new Response(null, { headers });
+      }
+      gets++;
+      return new Response(kernel.slice(), { headers });
+    },
+  );
+  try {
+    await withTemp(async (dir) => {
+      const p = plan(`http://127.0.0.1:${server.addr.port}`, "/vmlinuz", []);
+      await captureLog(() => stage(p, opts(dir)));
+      const [image, lines] = await captureLog(() =>
+        stage(p, opts(dir, { timeoutMs: 300 }))
+      );
+      assert.equal(image.kernel.cached, undefined);
+      assert.equal(gets, 2);
+      assert.ok(
+        lines.some((l) =>
+          /cached copy not used \(HEAD failed: .*no answer within 0\.3 s/.test(
+            l,
+          )
+        ),
+        lines.join("\n"),
+      );
+    });
+  } finally {
+    release();
+    await server.shutdown();
+  }
+});
+
+Deno.test("cache: a cached copy must pass this run's format check too", async () => {
+  // Cached for x86_64 (a bzImage), then asked for by an aarch64 run.
+  const run = await secondRun(() => Promise.resolve(), { arch: "aarch64" });
+  assert.ok(run.error instanceof BootError, String(run.error));
+  assert.equal(run.gets, 1);
+  assert.ok(
+    run.lines.some((l) =>
+      /kernel \(vmlinuz\): cached copy not used \(.* not an arm64 Image/.test(l)
+    ),
+    run.lines.join("\n"),
+  );
+});
+
+Deno.test("cache: only a Last-Modified, or only an ETag, is enough to cache and reuse", async () => {
+  for (const served of [{ lastModified: LM1 }, { etag: '"e1"' }]) {
+    const run = await secondRun(() => Promise.resolve(), {}, {
+      chunked: true,
+      lastModified: undefined,
+      ...served,
+    });
+    assert.equal(run.error, undefined, String(run.error));
+    assert.equal(run.gets, 0, JSON.stringify(served));
+    assert.equal(run.image?.kernel.cached, true);
+  }
+});
+
+Deno.test("cache: no descriptor stays open on the work directory after a run that wrote or used the cache", async () => {
+  const openIn = (dir: string) =>
+    [...Deno.readDirSync("/proc/self/fd")].map((e) => {
+      try {
+        return Deno.readLinkSync(`/proc/self/fd/${e.name}`);
+      } catch {
+        return "";
+      }
+    }).filter((target) => target.startsWith(dir));
+  const kernel = fakeKernel(20_000);
+  const srv = serve({ "/vmlinuz": { body: kernel, lastModified: LM1 } });
+  try {
+    await withTemp(async (dir) => {
+      const p = plan(srv.base, "/vmlinuz", []);
+      await captureLog(() => stage(p, opts(dir)));
+      assert.deepEqual(openIn(dir), [], "after writing the cache");
+      const [image] = await captureLog(() => stage(p, opts(dir)));
+      assert.equal(image.kernel.cached, true);
+      assert.deepEqual(openIn(dir), [], "after using the cache");
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("cache: an entry that cannot be written is a warning, leaves no .part, and the boot goes on", async () => {
+  const kernel = fakeKernel(20_000);
+  const srv = serve({ "/vmlinuz": { body: kernel, lastModified: LM1 } });
+  try {
+    await withTemp(async (dir) => {
+      const p = plan(srv.base, "/vmlinuz", []);
+      await captureLog(() => stage(p, opts(dir)));
+      const key = (await cacheNames(dir)).find((n) => !n.endsWith(".json"))!;
+      // A directory where the entry goes: the rename onto it fails.
+      await Deno.remove(`${dir}/cache/${key}`);
+      await Deno.remove(`${dir}/cache/${key}.json`);
+      await Deno.mkdir(`${dir}/cache/${key}/in`, { recursive: true });
+      const [image, lines] = await captureLog(() => stage(p, opts(dir)));
+      assert.equal(image.kernel.sha256, sha(kernel));
+      assert.ok(
+        lines.some((l) =>
+          /warn: Cannot cache http:\/\/127\.0\.0\.1:\d+\/vmlinuz: /.test(l)
+        ),
+        lines.join("\n"),
+      );
+      assert.deepEqual(await cacheNames(dir), [key]);
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("cache: pruning removes only names of cache entries, never other files", async () => {
+  const kernel = fakeKernel(20_000);
+  const srv = serve({ "/vmlinuz": { body: kernel, lastModified: LM1 } });
+  try {
+    await withTemp(async (dir) => {
+      const p = plan(srv.base, "/vmlinuz", []);
+      await captureLog(() => stage(p, opts(dir)));
+      const entries = await cacheNames(dir);
+      const key = "0".repeat(32);
+      const foreign = ["notes.txt", `x${key}`, `${key}.json.bak`, `${key}x`];
+      // Other URLs' entries before and after the foreign names, whatever
+      // order the directory lists them in: all of them go.
+      const stale = (c: string) => `${c.repeat(32)}`;
+      for (const c of ["2", "3"]) {
+        await Deno.writeTextFile(`${dir}/cache/${stale(c)}`, "old");
+        await Deno.writeTextFile(`${dir}/cache/${stale(c)}.json`, "{}");
+      }
+      for (const name of foreign) {
+        await Deno.writeTextFile(`${dir}/cache/${name}`, "keep");
+      }
+      await Deno.mkdir(`${dir}/cache/${"1".repeat(32)}`);
+      await Deno.writeTextFile(`${dir}/cache/${key}`, "another URL's entry");
+      await Deno.writeTextFile(`${dir}/cache/${stale("4")}.part`, "x");
+      await captureLog(() => stage(p, opts(dir)));
+      assert.deepEqual(
+        await cacheNames(dir),
+        [...entries, ...foreign, "1".repeat(32)].sort(),
+      );
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("cache: reuse over https with a private CA (--ca-cert): the HEAD uses the same client", async () => {
+  await withTemp(async (dir) => {
+    await makeTestCerts(dir);
+    const kernel = fakeKernel(20_000);
+    let gets = 0;
+    const server = Deno.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      onListen() {},
+      cert: await Deno.readTextFile(`${dir}/leaf.pem`),
+      key: await Deno.readTextFile(`${dir}/leaf.key`),
+    }, (req) => {
+      if (req.method === "GET") gets++;
+      return new Response(req.method === "HEAD" ? null : kernel.slice(), {
+        headers: {
+          "content-length": String(kernel.length),
+          "last-modified": LM1,
+        },
+      });
+    });
+    const client = createClient({ caCertFiles: [`${dir}/ca.pem`] })!;
+    try {
+      const p = plan(`https://127.0.0.1:${server.addr.port}`, "/vmlinuz", []);
+      const work = `${dir}/work`;
+      await captureLog(() => stage(p, opts(work, { client })));
+      const [image, lines] = await captureLog(() =>
+        stage(p, opts(work, { client }))
+      );
+      assert.equal(image.kernel.cached, true, lines.join("\n"));
+      assert.equal(gets, 1);
+    } finally {
+      client.close();
+      await server.shutdown();
+    }
+  });
 });

@@ -10,7 +10,7 @@ import { download } from "../../lib/stage/download.ts";
 import { probe } from "../../lib/http/probe.ts";
 import { BusyBudget } from "../../lib/http/busy.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
-import { request } from "../../lib/http/request.ts";
+import { HttpStatusError, request } from "../../lib/http/request.ts";
 import { createClient } from "../../lib/http/client.ts";
 import { configureLog, log } from "../../lib/log.ts";
 import { createProgress, formatBytes } from "../../lib/stage/progress.ts";
@@ -1437,5 +1437,33 @@ Deno.test("progress tty: a log line written while bars are shown goes above them
     configureLog({
       sink: (l) => Deno.stderr.writeSync(new TextEncoder().encode(l + "\n")),
     });
+  }
+});
+
+Deno.test("download: 401 and 403 are not retried (a signed URL that expired is the caller's to renew)", async () => {
+  for (const status of [401, 403]) {
+    const server = startRaw((_req, conn) =>
+      respond(conn, status, { "content-length": 7 }, enc.encode("expired"))
+    );
+    try {
+      await withTemp(async (dir) => {
+        await assert.rejects(
+          download(`${server.url}/i?image_token=t`, `${dir}/x`, {
+            ...fast,
+            retries: 5,
+          }),
+          (err: unknown) => {
+            bootError(ExitCode.Download, new RegExp(`HTTP ${status}`))(err);
+            const cause = (err as BootError).cause;
+            assert.ok(cause instanceof HttpStatusError, String(cause));
+            assert.equal(cause.status, status);
+            return true;
+          },
+        );
+        assert.equal(server.requests.length, 1, `${status}: one request`);
+      });
+    } finally {
+      await server.close();
+    }
   }
 });

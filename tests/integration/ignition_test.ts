@@ -673,3 +673,173 @@ Deno.test("the unit and the initramfs stop retrying on the same exit codes: thos
   assert.deepEqual(unitCodes, expected, "the unit");
   assert.deepEqual(initCodes, expected, "the initramfs's /init");
 });
+
+Deno.test("config.env holds exactly the lines of the given parameters, and names only files the config writes", async () => {
+  const lines = (config: IgnitionConfig) =>
+    file(config, CONFIG_PATH).text.split("\n").filter((l) =>
+      l && !l.startsWith("#")
+    );
+  assert.deepEqual(lines(await generateIgnition(minimalOptions())), [
+    'ASSISTED_IPXE_URL="http://10.0.2.100/x"',
+    'ASSISTED_CONSOLE="host"',
+  ]);
+  const config = await generateIgnition({
+    bootloaderUrl: "https://example.com/assisted-bootloader",
+    bootloaderSha256: SHA,
+    apiUrl: "https://api.example.com",
+    infraEnvId: BASE.infraEnvId,
+    token: TOKEN + "\n",
+    ssoUrl: "https://sso.example.com/token",
+    caBundle: CA.trimEnd(),
+    settings: { ASSISTED_WORK_DIR: "/var/lib/ab", ASSISTED_RETRIES: "7" },
+  });
+  assert.deepEqual(lines(config), [
+    'ASSISTED_API_URL="https://api.example.com"',
+    `ASSISTED_INFRA_ENV_ID="${BASE.infraEnvId}"`,
+    'ASSISTED_SSO_URL="https://sso.example.com/token"',
+    `ASSISTED_TOKEN_FILE="${TOKEN_PATH}"`,
+    `ASSISTED_CA_CERT="${CA_PATH}"`,
+    'ASSISTED_CONSOLE="host"',
+    'ASSISTED_WORK_DIR="/var/lib/ab"',
+    'ASSISTED_RETRIES="7"',
+  ]);
+  assert.ok(TOKEN_PATH.startsWith(`${CONFIG_DIR}/`), TOKEN_PATH);
+  assert.deepEqual(file(config, TOKEN_PATH), { mode: 0o600, text: TOKEN });
+  // A CA bundle without a final newline gets one, and only one.
+  assert.equal(file(config, CA_PATH).text, CA);
+  // Every file config.env names is one the config writes.
+  for (const line of lines(config)) {
+    const value = line.replace(/^[A-Z0-9_]+="(.*)"$/, "$1");
+    if (value.startsWith("/etc/")) {
+      assert.ok(config.storage.files.some((f) => f.path === value), line);
+    }
+  }
+  // The user: keys alone, or a password hash alone.
+  const keyOnly = await generateIgnition({
+    ...minimalOptions(),
+    sshKeys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5"],
+  });
+  assert.deepEqual(keyOnly.passwd, {
+    users: [{
+      name: "core",
+      sshAuthorizedKeys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5"],
+    }],
+  });
+  const hashOnly = await generateIgnition({
+    ...minimalOptions(),
+    passwordHash: "$6$salt$hash",
+  });
+  assert.deepEqual(hashOnly.passwd, {
+    users: [{ name: "core", passwordHash: "$6$salt$hash" }],
+  });
+  // The digest in its usual spellings.
+  for (const spelling of [`sha256:${SHA}`, `SHA256-${SHA}`, ` ${SHA}\n`]) {
+    const dl = file(
+      await generateIgnition({
+        ...minimalOptions(),
+        bootloaderSha256: spelling,
+      }),
+      DOWNLOAD_ENV_PATH,
+    );
+    assert.match(dl.text, new RegExp(`^BOOTLOADER_SHA256="${SHA}"$`, "m"));
+  }
+});
+
+Deno.test("values that would leave their line, their quotes or their parameter are refused, naming the parameter", async () => {
+  const cases: [string, Partial<IgnitionOptions>, RegExp][] = [
+    [
+      "space in the bootloader URL",
+      { bootloaderUrl: "https://x.example/a b" },
+      /^BOOTLOADER_URL must not contain whitespace$/,
+    ],
+    [
+      "ftp iPXE URL",
+      { infraEnvId: undefined, ipxeUrl: "ftp://x.example/s" },
+      /^IPXE_URL must be http or https or file, got "ftp"$/,
+    ],
+    ["bad SSO URL", { ssoUrl: "sso" }, /^SSO_URL is not a valid URL/],
+    [
+      "newline in a setting",
+      { settings: { ASSISTED_WORK_DIR: "/x\nASSISTED_IPXE_URL=http://evil" } },
+      /^Setting ASSISTED_WORK_DIR cannot be written to an environment file: it holds a newline or another control character$/,
+    ],
+    [
+      "control character in a setting",
+      { settings: { ASSISTED_WORK_DIR: "/x\x01" } },
+      /^Setting ASSISTED_WORK_DIR cannot be written to an environment file: it holds a newline/,
+    ],
+    [
+      "setting not ASSISTED_*",
+      { settings: { PATH: "/x" } },
+      /^Setting PATH is not an ASSISTED_\* name$/,
+    ],
+    [
+      "setting with a prefix",
+      { settings: { XASSISTED_A: "1" } },
+      /not an ASSISTED_\* name/,
+    ],
+    [
+      "setting with a suffix",
+      { settings: { "ASSISTED_A-B": "1" } },
+      /not an ASSISTED_\* name/,
+    ],
+    [
+      "setting in lower case",
+      { settings: { ASSISTED_a: "1" } },
+      /not an ASSISTED_\* name/,
+    ],
+    [
+      "token with a space",
+      { refreshToken: undefined, token: "abc def" },
+      /^The token \(TOKEN_FILE\) contains characters that cannot be sent in an HTTP header/,
+    ],
+    [
+      "token with an inner newline only",
+      { refreshToken: "abc\ndef" },
+      /^The refresh token \(REFRESH_TOKEN_FILE\) contains characters that cannot be sent/,
+    ],
+    [
+      "empty token",
+      { refreshToken: undefined, token: "" },
+      /^The token \(TOKEN_FILE\) is empty$/,
+    ],
+    ["65 hex digits", { bootloaderSha256: SHA + "0" }, /64 hexadecimal digits/],
+    [
+      "a letter before",
+      { bootloaderSha256: "x" + SHA },
+      /64 hexadecimal digits/,
+    ],
+    [
+      "ssh key with a prefix",
+      { sshKeys: ["xssh-ed25519 AAAAC3Nz"] },
+      /SSH_KEYS has a line/,
+    ],
+    [
+      "ssh key with junk after the key",
+      { sshKeys: ["ssh-ed25519 AAAAC3Nz!junk"] },
+      /SSH_KEYS has a line/,
+    ],
+    [
+      "hash with a prefix",
+      { passwordHash: "x$6$salt$hash" },
+      /PASSWORD_HASH must be/,
+    ],
+    [
+      "hash with a space",
+      { passwordHash: "$6$salt $hash" },
+      /PASSWORD_HASH must be/,
+    ],
+  ];
+  for (const [name, change, message] of cases) {
+    await assert.rejects(
+      generateIgnition({ ...BASE, ...change }),
+      (err: unknown) => {
+        assert.ok(err instanceof BootError, `${name}: ${err}`);
+        assert.equal(err.exitCode, 2, name);
+        assert.match(err.message, message, name);
+        return true;
+      },
+      name,
+    );
+  }
+});

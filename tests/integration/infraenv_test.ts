@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import {
   createScriptClient,
+  createTokenProvider,
   errorBodyText,
   exchangeRefreshToken,
   LocalBootAnswer,
@@ -550,5 +551,27 @@ Deno.test("infraenv: --timeout bounds the silence of a script or SSO body, not i
     );
   } finally {
     await server.shutdown();
+  }
+});
+
+Deno.test("infraenv: an access token within 30 s of expiry is exchanged again before use; a fresh one is reused", async () => {
+  for (const [ttl, exchanges] of [[20, 3], [120, 1]] as const) {
+    const mock = await startMock({ authMode: "rhsso", accessTokenTtl: ttl });
+    try {
+      const tokens = createTokenProvider({
+        kind: "refresh",
+        refreshToken: mock.refreshToken,
+        ssoUrl: mock.ssoUrl,
+      }, fast);
+      const values: (string | undefined)[] = [];
+      for (let i = 0; i < 3; i++) values.push(await tokens.authorization());
+      assert.ok(values.every((v) => v?.startsWith("Bearer ")), `${values}`);
+      const ssoCalls = mock.requests.filter((r) =>
+        r.path.includes("openid-connect")
+      ).length;
+      assert.equal(ssoCalls, exchanges, `expires_in ${ttl}`);
+    } finally {
+      await mock.close();
+    }
   }
 });

@@ -1017,3 +1017,33 @@ console.log(image.initrd.parts.length);
     assert.equal(new TextDecoder().decode(out.stdout).trim(), "500");
   });
 });
+
+Deno.test("stage: an expired signed initrd URL is not retried with backoff before the script is fetched again", async () => {
+  const mock = await startMock();
+  try {
+    await withTemp(async (dir) => {
+      const resolve = resolver(mock);
+      const plan = await resolve();
+      mock.expireImageTokens();
+      let refetches = 0;
+      await captureLog(() =>
+        stage(plan, {
+          workDir: dir,
+          progress: "none",
+          retries: 3,
+          refetchPlan: () => {
+            refetches++;
+            return resolve();
+          },
+        })
+      );
+      assert.equal(refetches, 1);
+      const initrdRequests = mock.requests.filter((r) =>
+        r.path.includes("/pxe-initrd")
+      );
+      assert.deepEqual(initrdRequests.map((r) => r.status), [401, 200]);
+    });
+  } finally {
+    await mock.close();
+  }
+});

@@ -646,3 +646,32 @@ Deno.test("load: pins compare normalised URLs; a pin naming nothing is a usage e
     await srv.close();
   }
 });
+
+Deno.test("request: a 301 or 302 answering a POST is followed as a body-less GET; a 303 after a GET stays a GET", async () => {
+  const sink = serve(() => new Response("sink"));
+  const srv = serve((_req, url) => {
+    const status = Number(url.pathname.slice(1));
+    return redirect(`${sink.base}/to${status}`, status);
+  });
+  try {
+    for (const status of [301, 302]) {
+      const res = await request(`${srv.base}/${status}`, {
+        method: "POST",
+        body: "refresh_token=s3cret",
+      });
+      assert.equal(await res.text(), "sink");
+    }
+    await (await request(`${srv.base}/303`)).text();
+    const head = await request(`${srv.base}/302`, { method: "HEAD" });
+    await head.body?.cancel();
+    assert.deepEqual(sink.seen, [
+      { method: "GET", path: "/to301", auth: null, body: "" },
+      { method: "GET", path: "/to302", auth: null, body: "" },
+      { method: "GET", path: "/to303", auth: null, body: "" },
+      { method: "HEAD", path: "/to302", auth: null, body: "" },
+    ]);
+  } finally {
+    await srv.close();
+    await sink.close();
+  }
+});

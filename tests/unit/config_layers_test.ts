@@ -17,6 +17,7 @@ import {
   validateConfig,
 } from "../../lib/config/mod.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
+import { readKernelCmdline, readNamedFiles } from "../../lib/config/layers.ts";
 import { redact } from "../../lib/log.ts";
 
 const ID = "6f2a3c1e-8d4b-4e7a-9c1f-2b3d4e5f6a7b";
@@ -371,4 +372,102 @@ Deno.test("config layers: a bad value is named where it was set, not as its flag
     sources({}),
     /^--kernel-sha256 must be 64/,
   );
+});
+
+Deno.test("readKernelCmdline: only assisted.* arguments, - or _ alike; the initramfs's own are not warned about; a bad value names its parameter", () => {
+  const warnings: string[] = [];
+  assert.deepEqual(
+    {
+      ...readKernelCmdline(
+        "console=ttyS0 quiet xassisted.retries=9 assisted.no_kexec assisted.retries=3 assisted.proxy=http://p:3128 assisted.no_proxy=h assisted.on-failure=shell assisted.retry-delay=5 assisted.typo=1",
+        (w) => warnings.push(w),
+      ),
+    },
+    { "no-kexec": true, retries: "3" },
+  );
+  assert.deepEqual(warnings, [
+    "ignoring unknown kernel command line parameter assisted.typo",
+  ]);
+  assert.throws(
+    () => readKernelCmdline("assisted.no-kexec=maybe", () => {}),
+    /^BootError: Kernel command line parameter assisted\.no-kexec must be a boolean/,
+  );
+});
+
+Deno.test("readLayers: ASSISTED_ names in any case and spelling; unknown ones ignored in the environment, refused in a config file except the test hooks; an unreadable --config named", () => {
+  const s = sources({
+    "/c.env":
+      "ASSISTED_KERNEL_CMDLINE_FILE=/x\nASSISTED_MEMINFO_FILE=/m\nASSISTED_DEBUG=1\nASSISTED_LOCAL_DISKS_ROOT=/r\nASSISTED_RETRIES=4\n",
+  }, {
+    env: {
+      "ASSISTED_no-kexec": "1",
+      ASSISTED_Infra_Env_Id: ID,
+      ASSISTED_TYPO: "1",
+      XXXXXXXX_RETRIES: "7",
+    },
+    cmdline: "",
+  });
+  const layers = readLayers(readFlags(["--config", "/c.env"]), s, () => {});
+  assert.deepEqual({ ...layers.env }, {
+    "no-kexec": true,
+    "infra-env-id": ID,
+  });
+  assert.deepEqual({ ...layers.file }, { retries: "4" });
+  assert.equal(layers.meminfoFile, "/proc/meminfo");
+  assert.throws(
+    () =>
+      readLayers(
+        readFlags([]),
+        sources({}, { env: { ASSISTED_NO_KEXEC: "maybe" }, cmdline: "" }),
+        () => {},
+      ),
+    /^BootError: Environment variable ASSISTED_NO_KEXEC must be a boolean/,
+  );
+  assert.throws(
+    () =>
+      readLayers(
+        readFlags(["--config", "/c.env"]),
+        sources({ "/c.env": "ASSISTED_TYPO=1\n" }, { cmdline: "" }),
+        () => {},
+      ),
+    /^BootError: Config file \/c\.env: unknown setting ASSISTED_TYPO$/,
+  );
+  for (
+    const [err, why] of [
+      [new Deno.errors.NotFound("x"), "no such file"],
+      [new Deno.errors.PermissionDenied("x"), "permission denied"],
+    ] as const
+  ) {
+    assert.throws(
+      () =>
+        readLayers(readFlags(["--config", "/c.env"]), {
+          env: {},
+          cmdline: "",
+          readTextFile: () => {
+            throw err;
+          },
+        }, () => {}),
+      new RegExp(`^BootError: Cannot read config file /c\\.env: ${why}$`),
+    );
+  }
+  // An unreadable kernel command line is an empty one.
+  assert.equal(
+    readLayers(readFlags([]), sources({}), () => {}).hostCmdline,
+    "",
+  );
+});
+
+Deno.test("readNamedFiles: paths trimmed, read once; only a secret readable by others is warned about", () => {
+  const warnings: string[] = [];
+  const files = readNamedFiles({
+    "token-file": " /t ",
+    "infra-env-id-file": "/id",
+  } as never, {
+    readTextFile: (path) => `text of ${path}`,
+    fileMode: () => 0o100644,
+  }, (w) => warnings.push(w));
+  assert.deepEqual(Object.keys(files).sort(), ["/id", "/t"]);
+  assert.deepEqual(warnings, [
+    "Token file /t is readable by other users (mode 0644): chmod 600 /t",
+  ]);
 });

@@ -6,6 +6,7 @@ import {
   parseConfig,
   parseEnvFile,
   splitKernelCmdline,
+  VERSION,
 } from "../../lib/config/mod.ts";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import { configureLog } from "../../lib/log.ts";
@@ -224,7 +225,13 @@ Deno.test("config: --help lists every documented option and --version", () => {
   ) {
     assert.ok(helpText().includes(flag), flag);
   }
-  assert.equal(parseConfig(["--version"], none).kind, "version");
+  assert.deepEqual(parseConfig(["--version"], none), {
+    kind: "version",
+    text: `assisted-bootloader ${VERSION}`,
+  });
+  // The version is the package's.
+  const deno = new URL("../../deno.json", import.meta.url);
+  assert.equal(VERSION, JSON.parse(Deno.readTextFileSync(deno)).version);
 });
 
 Deno.test("config: MAC normalisation and env file parsing", () => {

@@ -56,3 +56,33 @@ Deno.test("env file: a value no line can carry is a one-line usage error naming 
   }
   assert.throws(() => formatEnvLine("NOT-A-NAME", "x"), /not a variable name/);
 });
+
+Deno.test("parseEnvFile: blanks around a line and after export, quotes only when the same one opens and closes the value; a line that is not KEY=VALUE from start to end is refused", () => {
+  assert.deepEqual(
+    parseEnvFile(
+      '  A=1  \n\tB=2\r\nexport  C=3\nexport\tD=4\nE=abca\nF=xx\nG="\nH="abc\nI=\'q\'\nJ=""\n',
+      "f",
+    ),
+    [
+      ["A", "1"],
+      ["B", "2"],
+      ["C", "3"],
+      ["D", "4"],
+      ["E", "abca"],
+      ["F", "xx"],
+      ["G", '"'],
+      ["H", '"abc'],
+      ["I", "q"],
+      ["J", ""],
+    ],
+  );
+  for (const line of ["junk A=1", "1A=1", "A=x\u2028y", "A=x\u2029y"]) {
+    assert.throws(
+      () => parseEnvFile(`# first\n${line}\n`, "/etc/f"),
+      (err: unknown) =>
+        err instanceof BootError && err.exitCode === ExitCode.Usage &&
+        err.message === "Config file /etc/f line 2: expected KEY=VALUE",
+      JSON.stringify(line),
+    );
+  }
+});

@@ -379,3 +379,24 @@ Deno.test("unpackArm64Kernel: an Image shorter than its PE sections say is refus
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("bzImageCmdlineSize: protocol 2.06 is the first to carry cmdline_size; 2.00 the first with a command line", () => {
+  const head = fakeBzImage();
+  const view = new DataView(head.buffer);
+  view.setUint32(0x238, 4095, true);
+  for (
+    const [version, size] of [
+      [0x1ff, 0],
+      [0x200, 255],
+      [0x205, 255],
+      [0x206, 4095],
+      [0x207, 4095],
+    ]
+  ) {
+    view.setUint16(0x206, version, true);
+    assert.equal(bzImageCmdlineSize(head), size, version.toString(16));
+  }
+  // The header must reach past cmdline_size (0x238..0x23c) to be read at all.
+  assert.equal(bzImageCmdlineSize(head.subarray(0, 0x23c)), 4095);
+  assert.equal(bzImageCmdlineSize(head.subarray(0, 0x23b)), 0);
+});

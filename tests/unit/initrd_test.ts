@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import { BootError, ExitCode } from "../../lib/errors.ts";
 import {
   assembleInitrd,
   cpioHeaders,
@@ -272,6 +273,56 @@ Deno.test("assembled initrd: a single raw image is copied unchanged", async () =
     const r = await assembleInitrd([{ path: `${dir}/a` }], `${dir}/initrd`);
     assert.equal(r.size, data.length);
     assert.deepEqual(await Deno.readFile(`${dir}/initrd`), data);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("assembled initrd: a part that is a link, or not the verified file, is refused (Disk) and nothing is left", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "initrd_test_" });
+  try {
+    await Deno.writeTextFile(`${dir}/a`, "verified bytes");
+    const { dev, ino, size, mtime } = await Deno.lstat(`${dir}/a`);
+    const identity = { dev, ino: ino!, size, mtimeMs: mtime!.getTime() };
+    await Deno.symlink(`${dir}/a`, `${dir}/link`);
+    await Deno.writeTextFile(`${dir}/b`, "other bytes");
+    for (
+      const [part, why] of [
+        [{ path: `${dir}/link` }, /link is not a regular file$/],
+        [{ path: `${dir}/b`, identity }, /b is not the file that was verified/],
+      ] as const
+    ) {
+      await assert.rejects(
+        assembleInitrd([{ path: `${dir}/a` }, part], `${dir}/initrd`),
+        (err: unknown) => {
+          assert.ok(err instanceof BootError, String(err));
+          assert.equal(err.exitCode, ExitCode.Disk);
+          assert.match(err.message, why);
+          return true;
+        },
+      );
+      const left = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+      assert.deepEqual(left, ["a", "b", "link"]);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("assembled initrd: no descriptor stays open on it (kexec_file_load refuses a file open for writing)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "initrd_test_" });
+  const openFiles = () =>
+    [...Deno.readDirSync("/proc/self/fd")].map((e) => {
+      try {
+        return Deno.readLinkSync(`/proc/self/fd/${e.name}`);
+      } catch {
+        return "";
+      }
+    }).filter((target) => target.startsWith(dir));
+  try {
+    await Deno.writeTextFile(`${dir}/a`, "bytes");
+    await assembleInitrd([{ path: `${dir}/a` }], `${dir}/initrd`);
+    assert.deepEqual(openFiles(), []);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

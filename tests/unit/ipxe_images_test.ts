@@ -531,3 +531,21 @@ Deno.test("aliases and --timeout: module/imgfetch, imgload/imgselect, imgexec; t
     "http://h/k1",
   ]);
 });
+
+Deno.test("cpio wrap: mode= and mkdir= count only where an argument starts, never inside another word", async () => {
+  const { plan } = await run(
+    [
+      "#!ipxe",
+      "initrd http://h/a /etc/automode=0700 mode=0640",
+      "initrd http://h/b /etc/x remode=0777 nomkdir=3",
+      "initrd http://h/c /etc/y xmode=0777 mode=0600 amkdir=9 mkdir=1",
+      "kernel http://h/k",
+      "boot",
+    ].join("\n"),
+  );
+  assert.deepEqual(plan?.initrds.map((i) => i.cpio), [
+    { path: "/etc/automode=0700", mode: 0o640, mkdir: 0 },
+    { path: "/etc/x", mode: 0o644, mkdir: 0 },
+    { path: "/etc/y", mode: 0o600, mkdir: 1 },
+  ]);
+});

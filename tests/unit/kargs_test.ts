@@ -13,8 +13,10 @@ import {
 import {
   argText,
   initArgsStart,
+  kargPattern,
   kargProblem,
   parseKernelCmdline,
+  rewriteCmdline,
 } from "../../lib/resolve/kargs.ts";
 import type { ScriptClient } from "../../lib/resolve/infraenv.ts";
 import { editCmdline, type KexecPlan } from "../../lib/plan.ts";
@@ -428,4 +430,37 @@ Deno.test("editCmdline: each edit docs/configuration.md shows, through the optio
       edit,
     );
   }
+});
+
+Deno.test("kargs: an argument opened by a quote that never closes keeps its last character; argText joins a value back; an open quote anywhere is unbalanced", () => {
+  assert.deepEqual(kernelView('x "a b c'), [["x", undefined], [
+    "a b c",
+    undefined,
+  ]]);
+  assert.deepEqual(kernelView('"k=a b'), [["k", "a b"]]);
+  assert.equal(argText({ param: "a", value: "b=c" }), "a=b=c");
+  assert.equal(argText({ param: "a", value: "" }), "a=");
+  assert.equal(argText({ param: "a" }), "a");
+  assert.match(kargProblem('a b="c')!, /unbalanced double quote/);
+});
+
+Deno.test("kargPattern: a pattern that is not one argument is split at its first '=' as it is written", () => {
+  assert.deepEqual(kargPattern('p="a b"'), { param: "p", value: "a b" });
+  assert.deepEqual(kargPattern("p"), { param: "p", value: undefined });
+  assert.deepEqual(kargPattern("a b"), { param: "a b" });
+  assert.deepEqual(kargPattern("=a b"), { param: "", value: "a b" });
+  assert.deepEqual(kargPattern('p=a "b'), { param: "p", value: 'a "b' });
+});
+
+Deno.test("rewriteCmdline: appending alone; an open quote is closed only when something is appended after it", () => {
+  assert.equal(rewriteCmdline("a  b", { append: ["c"] }), "a  b c");
+  // Nothing to append: the arguments for init follow as they were.
+  assert.equal(rewriteCmdline("a -- b", {}), "a -- b");
+  assert.equal(rewriteCmdline("a -- b", { append: ["c"] }), "a c -- b");
+  const dropA = { remove: (arg: { param: string }) => arg.param === "a" };
+  assert.equal(rewriteCmdline('a b="c', dropA), 'b="c');
+  assert.equal(
+    rewriteCmdline('a b="c', { ...dropA, append: ["d"] }),
+    'b="c" d',
+  );
 });

@@ -19,7 +19,9 @@ import { type KexecFallback, kexecLoad } from "../../lib/kexec/load.ts";
 import {
   findKexec,
   kexecToolsArgs,
+  kexecToolsLoad,
   lockdownState,
+  runProgram,
   type RunResult,
 } from "../../lib/kexec/tools.ts";
 import type { FileIdentity } from "../../lib/stage/work_dir.ts";
@@ -306,4 +308,115 @@ Deno.test("fallback: a file that is not the verified one never reaches kexec eit
   );
   assert.equal(libc.syscalls, 0);
   assert.equal(tools.runs.length, 0);
+});
+
+Deno.test("findKexec: empty PATH entries are skipped; by default the process's PATH and only executable regular files", async () => {
+  const asked: string[] = [];
+  findKexec(":/a::/b:", (f) => {
+    asked.push(f);
+    return false;
+  });
+  assert.deepEqual(asked, [
+    "/a/kexec",
+    "/b/kexec",
+    "/usr/sbin/kexec",
+    "/sbin/kexec",
+  ]);
+  const dir = await Deno.makeTempDir({ prefix: "find_kexec_" });
+  const saved = Deno.env.get("PATH");
+  try {
+    for (const name of ["exec", "plain", "folder", "empty"]) {
+      await Deno.mkdir(`${dir}/${name}`);
+    }
+    await Deno.writeTextFile(`${dir}/exec/kexec`, "#!/bin/sh\n", {
+      mode: 0o755,
+    });
+    await Deno.writeTextFile(`${dir}/plain/kexec`, "#!/bin/sh\n", {
+      mode: 0o644,
+    });
+    await Deno.mkdir(`${dir}/folder/kexec`);
+    Deno.env.set("PATH", `${dir}/exec`);
+    assert.equal(findKexec(), `${dir}/exec/kexec`);
+    // No PATH at all: the two system directories alone.
+    Deno.env.delete("PATH");
+    const tried: string[] = [];
+    findKexec(undefined, (f) => {
+      tried.push(f);
+      return false;
+    });
+    assert.deepEqual(tried, ["/usr/sbin/kexec", "/sbin/kexec"]);
+    // Not executable, a directory, missing: never chosen.
+    for (const name of ["plain", "folder", "empty"]) {
+      Deno.env.set("PATH", `${dir}/${name}`);
+      assert.ok(!findKexec()?.startsWith(dir), name);
+    }
+  } finally {
+    if (saved === undefined) Deno.env.delete("PATH");
+    else Deno.env.set("PATH", saved);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("runProgram: no shell, stdin empty, the exit code and stderr then stdout", () => {
+  assert.deepEqual(
+    runProgram("sh", [
+      "-c",
+      'cat; echo "$1"; echo err >&2; exit 3',
+      "sh",
+      "a b",
+    ]),
+    { code: 3, output: "err\na b\n" },
+  );
+  assert.deepEqual(runProgram("true", []), { code: 0, output: "" });
+});
+
+Deno.test("kexecToolsLoad: the reason is the program's last line of output, trimmed, or the exit code alone", () => {
+  const image = { kernel: { path: "/k" }, cmdline: "" };
+  const answer = (code: number, output: string) => () => ({ code, output });
+  assert.equal(kexecToolsLoad("kx", image, answer(0, "noise")), undefined);
+  assert.equal(
+    kexecToolsLoad(
+      "kx",
+      image,
+      answer(1, "first\n  second\n   last line  \n\n"),
+    ),
+    "kx exited with code 1: last line",
+  );
+  assert.equal(
+    kexecToolsLoad("kx", image, answer(2, " \n\n")),
+    "kx exited with code 2",
+  );
+  assert.equal(
+    kexecToolsLoad("kx", image, () => {
+      throw "not an Error";
+    }),
+    "cannot run kx: not an Error",
+  );
+});
+
+Deno.test("fallback: without an initrd only the kernel is passed; without a program given, the kexec on PATH is run", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "fallback_path_" });
+  const saved = Deno.env.get("PATH");
+  try {
+    // Never run: the fallback's runner is the fake.
+    await Deno.writeTextFile(`${dir}/kexec`, "#!/bin/sh\nexit 99\n", {
+      mode: 0o755,
+    });
+    Deno.env.set("PATH", dir);
+    const tools = fakeTools({ code: 0, output: "" }, { program: undefined });
+    const image: KexecImage = {
+      kernel: IMAGE.kernel,
+      cmdline: "c",
+      verified: { kernel: IDENTITY },
+    };
+    await captureLog(() => Promise.resolve(load(Errno.ENOSYS, tools, image)));
+    assert.deepEqual(tools.runs, [{
+      program: `${dir}/kexec`,
+      args: ["-l", "-c", `/proc/${Deno.pid}/fd/10`, "--command-line=c"],
+    }]);
+  } finally {
+    if (saved === undefined) Deno.env.delete("PATH");
+    else Deno.env.set("PATH", saved);
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -16,6 +16,7 @@ import {
   fdInfo,
   KEXEC_FILE_LOAD,
   KEXEC_FILE_NO_INITRAMFS,
+  kexecFileLoad,
   type KexecImage,
   type LibcSymbols,
   LINUX_REBOOT_CMD_KEXEC,
@@ -647,4 +648,193 @@ Deno.test({
       );
     });
   },
+});
+
+Deno.test("kexecError: each errno explains itself in one sentence, with strerror or the number", () => {
+  const table: [number, RegExp][] = [
+    [Errno.EBUSY, /a kexec image is already loaded or being loaded/],
+    [Errno.ENOMEM, /not enough memory to place the kernel and initrd/],
+    [Errno.ENOSYS, /not supported by the running kernel, or it rejected/],
+    [Errno.EINVAL, /not supported by the running kernel, or it rejected/],
+    [Errno.EBADF, /a file descriptor was invalid/],
+    [5, /unexpected error/],
+  ];
+  for (const [errno, explanation] of table) {
+    const err = kexecError(errno, "text from strerror");
+    assert.match(err.message, /^kexec_file_load failed: /);
+    assert.match(err.message, explanation, `errno ${errno}`);
+    assert.match(err.message, / \(text from strerror\)$/);
+    assert.match(
+      kexecError(errno).message,
+      new RegExp(` \\(errno ${errno}\\)$`),
+    );
+  }
+});
+
+Deno.test("kexecLoad: an open failing for another reason than a link is KexecOther and says nothing of links; the unknown arch is named", () => {
+  const libc = fakeLibc({ openFails: "/k", openErrno: Errno.EACCES });
+  assert.throws(
+    () =>
+      kexecLoad({
+        kernel: { path: "/k" },
+        cmdline: "",
+        verified: verified("/k"),
+      }, {
+        libc,
+        arch: "x86_64",
+      }),
+    (err: unknown) => {
+      assert.ok(err instanceof BootError);
+      assert.equal(err.exitCode, ExitCode.KexecOther);
+      assert.equal(
+        err.message,
+        `Cannot open the kernel /k: fake strerror ${Errno.EACCES}`,
+      );
+      return true;
+    },
+  );
+  assert.throws(
+    () =>
+      kexecLoad({
+        kernel: { path: "/k" },
+        cmdline: "",
+        verified: verified("/k"),
+      }, {
+        libc,
+        arch: "riscv64",
+      }),
+    /^BootError: kexec_file_load is not known on riscv64$/,
+  );
+});
+
+Deno.test("handoffMode: by default this process (not PID 1) asks PID 1's name from /proc/1/comm; the refusal names it", () => {
+  assert.equal(handoffMode({ pid1: "systemd" }), "systemctl");
+  let comm = "";
+  try {
+    comm = Deno.readTextFileSync("/proc/1/comm").trim();
+  } catch {
+    // no /proc: PID 1 is unknown
+  }
+  if (comm === "systemd") {
+    assert.equal(handoffMode({ isPid1: false }), "systemctl");
+  } else {
+    assert.throws(
+      () => handoffMode({ isPid1: false }),
+      new RegExp(`PID 1 is ${comm ? `"${comm}"` : "unknown"}, not systemd`),
+    );
+  }
+  assert.throws(
+    () => handoffMode({ pid1: "openrc-init", isPid1: false }),
+    /^BootError: PID 1 is "openrc-init", not systemd: /,
+  );
+  assert.throws(
+    () => handoffMode({ pid1: "", isPid1: false }),
+    /^BootError: PID 1 is unknown, not systemd: /,
+  );
+});
+
+Deno.test("kexecExecute: a systemctl that cannot start, a failing systemctl and a returning reboot(2) are named", async () => {
+  const handoff = (pattern: RegExp) => (err: unknown) => {
+    assert.ok(err instanceof BootError, String(err));
+    assert.equal(err.exitCode, ExitCode.Handoff);
+    assert.match(err.message, pattern);
+    return true;
+  };
+  const notFound = new Error("systemctl: not found");
+  await assert.rejects(
+    kexecExecute("systemctl", { run: () => Promise.reject(notFound) }),
+    (err: unknown) =>
+      handoff(/^Cannot run systemctl kexec: systemctl: not found$/)(err) &&
+      (err as BootError).cause === notFound,
+  );
+  await assert.rejects(
+    kexecExecute("systemctl", { run: () => Promise.resolve(3) }),
+    handoff(/^systemctl kexec failed with exit code 3$/),
+  );
+  await assert.rejects(
+    kexecExecute("reboot", { libc: fakeLibc() }),
+    handoff(
+      new RegExp(
+        `^reboot\\(LINUX_REBOOT_CMD_KEXEC\\) returned -1: fake strerror ${Errno.EPERM}$`,
+      ),
+    ),
+  );
+});
+
+Deno.test("checkCanKexec: by default the process's uid and the running kernel's kexec_load_disabled decide; the refusal lists the known architectures", () => {
+  let uid: number | null = null;
+  try {
+    uid = Deno.uid();
+  } catch {
+    // no uid on this platform
+  }
+  let sysctl: string | undefined;
+  try {
+    sysctl = Deno.readTextFileSync("/proc/sys/kernel/kexec_load_disabled");
+  } catch {
+    // no such sysctl
+  }
+  const arch = "x86_64";
+  // The uid alone (the sysctl given).
+  if (uid === 0) checkCanKexec({ arch, kexecLoadDisabled: "0" });
+  else {
+    assert.throws(
+      () => checkCanKexec({ arch, kexecLoadDisabled: "0" }),
+      /Kexec needs root/,
+    );
+  }
+  // The sysctl alone (uid 0 given).
+  if (sysctl === undefined) {
+    assert.throws(() => checkCanKexec({ arch, uid: 0 }), /no kexec support/);
+  } else if (sysctl.trim() === "1") {
+    assert.throws(() => checkCanKexec({ arch, uid: 0 }), /is disabled/);
+  } else {
+    checkCanKexec({ arch, uid: 0 });
+  }
+  assert.throws(
+    () => checkCanKexec({ arch: "mips", uid: 0, kexecLoadDisabled: "0" }),
+    new RegExp(
+      `^BootError: Unsupported architecture mips: kexec_file_load is known on ${
+        Object.keys(KEXEC_FILE_LOAD).join(", ")
+      }$`,
+    ),
+  );
+  assert.ok(Object.keys(KEXEC_FILE_LOAD).length > 1);
+  assert.throws(
+    () => checkCanKexec({ arch, uid: 0, kexecLoadDisabled: "1\n" }),
+    /^BootError: Kexec is disabled on this machine \(kernel\.kexec_load_disabled = 1\)$/,
+  );
+});
+
+Deno.test({
+  name: "real libc: close releases the descriptor",
+  ignore: !linux,
+  async fn() {
+    const libc = openLibc();
+    await withTemp(async (dir) => {
+      await Deno.writeTextFile(`${dir}/f`, "x");
+      const fd = libc.open(new TextEncoder().encode(`${dir}/f\0`), 0);
+      assert.ok(fd >= 0);
+      assert.equal(Deno.readLinkSync(`/proc/self/fd/${fd}`), `${dir}/f`);
+      assert.equal(libc.close(fd), 0);
+      assert.throws(() => Deno.readLinkSync(`/proc/self/fd/${fd}`));
+    });
+  },
+});
+
+Deno.test("kexecFileLoad: an architecture without a known syscall number is refused before any call", () => {
+  const libc = fakeLibc();
+  const files = { kernelFd: 10, initrdFd: -1, close() {} };
+  assert.throws(
+    () =>
+      kexecFileLoad(files, {
+        kernel: { path: "/k" },
+        cmdline: "",
+        verified: verified("/k"),
+      }, { arch: "riscv64", libc }),
+    (err: unknown) =>
+      err instanceof BootError && err.exitCode === ExitCode.Refused &&
+      err.message === "kexec_file_load is not known on riscv64",
+  );
+  assert.deepEqual(libc.calls.filter((c) => c.name === "syscall"), []);
 });

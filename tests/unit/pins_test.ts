@@ -136,3 +136,20 @@ Deno.test("checkPins: a pin that matches nothing, or that contradicts the kernel
     },
   );
 });
+
+Deno.test("normalizeUrl: credentials are part of the URL, a URL without a host keeps none, a non-URL has no normal form", () => {
+  assert.equal(normalizeUrl("http://%75:p%41ss@h/i"), "http://u:pAss@h/i");
+  assert.equal(normalizeUrl("http://u@h/i"), "http://u@h/i");
+  assert.notEqual(normalizeUrl("http://u@h/i"), normalizeUrl("http://h/i"));
+  assert.equal(normalizeUrl("file:///boot/vmlinuz"), "file:///boot/vmlinuz");
+  assert.equal(normalizeUrl("urn:ipxe:k"), "urn:ipxe:k");
+  assert.equal(normalizeUrl("vmlinuz"), undefined);
+  // A pin or an image that is not a URL matches nothing: fail closed.
+  assert.equal(artifactPin("http://h/i", { "vmlinuz": A }), undefined);
+  assert.equal(artifactPin("vmlinuz", { "http://h/vmlinuz": A }), undefined);
+  assert.throws(
+    () =>
+      checkPins(plan("http://h/vmlinuz"), { artifactSha256: { vmlinuz: A } }),
+    usage(/--artifact-sha256 vmlinuz matches no kernel or initrd/),
+  );
+});

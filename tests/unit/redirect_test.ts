@@ -105,3 +105,19 @@ Deno.test("isHeaderToken: printable ASCII without spaces only", () => {
     assert.ok(!isHeaderToken(bad), JSON.stringify(bad));
   }
 });
+
+Deno.test("redirectTarget: a huge Location is cut to 200 characters in the message", () => {
+  const long = "x".repeat(5000);
+  for (
+    const location of [`http://[${long}`, `ftp://h/${long}`]
+  ) {
+    assert.throws(
+      () => redirectTarget("http://h/a", location),
+      (err: unknown) => {
+        assert.ok(err instanceof PolicyError, String(err));
+        assert.ok(err.message.length < 400, `${err.message.length} characters`);
+        return true;
+      },
+    );
+  }
+});

@@ -11,7 +11,10 @@ import assert from "node:assert/strict";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import {
   createFile,
+  discard,
+  diskError as diskErrorOf,
   identityOf,
+  isSameFile,
   LOCK_FILE,
   lockWorkDir,
   openOwnFile,
@@ -317,4 +320,83 @@ Deno.test("lockWorkDir: a link, FIFO or directory at the lock file's name", asyn
     await Deno.mkdir(`${dir}/${LOCK_FILE}`);
     await assert.rejects(lockWorkDir(dir), diskError(/is a directory/));
   });
+});
+
+Deno.test("isSameFile: device, inode, size and modification time must all match", () => {
+  const id = { dev: 1, ino: 2, size: 3, mtimeMs: 4 };
+  assert.ok(isSameFile({ ...id }, id));
+  for (const other of [{ dev: 9 }, { ino: 9 }, { size: 9 }, { mtimeMs: 9 }]) {
+    assert.ok(!isSameFile({ ...id, ...other }, id), JSON.stringify(other));
+  }
+});
+
+Deno.test("diskError: file-system failures become Disk errors naming the path; bugs and our own errors pass unchanged", () => {
+  const failures: Error[] = [
+    new Deno.errors.PermissionDenied("denied"),
+    new Deno.errors.NotFound("missing"),
+    new Deno.errors.AlreadyExists("exists"),
+    new Deno.errors.IsADirectory("dir"),
+    new Deno.errors.NotADirectory("notdir"),
+    new Deno.errors.FilesystemLoop("loop"),
+    Object.assign(new Error("No space left on device"), { code: "ENOSPC" }),
+    Object.assign(new Error("read-only"), { code: "EROFS" }),
+  ];
+  for (const err of failures) {
+    const mapped = diskErrorOf(err, "/w/k");
+    assert.ok(mapped instanceof BootError, `${err.name}: ${mapped}`);
+    assert.equal(mapped.exitCode, ExitCode.Disk);
+    assert.match(mapped.message, /^Cannot write \/w\/k: /);
+  }
+  const own = new BootError("already ours", ExitCode.Verify);
+  const unchanged: unknown[] = [
+    own,
+    new TypeError("a bug"),
+    // Node-style codes of programming errors are not errnos.
+    Object.assign(new Error("bad argument"), { code: "ERR_INVALID_ARG_TYPE" }),
+    Object.assign(new Error("lower case"), { code: "Enospc" }),
+    Object.assign(new Error("an errno-like tail"), { code: "ERR_EIO" }),
+    "a string",
+  ];
+  for (const err of unchanged) assert.equal(diskErrorOf(err, "/w/k"), err);
+});
+
+Deno.test("discard: removes a file or a link (never its target), leaves a directory, ignores a missing name", async () => {
+  await withTemp(async (dir) => {
+    await Deno.writeTextFile(`${dir}/target`, "keep");
+    await Deno.symlink(`${dir}/target`, `${dir}/link`);
+    await Deno.writeTextFile(`${dir}/file`, "x");
+    await Deno.mkdir(`${dir}/empty`);
+    for (const name of ["link", "file", "empty", "missing"]) {
+      await discard(`${dir}/${name}`);
+    }
+    const left = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+    assert.deepEqual(left, ["empty", "target"]);
+    assert.equal(await Deno.readTextFile(`${dir}/target`), "keep");
+  });
+});
+
+Deno.test("createFile and openOwnFile: a missing directory or file is a Disk error naming the path", async () => {
+  await withTemp(async (dir) => {
+    await assert.rejects(
+      createFile(`${dir}/no/such/file`),
+      diskError(/^Cannot write .*\/no\/such\/file: /),
+    );
+    await assert.rejects(
+      openOwnFile(`${dir}/missing`),
+      diskError(/^Cannot write .*\/missing: /),
+    );
+  });
+});
+
+Deno.test({
+  name: "lockWorkDir: a lock file of another user is replaced by one of ours",
+  ignore: !isRoot,
+  async fn() {
+    await withTemp(async (dir) => {
+      await Deno.writeTextFile(`${dir}/${LOCK_FILE}`, "");
+      await Deno.chown(`${dir}/${LOCK_FILE}`, OTHER, OTHER);
+      (await lockWorkDir(dir)).release();
+      assert.equal((await Deno.lstat(`${dir}/${LOCK_FILE}`)).uid, 0);
+    });
+  },
 });
