@@ -8,12 +8,8 @@
  */
 
 import type { BusyBudget } from "./busy.ts";
-import {
-  type HttpClient,
-  HttpStatusError,
-  parseRetryAfter,
-  request,
-} from "./request.ts";
+import { type HttpClient, HttpStatusError, request } from "./request.ts";
+import { parseRetryAfter } from "./retry_after.ts";
 import { redact } from "../log.ts";
 import { withRetries } from "./retry.ts";
 import { contentLength, validators } from "../stage/resume.ts";

@@ -18,8 +18,6 @@ import { fetchTransport } from "./fetch_transport.ts";
 import { log, redact, redactUrl } from "../log.ts";
 import { parseRetryAfter } from "./retry_after.ts";
 
-export { parseRetryAfter };
-
 /** A non-success HTTP answer. */
 export class HttpStatusError extends Error {
   /** HTTP status code. */

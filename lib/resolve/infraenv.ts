@@ -20,13 +20,13 @@
 
 import { BootError, errorText, ExitCode } from "../errors.ts";
 import { idleWatch } from "../http/idle.ts";
+import { parseRetryAfter } from "../http/retry_after.ts";
 import {
   type HttpClient,
   HttpStatusError,
   isHeaderToken,
   isTransient,
   NetworkError,
-  parseRetryAfter,
   readAtMost,
   readErrorBody,
   request,

@@ -3,13 +3,13 @@ import {
   HttpStatusError,
   isTransient,
   NetworkError,
-  parseRetryAfter,
   PolicyError,
   readAtMost,
   readErrorBody,
   request,
 } from "../../lib/http/request.ts";
 import { backoffDelay, sleep, withRetries } from "../../lib/http/retry.ts";
+import { parseRetryAfter } from "../../lib/http/retry_after.ts";
 import { errorText } from "../../lib/errors.ts";
 import { BusyBudget } from "../../lib/http/busy.ts";
 import { addSecret, configureLog, log, redact } from "../../lib/log.ts";
