@@ -1,0 +1,425 @@
+/**
+ * The `--insecure` transport against a scripted curl: a fake program that
+ * writes a given head to stderr, a given body to stdout, then a given tail
+ * (its error, its `--write-out` line) and exits with a given code. Real curl
+ * never lies about its own transfer; the fake does, so every check the
+ * transport makes of curl's output is seen refusing what it must refuse.
+ */
+
+import assert from "node:assert/strict";
+import { BootError, ExitCode } from "../../lib/errors.ts";
+import type { HttpClient, SendInit } from "../../lib/http/request.ts";
+import { curlTransport } from "../../lib/http/curl_transport.ts";
+import { captureLog, withTemp } from "../test_util.ts";
+
+const URL_HTTPS = "https://images.example.test/boot/vmlinuz";
+
+/** What the fake curl writes and how it ends. */
+interface Script {
+  /** Written to stderr first (the `--dump-header` head). */
+  head: string;
+  /** Written to stdout. */
+  body?: string;
+  /** Written to stderr after the body (curl's error, the write-out line). */
+  tail?: string;
+  /** Exit code. */
+  code?: number;
+}
+
+/** The `--write-out` line real curl ends with. */
+function wrote(status: number, size: number): string {
+  return `\n@@assisted-bootloader-curl ${status} ${size}\n`;
+}
+
+/** A head with CRLF lines. */
+function head(...lines: string[]): string {
+  return lines.map((l) => `${l}\r\n`).join("") + "\r\n";
+}
+
+/**
+ * Runs `fn` with an `--insecure` client whose curl follows `script`; the
+ * fake records its arguments and its stdin (the `--config`) in `dir`.
+ */
+async function withCurl<T>(
+  script: Script,
+  fn: (client: HttpClient, dir: string) => Promise<T>,
+): Promise<T> {
+  return await withTemp(async (dir) => {
+    await Deno.writeTextFile(`${dir}/head`, script.head);
+    await Deno.writeTextFile(`${dir}/body`, script.body ?? "");
+    await Deno.writeTextFile(`${dir}/tail`, script.tail ?? "");
+    const curl = `${dir}/curl`;
+    await Deno.writeTextFile(
+      curl,
+      `#!/bin/sh
+[ "$1" = --version ] && exit 0
+printf '%s\\n' "$@" > '${dir}/args'
+cat > '${dir}/config'
+cat '${dir}/head' >&2
+cat '${dir}/body'
+cat '${dir}/tail' >&2
+exit ${script.code ?? 0}
+`,
+      { mode: 0o755 },
+    );
+    const plainSent: string[] = [];
+    const [result] = await captureLog(async () => {
+      const client = curlTransport({
+        curl,
+        plain: () => ({
+          insecure: false,
+          send: (url: string) => {
+            plainSent.push(url);
+            return Promise.resolve(new Response("plain"));
+          },
+          close: () => {},
+          [Symbol.dispose]: () => {},
+        }),
+      });
+      return await fn(client, dir);
+    });
+    return result;
+  });
+}
+
+function init(extra: Partial<SendInit> = {}): SendInit {
+  return {
+    method: "GET",
+    headers: new Headers(),
+    signal: new AbortController().signal,
+    ...extra,
+  };
+}
+
+/** The body as text, or the error reading it. */
+async function bodyOf(response: Response): Promise<string> {
+  return await response.text();
+}
+
+Deno.test("curl transport: a whole answer streams its body, with its status, headers and the URL that answered", async () => {
+  await withCurl({
+    head: head("HTTP/1.1 200 OK", "Content-Length: 5", 'ETag:  "v1"  '),
+    body: "hello",
+    tail: wrote(200, 5),
+  }, async (client) => {
+    const response = await client.send(URL_HTTPS, init());
+    assert.equal(response.status, 200);
+    assert.equal(response.url, URL_HTTPS);
+    assert.equal(response.headers.get("etag"), '"v1"');
+    assert.equal(await bodyOf(response), "hello");
+  });
+});
+
+Deno.test("curl transport: informational heads are skipped, LF-only lines and HTTP/2 status lines read, folded fields joined", async () => {
+  await withCurl({
+    head: "HTTP/1.1 100 Continue\n\nHTTP/2 200\nX-Long: one\n\ttwo\n\n",
+    body: "abc",
+    tail: wrote(200, 3),
+  }, async (client) => {
+    const response = await client.send(URL_HTTPS, init());
+    assert.equal(response.status, 200);
+    assert.equal(response.headers.get("x-long"), "one two");
+    assert.equal(await bodyOf(response), "abc");
+  });
+});
+
+Deno.test("curl transport: the body is refused when it is shorter than Content-Length, or curl's account disagrees", async () => {
+  const cases: [string, Script, RegExp][] = [
+    [
+      "short body",
+      {
+        head: head("HTTP/1.1 200 OK", "Content-Length: 10"),
+        body: "hello",
+        tail: wrote(200, 5),
+      },
+      /the body ended after 5 of 10 bytes/,
+    ],
+    [
+      "no write-out line",
+      { head: head("HTTP/1.1 200 OK"), body: "hello" },
+      /curl's account of the transfer \(none\) is not the answer read \(HTTP 200, 5 bytes\)/,
+    ],
+    [
+      "another final status",
+      { head: head("HTTP/1.1 200 OK"), body: "hello", tail: wrote(404, 5) },
+      /\(HTTP 404, 5 bytes\) is not the answer read \(HTTP 200, 5 bytes\)/,
+    ],
+    [
+      "another size",
+      { head: head("HTTP/1.1 200 OK"), body: "hello", tail: wrote(200, 7) },
+      /\(HTTP 200, 7 bytes\) is not the answer read \(HTTP 200, 5 bytes\)/,
+    ],
+    [
+      "curl failed after the body",
+      {
+        head: head("HTTP/1.1 200 OK", "Content-Length: 5"),
+        body: "hello",
+        tail: "curl: (56) Recv failure: Connection reset by peer\n" +
+          wrote(200, 5),
+        code: 56,
+      },
+      /^Error: curl: \(56\) Recv failure: Connection reset by peer$/,
+    ],
+    [
+      "curl failed without a message",
+      { head: head("HTTP/1.1 200 OK"), body: "x", tail: "", code: 23 },
+      /^Error: curl exited with code 23$/,
+    ],
+  ];
+  for (const [what, script, error] of cases) {
+    await withCurl(script, async (client) => {
+      const response = await client.send(URL_HTTPS, init());
+      await assert.rejects(bodyOf(response), error, what);
+    });
+  }
+});
+
+Deno.test("curl transport: heads that cannot be trusted are refused before any body", async () => {
+  const cases: [string, string, RegExp][] = [
+    [
+      "conflicting lengths",
+      head("HTTP/1.1 200 OK", "Content-Length: 5", "Content-Length: 6"),
+      /conflicting Content-Length headers \(5, 6\)/,
+    ],
+    [
+      "a list of lengths that disagree",
+      head("HTTP/1.1 200 OK", "Content-Length: 5, 6"),
+      /conflicting Content-Length headers \(5, 6\)/,
+    ],
+    [
+      "a length that is no number",
+      head("HTTP/1.1 200 OK", "Content-Length: 5x"),
+      /invalid Content-Length \(5x\)/,
+    ],
+    [
+      "a status past 599",
+      head("HTTP/1.1 600 Odd"),
+      /invalid HTTP status 600/,
+    ],
+    [
+      "a line without a colon",
+      head("HTTP/1.1 200 OK", "NoColonHere"),
+      /malformed header line "NoColonHere"/,
+    ],
+    [
+      "a line starting with its colon",
+      head("HTTP/1.1 200 OK", ": value"),
+      /malformed header line ": value"/,
+    ],
+    [
+      "a name Headers refuses",
+      head("HTTP/1.1 200 OK", "Bad Name: x"),
+      /invalid header "Bad Name"/,
+    ],
+    [
+      "a head past 64 KiB",
+      head("HTTP/1.1 200 OK", ...Array(700).fill(`X-Pad: ${"p".repeat(100)}`)),
+      /the response head is too large/,
+    ],
+    [
+      "one line past 64 KiB",
+      head("HTTP/1.1 200 OK", `X-Pad: ${"p".repeat(70 * 1024)}`),
+      /the response head is too large/,
+    ],
+  ];
+  for (const [what, text, error] of cases) {
+    await withCurl(
+      { head: text, body: "hello", tail: wrote(200, 5) },
+      async (client) => {
+        await assert.rejects(client.send(URL_HTTPS, init()), error, what);
+      },
+    );
+  }
+});
+
+Deno.test("curl transport: the same length twice, a status of 599 and a field's padding are fine", async () => {
+  await withCurl({
+    head: head("HTTP/1.1 599 Odd", "Content-Length: 2, 2", "X-A:\t padded \t"),
+    body: "ok",
+    tail: wrote(599, 2),
+  }, async (client) => {
+    const response = await client.send(URL_HTTPS, init());
+    assert.equal(response.status, 599);
+    assert.equal(response.headers.get("x-a"), "padded");
+    assert.equal(await bodyOf(response), "ok");
+  });
+});
+
+Deno.test("curl transport: curl's own error before any head is the error, else its exit code", async () => {
+  await withCurl({
+    head: "curl: (7) Failed to connect to images.example.test port 443\n",
+    code: 7,
+  }, async (client) => {
+    await assert.rejects(
+      client.send(URL_HTTPS, init()),
+      /^Error: curl: \(7\) Failed to connect to images\.example\.test port 443$/,
+    );
+  });
+  await withCurl({ head: "", code: 6 }, async (client) => {
+    await assert.rejects(
+      client.send(URL_HTTPS, init()),
+      /^Error: curl exited with code 6$/,
+    );
+  });
+  // A head cut before its end is curl failing, not an answer.
+  await withCurl(
+    { head: "HTTP/1.1 200 OK\r\nX-A: 1\r\n", code: 18 },
+    async (client) => {
+      await assert.rejects(
+        client.send(URL_HTTPS, init()),
+        /^Error: curl exited with code 18$/,
+      );
+    },
+  );
+  // A status code of four digits is no status line.
+  await withCurl(
+    { head: "HTTP/1.1 2000 OK\r\n\r\n", code: 0 },
+    async (client) => {
+      await assert.rejects(
+        client.send(URL_HTTPS, init()),
+        /HTTP\/1\.1 2000 OK/,
+      );
+    },
+  );
+});
+
+Deno.test("curl transport: HEAD, 204 and 304 answers have no body", async () => {
+  for (
+    const [status, method] of [[200, "HEAD"], [204, "GET"], [
+      304,
+      "GET",
+    ]] as const
+  ) {
+    await withCurl({
+      head: head(`HTTP/1.1 ${status} X`, "Content-Length: 99"),
+      tail: wrote(status, 0),
+    }, async (client) => {
+      const response = await client.send(URL_HTTPS, init({ method }));
+      assert.equal(response.status, status);
+      assert.equal(response.body, null, `${method} ${status}`);
+    });
+  }
+});
+
+Deno.test("curl transport: the request goes to curl on stdin, quoted, never on its command line", async () => {
+  await withCurl({
+    head: head("HTTP/1.1 200 OK"),
+    body: "x",
+    tail: wrote(200, 1),
+  }, async (client, dir) => {
+    const headers = new Headers({ authorization: 'Bearer a"b\\c' });
+    const response = await client.send(
+      `${URL_HTTPS}?token=secret`,
+      init({
+        method: "POST",
+        headers,
+        body: new URLSearchParams({ a: "1\n2" }),
+      }),
+    );
+    await response.text();
+    const config = await Deno.readTextFile(`${dir}/config`);
+    assert.equal(
+      config,
+      `url = "${URL_HTTPS}?token=secret"\n` +
+        `request = "POST"\n` +
+        `data-binary = "a=1%0A2"\n` +
+        `header = "authorization: Bearer a\\"b\\\\c"\n` +
+        `header = "content-type: application/x-www-form-urlencoded;charset=UTF-8"\n` +
+        `header = "user-agent: Deno"\n`,
+    );
+    const args = await Deno.readTextFile(`${dir}/args`);
+    assert.doesNotMatch(args, /secret|Bearer/);
+    // No ~/.curlrc (first), no redirects, https only, HTTP/1.1, no globbing,
+    // the head on stderr, not a proxy's CONNECT answer, the request on stdin.
+    const list = args.trim().split("\n");
+    assert.equal(list[0], "--disable");
+    for (
+      const pair of [
+        ["--max-redirs", "0"],
+        ["--proto", "=https"],
+        ["--dump-header", "/proc/self/fd/2"],
+        ["--config", "-"],
+      ]
+    ) {
+      const at = list.indexOf(pair[0]);
+      assert.ok(at >= 0 && list[at + 1] === pair[1], pair.join(" "));
+    }
+    for (
+      const flag of [
+        "--insecure",
+        "--http1.1",
+        "--globoff",
+        "--suppress-connect-headers",
+        "--silent",
+        "--show-error",
+      ]
+    ) {
+      assert.ok(list.includes(flag), flag);
+    }
+  });
+});
+
+Deno.test("curl transport: a text body gets a text content type unless it has one, a HEAD writes nothing to stdout", async () => {
+  await withCurl({
+    head: head("HTTP/1.1 200 OK"),
+    body: "x",
+    tail: wrote(200, 1),
+  }, async (client, dir) => {
+    await (await client.send(URL_HTTPS, init({ method: "PUT", body: "t\r\t" })))
+      .text();
+    assert.match(
+      await Deno.readTextFile(`${dir}/config`),
+      /^request = "PUT"\ndata-binary = "t\\r\\t"\nheader = "content-type: text\/plain;charset=UTF-8"\n/m,
+    );
+    const headers = new Headers({ "content-type": "application/json" });
+    await (await client.send(
+      URL_HTTPS,
+      init({ method: "POST", headers, body: new TextEncoder().encode("{}") }),
+    )).text();
+    const config = await Deno.readTextFile(`${dir}/config`);
+    assert.match(config, /^data-binary = "\{\}"$/m);
+    assert.match(config, /^header = "content-type: application\/json"$/m);
+    assert.doesNotMatch(config, /text\/plain/);
+  });
+  await withCurl({
+    head: head("HTTP/1.1 200 OK", "Content-Length: 3"),
+    tail: wrote(200, 0),
+  }, async (client, dir) => {
+    await client.send(URL_HTTPS, init({ method: "HEAD" }));
+    const config = await Deno.readTextFile(`${dir}/config`);
+    assert.match(config, /^head\noutput = "\/dev\/null"\n/m);
+    assert.doesNotMatch(config, /request =/);
+  });
+});
+
+Deno.test("curl transport: only https goes to curl; a request aborted before it starts runs nothing", async () => {
+  await withCurl({ head: head("HTTP/1.1 200 OK") }, async (client, dir) => {
+    const plain = await client.send("http://images.example.test/a", init());
+    assert.equal(await plain.text(), "plain");
+    await assert.rejects(Deno.stat(`${dir}/config`), Deno.errors.NotFound);
+    const controller = new AbortController();
+    controller.abort(new Error("stopped"));
+    await assert.rejects(
+      client.send(URL_HTTPS, init({ signal: controller.signal })),
+      /stopped/,
+    );
+    await assert.rejects(Deno.stat(`${dir}/config`), Deno.errors.NotFound);
+  });
+});
+
+Deno.test("curl transport: a curl that cannot run is a usage error naming it", () => {
+  assert.throws(
+    () =>
+      curlTransport({
+        curl: "/nonexistent/curl",
+        plain: () => {
+          throw new Error("not reached");
+        },
+      }),
+    (err: unknown) =>
+      err instanceof BootError && err.exitCode === ExitCode.Usage &&
+      /--insecure needs curl, and \/nonexistent\/curl cannot be run/.test(
+        err.message,
+      ),
+  );
+});
