@@ -79,7 +79,7 @@ export interface AcceptedMutant {
   reason: string;
 }
 
-/** One module's run, as stored under build/mutation/results/. */
+/** One module's run, as kept in dev/mutation_results/. */
 export interface ModuleRun {
   /** Module path relative to the repository root. */
   module: string;
