@@ -174,6 +174,7 @@ export const MODULES: Record<string, string[]> = {
     "tests/integration/cli_test.ts",
   ],
   "ignition/mod.ts": [
+    "tests/unit/ignition_files_test.ts",
     "tests/integration/ignition_test.ts",
     "tests/integration/ignition_config_test.ts",
     "tests/integration/ignition_network_test.ts",

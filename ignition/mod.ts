@@ -146,8 +146,8 @@ function usage(message: string): BootError {
 
 /** The binary's URL: http(s) with a host, no whitespace (the run script hands it to curl). */
 function checkBootloaderUrl(value: string): string {
+  // http(s) URLs always have a host: the URL parser refuses them without one.
   checkUrl(value, "BOOTLOADER_URL", ["http", "https"]);
-  if (!new URL(value).hostname) throw usage("BOOTLOADER_URL has no host");
   if (/\s/.test(value)) {
     throw usage("BOOTLOADER_URL must not contain whitespace");
   }
@@ -423,7 +423,8 @@ export function bootloaderFiles(ignition: unknown): TargetFile[] | undefined {
       continue;
     }
     const source = f.contents?.source;
-    const compressed = (f.contents as { compression?: string }).compression;
+    const compressed = (f.contents as { compression?: string } | undefined)
+      ?.compression;
     if (typeof source !== "string" || compressed) return undefined;
     let contents: string;
     try {
