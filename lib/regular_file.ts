@@ -42,6 +42,29 @@ export class NotRegularFileError extends Error {
 }
 
 /**
+ * Throws {@linkcode NotRegularFileError} when `path` exists and is not a
+ * regular file (a symbolic link to one is fine), so that nothing opens a
+ * FIFO (which waits for a writer) or a device; a path that cannot be
+ * stat'ed is left to the open that follows to report.
+ *
+ * @example
+ * ```ts
+ * await assertNotSpecialFile("/etc/hostname");
+ * ```
+ */
+export async function assertNotSpecialFile(path: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch {
+    return;
+  }
+  if (!info.isFile) {
+    throw new NotRegularFileError(`it is ${kindOf(info)}, not a regular file`);
+  }
+}
+
+/**
  * Reads `path` as text when it is a regular file (or the null device);
  * throws {@linkcode NotRegularFileError} (`it is a FIFO, not a regular file`)
  * before opening anything else, and the runtime's error when it cannot be

@@ -13,10 +13,13 @@
  * @module
  */
 
+import { errorText } from "../errors.ts";
 import { networkReason } from "./error_text.ts";
 import { fetchTransport } from "./fetch_transport.ts";
 import { log, redact, redactUrl } from "../log.ts";
 import { parseRetryAfter } from "./retry_after.ts";
+import { fileURLToPath } from "node:url";
+import { assertNotSpecialFile } from "../regular_file.ts";
 
 /** A non-success HTTP answer. */
 export class HttpStatusError extends Error {
@@ -213,6 +216,16 @@ export async function request(
       }" is not fetched (http, https or file only)`,
       url,
     );
+  }
+  if (first.protocol === "file:") {
+    // fetch would open a FIFO and wait for a writer, past every timeout.
+    try {
+      await assertNotSpecialFile(fileURLToPath(first));
+    } catch (err) {
+      throw new PolicyError(`${redactUrl(url)}: ${errorText(err)}`, url, {
+        cause: err,
+      });
+    }
   }
   const authOrigin = first.origin;
   const inScope = options.authorizationScope ??

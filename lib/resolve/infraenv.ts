@@ -40,6 +40,8 @@ import {
   withoutMac,
 } from "./mac_request.ts";
 import { withRetries } from "../http/retry.ts";
+import { fileURLToPath } from "node:url";
+import { assertNotSpecialFile } from "../regular_file.ts";
 
 /** How the API is authenticated. */
 export type ApiAuth =
@@ -443,6 +445,8 @@ export function createScriptClient(
           );
         }
         try {
+          // Never open a FIFO or a device: it would wait past every timeout.
+          await assertNotSpecialFile(fileURLToPath(parsed));
           const file = await Deno.open(parsed);
           return {
             url,
