@@ -220,8 +220,9 @@ class LineReader {
 function contentLengthOf(values: string[]): number | undefined {
   const all = values.flatMap((v) => v.split(",")).map((v) => v.trim());
   if (all.length === 0) return undefined;
-  if (all.some((v) => !/^\d+$/.test(v))) {
-    throw new Error(`the answer has an invalid Content-Length (${all[0]})`);
+  const bad = all.find((v) => !/^\d+$/.test(v));
+  if (bad !== undefined) {
+    throw new Error(`the answer has an invalid Content-Length (${bad})`);
   }
   if (new Set(all.map(Number)).size > 1) {
     throw new Error(

@@ -423,3 +423,216 @@ Deno.test("curl transport: a curl that cannot run is a usage error naming it", (
       ),
   );
 });
+
+Deno.test("curl transport: blank lines before the head are skipped; a line that only contains a status line is not one", async () => {
+  await withCurl({
+    head: "\r\n\n" + head("HTTP/1.1 200 OK", "X-A : v"),
+    body: "ok",
+    tail: wrote(200, 2),
+  }, async (client) => {
+    const response = await client.send(URL_HTTPS, init());
+    assert.deepEqual([...response.headers], [["x-a", "v"]]);
+    assert.equal(await response.text(), "ok");
+  });
+  await withCurl(
+    { head: head("junk HTTP/1.1 200 OK"), code: 0 },
+    async (client) => {
+      await assert.rejects(
+        client.send(URL_HTTPS, init()),
+        /junk HTTP\/1\.1 200 OK/,
+      );
+    },
+  );
+});
+
+Deno.test("curl transport: more heads that cannot be trusted", async () => {
+  const long = "y".repeat(200);
+  const cases: [string, string, RegExp][] = [
+    [
+      "a length with something after it",
+      head("HTTP/1.1 200 OK", "Content-Length: 5, x"),
+      /invalid Content-Length \(x\)$/,
+    ],
+    [
+      "a length with something before it",
+      head("HTTP/1.1 200 OK", "Content-Length: x5"),
+      /invalid Content-Length \(x5\)$/,
+    ],
+    [
+      "a carriage return inside a value",
+      head("HTTP/1.1 200 OK", "X-A: a\rb"),
+      /invalid header "X-A"$/,
+    ],
+    [
+      "a folded line with no field before it",
+      head("HTTP/1.1 200 OK", " continued"),
+      /malformed header line " continued"$/,
+    ],
+    [
+      "a long malformed line, quoted at most 80 characters",
+      head("HTTP/1.1 200 OK", long),
+      new RegExp(`malformed header line "${"y".repeat(80)}"$`),
+    ],
+    [
+      "a long invalid name, quoted at most 80 characters",
+      head("HTTP/1.1 200 OK", `${long} x: v`),
+      new RegExp(`invalid header "${"y".repeat(80)}"$`),
+    ],
+    [
+      "a line past 64 KiB with no end",
+      `HTTP/1.1 200 OK\r\nX-Pad: ${"p".repeat(200 * 1024)}`,
+      /the response head is too large/,
+    ],
+  ];
+  for (const [what, text, error] of cases) {
+    await withCurl({ head: text, tail: wrote(200, 0) }, async (client) => {
+      await assert.rejects(client.send(URL_HTTPS, init()), error, what);
+    });
+  }
+});
+
+Deno.test("curl transport: curl's message is its last 'curl: (N)' line, found among warnings, even without a final newline", async () => {
+  await withCurl({
+    head:
+      "Warning: ignoring something\ncurl: (3) first\ncurl: (7) Failed to connect",
+    code: 7,
+  }, async (client) => {
+    await assert.rejects(
+      client.send(URL_HTTPS, init()),
+      /^Error: curl: \(7\) Failed to connect$/,
+    );
+  });
+  await withCurl({
+    head: head("HTTP/1.1 200 OK"),
+    body: "x",
+    tail: "Warning: a trailer\ncurl: (56) Recv failure\n" + wrote(200, 1),
+    code: 56,
+  }, async (client) => {
+    const response = await client.send(URL_HTTPS, init());
+    await assert.rejects(response.text(), /^Error: curl: \(56\) Recv failure$/);
+  });
+  // Its write-out line is never taken for a message.
+  await withCurl({
+    head: head("HTTP/1.1 200 OK"),
+    body: "x",
+    tail: wrote(200, 1),
+    code: 23,
+  }, async (client) => {
+    const response = await client.send(URL_HTTPS, init());
+    await assert.rejects(response.text(), /^Error: curl exited with code 23$/);
+  });
+});
+
+Deno.test("curl transport: only curl's last write-out line counts (a trailer cannot forge it)", async () => {
+  await withCurl({
+    head: head("HTTP/1.1 200 OK"),
+    body: "hello",
+    // A trailer is dumped to stderr before curl's own line.
+    tail: "\n@@assisted-bootloader-curl 200 5\n" + wrote(200, 7),
+  }, async (client) => {
+    const response = await client.send(URL_HTTPS, init());
+    await assert.rejects(
+      response.text(),
+      /\(HTTP 200, 7 bytes\) is not the answer read/,
+    );
+  });
+  for (
+    const [line, whole] of [[" 200 5 \n", true], [" 200 5 x\n", false]] as const
+  ) {
+    await withCurl({
+      head: head("HTTP/1.1 200 OK"),
+      body: "hello",
+      tail: `\n@@assisted-bootloader-curl${line}`,
+    }, async (client) => {
+      const body = (await client.send(URL_HTTPS, init())).text();
+      if (whole) assert.equal(await body, "hello");
+      else await assert.rejects(body, /\(none\) is not the answer read/);
+    });
+  }
+  // What curl writes after the body is read up to 64 KiB: a write-out line
+  // past that is not seen.
+  await withCurl({
+    head: head("HTTP/1.1 200 OK"),
+    body: "hello",
+    tail: `${"n".repeat(100 * 1024)}\n${wrote(200, 5)}`,
+  }, async (client) => {
+    const response = await client.send(URL_HTTPS, init());
+    await assert.rejects(response.text(), /\(none\) is not the answer read/);
+  });
+});
+
+Deno.test("curl transport: request bodies: text quoted with its newlines, bytes as text, other types refused; a user agent of the caller's kept", async () => {
+  await withCurl({
+    head: head("HTTP/1.1 200 OK"),
+    body: "x",
+    tail: wrote(200, 1),
+  }, async (client, dir) => {
+    await (await client.send(
+      URL_HTTPS,
+      init({
+        method: "POST",
+        body: "a\nb",
+        headers: new Headers({ "user-agent": "mine/1" }),
+      }),
+    )).text();
+    const config = await Deno.readTextFile(`${dir}/config`);
+    assert.match(config, /^data-binary = "a\\nb"$/m);
+    assert.match(config, /^header = "user-agent: mine\/1"$/m);
+    assert.doesNotMatch(config, /Deno/);
+    await (await client.send(
+      URL_HTTPS,
+      init({ method: "POST", body: new TextEncoder().encode("b\n") }),
+    )).text();
+    assert.match(
+      await Deno.readTextFile(`${dir}/config`),
+      /^data-binary = "b\\n"$/m,
+    );
+    await assert.rejects(
+      client.send(URL_HTTPS, init({ method: "POST", body: new Blob(["z"]) })),
+      /^TypeError: this request body type is not supported with --insecure$/,
+    );
+  });
+});
+
+/** A fake curl that writes `head` (and `body`), then waits 20 s before exiting. */
+async function withSlowCurl<T>(
+  head: string,
+  body: string,
+  fn: (client: HttpClient) => Promise<T>,
+): Promise<T> {
+  return await withCurl({ head: "" }, async (client, dir) => {
+    await Deno.writeTextFile(
+      `${dir}/curl`,
+      `#!/bin/sh
+[ "$1" = --version ] && exit 0
+cat > /dev/null
+printf '%s' '${head}' >&2
+printf '%s' '${body}'
+exec sleep 20
+`,
+    );
+    return await fn(client);
+  });
+}
+
+Deno.test("curl transport: an abort stops curl at once, before or after its head", async () => {
+  await withSlowCurl("", "", async (client) => {
+    const controller = new AbortController();
+    const started = performance.now();
+    const sent = client.send(URL_HTTPS, init({ signal: controller.signal }));
+    setTimeout(() => controller.abort(new Error("stopped")), 200);
+    await assert.rejects(sent, /^Error: stopped$/);
+    assert.ok(performance.now() - started < 10_000, "curl was not stopped");
+  });
+  await withSlowCurl("HTTP/1.1 200 OK\r\n\r\n", "part", async (client) => {
+    const controller = new AbortController();
+    const response = await client.send(
+      URL_HTTPS,
+      init({ signal: controller.signal }),
+    );
+    const started = performance.now();
+    setTimeout(() => controller.abort(new Error("stopped")), 200);
+    await assert.rejects(response.text(), /^Error: stopped$/);
+    assert.ok(performance.now() - started < 10_000, "curl was not stopped");
+  });
+});
