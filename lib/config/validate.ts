@@ -175,7 +175,7 @@ export function normalizeMac(value: string, what = "--mac"): string {
 }
 
 /** Checks an InfraEnv id (a UUID: hex digits and dashes); returns it in lower case. */
-function checkInfraEnvId(value: string, what = "InfraEnv id"): string {
+function checkInfraEnvId(value: string, what: string): string {
   if (!/^[0-9a-fA-F-]{8,64}$/.test(value)) {
     throw usageError(`${what} must be a UUID, got "${value.slice(0, 80)}"`);
   }
@@ -239,9 +239,7 @@ function checkChoice<T extends string>(
   choices: readonly T[],
 ): T {
   if (!choices.includes(value as T)) {
-    const list = choices.length === 2
-      ? choices.join(" or ")
-      : `${choices.slice(0, -1).join(", ")} or ${choices.at(-1)}`;
+    const list = `${choices.slice(0, -1).join(", ")} or ${choices.at(-1)}`;
     throw usageError(`${what} must be ${list}, got "${value}"`);
   }
   return value as T;
@@ -325,11 +323,11 @@ export const VALUE_CHECKS = {
 /** An option whose values are checked by {@linkcode VALUE_CHECKS}. */
 export type CheckedOption = keyof typeof VALUE_CHECKS;
 
-/** Checks one value of `name` (see {@linkcode VALUE_CHECKS}); `what` names it in errors (default `--name`). */
+/** Checks one value of `name` (see {@linkcode VALUE_CHECKS}); `what` names it in errors. */
 export function checkValue<N extends CheckedOption>(
   name: N,
   value: string,
-  what: string = `--${name}`,
+  what: string,
 ): ReturnType<typeof VALUE_CHECKS[N]> {
   const check = VALUE_CHECKS[name] as (v: string, w: string) => unknown;
   return check(value, what) as ReturnType<typeof VALUE_CHECKS[N]>;

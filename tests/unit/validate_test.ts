@@ -330,6 +330,15 @@ Deno.test("validate: every switch reaches the configuration", () => {
     true,
   ]);
   assert.equal(config({ ...SCRIPT, "print-plan": true }).mode, "print-plan");
+  // Filled in by the layers, not by the values.
+  assert.equal(off.hostCmdline, "");
+  assert.equal(off.meminfoFile, "/proc/meminfo");
+});
+
+Deno.test("validate: --busy-timeout in seconds, 15 minutes by default, 0 to turn it off", () => {
+  assert.equal(config(SCRIPT).busyTimeoutMs, 15 * 60 * 1000);
+  assert.equal(config({ ...SCRIPT, "busy-timeout": "2" }).busyTimeoutMs, 2000);
+  assert.equal(config({ ...SCRIPT, "busy-timeout": "0" }).busyTimeoutMs, 0);
 });
 
 Deno.test("validate: values are trimmed, and errors name where a value was set", () => {
