@@ -262,9 +262,10 @@ Deno.test("validate: kernel arguments are not empty; one with spaces comes back 
     /^--delete-karg needs a non-empty argument$/,
   );
   assert.deepEqual(
-    config({ ...SCRIPT, "append-karg": ["foo=bar baz", "bar baz"] })
+    config({ ...SCRIPT, "append-karg": ["foo=bar baz", "bar baz", "=a b"] })
       .appendKargs,
-    ['foo="bar baz"', '"bar baz"'],
+    // No name before the "=": the whole argument is the value.
+    ['foo="bar baz"', '"bar baz"', '"=a b"'],
   );
 });
 
