@@ -101,6 +101,10 @@ Deno.test("ignition: the unit is enabled, the text is the config as JSON with a 
     config.systemd.units.map((u) => [u.name, u.enabled]),
     [[UNIT_NAME, true]],
   );
+  // Ignition replaces what is there (an image built again, a file the
+  // image already has), never fails on it.
+  assert.ok(config.storage.files.every((f) => f.overwrite === true));
+  assert.ok(config.storage.directories.every((d) => d.overwrite === true));
   const text = await renderIgnition(BASE);
   assert.ok(text.endsWith("}\n"));
   assert.deepEqual(JSON.parse(text), config);
