@@ -478,11 +478,6 @@ Deno.test("curl transport: more heads that cannot be trusted", async () => {
       head("HTTP/1.1 200 OK", `${long} x: v`),
       new RegExp(`invalid header "${"y".repeat(80)}"$`),
     ],
-    [
-      "a line past 64 KiB with no end",
-      `HTTP/1.1 200 OK\r\nX-Pad: ${"p".repeat(200 * 1024)}`,
-      /the response head is too large/,
-    ],
   ];
   for (const [what, text, error] of cases) {
     await withCurl({ head: text, tail: wrote(200, 0) }, async (client) => {
@@ -635,4 +630,45 @@ Deno.test("curl transport: an abort stops curl at once, before or after its head
     await assert.rejects(response.text(), /^Error: stopped$/);
     assert.ok(performance.now() - started < 10_000, "curl was not stopped");
   });
+});
+
+Deno.test("curl transport: a head line past 64 KiB that never ends is refused before curl ends", async () => {
+  await withCurl({
+    head: `HTTP/1.1 200 OK\r\nX-Pad: ${"p".repeat(200 * 1024)}`,
+  }, async (client) => {
+    await assert.rejects(
+      client.send(URL_HTTPS, init()),
+      /^Error: the response head is too large$/,
+    );
+  });
+});
+
+Deno.test("curl transport: which line of curl's stderr is its message", async () => {
+  const cases: [string, string, number][] = [
+    // The last line, without a newline, is still read.
+    [
+      "curl: (6) Could not resolve host: x",
+      "curl: (6) Could not resolve host: x",
+      6,
+    ],
+    // A warning first: the message is the line after it, not glued to it.
+    ["Warning: x\ncurl: (7) Failed", "curl: (7) Failed", 7],
+    // A note after it: the message is still the curl: (N) line.
+    [
+      "curl: (56) Recv failure\nsome trailing note\n",
+      "curl: (56) Recv failure",
+      56,
+    ],
+    // Only a line that starts with curl: (N) is one.
+    ["curl: (7) Failed\nNote: curl: (9) quoted\n", "curl: (7) Failed", 7],
+  ];
+  for (const [stderr, message, code] of cases) {
+    await withCurl({ head: stderr, code }, async (client) => {
+      await assert.rejects(
+        client.send(URL_HTTPS, init()),
+        (err: Error) => err.message === message,
+        JSON.stringify(stderr),
+      );
+    });
+  }
 });
