@@ -52,7 +52,9 @@ export class NotRegularFileError extends Error {
  * await assertNotSpecialFile("/etc/hostname");
  * ```
  */
-export async function assertNotSpecialFile(path: string): Promise<void> {
+export async function assertNotSpecialFile(
+  path: string | URL,
+): Promise<void> {
   let info: Deno.FileInfo;
   try {
     info = await Deno.stat(path);

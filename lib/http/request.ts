@@ -18,7 +18,6 @@ import { networkReason } from "./error_text.ts";
 import { fetchTransport } from "./fetch_transport.ts";
 import { log, redact, redactUrl } from "../log.ts";
 import { parseRetryAfter } from "./retry_after.ts";
-import { fileURLToPath } from "node:url";
 import { assertNotSpecialFile } from "../regular_file.ts";
 
 /** A non-success HTTP answer. */
@@ -220,7 +219,7 @@ export async function request(
   if (first.protocol === "file:") {
     // fetch would open a FIFO and wait for a writer, past every timeout.
     try {
-      await assertNotSpecialFile(fileURLToPath(first));
+      await assertNotSpecialFile(first);
     } catch (err) {
       throw new PolicyError(`${redactUrl(url)}: ${errorText(err)}`, url, {
         cause: err,

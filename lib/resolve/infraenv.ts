@@ -40,7 +40,6 @@ import {
   withoutMac,
 } from "./mac_request.ts";
 import { withRetries } from "../http/retry.ts";
-import { fileURLToPath } from "node:url";
 import { assertNotSpecialFile } from "../regular_file.ts";
 
 /** How the API is authenticated. */
@@ -446,7 +445,7 @@ export function createScriptClient(
         }
         try {
           // Never open a FIFO or a device: it would wait past every timeout.
-          await assertNotSpecialFile(fileURLToPath(parsed));
+          await assertNotSpecialFile(parsed);
           const file = await Deno.open(parsed);
           return {
             url,

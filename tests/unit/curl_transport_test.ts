@@ -91,11 +91,6 @@ function init(extra: Partial<SendInit> = {}): SendInit {
   };
 }
 
-/** The body as text, or the error reading it. */
-async function bodyOf(response: Response): Promise<string> {
-  return await response.text();
-}
-
 Deno.test("curl transport: a whole answer streams its body, with its status, headers and the URL that answered", async () => {
   await withCurl({
     head: head("HTTP/1.1 200 OK", "Content-Length: 5", 'ETag:  "v1"  '),
@@ -106,7 +101,7 @@ Deno.test("curl transport: a whole answer streams its body, with its status, hea
     assert.equal(response.status, 200);
     assert.equal(response.url, URL_HTTPS);
     assert.equal(response.headers.get("etag"), '"v1"');
-    assert.equal(await bodyOf(response), "hello");
+    assert.equal(await response.text(), "hello");
   });
 });
 
@@ -119,7 +114,7 @@ Deno.test("curl transport: informational heads are skipped, LF-only lines and HT
     const response = await client.send(URL_HTTPS, init());
     assert.equal(response.status, 200);
     assert.equal(response.headers.get("x-long"), "one two");
-    assert.equal(await bodyOf(response), "abc");
+    assert.equal(await response.text(), "abc");
   });
 });
 
@@ -169,7 +164,7 @@ Deno.test("curl transport: the body is refused when it is shorter than Content-L
   for (const [what, script, error] of cases) {
     await withCurl(script, async (client) => {
       const response = await client.send(URL_HTTPS, init());
-      await assert.rejects(bodyOf(response), error, what);
+      await assert.rejects(response.text(), error, what);
     });
   }
 });
@@ -241,7 +236,7 @@ Deno.test("curl transport: the same length twice, a status of 599 and a field's 
     const response = await client.send(URL_HTTPS, init());
     assert.equal(response.status, 599);
     assert.equal(response.headers.get("x-a"), "padded");
-    assert.equal(await bodyOf(response), "ok");
+    assert.equal(await response.text(), "ok");
   });
 });
 
