@@ -14,6 +14,7 @@ import {
   busyMessage,
   busyReason,
   type BusyWait,
+  DEFAULT_BUSY_TIMEOUT_MS,
   formatDuration,
   MAX_RETRY_AFTER_MS,
 } from "../../lib/http/busy.ts";
@@ -276,21 +277,39 @@ Deno.test("busyReason: 503, 429, refused, reset, closed before an answer; nothin
 
 Deno.test("formatDuration and busyMessage: one short line", () => {
   assert.deepEqual(
-    [0, 400, 1000, 7400, 59_000, 60_000, 65_000, 900_000, 7_200_000].map(
-      formatDuration,
-    ),
+    [
+      0,
+      400,
+      949,
+      950,
+      1000,
+      7400,
+      59_000,
+      60_000,
+      65_000,
+      900_000,
+      3_600_000,
+      3_660_000,
+      7_200_000,
+    ].map(formatDuration),
     [
       "0 s",
       "0.4 s",
+      "0.9 s",
+      "1 s",
       "1 s",
       "7 s",
       "59 s",
       "1 min",
       "1 min 5 s",
       "15 min",
+      "1 h",
+      "61 min",
       "2 h",
     ],
   );
+  // The documented default budget.
+  assert.equal(formatDuration(DEFAULT_BUSY_TIMEOUT_MS), "15 min");
   const wait: BusyWait = {
     err: new HttpStatusError(503, "u"),
     reason: "HTTP 503",
