@@ -146,6 +146,7 @@ export const MODULES: Record<string, string[]> = {
     "tests/integration/download_test.ts",
   ],
   "lib/stage/write_pipeline.ts": [
+    "tests/unit/sha256_stream_test.ts",
     "tests/integration/download_test.ts",
     "tests/integration/download_keep_part_test.ts",
   ],
