@@ -325,11 +325,11 @@ Deno.test("infraenv client: an expires_in that is missing, not a number or not p
 });
 
 Deno.test("infraenv client: an SSO answer cut mid-way is retried, then named; one that stops is cut after --timeout", async () => {
-  let stall = false;
+  let mode: "cut-once" | "cut" | "stall" = "cut-once";
   await using sso = serve((_, n) =>
-    stall
+    mode === "stall"
       ? new Response(stalled('{"access'))
-      : n === 1
+      : mode === "cut" || n === 1
       ? cut('{"access')
       : tokenAnswer()
   );
@@ -338,24 +338,20 @@ Deno.test("infraenv client: an SSO answer cut mid-way is retried, then named; on
   assert.equal(token.token, "access-0123456789");
   assert.equal(sso.seen.length, 2, "the cut answer was asked again");
 
-  const prefix = `SSO token exchange at ${url} failed: `;
-  await using cutting = serve(() => cut('{"access'));
-  const cutUrl = `${cutting.origin}/sso`;
-  const err = await rejection(exchangeRefreshToken(cutUrl, "r", once));
+  const single = { ...once, timeoutMs: 1000 };
+  mode = "cut";
+  const lost = await rejection(exchangeRefreshToken(url, "r", single));
   assert.ok(
-    err.message.startsWith(
-      `SSO token exchange at ${cutUrl} failed: connection lost while reading the answer: `,
+    lost.message.startsWith(
+      `SSO token exchange at ${url} failed: connection lost while reading the answer: `,
     ),
-    err.message,
+    lost.message,
   );
-
-  stall = true;
-  const silent = await rejection(
-    exchangeRefreshToken(url, "r", { ...once, timeoutMs: 1000 }),
-  );
+  mode = "stall";
+  const silent = await rejection(exchangeRefreshToken(url, "r", single));
   assert.equal(
     silent.message,
-    `${prefix}no data for 1 s after 8 bytes of the body`,
+    `SSO token exchange at ${url} failed: no data for 1 s after 8 bytes of the body`,
   );
 });
 
