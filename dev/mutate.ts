@@ -159,6 +159,7 @@ export const MODULES: Record<string, string[]> = {
     "tests/integration/trust_test.ts",
   ],
   "lib/resolve/infraenv.ts": [
+    "tests/unit/infraenv_client_test.ts",
     "tests/integration/infraenv_test.ts",
     "tests/integration/trust_test.ts",
     "tests/integration/cli_test.ts",

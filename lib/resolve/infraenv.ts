@@ -401,7 +401,7 @@ export function createScriptClient(
     : { kind: "none" as const };
   const tokens = createTokenProvider(auth, options);
   const apiBase = source.kind === "infraenv"
-    ? new URL(source.apiUrl + "/")
+    ? new URL(source.apiUrl.replace(/\/+$/, "") + "/")
     : undefined;
   const firstUrl = source.kind === "infraenv"
     ? scriptUrl(source.apiUrl, source.infraEnvId, {
