@@ -143,6 +143,7 @@ export const MODULES: Record<string, string[]> = {
     "tests/unit/busy_test.ts",
   ],
   "lib/stage/sha256_stream.ts": [
+    "tests/unit/sha256_worker_failure_test.ts",
     "tests/integration/download_test.ts",
   ],
   "lib/stage/write_pipeline.ts": [

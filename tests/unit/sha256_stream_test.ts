@@ -69,7 +69,50 @@ for (const inline of [false, true]) {
     );
     await assert.rejects(stream.digest(), /The sha256 stream has ended/);
   });
+
+  Deno.test(`sha256 stream (${how}): after a digest, another digest or an update is refused`, async () => {
+    const stream = openSha256Stream({ inline });
+    await stream.update(new ArrayBuffer(8), 8);
+    await stream.digest();
+    await assert.rejects(stream.digest(), /The sha256 stream has ended/);
+    await assert.rejects(
+      stream.update(new ArrayBuffer(4), 4),
+      /The sha256 stream has ended/,
+    );
+  });
+
+  Deno.test(`sha256 stream (${how}): a closed stream refuses updates and a digest; closing twice is harmless`, async () => {
+    const stream = openSha256Stream({ inline });
+    await stream.update(new ArrayBuffer(8), 8);
+    stream.close();
+    stream.close();
+    await assert.rejects(
+      stream.update(new ArrayBuffer(4), 4),
+      /The sha256 stream has ended/,
+    );
+    await assert.rejects(stream.digest(), /The sha256 stream has ended/);
+  });
 }
+
+Deno.test("sha256 stream: a stream closed while another runs: its late answer is dropped, the other's digest is whole", async () => {
+  const parts = blocks(12, 5);
+  const other = openSha256Stream();
+  const closed = openSha256Stream();
+  const pending = [
+    closed.update(new ArrayBuffer(4 << 20), 4 << 20),
+    closed.update(new ArrayBuffer(4 << 20), 4 << 20),
+  ];
+  closed.close();
+  for (const rejected of pending) {
+    await assert.rejects(rejected, /The sha256 stream has ended/);
+  }
+  // The worker answers the closed stream's updates after this one's: the
+  // answers for a stream nobody waits for are dropped without an error.
+  for (const part of parts) {
+    await other.update(part.slice().buffer, part.length);
+  }
+  assert.equal(await other.digest(), expected(parts));
+});
 
 Deno.test("sha256 stream: a stream closed with updates in flight rejects them, and the next stream starts afresh", async () => {
   const stream = openSha256Stream();
