@@ -29,7 +29,6 @@ export interface WritePipelineOptions {
  */
 export class WritePipeline {
   #options: WritePipelineOptions;
-  #free: ArrayBuffer[] = [];
   #allocated = 0;
   #inflight: Promise<ArrayBuffer>[] = [];
   #writes: Promise<void> = Promise.resolve();
@@ -50,8 +49,6 @@ export class WritePipeline {
    * write or of the hash.
    */
   async take(): Promise<ArrayBuffer> {
-    const free = this.#free.pop();
-    if (free) return free;
     if (this.#allocated < (this.#options.depth ?? 4)) {
       this.#allocated++;
       return new ArrayBuffer(this.blockSize);
@@ -86,7 +83,7 @@ export class WritePipeline {
     let failed = false;
     for (const pending of this.#inflight.splice(0)) {
       try {
-        this.#free.push(await pending);
+        await pending;
       } catch (err) {
         if (!failed) failure = err;
         failed = true;
