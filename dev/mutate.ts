@@ -257,7 +257,9 @@ async function mutateModule(
     mutate: [module],
     testRunner: "command",
     commandRunner: {
-      command: `${deno} test -A --no-check --fail-fast ${tests.join(" ")}`,
+      // `exec`: the test process replaces the shell, so the kill of a
+      // timed-out run reaches it (a shell's child outlived the kill).
+      command: `exec ${deno} test -A --no-check --fail-fast ${tests.join(" ")}`,
     },
     coverageAnalysis: "off",
     concurrency,
