@@ -72,6 +72,8 @@ interface Shared {
   worker: Worker;
   /** Per stream, the answers still to come, in the order they were asked. */
   waiters: Map<number, Waiter[]>;
+  /** Why the worker stopped, once it failed: every later ask gets it. */
+  failure?: Error;
 }
 
 let shared: Shared | undefined;
@@ -96,6 +98,7 @@ function startWorker(): Shared | undefined {
     worker.onerror = (event) => {
       event.preventDefault();
       const err = new Error(`The sha256 worker failed: ${event.message}`);
+      state.failure = err;
       for (const queue of state.waiters.values()) {
         for (const waiter of queue.splice(0)) waiter.reject(err);
       }
@@ -141,6 +144,8 @@ export function openSha256Stream(
     if (ended || !queue) {
       return Promise.reject(new Error("The sha256 stream has ended"));
     }
+    // A stream opened on a worker that failed since: nothing would answer.
+    if (state!.failure) return Promise.reject(state!.failure);
     return new Promise<T>((resolve, reject) => {
       queue.push({ resolve: resolve as Waiter["resolve"], reject });
       state!.worker.postMessage(message, transfer);

@@ -229,3 +229,30 @@ Deno.test("write pipeline: a failed write reaches take or drain, after the block
   await assert.rejects(pipeline.drain(), /No space left/);
   assert.equal(writes, 2, "nothing is written after a failed write");
 });
+
+Deno.test("write pipeline: drain throws the first failure in block order, a hash's before a later write's", async () => {
+  let updates = 0;
+  const hash = {
+    update: (block: ArrayBuffer) =>
+      ++updates === 1
+        ? Promise.reject(new Error("The sha256 worker failed: first"))
+        : Promise.resolve(block),
+    digest: () => Promise.resolve(""),
+    close: () => {},
+  };
+  let writes = 0;
+  const pipeline = new WritePipeline({
+    blockSize: 10,
+    depth: 3,
+    hash,
+    write: () =>
+      ++writes === 2
+        ? Promise.reject(new Error("No space left on device"))
+        : Promise.resolve(),
+  });
+  pipeline.push(await pipeline.take(), 10);
+  pipeline.push(await pipeline.take(), 10);
+  pipeline.push(await pipeline.take(), 10);
+  await assert.rejects(pipeline.drain(), /sha256 worker failed: first/);
+  assert.equal(writes, 2, "nothing is written after a failed write");
+});

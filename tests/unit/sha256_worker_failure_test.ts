@@ -30,6 +30,13 @@ Deno.test("sha256 stream: a worker that fails rejects every waiting update with 
     String((results[2] as PromiseRejectedResult).reason),
     /The sha256 worker failed: /,
   );
+  // The streams of the failed worker refuse what comes later, at once
+  // (nothing would answer it).
+  await assert.rejects(
+    b.update(new ArrayBuffer(4), 4),
+    /The sha256 worker failed: /,
+  );
+  await assert.rejects(a.digest(), /The sha256 worker failed: /);
   // Opened while the failed streams are still open (a retry of one download
   // while another's failure is still being handled).
   const next = openSha256Stream();
