@@ -74,6 +74,11 @@ export const MODULES: Record<string, string[]> = {
     "tests/integration/download_test.ts",
     "tests/integration/download_keep_part_test.ts",
   ],
+  "lib/http/entity.ts": [
+    "tests/unit/resume_test.ts",
+    "tests/integration/download_test.ts",
+    "tests/integration/cache_test.ts",
+  ],
   "lib/stage/body_reader.ts": [
     "tests/integration/download_test.ts",
   ],

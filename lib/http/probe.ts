@@ -12,7 +12,7 @@ import { type HttpClient, HttpStatusError, request } from "./request.ts";
 import { parseRetryAfter } from "./retry_after.ts";
 import { redact } from "../log.ts";
 import { withRetries } from "./retry.ts";
-import { contentLength, validators } from "../stage/resume.ts";
+import { contentLength, validators } from "./entity.ts";
 
 /** What a `HEAD` answered about an artifact. */
 export interface ProbeResult {

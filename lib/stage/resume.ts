@@ -10,6 +10,7 @@
  * @module
  */
 
+import { contentLength, validators } from "../http/entity.ts";
 import { NetworkError, statusError } from "../http/request.ts";
 import { redactUrl } from "../log.ts";
 import type { Sha256Stream } from "./sha256_stream.ts";
@@ -32,26 +33,6 @@ export interface State {
   etag?: string;
   /** The `have` bytes were left by an earlier run: their version is unknown (`keepPart`). */
   leftover?: boolean;
-}
-
-/** An `ETag` fit to be sent back (`"…"` or `W/"…"`, visible characters only). */
-const ENTITY_TAG = /^(W\/)?"[\x21\x23-\x7e]*"$/;
-/** A `Last-Modified` fit to be sent back (printable ASCII, a date). */
-const HTTP_DATE = /^[\x20-\x7e]+$/;
-
-/** `ETag` and `Last-Modified` of a response, each only when it is well-formed. */
-export function validators(
-  response: Response,
-): { etag?: string; lastModified?: string } {
-  const etag = response.headers.get("etag")?.trim();
-  const lastModified = response.headers.get("last-modified")?.trim();
-  return {
-    etag: etag && ENTITY_TAG.test(etag) ? etag : undefined,
-    lastModified: lastModified && HTTP_DATE.test(lastModified) &&
-        !Number.isNaN(Date.parse(lastModified))
-      ? lastModified
-      : undefined,
-  };
 }
 
 /**
@@ -84,12 +65,6 @@ function parseContentRange(
     end: Number(m[2]),
     total: m[3] === "*" ? undefined : Number(m[3]),
   };
-}
-
-/** `Content-Length` of a response, when it is a number. */
-export function contentLength(response: Response): number | undefined {
-  const value = response.headers.get("content-length");
-  return value && /^\d+$/.test(value.trim()) ? Number(value) : undefined;
 }
 
 /**

@@ -1,19 +1,14 @@
 /**
  * The resume rules (lib/stage/resume.ts) on answers built in memory: which
- * validators are kept, when an attempt may resume, and where each answer's
+ * validators are kept (lib/http/entity.ts), when an attempt may resume, and where each answer's
  * bytes go, with the reason an answer is refused. download_test and
  * download_keep_part_test cover the same rules through real servers.
  */
 
 import assert from "node:assert/strict";
+import { contentLength, validators } from "../../lib/http/entity.ts";
 import { HttpStatusError, NetworkError } from "../../lib/http/request.ts";
-import {
-  contentLength,
-  resumeFrom,
-  startOf,
-  type State,
-  validators,
-} from "../../lib/stage/resume.ts";
+import { resumeFrom, startOf, type State } from "../../lib/stage/resume.ts";
 
 const URL = "http://h/k";
 const LM = "Wed, 01 Jan 2025 00:00:00 GMT";
