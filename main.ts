@@ -121,6 +121,8 @@ async function bootSteps(
       retries: config.retries,
       busy,
       timeoutMs: config.timeoutMs,
+      minSpeed: config.minSpeed,
+      minSpeedTimeMs: config.minSpeedTimeMs,
     });
     log.info(`fetching the iPXE script ${redactUrl(scripts.firstUrl)}`);
     const plan = await resolvePlan(scripts, {

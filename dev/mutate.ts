@@ -79,6 +79,11 @@ export const MODULES: Record<string, string[]> = {
     "tests/integration/download_test.ts",
     "tests/integration/cache_test.ts",
   ],
+  "lib/http/idle.ts": [
+    "tests/integration/download_test.ts",
+    "tests/unit/infraenv_client_test.ts",
+    "tests/integration/infraenv_test.ts",
+  ],
   "lib/stage/body_reader.ts": [
     "tests/integration/download_test.ts",
   ],

@@ -182,7 +182,7 @@ export const OPTIONS = {
     kind: "string",
     arg: "BYTES",
     help:
-      "cut (and retry) a download slower than BYTES/s over --min-speed-time (default 1024; 0: never)",
+      "cut (and retry) a download, a script or an SSO answer slower than BYTES/s over --min-speed-time (default 1024; 0: never)",
   },
   "min-speed-time": {
     kind: "string",

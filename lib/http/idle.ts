@@ -1,14 +1,91 @@
 /**
- * `--timeout` for a small body read whole (a script, an SSO answer, an
- * error page): the longest silence, not the whole exchange. A body that keeps
- * coming, however slowly, is read to its end (its size is bounded by the
- * reader); one that stops for `ms` is cut with a {@linkcode NetworkError}
- * (`no data for 30 s after 512 bytes of the body`: the caller names the URL).
+ * Watching a body as it comes: one that stops for `--timeout` is cut, and
+ * one that trickles below `--min-speed` bytes per second over a window of
+ * `--min-speed-time` is cut too, each with a {@linkcode NetworkError} naming
+ * the URL and why (`no data for 30 s after 512 bytes`, `slower than 1024
+ * bytes/s (3 bytes in 30 s) after 3 bytes`). Downloads use the watchdog
+ * itself ({@linkcode watchBody}); a small body read whole (a script, an SSO
+ * answer) goes through {@linkcode idleWatch}, so that no server can hold a
+ * boot forever with a body sent a byte at a time.
  *
  * @module
  */
 
 import { NetworkError } from "./request.ts";
+import { redactUrl } from "../log.ts";
+
+/** Default `minSpeed`: bytes per second below which a body is cut (`--min-speed`). */
+export const DEFAULT_MIN_SPEED = 1024;
+/** Default window for `minSpeed`, in milliseconds (`--min-speed-time`). */
+export const DEFAULT_MIN_SPEED_TIME_MS = 30_000;
+
+/** Options for {@linkcode watchBody}. */
+export interface WatchOptions {
+  /** The longest silence, in milliseconds. */
+  timeoutMs: number;
+  /** Bytes per second below which the body is cut (0: never). */
+  minSpeed: number;
+  /** The window `minSpeed` is measured over, in milliseconds. */
+  windowMs: number;
+  /** Bytes of the file on disk or in the buffer, for messages. */
+  position: () => number;
+  /** Aborts the body read with a {@linkcode NetworkError}. */
+  abort: (err: NetworkError) => void;
+}
+
+/**
+ * Watches a body for a stall (nothing for `timeoutMs`) or a trickle (fewer
+ * than `minSpeed` bytes per second over each window of `windowMs`), and
+ * aborts it with a network error naming which. Call `received` for every
+ * chunk, `stop` at the end.
+ */
+export function watchBody(
+  url: string,
+  options: WatchOptions,
+): { received: (bytes: number) => void; stop: () => void } {
+  const { timeoutMs, minSpeed, windowMs } = options;
+  let received = 0;
+  let last = Date.now();
+  let windowStart = last;
+  let windowFrom = 0;
+  const seconds = (ms: number) => Number((ms / 1000).toFixed(1));
+  const timer = setInterval(() => {
+    const now = Date.now();
+    if (now - last > timeoutMs) {
+      options.abort(
+        new NetworkError(
+          `${redactUrl(url)}: no data for ${
+            seconds(timeoutMs)
+          } s after ${options.position()} bytes`,
+          url,
+        ),
+      );
+    } else if (minSpeed > 0 && now - windowStart >= windowMs) {
+      const got = received - windowFrom;
+      if (got < minSpeed * (now - windowStart) / 1000) {
+        options.abort(
+          new NetworkError(
+            `${
+              redactUrl(url)
+            }: slower than ${minSpeed} bytes/s (${got} bytes in ${
+              seconds(now - windowStart)
+            } s) after ${options.position()} bytes`,
+            url,
+          ),
+        );
+      }
+      windowStart = now;
+      windowFrom = received;
+    }
+  }, Math.max(10, Math.min(1000, timeoutMs / 4, windowMs / 4)));
+  return {
+    received: (bytes) => {
+      last = Date.now();
+      received += bytes;
+    },
+    stop: () => clearInterval(timer),
+  };
+}
 
 /** A silence watch for one request: its signal goes to `request`, its response through `watch`. */
 export interface IdleWatch {
@@ -23,8 +100,20 @@ export interface IdleWatch {
 /** Statuses whose response has no body. */
 const NULL_BODY = new Set([101, 103, 204, 205, 304]);
 
+/** Options for {@linkcode idleWatch}. */
+export interface IdleOptions {
+  /**
+   * Bytes per second below which the body is cut (default
+   * {@linkcode DEFAULT_MIN_SPEED}; 0: never).
+   */
+  minSpeed?: number;
+  /** The window `minSpeed` is measured over (default {@linkcode DEFAULT_MIN_SPEED_TIME_MS}). */
+  minSpeedTimeMs?: number;
+}
+
 /**
- * Creates a silence watch of `ms` milliseconds for a request to `url`. The
+ * Creates a watch for a request to `url`: its body is cut after `ms`
+ * milliseconds of silence or when it trickles below `options.minSpeed`. The
  * clock starts when {@linkcode IdleWatch.watch} is given the response (the
  * wait for the headers is `request`'s own timeout).
  *
@@ -42,32 +131,34 @@ const NULL_BODY = new Set([101, 103, 204, 205, 304]);
  * }
  * ```
  */
-export function idleWatch(url: string, ms: number): IdleWatch {
+export function idleWatch(
+  url: string,
+  ms: number,
+  options: IdleOptions = {},
+): IdleWatch {
   const abort = new AbortController();
-  let timer: ReturnType<typeof setTimeout> | undefined;
   let bytes = 0;
-  const stop = () => clearTimeout(timer);
-  const arm = () => {
-    stop();
-    timer = setTimeout(() => {
-      abort.abort(
-        new NetworkError(
-          `no data for ${ms / 1000} s after ${bytes} bytes of the body`,
-          url,
-        ),
-      );
-    }, ms);
-  };
+  let watchdog: ReturnType<typeof watchBody> | undefined;
+  const stop = () => watchdog?.stop();
   return {
     signal: abort.signal,
     watch(response) {
       if (!response.body || NULL_BODY.has(response.status)) return response;
-      arm();
+      watchdog = watchBody(url, {
+        timeoutMs: ms,
+        minSpeed: options.minSpeed ?? DEFAULT_MIN_SPEED,
+        windowMs: options.minSpeedTimeMs ?? DEFAULT_MIN_SPEED_TIME_MS,
+        position: () => bytes,
+        abort: (err) => {
+          stop();
+          abort.abort(err);
+        },
+      });
       const body = response.body.pipeThrough(
         new TransformStream<Uint8Array, Uint8Array>({
           transform(chunk, controller) {
             bytes += chunk.length;
-            arm();
+            watchdog?.received(chunk.length);
             controller.enqueue(chunk);
           },
           flush: stop,

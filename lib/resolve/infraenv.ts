@@ -69,6 +69,13 @@ export interface ClientOptions {
   busy?: BusyBudget;
   /** Per-request timeout in milliseconds. */
   timeoutMs?: number;
+  /**
+   * A body (a script, an SSO answer) slower than this many bytes per second
+   * over `minSpeedTimeMs` is cut and retried (`--min-speed`; 0: never).
+   */
+  minSpeed?: number;
+  /** The window for `minSpeed`, in milliseconds (`--min-speed-time`). */
+  minSpeedTimeMs?: number;
   /** Base backoff delay in milliseconds (tests shorten it). */
   baseDelayMs?: number;
 }
@@ -168,7 +175,7 @@ export async function exchangeRefreshToken(
   const { response, bytes } = await withRetries(async () => {
     // --timeout: for the headers, then the longest silence of the answer.
     const ms = options.timeoutMs ?? 30_000;
-    const idle = idleWatch(ssoUrl, ms);
+    const idle = idleWatch(ssoUrl, ms, options);
     const res = idle.watch(
       await request(ssoUrl, {
         // A redirect is never followed: a 307/308 would post the offline token
@@ -486,7 +493,7 @@ export function createScriptClient(
           response = await withRetries(async () => {
             // --timeout: for the headers, then the longest silence of the body.
             const ms = fetchOptions.timeoutMs ?? options.timeoutMs ?? 30_000;
-            const idle = idleWatch(url, ms);
+            const idle = idleWatch(url, ms, options);
             const res = idle.watch(
               await request(url, {
                 authorization,

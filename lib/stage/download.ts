@@ -12,13 +12,14 @@
  * their own credential.
  *
  * When a body may be resumed is `resume.ts`'s rule; reading it (one reused
- * buffer, the stall and minimum-rate watchdog) is `body_reader.ts`'s.
+ * buffer) is `body_reader.ts`'s, and the stall and minimum-rate watchdog is
+ * `lib/http/idle.ts`'s.
  *
  * @module
  */
 
 import { isPxeInitrd } from "./artifact_url.ts";
-import { bodyReader, watchBody } from "./body_reader.ts";
+import { bodyReader } from "./body_reader.ts";
 import { BootError, errorText, ExitCode } from "../errors.ts";
 import { type Format, readHeadOf } from "./formats.ts";
 import {
@@ -38,6 +39,11 @@ import { withRetries } from "../http/retry.ts";
 import { bodyExcerpt } from "../http/error_text.ts";
 import { type BusyBudget, busyMessage } from "../http/busy.ts";
 import {
+  DEFAULT_MIN_SPEED,
+  DEFAULT_MIN_SPEED_TIME_MS,
+  watchBody,
+} from "../http/idle.ts";
+import {
   clearName,
   createFile,
   diskError,
@@ -45,11 +51,6 @@ import {
   identityOf,
   isSameFile,
 } from "./work_dir.ts";
-
-/** Default `minSpeed`: bytes per second below which a body is cut (`--min-speed`). */
-export const DEFAULT_MIN_SPEED = 1024;
-/** Default `minSpeedTimeMs`: the window over which the rate is measured (`--min-speed-time`). */
-export const DEFAULT_MIN_SPEED_TIME_MS = 30_000;
 
 /** Options for {@linkcode download}. */
 export interface DownloadOptions {

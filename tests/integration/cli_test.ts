@@ -694,6 +694,53 @@ Deno.test("cli: a script that fails is exit 3 naming the script", async () => {
   }
 });
 
+Deno.test("cli: a script sent a byte at a time is cut by --min-speed: exit 4, never a boot held forever", async () => {
+  // "#!ipxe" and then a byte every 50 ms for 3 s: never silent for --timeout.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const server = Deno.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    onListen: () => {},
+  }, () => {
+    let sent = 0;
+    return new Response(
+      new ReadableStream<Uint8Array>({
+        pull: (controller) =>
+          new Promise<void>((resolve) => {
+            timer = setTimeout(() => {
+              if (sent++ === 60) controller.close();
+              else controller.enqueue(enc(sent === 1 ? "#!ipxe\n" : "#"));
+              resolve();
+            }, sent === 0 ? 0 : 50);
+          }),
+        cancel: () => clearTimeout(timer),
+      }),
+    );
+  });
+  try {
+    const run = await cli([
+      "--ipxe-url",
+      `http://127.0.0.1:${server.addr.port}/s.ipxe`,
+      "--print-plan",
+      "--no-host-settings",
+      "--min-speed",
+      "100",
+      "--min-speed-time",
+      "1",
+      "--retries",
+      "0",
+    ]);
+    assertCleanError(
+      run,
+      4,
+      /s\.ipxe: slower than 100 bytes\/s \(\d+ bytes in 1(\.\d)? s\) after \d+ bytes$/,
+    );
+  } finally {
+    clearTimeout(timer);
+    await server.shutdown();
+  }
+});
+
 Deno.test("cli: --no-kexec downloads and verifies into the work dir", async () => {
   await withMock({ authMode: "local" }, async (mock) => {
     const work = await Deno.makeTempDir();
