@@ -379,8 +379,12 @@ async function accept(
   return 0;
 }
 
-async function main(): Promise<number> {
-  const { values } = parseArgs({
+const USAGE =
+  "usage: deno task mutate [--module FILE]... [--concurrency N] [--report] [--write-docs]\n" +
+  "       deno task mutate --accept ID [--accept ID]... --reason TEXT   (adds stored survivors to the accepted list)";
+
+function parseFlags() {
+  return parseArgs({
     options: {
       module: { type: "string", multiple: true },
       concurrency: { type: "string", default: "1" },
@@ -391,12 +395,19 @@ async function main(): Promise<number> {
       help: { type: "boolean", default: false },
     },
   });
+}
+
+async function main(): Promise<number> {
+  let values: ReturnType<typeof parseFlags>["values"];
+  try {
+    values = parseFlags().values;
+  } catch (err) {
+    console.error(`mutate: ${err instanceof Error ? err.message : err}`);
+    console.error(USAGE);
+    return 2;
+  }
   if (values.help) {
-    console.log(
-      "usage: deno task mutate [--module FILE]... [--concurrency N] [--report] [--write-docs]\n" +
-        "       deno task mutate --accept ID... --reason TEXT   (adds stored survivors to the accepted list)\n" +
-        `modules: ${Object.keys(MODULES).join(" ")}`,
-    );
+    console.log(`${USAGE}\nmodules: ${Object.keys(MODULES).join(" ")}`);
     return 0;
   }
   const accepted = parseAccepted(await Deno.readTextFile(ACCEPTED));
