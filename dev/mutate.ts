@@ -132,6 +132,7 @@ export const MODULES: Record<string, string[]> = {
     "tests/integration/download_test.ts",
   ],
   "lib/http/retry.ts": [
+    "tests/unit/busy_test.ts",
     "tests/integration/http_test.ts",
     "tests/unit/http_transport_test.ts",
     "tests/integration/trust_test.ts",

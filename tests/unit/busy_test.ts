@@ -491,3 +491,55 @@ Deno.test("withRetries: a policy refusal and a 4xx other than 429 are never wait
   }
   assert.deepEqual(clock.slept, []);
 });
+
+Deno.test("withRetries: attempts are numbered from 0; onBusy replaces the default line, which names the request", async () => {
+  const attempts: number[] = [];
+  const told: string[] = [];
+  const clock = { sleep: () => Promise.resolve() };
+  const lines = await captureLog(async () => {
+    await withRetries((attempt) => {
+      attempts.push(attempt);
+      return attempts.length < 3
+        ? Promise.reject(new HttpStatusError(503, "u"))
+        : Promise.resolve("done");
+    }, { onBusy: (wait) => told.push(wait.reason), sleep: clock.sleep });
+  });
+  assert.deepEqual(attempts, [0, 1, 2]);
+  assert.deepEqual(told, ["HTTP 503", "HTTP 503"]);
+  assert.ok(!lines.some((l) => /server busy/.test(l)), lines.join("\n"));
+  const unlabelled = await captureLog(async () => {
+    let calls = 0;
+    await withRetries(
+      () =>
+        calls++ === 0
+          ? Promise.reject(new HttpStatusError(503, "u"))
+          : Promise.resolve(),
+      { sleep: clock.sleep },
+    );
+  });
+  assert.ok(
+    unlabelled.some((l) => /request: server busy \(HTTP 503\)/.test(l)),
+    unlabelled.join("\n"),
+  );
+});
+
+Deno.test("withRetries: a spent busy budget is said only when an answer was busy, not for another failure", async () => {
+  const budget = new BusyBudget(50);
+  let calls = 0;
+  const lines = await captureLog(async () => {
+    await assert.rejects(
+      withRetries(() => {
+        calls++;
+        return Promise.reject(
+          calls === 1
+            ? new HttpStatusError(503, "u")
+            : new HttpStatusError(404, "u"),
+        );
+      }, { retries: 3, baseDelayMs: 1, busy: budget }),
+      (err) => err instanceof HttpStatusError && err.status === 404,
+    );
+  });
+  assert.equal(calls, 2);
+  assert.equal(budget.remainingMs, 0);
+  assert.ok(!lines.some((l) => /stayed busy/.test(l)), lines.join("\n"));
+});
