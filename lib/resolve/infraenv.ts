@@ -90,6 +90,11 @@ export interface ScriptClientOptions extends ClientOptions {
   mac?: string;
 }
 
+/** The API URL without its trailing slashes: the root of every API path and of the bearer's scope. */
+function apiRoot(apiUrl: string): string {
+  return apiUrl.replace(/\/+$/, "");
+}
+
 /** Builds the InfraEnv's iPXE script URL (`…/downloads/files?file_name=ipxe-script`). */
 export function scriptUrl(
   apiUrl: string,
@@ -97,7 +102,7 @@ export function scriptUrl(
   options: { scriptType?: string; mac?: string } = {},
 ): string {
   const url = new URL(
-    `${apiUrl.replace(/\/+$/, "")}/assisted-install/v2/infra-envs/${
+    `${apiRoot(apiUrl)}/assisted-install/v2/infra-envs/${
       encodeURIComponent(infraEnvId)
     }/downloads/files`,
   );
@@ -408,7 +413,7 @@ export function createScriptClient(
     : { kind: "none" as const };
   const tokens = createTokenProvider(auth, options);
   const apiBase = source.kind === "infraenv"
-    ? new URL(source.apiUrl.replace(/\/+$/, "") + "/")
+    ? new URL(apiRoot(source.apiUrl) + "/")
     : undefined;
   const firstUrl = source.kind === "infraenv"
     ? scriptUrl(source.apiUrl, source.infraEnvId, {
