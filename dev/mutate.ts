@@ -65,12 +65,14 @@ const CONFIG_TESTS = [
  */
 export const MODULES: Record<string, string[]> = {
   "lib/stage/download.ts": [
+    "tests/unit/download_test.ts",
     "tests/integration/download_test.ts",
     "tests/integration/download_keep_part_test.ts",
     "tests/integration/stage_test.ts",
     "tests/integration/trust_test.ts",
   ],
   "lib/stage/resume.ts": [
+    "tests/unit/resume_test.ts",
     "tests/integration/download_test.ts",
     "tests/integration/download_keep_part_test.ts",
   ],
@@ -80,11 +82,13 @@ export const MODULES: Record<string, string[]> = {
     "tests/integration/cache_test.ts",
   ],
   "lib/http/idle.ts": [
+    "tests/unit/idle_test.ts",
     "tests/integration/download_test.ts",
     "tests/unit/infraenv_client_test.ts",
     "tests/integration/infraenv_test.ts",
   ],
   "lib/stage/body_reader.ts": [
+    "tests/unit/body_reader_test.ts",
     "tests/integration/download_test.ts",
   ],
   "lib/stage/cache.ts": [
@@ -148,9 +152,11 @@ export const MODULES: Record<string, string[]> = {
     "tests/integration/proxy_test.ts",
   ],
   "lib/http/busy.ts": [
+    "tests/unit/busy_test.ts",
     "tests/integration/http_test.ts",
   ],
   "lib/http/retry_after.ts": [
+    "tests/unit/retry_after_test.ts",
     "tests/unit/busy_test.ts",
   ],
   "lib/stage/sha256_stream.ts": [
@@ -163,6 +169,7 @@ export const MODULES: Record<string, string[]> = {
     "tests/integration/download_keep_part_test.ts",
   ],
   "lib/credentials.ts": [
+    "tests/unit/credentials_test.ts",
     "tests/unit/log_test.ts",
     "tests/integration/trust_test.ts",
   ],
