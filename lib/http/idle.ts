@@ -139,6 +139,9 @@ export function idleWatch(
   const abort = new AbortController();
   let bytes = 0;
   let watchdog: ReturnType<typeof watchBody> | undefined;
+  // The watched body's own end: a cut errors it at once, whichever way the
+  // transport carries the abort to the response it already returned.
+  let sink: TransformStreamDefaultController<Uint8Array> | undefined;
   const stop = () => watchdog?.stop();
   return {
     signal: abort.signal,
@@ -151,11 +154,15 @@ export function idleWatch(
         position: () => bytes,
         abort: (err) => {
           stop();
+          sink?.error(err);
           abort.abort(err);
         },
       });
       const body = response.body.pipeThrough(
         new TransformStream<Uint8Array, Uint8Array>({
+          start(controller) {
+            sink = controller;
+          },
           transform(chunk, controller) {
             bytes += chunk.length;
             watchdog?.received(chunk.length);

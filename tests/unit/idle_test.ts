@@ -188,3 +188,39 @@ Deno.test("idleWatch: an answer without a body is passed on as it is", () => {
   idle.stop();
   assert.equal(idle.signal.aborted, false);
 });
+
+Deno.test("idleWatch: a cut ends the watched body itself, even from a transport that ignores the signal", async () => {
+  // A body no signal reaches (as from a transport that let its request go
+  // once the headers came): a byte every 50 ms for 3 s.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let sent = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull: (controller) =>
+      new Promise((resolve) => {
+        timer = setTimeout(() => {
+          if (++sent === 60) controller.close();
+          else controller.enqueue(new Uint8Array([0x23]));
+          resolve();
+        }, 50);
+      }),
+    cancel: () => clearTimeout(timer),
+  });
+  const idle = idleWatch("http://127.0.0.1:9/script.ipxe", 2000, {
+    minSpeed: 100,
+    minSpeedTimeMs: 400,
+  });
+  const started = performance.now();
+  try {
+    const err = await idle.watch(new Response(body)).text().then(
+      () => undefined,
+      (err) => err,
+    );
+    assert.ok(err instanceof NetworkError, String(err));
+    assert.match(err.message, /: slower than 100 bytes\/s /);
+    assert.ok(performance.now() - started < 1500);
+    assert.equal(idle.signal.reason, err);
+  } finally {
+    idle.stop();
+    clearTimeout(timer);
+  }
+});
