@@ -68,6 +68,10 @@ interface Sample {
   wall: number;
   /** User + system CPU seconds of the process and its children. */
   cpu: number;
+  /** Of which system (kernel) CPU seconds: page-cache writes are counted here. */
+  sys: number;
+  /** Seconds the hypervisor took the machine's CPUs away meanwhile (steal, all CPUs). */
+  steal: number;
   /** CPU seconds the bench server spent meanwhile (it shares the machine). */
   serverCpu: number;
   /** Peak resident set size, MiB (largest process of the command). */
@@ -78,6 +82,16 @@ interface Sample {
   stdout: string;
   /** Standard error without the `time -v` report. */
   stderr: string;
+}
+
+/** Steal seconds of all CPUs so far, from /proc/stat (0 when unknown). */
+function stealOf(): number {
+  try {
+    const cpu = Deno.readTextFileSync("/proc/stat").split("\n")[0];
+    return Number(cpu.trim().split(/\s+/)[8] ?? 0) / CLOCK_TICKS;
+  } catch {
+    return 0;
+  }
 }
 
 /** The bench server's process id, once it runs: its CPU is read around each process. */
@@ -104,6 +118,7 @@ async function run(
   // writeback of an earlier 1 GiB write lands on whichever process runs next.
   await new Deno.Command("sync", { stdout: "null", stderr: "null" }).output();
   const serverBefore = cpuOf(serverPid);
+  const stealBefore = stealOf();
   const started = performance.now();
   const out = await new Deno.Command("/usr/bin/time", {
     args: ["-v", ...cmd],
@@ -113,16 +128,19 @@ async function run(
   }).output();
   const wall = (performance.now() - started) / 1000;
   const serverCpu = cpuOf(serverPid) - serverBefore;
+  const steal = stealOf() - stealBefore;
   const stderr = new TextDecoder().decode(out.stderr);
   const field = (name: string) => {
     const m = new RegExp(`^\\s*${name}: (.*)$`, "m").exec(stderr);
     return m ? m[1].trim() : "";
   };
   const cut = stderr.indexOf("\tCommand being timed:");
+  const sys = Number(field("System time \\(seconds\\)"));
   return {
     wall,
-    cpu: Number(field("User time \\(seconds\\)")) +
-      Number(field("System time \\(seconds\\)")),
+    cpu: Number(field("User time \\(seconds\\)")) + sys,
+    sys,
+    steal,
     serverCpu,
     rssMib: Number(field("Maximum resident set size \\(kbytes\\)")) / 1024,
     code: out.code,
@@ -312,7 +330,11 @@ async function main(): Promise<void> {
           fmt(c.wall, 2)
         } s (${fmt(c.wall / a.wall, 2)}× curl -o), --no-cache ${
           fmt(d.wall, 2)
-        } s, cached ${fmt(again.wall, 2)} s`,
+        } s, cached ${fmt(again.wall, 2)} s; kernel CPU s: curl -o ${
+          fmt(a.sys, 2)
+        }, bootloader ${fmt(c.sys, 2)}; steal s: ${fmt(a.steal, 2)}, ${
+          fmt(c.steal, 2)
+        }`,
       );
     }
     const idle = await run(loader(["--print-plan"]), loaderEnv);
@@ -346,8 +368,8 @@ async function main(): Promise<void> {
           Deno.loadavg().map((l) => l.toFixed(1)).join(" ")
         }`,
       "",
-      "| Process | Wall s | MiB/s | × curl -o | × curl \\| sha256sum | Peak RSS MiB | CPU s | Server CPU s |",
-      "|---|---:|---:|---:|---:|---:|---:|---:|",
+      "| Process | Wall s | MiB/s | × curl -o | × curl \\| sha256sum | Peak RSS MiB | CPU s | of it kernel | Server CPU s |",
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     );
     for (const [name, list] of Object.entries(samples)) {
       const s = median(list);
@@ -356,21 +378,25 @@ async function main(): Promise<void> {
           fmt(mibs(s), 0)
         } | ${fmt(mibs(s) / mibs(curlMed), 2)} | ${
           fmt(mibs(s) / mibs(hashMed), 2)
-        } | ${fmt(s.rssMib)} | ${fmt(s.cpu, 2)} | ${fmt(s.serverCpu, 2)} |`,
+        } | ${fmt(s.rssMib)} | ${fmt(s.cpu, 2)} | ${fmt(s.sys, 2)} | ${
+          fmt(s.serverCpu, 2)
+        } |`,
       );
     }
     lines.push(
       `| bootloader --print-plan (idle) | ${fmt(idle.wall, 2)} | | | | ${
         fmt(idle.rssMib)
-      } | ${fmt(idle.cpu, 2)} |`,
+      } | ${fmt(idle.cpu, 2)} | ${fmt(idle.sys, 2)} | |`,
       `| bootloader again, same work dir (cached) | ${fmt(cached.wall, 2)} | ${
         fmt(mibs(cached), 0)
-      } | | | ${fmt(cached.rssMib)} | ${fmt(cached.cpu, 2)} |`,
+      } | | | ${fmt(cached.rssMib)} | ${fmt(cached.cpu, 2)} | ${
+        fmt(cached.sys, 2)
+      } | |`,
       `| its re-hash alone (sha256File, a process of its own) | ${
         fmt(rehash.wall, 2)
       } | ${fmt(mibs(rehash), 0)} | | | ${fmt(rehash.rssMib)} | ${
         fmt(rehash.cpu, 2)
-      } |`,
+      } | ${fmt(rehash.sys, 2)} | |`,
       "",
     );
     const above = loaderMed.rssMib - idle.rssMib;
@@ -409,14 +435,14 @@ async function main(): Promise<void> {
     if (breakdown.length > 0) {
       lines.push("", "Breakdown (one process each, same file and server):", "");
       lines.push(
-        "| Step alone | Wall s | MiB/s | Peak RSS MiB | CPU s |",
-        "|---|---:|---:|---:|---:|",
+        "| Step alone | Wall s | MiB/s | Peak RSS MiB | CPU s | of it kernel |",
+        "|---|---:|---:|---:|---:|---:|",
       );
       for (const [name, s] of breakdown) {
         lines.push(
           `| ${name} | ${fmt(s.wall, 2)} | ${fmt(mibs(s), 0)} | ${
             fmt(s.rssMib)
-          } | ${fmt(s.cpu, 2)} |`,
+          } | ${fmt(s.cpu, 2)} | ${fmt(s.sys, 2)} |`,
         );
       }
     }
@@ -550,6 +576,18 @@ async function measureBreakdown(url: string): Promise<[string, Sample][]> {
       console.log(h.digest("hex"));`)),
   ]);
   out.push(["sha256sum of the file", await run(["sha256sum", FILE])]);
+  out.push([
+    "dd: the same size written from /dev/zero, 1 MiB writes (the kernel's write cost)",
+    await run([
+      "dd",
+      "if=/dev/zero",
+      `of=${sink}`,
+      "bs=1M",
+      `count=${SIZE / MIB}`,
+      "status=none",
+    ]),
+  ]);
+  await Deno.remove(sink).catch(() => {});
   return out;
 }
 
