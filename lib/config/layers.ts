@@ -243,10 +243,8 @@ export function readKernelCmdline(
   origins: Origins = {},
 ): RawOptions {
   const raw: RawOptions = {};
-  for (const arg of splitKernelCmdline(cmdline)) {
-    const eq = arg.indexOf("=");
-    const param = eq < 0 ? arg : arg.slice(0, eq);
-    const value = eq < 0 ? undefined : arg.slice(eq + 1);
+  // The kernel's own split: an "=" first in an argument is part of its name.
+  for (const { param, value } of parseKernelCmdline(cmdline)) {
     if (!param.toLowerCase().startsWith("assisted.")) {
       const pin = lookalike(param, PINS);
       if (pin) {

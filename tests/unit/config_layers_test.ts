@@ -260,6 +260,17 @@ Deno.test("config layers: an empty value is a usage error in every layer and for
       new RegExp(`^${flag} is empty`),
     );
   }
+  // Blanks are empty too, and so is one blank among a list flag's values.
+  refused(
+    ["--ipxe-url", K, "--work-dir", " \t"],
+    sources({}),
+    /^--work-dir is empty/,
+  );
+  refused(
+    ["--ipxe-url", K, "--ca-cert", "/a", "--ca-cert", " "],
+    sources({}),
+    /^--ca-cert is empty/,
+  );
   // The pins of the file stand when nothing above sets the option.
   const c = config(
     [],
@@ -372,6 +383,12 @@ Deno.test("config layers: a bad value is named where it was set, not as its flag
     sources({}),
     /^--kernel-sha256 must be 64/,
   );
+  // A flag is named as itself, even when a layer below sets the option too.
+  refused(
+    ["--ipxe-url", K, "--retries", "many"],
+    sources({}, { env: { ASSISTED_RETRIES: "5" } }),
+    /^--retries must be a number/,
+  );
 });
 
 Deno.test("readKernelCmdline: only assisted.* arguments, - or _ alike; the initramfs's own are not warned about; a bad value names its parameter", () => {
@@ -392,6 +409,61 @@ Deno.test("readKernelCmdline: only assisted.* arguments, - or _ alike; the initr
     () => readKernelCmdline("assisted.no-kexec=maybe", () => {}),
     /^BootError: Kernel command line parameter assisted\.no-kexec must be a boolean/,
   );
+});
+
+Deno.test("config layers: an option repeated in one layer with the same value is read once; with another value it is refused, a list in a config file too", () => {
+  const c = config(
+    ["--ipxe-url", K],
+    sources({ "/cfg": "ASSISTED_SET=a=1 b=2\nASSISTED_SET=a=1  b=2\n" }, {
+      env: { ASSISTED_CONFIG: "/cfg" },
+      cmdline:
+        "assisted.retries=3 assisted.retries=3 assisted.no_kexec assisted.no_kexec=1",
+    }),
+  );
+  assert.equal(c.retries, 3);
+  assert.equal(c.mode, "no-kexec");
+  assert.deepEqual(c.settings, { a: "1", b: "2" });
+  refused(
+    ["--ipxe-url", K],
+    sources({}, { cmdline: "assisted.retries=3 quiet assisted.retries=4" }),
+    /^Kernel command line parameter assisted\.retries and kernel command line parameter assisted\.retries set the same option differently$/,
+  );
+  refused(
+    ["--ipxe-url", K],
+    sources({ "/cfg": "ASSISTED_SET=a=1\nASSISTED_SET=a=2\n" }, {
+      env: { ASSISTED_CONFIG: "/cfg" },
+    }),
+    /^Config file \/cfg ASSISTED_SET and config file \/cfg ASSISTED_SET set the same option differently$/,
+  );
+});
+
+Deno.test("readKernelCmdline: an argument is split as the kernel splits it, an '=' first in it part of its name", () => {
+  const warnings: string[] = [];
+  assert.deepEqual(
+    {
+      ...readKernelCmdline(
+        `=kernel_sha256=${PIN} =assisted.retries=3`,
+        (w) => warnings.push(w),
+      ),
+    },
+    {},
+  );
+  assert.deepEqual(warnings, [
+    "ignoring kernel command line parameter =kernel_sha256: not read (did you mean assisted.kernel_sha256?)",
+  ]);
+});
+
+Deno.test("readKernelCmdline: an unknown assisted.* parameter's hint is spelled as a kernel parameter and read from the name after assisted. alone", () => {
+  const warnings: string[] = [];
+  readKernelCmdline(
+    `assisted.initrd_sha_256=${PIN} assisted.elete_karg=x`,
+    (w) => warnings.push(w),
+  );
+  assert.deepEqual(warnings, [
+    "ignoring unknown kernel command line parameter assisted.initrd_sha_256 (did you mean assisted.initrd_sha256?)",
+    // The prefix's last letter does not complete delete_karg.
+    "ignoring unknown kernel command line parameter assisted.elete_karg",
+  ]);
 });
 
 Deno.test("readLayers: ASSISTED_ names in any case and spelling; unknown ones ignored in the environment, refused in a config file except the test hooks; an unreadable --config named", () => {

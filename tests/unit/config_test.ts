@@ -123,13 +123,13 @@ Deno.test("config: kernel command line options, quoted values and repeats", () =
   ]);
 });
 
-Deno.test("config: env lists are split on whitespace", () => {
+Deno.test("config: env lists are split on any run of whitespace, blanks at either end ignored", () => {
   const c = run([], {
     ...none,
     env: {
       ASSISTED_IPXE_URL: "file:///x",
       ASSISTED_SET: "a=1 b=2",
-      ASSISTED_CA_CERT: "/a /b",
+      ASSISTED_CA_CERT: " /a \t\n /b ",
     },
   });
   assert.deepEqual(c.settings, { a: "1", b: "2" });
