@@ -16,8 +16,10 @@ const HTTP_DATE = /^[\x20-\x7e]+$/;
 export function validators(
   response: Response,
 ): { etag?: string; lastModified?: string } {
-  const etag = response.headers.get("etag")?.trim();
-  const lastModified = response.headers.get("last-modified")?.trim();
+  // Headers has already cut the whitespace around a value (fetch's and
+  // the curl transport's alike).
+  const etag = response.headers.get("etag") ?? undefined;
+  const lastModified = response.headers.get("last-modified") ?? undefined;
   return {
     etag: etag && ENTITY_TAG.test(etag) ? etag : undefined,
     lastModified: lastModified && HTTP_DATE.test(lastModified) &&
@@ -30,5 +32,5 @@ export function validators(
 /** `Content-Length` of a response, when it is a number. */
 export function contentLength(response: Response): number | undefined {
   const value = response.headers.get("content-length");
-  return value && /^\d+$/.test(value.trim()) ? Number(value) : undefined;
+  return value && /^\d+$/.test(value) ? Number(value) : undefined;
 }

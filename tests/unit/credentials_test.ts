@@ -46,3 +46,32 @@ Deno.test("paramName: a stray percent sign keeps the escapes that can be decoded
   assert.ok(isCredentialParam("%54OKEN"));
   assert.ok(!isCredentialParam("token%"));
 });
+
+Deno.test("isCredentialParam: every parameter docs/security.md names is a credential, in any case; lookalikes are not", () => {
+  const documented = [
+    "api_key",
+    "image_token",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "password",
+    "X-Amz-Signature",
+    "X-Amz-Security-Token",
+    "X-Amz-Credential",
+    "X-Goog-Signature",
+    "X-Goog-Credential",
+    "sig",
+    "signature",
+  ];
+  for (const name of documented) {
+    assert.ok(isCredentialParam(name), name);
+    assert.ok(isCredentialParam(name.toUpperCase()), name);
+    assert.ok(hasCredential(`https://h/k?arch=x86_64&${name}=v`), name);
+  }
+  for (const name of ["", "key", "tokens", "signatures", "x-amz-date"]) {
+    assert.equal(isCredentialParam(name), false, name);
+  }
+  // A fragment starting the reference hides all of it, as one later does.
+  assert.equal(hasCredential("#?api_key=v"), false);
+});

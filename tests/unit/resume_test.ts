@@ -65,10 +65,16 @@ Deno.test("validators: an ETag or Last-Modified is kept only when the whole valu
     undefined,
   );
   assert.equal(of({ "last-modified": "yesterday" }).lastModified, undefined);
+  // Blanks around a value are the header's, not the value's.
+  assert.deepEqual(of({ etag: ' \t"a" ', "last-modified": ` ${LM}\t` }), {
+    etag: '"a"',
+    lastModified: LM,
+  });
 });
 
 Deno.test("contentLength: digits only, else unknown", () => {
   assert.equal(contentLength(answer(200, { "content-length": "10" })), 10);
+  assert.equal(contentLength(answer(200, { "content-length": " 10\t" })), 10);
   for (const value of ["x10", "10x", "1 0"]) {
     assert.equal(
       contentLength(answer(200, { "content-length": value })),
