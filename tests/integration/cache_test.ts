@@ -313,6 +313,39 @@ Deno.test("cache: HEAD refused, or no Content-Length nor Last-Modified, means do
   }
 });
 
+Deno.test("cache: a HEAD answered with an error status keeps the cached copy for a later run (only a 200 can say the file changed)", async () => {
+  const kernel = fakeKernel(20_000);
+  const file: Served = { body: kernel, lastModified: LM1 };
+  const srv = serve({ "/vmlinuz": file });
+  try {
+    await withTemp(async (dir) => {
+      const p = plan(srv.base, "/vmlinuz", []);
+      await captureLog(() => stage(p, opts(dir)));
+      const kept = await cacheNames(dir);
+      assert.equal(kept.length, 2);
+      // The download that follows gives no validator: it records nothing
+      // over the kept entry.
+      file.lastModified = undefined;
+      for (const status of [500, 404]) {
+        file.headStatus = status;
+        const [, lines] = await captureLog(() => stage(p, opts(dir)));
+        assert.ok(
+          lines.some((l) => l.includes(`(HEAD answered ${status})`)),
+          lines.join("\n"),
+        );
+        assert.deepEqual(await cacheNames(dir), kept, `HEAD ${status}`);
+      }
+      file.lastModified = LM1;
+      file.headStatus = undefined;
+      srv.reset();
+      await captureLog(() => stage(p, opts(dir)));
+      assert.equal(srv.count("GET", "/vmlinuz"), 0, "reused");
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
 Deno.test("cache: Content-Length alone (or a weak ETag) is no validator: nothing is kept, and a copy kept on it is never reused", async () => {
   const v1 = fakeKernel(20_000);
   const v2 = fakeKernel(20_000);

@@ -36,6 +36,14 @@ function diskError(message: RegExp) {
   };
 }
 
+/** Gives the symbolic link at `path` itself (not its target) to `uid`. */
+async function lchown(path: string, uid: number): Promise<void> {
+  const out = await new Deno.Command("chown", {
+    args: ["-h", String(uid), path],
+  }).output();
+  assert.ok(out.success, `chown -h ${path}`);
+}
+
 async function mkfifo(path: string): Promise<void> {
   const out = await new Deno.Command("mkfifo", { args: [path] }).output();
   assert.ok(out.success, `mkfifo ${path}`);
@@ -147,12 +155,6 @@ Deno.test({
     await withTemp(async (dir) => {
       await Deno.mkdir(`${dir}/victim`, { mode: 0o755 });
       await Deno.writeTextFile(`${dir}/victim/initrd`, "theirs");
-      const lchown = async (path: string, uid: number) => {
-        const out = await new Deno.Command("chown", {
-          args: ["-h", String(uid), path],
-        }).output();
-        assert.ok(out.success, `chown -h ${path}`);
-      };
       // Theirs, as the work dir itself, as a parent, or behind a link of ours.
       await Deno.symlink(`${dir}/victim`, `${dir}/theirs`);
       await lchown(`${dir}/theirs`, OTHER);
@@ -188,6 +190,180 @@ Deno.test({
       await prepareWorkDir(`${dir}/mine`);
       await prepareWorkDir(`${dir}/mine/new`);
       assert.ok((await Deno.stat(`${dir}/victim/new`)).isDirectory);
+    });
+  },
+});
+
+Deno.test("prepareWorkDir: 40 symbolic links on the way (relative targets too) are followed; a 41st is refused (exit 8), naming the limit", async () => {
+  await withTemp(async (dir) => {
+    await Deno.mkdir(`${dir}/real`, { mode: 0o700 });
+    // l1 → l2 → … → l41 → real, each target relative to its link's directory.
+    for (let i = 1; i <= 41; i++) {
+      await Deno.symlink(i === 41 ? "real" : `l${i + 1}`, `${dir}/l${i}`);
+    }
+    await prepareWorkDir(`${dir}/l2`);
+    await assert.rejects(
+      prepareWorkDir(`${dir}/l1`),
+      diskError(
+        new RegExp(
+          `^The work directory ${dir}/l1 is reached through more than 40 symbolic links$`,
+        ),
+      ),
+    );
+  });
+});
+
+Deno.test({
+  name:
+    "prepareWorkDir: another user's link is found through a relative work dir, '.', '..' and a relative link target, and named by its real path",
+  ignore: !isRoot,
+  async fn() {
+    await withTemp(async (tmp) => {
+      const dir = await Deno.realPath(tmp);
+      await Deno.mkdir(`${dir}/victim`, { mode: 0o755 });
+      await Deno.symlink(`${dir}/victim`, `${dir}/theirs`);
+      await lchown(`${dir}/theirs`, OTHER);
+      await Deno.mkdir(`${dir}/real/sub`, { recursive: true });
+      // Ours: a relative target, and a link whose `..` is real, not dir.
+      await Deno.symlink("theirs", `${dir}/relative`);
+      await Deno.symlink(`${dir}/real/sub`, `${dir}/deep`);
+      const cwd = Deno.cwd();
+      Deno.chdir(dir);
+      try {
+        for (
+          const path of [
+            "theirs",
+            "./theirs",
+            "real/../theirs",
+            `${dir}/./theirs`,
+            `${dir}/real/../theirs`,
+            `${dir}/deep/../../theirs`,
+            `${dir}/relative`,
+          ]
+        ) {
+          await assert.rejects(
+            prepareWorkDir(path),
+            diskError(
+              new RegExp(
+                `^The work directory ${
+                  path.replaceAll(".", "\\.")
+                } is reached through ${dir}/theirs, a symbolic link of uid ${OTHER} `,
+              ),
+            ),
+            path,
+          );
+        }
+      } finally {
+        Deno.chdir(cwd);
+      }
+      assert.deepEqual([...Deno.readDirSync(`${dir}/victim`)], [], "untouched");
+    });
+  },
+});
+
+const WORK_DIR_MODULE = new URL("../../lib/stage/work_dir.ts", import.meta.url);
+
+/** Whether root can run a process as `uid` (`setpriv`) that reads `file`. */
+async function canReadAs(uid: number, file: URL): Promise<boolean> {
+  if (!isRoot) return false;
+  try {
+    const test = await new Deno.Command("setpriv", {
+      args: [
+        `--reuid=${uid}`,
+        `--regid=${uid}`,
+        "--clear-groups",
+        "test",
+        "-r",
+        file.pathname,
+      ],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return test.success;
+  } catch {
+    return false; // no setpriv
+  }
+}
+
+/**
+ * Runs `prepareWorkDir` on each of `paths` in a child process with uid and
+ * gid `uid` (root only: `setpriv`); "ok" or the error's message for each.
+ */
+async function prepareAs(
+  uid: number,
+  paths: string[],
+  denoDir: string,
+): Promise<string[]> {
+  const module = WORK_DIR_MODULE.href;
+  const code = `
+    const { prepareWorkDir } = await import(Deno.args[0]);
+    const out = [];
+    for (const path of Deno.args.slice(1)) {
+      try {
+        await prepareWorkDir(path);
+        out.push("ok");
+      } catch (err) {
+        out.push(String(err?.message ?? err));
+      }
+    }
+    console.log(JSON.stringify({ uid: Deno.uid(), out }));
+  `;
+  const run = await new Deno.Command("setpriv", {
+    args: [
+      `--reuid=${uid}`,
+      `--regid=${uid}`,
+      "--clear-groups",
+      Deno.execPath(),
+      "eval",
+      code,
+      module,
+      ...paths,
+    ],
+    env: { DENO_DIR: denoDir, NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(run.stderr);
+  assert.ok(run.success, stderr);
+  const result = JSON.parse(new TextDecoder().decode(run.stdout));
+  assert.equal(result.uid, uid, "the child runs as that user");
+  return result.out;
+}
+
+Deno.test({
+  name:
+    "prepareWorkDir for a user other than root: root's links and the user's own are followed, a third user's is refused",
+  // Root only, and only where that user can read this tree (the child imports it).
+  ignore: !await canReadAs(OTHER, WORK_DIR_MODULE),
+  async fn() {
+    const THIRD = OTHER - 1;
+    await withTemp(async (tmp) => {
+      const dir = await Deno.realPath(tmp);
+      await Deno.chmod(dir, 0o755);
+      const home = `${dir}/home`;
+      await Deno.mkdir(`${home}/real`, { recursive: true, mode: 0o700 });
+      await Deno.mkdir(`${home}/deno`);
+      for (const path of [home, `${home}/real`, `${home}/deno`]) {
+        await Deno.chown(path, OTHER, OTHER);
+      }
+      await Deno.symlink(home, `${dir}/by-root`);
+      await Deno.symlink(`${home}/real`, `${home}/mine`);
+      await lchown(`${home}/mine`, OTHER);
+      await Deno.symlink(`${home}/real`, `${home}/third`);
+      await lchown(`${home}/third`, THIRD);
+      const out = await prepareAs(OTHER, [
+        `${dir}/by-root/work`,
+        `${home}/mine`,
+        `${home}/third`,
+      ], `${home}/deno`);
+      assert.deepEqual(out.slice(0, 2), ["ok", "ok"], out.join("\n"));
+      assert.match(
+        out[2],
+        new RegExp(
+          `^The work directory ${home}/third is reached through ${home}/third, a symbolic link of uid ${THIRD} \\(not root, not this user\\)`,
+        ),
+      );
+      assert.equal((await Deno.stat(`${home}/work`)).uid, OTHER, "made");
     });
   },
 });
