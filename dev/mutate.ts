@@ -92,6 +92,7 @@ export const MODULES: Record<string, string[]> = {
     "tests/integration/download_test.ts",
   ],
   "lib/stage/cache.ts": [
+    "tests/unit/cache_test.ts",
     "tests/integration/cache_test.ts",
     "tests/integration/stage_test.ts",
   ],
