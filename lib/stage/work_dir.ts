@@ -122,12 +122,15 @@ function checkOwnDir(path: string, what: string, info: Deno.FileInfo): void {
 const MAX_LINKS = 40;
 
 /**
- * Refuses a work directory reached through a symbolic link another user owns
- * (not root, not us): whoever owns a link can point it elsewhere between
- * runs, or in the middle of one, and make the bootloader write, remove and
- * lock files in a directory of their choosing. Every link on the way is
- * followed by hand (its target may hold links too); a missing part ends the
- * walk (it is about to be created, by us).
+ * Refuses a work directory whose path another user controls: a symbolic link
+ * of theirs (not root, not us) can be pointed elsewhere between runs, or in
+ * the middle of one; a directory on the way that is theirs, or that others
+ * may write without the sticky bit, lets them rename the next part and put a
+ * link of their own in its place. Either way the bootloader would write,
+ * remove and lock files in a directory of their choosing. Every link on the
+ * way is followed by hand (its target may hold links too); a missing part
+ * ends the walk (it is about to be created, by us). The work directory itself
+ * is checked by its caller.
  */
 async function checkLinksOnPath(dir: string): Promise<void> {
   const uid = ownUid();
@@ -152,6 +155,7 @@ async function checkLinksOnPath(dir: string): Promise<void> {
       throw err;
     }
     if (!info.isSymlink) {
+      if (pending.length > 0) checkParentDir(dir, next, info, uid);
       resolved = next;
       continue;
     }
@@ -170,6 +174,30 @@ async function checkLinksOnPath(dir: string): Promise<void> {
     const target = await Deno.readLink(next);
     if (target.startsWith("/")) resolved = "";
     pending = [...target.split("/"), ...pending];
+  }
+}
+
+/** Refuses a directory on the way to the work directory that another user can change. */
+function checkParentDir(
+  dir: string,
+  path: string,
+  info: Deno.FileInfo,
+  uid: number,
+): void {
+  if (info.uid !== null && info.uid !== 0 && info.uid !== uid) {
+    throw new BootError(
+      `The work directory ${dir} is reached through ${path}, a directory of uid ${info.uid} (not root, not this user): use a path no other user controls (--work-dir)`,
+      ExitCode.Disk,
+    );
+  }
+  const mode = info.mode ?? 0;
+  if ((mode & 0o022) !== 0 && (mode & 0o1000) === 0) {
+    throw new BootError(
+      `The work directory ${dir} is reached through ${path}, writable by other users without the sticky bit (mode ${
+        describeMode(mode)
+      }): use a path no other user controls (--work-dir)`,
+      ExitCode.Disk,
+    );
   }
 }
 

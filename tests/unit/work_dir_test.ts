@@ -576,3 +576,65 @@ Deno.test({
     });
   },
 });
+
+Deno.test("prepareWorkDir: a directory on the way that others may write without the sticky bit is refused (exit 8), naming it; a sticky one passes", async () => {
+  await withTemp(async (tmp) => {
+    const dir = await Deno.realPath(tmp);
+    for (const mode of [0o777, 0o775, 0o757]) {
+      await Deno.mkdir(`${dir}/open`);
+      await Deno.chmod(`${dir}/open`, mode);
+      await assert.rejects(
+        prepareWorkDir(`${dir}/open/work`),
+        diskError(
+          new RegExp(
+            `reached through ${dir}/open, writable by other users without the sticky bit \\(mode 0${
+              mode.toString(8)
+            }\\)`,
+          ),
+        ),
+      );
+      // Through a link of ours too: the link's target is on the way.
+      await Deno.symlink(`${dir}/open`, `${dir}/link`);
+      await assert.rejects(
+        prepareWorkDir(`${dir}/link/sub/work`),
+        diskError(new RegExp(`reached through ${dir}/open, writable`)),
+      );
+      await Deno.remove(`${dir}/link`);
+      await Deno.remove(`${dir}/open`, { recursive: true });
+    }
+    // Sticky (as /tmp): others cannot rename what is ours in it.
+    await Deno.mkdir(`${dir}/sticky`);
+    await Deno.chmod(`${dir}/sticky`, 0o1777);
+    await prepareWorkDir(`${dir}/sticky/work`);
+    assert.ok((await Deno.stat(`${dir}/sticky/work`)).isDirectory);
+  });
+});
+
+Deno.test({
+  name:
+    "prepareWorkDir: a directory on the way that another user owns is refused (exit 8), naming it; root's pass",
+  ignore: !isRoot,
+  async fn() {
+    await withTemp(async (tmp) => {
+      const dir = await Deno.realPath(tmp);
+      await Deno.mkdir(`${dir}/theirs/deeper`, { recursive: true });
+      await Deno.chown(`${dir}/theirs`, OTHER, OTHER);
+      for (const work of [`${dir}/theirs/work`, `${dir}/theirs/deeper/work`]) {
+        await assert.rejects(
+          prepareWorkDir(work),
+          diskError(
+            new RegExp(
+              `reached through ${dir}/theirs, a directory of uid ${OTHER} \\(not root, not this user\\)`,
+            ),
+          ),
+        );
+      }
+      await assert.rejects(
+        Deno.stat(`${dir}/theirs/work`),
+        Deno.errors.NotFound,
+      );
+      await Deno.mkdir(`${dir}/ours`);
+      await prepareWorkDir(`${dir}/ours/work`);
+    });
+  },
+});
