@@ -32,6 +32,12 @@ function nullDevice(): number | null {
   }
 }
 
+/** True when `info` is the null device's (`/dev/null`, or another node of the same device). */
+export function isNullDevice(info: Deno.FileInfo): boolean {
+  return info.isCharDevice === true && info.rdev !== null &&
+    info.rdev === nullDevice();
+}
+
 /** An error for a file that is not regular; the message says what it is. */
 export class NotRegularFileError extends Error {
   /** Creates it; `message` says what the file is (`it is a FIFO, not a regular file`). */
@@ -80,9 +86,7 @@ export async function assertNotSpecialFile(
 export function readRegularTextFileSync(path: string): string {
   const info = Deno.statSync(path);
   if (!info.isFile) {
-    const isNull = info.isCharDevice && info.rdev !== null &&
-      info.rdev === nullDevice();
-    if (!isNull) {
+    if (!isNullDevice(info)) {
       throw new NotRegularFileError(
         `it is ${kindOf(info)}, not a regular file`,
       );

@@ -11,6 +11,7 @@
  */
 
 import { BootError, errorText, ExitCode } from "../errors.ts";
+import { untrustedPart } from "../path_trust.ts";
 
 /** Which file a path named when it was verified: what `fstat` must say later. */
 export interface FileIdentity {
@@ -118,87 +119,25 @@ function checkOwnDir(path: string, what: string, info: Deno.FileInfo): void {
   }
 }
 
-/** Symbolic links followed at most on the way to the work directory (as the kernel's ELOOP). */
-const MAX_LINKS = 40;
-
 /**
- * Refuses a work directory whose path another user controls: a symbolic link
- * of theirs (not root, not us) can be pointed elsewhere between runs, or in
- * the middle of one; a directory on the way that is theirs, or that others
- * may write without the sticky bit, lets them rename the next part and put a
- * link of their own in its place. Either way the bootloader would write,
- * remove and lock files in a directory of their choosing. Every link on the
- * way is followed by hand (its target may hold links too); a missing part
- * ends the walk (it is about to be created, by us). The work directory itself
- * is checked by its caller.
+ * Refuses a work directory whose path another user controls
+ * ({@linkcode untrustedPart}): a symbolic link of theirs (not root, not us)
+ * can be pointed elsewhere between runs, or in the middle of one; a
+ * directory on the way that is theirs, or that others may write without the
+ * sticky bit, lets them rename the next part and put a link of their own in
+ * its place. Either way the bootloader would write, remove and lock files in
+ * a directory of their choosing. A missing part ends the walk (it is about to
+ * be created, by us). The work directory itself is checked by its caller.
  */
-async function checkLinksOnPath(dir: string): Promise<void> {
-  const uid = ownUid();
-  if (uid === null) return;
-  let pending = (dir.startsWith("/") ? dir : `${Deno.cwd()}/${dir}`)
-    .split("/");
-  let resolved = "";
-  let links = 0;
-  while (pending.length > 0) {
-    const name = pending.shift()!;
-    if (name === "" || name === ".") continue;
-    if (name === "..") {
-      resolved = resolved.slice(0, resolved.lastIndexOf("/"));
-      continue;
-    }
-    const next = `${resolved}/${name}`;
-    let info: Deno.FileInfo;
-    try {
-      info = await Deno.lstat(next);
-    } catch (err) {
-      if (err instanceof Deno.errors.NotFound) return;
-      throw err;
-    }
-    if (!info.isSymlink) {
-      if (pending.length > 0) checkParentDir(dir, next, info, uid);
-      resolved = next;
-      continue;
-    }
-    if (info.uid !== null && info.uid !== 0 && info.uid !== uid) {
-      throw new BootError(
-        `The work directory ${dir} is reached through ${next}, a symbolic link of uid ${info.uid} (not root, not this user): use a path no other user controls (--work-dir)`,
-        ExitCode.Disk,
-      );
-    }
-    if (++links > MAX_LINKS) {
-      throw new BootError(
-        `The work directory ${dir} is reached through more than ${MAX_LINKS} symbolic links`,
-        ExitCode.Disk,
-      );
-    }
-    const target = await Deno.readLink(next);
-    if (target.startsWith("/")) resolved = "";
-    pending = [...target.split("/"), ...pending];
-  }
-}
-
-/** Refuses a directory on the way to the work directory that another user can change. */
-function checkParentDir(
-  dir: string,
-  path: string,
-  info: Deno.FileInfo,
-  uid: number,
-): void {
-  if (info.uid !== null && info.uid !== 0 && info.uid !== uid) {
-    throw new BootError(
-      `The work directory ${dir} is reached through ${path}, a directory of uid ${info.uid} (not root, not this user): use a path no other user controls (--work-dir)`,
-      ExitCode.Disk,
-    );
-  }
-  const mode = info.mode ?? 0;
-  if ((mode & 0o022) !== 0 && (mode & 0o1000) === 0) {
-    throw new BootError(
-      `The work directory ${dir} is reached through ${path}, writable by other users without the sticky bit (mode ${
-        describeMode(mode)
-      }): use a path no other user controls (--work-dir)`,
-      ExitCode.Disk,
-    );
-  }
+function checkLinksOnPath(dir: string): void {
+  const part = untrustedPart(dir, { final: false });
+  if (!part) return;
+  throw new BootError(
+    part.kind === "links"
+      ? `The work directory ${dir} ${part.text}`
+      : `The work directory ${dir} ${part.text}: use a path no other user controls (--work-dir)`,
+    ExitCode.Disk,
+  );
 }
 
 /** Options for {@linkcode prepareWorkDir} and {@linkcode lockWorkDir}. */
@@ -221,7 +160,7 @@ export async function prepareWorkDir(
   options: WorkDirOptions = {},
 ): Promise<void> {
   try {
-    await checkLinksOnPath(dir);
+    checkLinksOnPath(dir);
     let info: Deno.FileInfo | undefined;
     try {
       info = await Deno.stat(dir);
