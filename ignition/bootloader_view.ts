@@ -20,6 +20,7 @@ import {
 } from "../lib/config/mod.ts";
 import { BootError, ExitCode } from "../lib/errors.ts";
 import type { TargetFile } from "./mod.ts";
+import { modeProblem } from "../lib/path_trust.ts";
 
 /** Options of {@linkcode bootloaderView}. */
 export interface ViewOptions {
@@ -59,6 +60,12 @@ export function bootloaderView(
         return file.contents;
       },
       fileMode: (path) => byPath.get(path)?.mode,
+      // The target's files, not this machine's: root's, in a directory
+      // only root may write, so their modes alone decide.
+      untrustedPart: (path) => {
+        const file = byPath.get(path);
+        return file && modeProblem(path, file.mode);
+      },
       warn: (message) => warnings.push(message),
     });
   } catch (err) {

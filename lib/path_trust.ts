@@ -103,6 +103,26 @@ function wayProblem(
   };
 }
 
+/**
+ * Judges a file by its permission bits alone (`path` names it in the result):
+ * writable by its group or by others is untrusted. For a file known only by
+ * its mode, as one a generator writes for another machine.
+ */
+export function modeProblem(
+  path: string,
+  mode: number,
+): UntrustedPart | undefined {
+  if ((mode & 0o022) === 0) return undefined;
+  const why = `writable by other users (mode ${modeText(mode)})`;
+  return {
+    kind: "file",
+    path,
+    why,
+    text: `is ${why}`,
+    fix: `chmod go-w ${path}`,
+  };
+}
+
 /** Judges what the path leads to: another user's, or writable by group or others. */
 function finalProblem(
   path: string,
@@ -110,25 +130,17 @@ function finalProblem(
   options: { uid: number; linked: boolean },
 ): UntrustedPart | undefined {
   if (isNullDevice(info)) return undefined;
-  let why: string | undefined;
-  let fix: string | undefined;
-  const mode = info.mode ?? 0;
+  let problem = modeProblem(path, info.mode ?? 0);
   if (isOther(info, options.uid)) {
-    why = `${
+    const why = `${
       info.isDirectory ? "a directory" : "a file"
     } of uid ${info.uid} ${OTHER_USER}`;
-  } else if ((mode & 0o022) !== 0) {
-    why = `writable by other users (mode ${modeText(mode)})`;
-    fix = `chmod go-w ${path}`;
+    problem = { kind: "file", path, why, text: `is ${why}` };
   }
-  if (why === undefined) return undefined;
-  return {
-    kind: "file",
-    path,
-    why,
-    text: options.linked ? `leads to ${path}, ${why}` : `is ${why}`,
-    ...(fix ? { fix } : {}),
-  };
+  if (problem && options.linked) {
+    problem.text = `leads to ${path}, ${problem.why}`;
+  }
+  return problem;
 }
 
 /**

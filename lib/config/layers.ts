@@ -3,7 +3,8 @@
  * variables, the `KEY=VALUE` config file and `assisted.*` kernel command-line
  * parameters, each into raw option values; merging them (flag > env > file >
  * cmdline, a list taken whole from one layer); and reading the files the
- * merged options name (InfraEnv id, tokens). Every byte comes through
+ * merged options name (InfraEnv id, tokens): a file another user can change
+ * is not read (`path_trust.ts`). Every byte comes through
  * {@linkcode ConfigSources}, so a test (or a generator checking what a target
  * will see) can stand in for the machine. What the values mean is
  * validate.ts's job.
@@ -21,6 +22,11 @@ import {
 } from "./option_table.ts";
 import { parseEnvFile } from "./env_file.ts";
 import { readRegularTextFileSync } from "../regular_file.ts";
+import {
+  type UntrustedPart,
+  untrustedPart,
+  untrustedRefusal,
+} from "../path_trust.ts";
 import { hint, lookalike, optionOf, PINS } from "./option_names.ts";
 import { DEFAULT_CONFIG_FILE, type OptionName, OPTIONS } from "./options.ts";
 
@@ -40,6 +46,14 @@ export interface ConfigSources {
   readTextFile?: (path: string) => string;
   /** Permission bits of a file, undefined when unknown (default: from `Deno.statSync`). */
   fileMode?: (path: string) => number | undefined;
+  /**
+   * The part of a file's path that another user controls (the file, a
+   * directory or a link on the way), undefined when none is: such a config
+   * file or named file is refused, unread (default: `untrustedPart`, which
+   * walks this machine's file system; the kernel command line is not
+   * checked).
+   */
+  untrustedPart?: (path: string) => UntrustedPart | undefined;
 }
 
 /** Option values as read from one layer, or merged. */
@@ -70,10 +84,14 @@ export interface Layers {
   meminfoFile: string;
 }
 
-/** A file named by an option, as read: its text and mode, or why it could not be read. */
+/**
+ * A file named by an option, as read: its text and mode, why it could not be
+ * read, or the part of its path another user controls (then it is not read).
+ */
 export type FileRead =
   | { text: string; mode?: number }
-  | { error: string };
+  | { error: string }
+  | { untrusted: UntrustedPart };
 
 /** Files named by the merged options (see {@linkcode NAMED_FILE_OPTIONS}), by path. */
 export type NamedFiles = Record<string, FileRead>;
@@ -113,29 +131,49 @@ function statMode(path: string): number | undefined {
 interface FileAccess {
   readTextFile: (path: string) => string;
   fileMode: (path: string) => number | undefined;
+  untrustedPart: (path: string) => UntrustedPart | undefined;
 }
 
 function fileAccess(sources: ConfigSources): FileAccess {
   return {
     readTextFile: sources.readTextFile ?? readRegularTextFileSync,
     fileMode: sources.fileMode ?? statMode,
+    untrustedPart: sources.untrustedPart ?? untrustedPart,
   };
 }
 
-/** Reads a file for the configuration: its text and mode, or a one-line reason. */
+/** Why a file could not be read, in a few words. */
+function readError(err: unknown): string {
+  return err instanceof Deno.errors.NotFound
+    ? "no such file"
+    : err instanceof Deno.errors.PermissionDenied
+    ? "permission denied"
+    : err instanceof Error
+    ? err.message
+    : String(err);
+}
+
+/** Reads a file: its text and mode, or a one-line reason. */
 function readFile(files: FileAccess, path: string): FileRead {
   try {
     return { text: files.readTextFile(path), mode: files.fileMode(path) };
   } catch (err) {
-    const error = err instanceof Deno.errors.NotFound
-      ? "no such file"
-      : err instanceof Deno.errors.PermissionDenied
-      ? "permission denied"
-      : err instanceof Error
-      ? err.message
-      : String(err);
-    return { error };
+    return { error: readError(err) };
   }
+}
+
+/**
+ * Reads a file that decides what the machine boots (the config file, a named
+ * file): not at all when another user can change it.
+ */
+function readTrustedFile(files: FileAccess, path: string): FileRead {
+  let untrusted: UntrustedPart | undefined;
+  try {
+    untrusted = files.untrustedPart(path);
+  } catch (err) {
+    return { error: readError(err) };
+  }
+  return untrusted ? { untrusted } : readFile(files, path);
 }
 
 /** The kernel command line: given, or read from `ASSISTED_KERNEL_CMDLINE_FILE` or `/proc/cmdline` (empty when unreadable). */
@@ -350,8 +388,12 @@ export function readLayers(
     | string
     | undefined;
   const path = given ?? DEFAULT_CONFIG_FILE;
-  const read = readFile(files, path);
+  const read = readTrustedFile(files, path);
   let file: RawOptions = {};
+  if ("untrusted" in read) {
+    // The default one too: whoever can put it there decides the boot.
+    throw usageError(untrustedRefusal(`Config file ${path}`, read.untrusted));
+  }
   if ("error" in read) {
     // The default config file is optional.
     if (given !== undefined) {
@@ -412,8 +454,9 @@ const SECRET_FILES: Partial<Record<OptionName, string>> = {
 
 /**
  * Reads the files the merged options name ({@linkcode NAMED_FILE_OPTIONS}); a
- * failure is kept for validation to report, not thrown. A token file others
- * can read is reported to `warn`.
+ * failure, or a path another user controls (the file is then not read), is
+ * kept for validation to report, not thrown. A token file others can read is
+ * reported to `warn`.
  */
 export function readNamedFiles(
   merged: RawOptions,
@@ -426,7 +469,7 @@ export function readNamedFiles(
     const value = merged[name];
     if (typeof value !== "string") continue;
     const path = value.trim();
-    const read = files[path] ??= readFile(access, path);
+    const read = files[path] ??= readTrustedFile(access, path);
     const subject = SECRET_FILES[name];
     if (subject && "text" in read && sharedMode(read.mode)) {
       warn(

@@ -18,6 +18,7 @@ import { DEFAULT_BUSY_TIMEOUT_MS } from "../http/busy.ts";
 import { kargProblem } from "../resolve/kargs.ts";
 import type { ApiAuth, ScriptSource } from "../resolve/infraenv.ts";
 import { usageError } from "./option_table.ts";
+import { untrustedRefusal } from "../path_trust.ts";
 import type { NamedFiles, Origins, RawOptions } from "./layers.ts";
 import {
   DEFAULT_API_URL,
@@ -346,7 +347,10 @@ function accessors(raw: RawOptions) {
   return { str, bool, list };
 }
 
-/** The text of a file an option named, or the usage error of its failed read. */
+/**
+ * The text of a file an option named, or the usage error of its failed read
+ * or of a path another user controls.
+ */
 function fileText(files: NamedFiles, path: string, what: string): string {
   const read = files[path];
   if (read === undefined) {
@@ -354,6 +358,10 @@ function fileText(files: NamedFiles, path: string, what: string): string {
   }
   if ("error" in read) {
     throw usageError(`Cannot read ${what} ${path}: ${read.error}`);
+  }
+  if ("untrusted" in read) {
+    const subject = `${what[0].toUpperCase()}${what.slice(1)} ${path}`;
+    throw usageError(untrustedRefusal(subject, read.untrusted));
   }
   return read.text;
 }

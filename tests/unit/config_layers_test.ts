@@ -19,10 +19,11 @@ import {
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import { readKernelCmdline, readNamedFiles } from "../../lib/config/layers.ts";
 import { redact } from "../../lib/log.ts";
+import type { UntrustedPart } from "../../lib/path_trust.ts";
 
 const ID = "6f2a3c1e-8d4b-4e7a-9c1f-2b3d4e5f6a7b";
 
-/** Sources with the given files; every path read is recorded. */
+/** Sources with the given files (no other user controls any); every path read is recorded. */
 function sources(
   files: Record<string, string>,
   extra: ConfigSources = {},
@@ -36,6 +37,7 @@ function sources(
       throw new Deno.errors.NotFound(path);
     },
     fileMode: () => 0o100600,
+    untrustedPart: () => undefined,
     ...extra,
     reads,
   };
@@ -542,4 +544,118 @@ Deno.test("readNamedFiles: paths trimmed, read once; only a secret readable by o
   assert.deepEqual(warnings, [
     "Token file /t is readable by other users (mode 0644): chmod 600 /t",
   ]);
+});
+
+/** A stand-in machine where another user controls `parts` (by path). */
+function untrusted(parts: Record<string, UntrustedPart>): ConfigSources {
+  return { untrustedPart: (path) => parts[path] };
+}
+
+const OPEN_FILE = (path: string): UntrustedPart => ({
+  kind: "file",
+  path,
+  why: "writable by other users (mode 0666)",
+  text: "is writable by other users (mode 0666)",
+  fix: `chmod go-w ${path}`,
+});
+
+const THEIR_DIR: UntrustedPart = {
+  kind: "directory",
+  path: "/home/eve",
+  why: "a directory of uid 1000 (not root, not this user)",
+  text:
+    "is reached through /home/eve, a directory of uid 1000 (not root, not this user)",
+};
+
+function usage(message: string) {
+  return (err: unknown) => {
+    assert.ok(err instanceof BootError, String(err));
+    assert.equal(err.exitCode, ExitCode.Usage);
+    assert.equal(err.message, message);
+    return true;
+  };
+}
+
+Deno.test("config layers: a config file another user can change is refused unread (exit 2), however it is named, the default one too", () => {
+  const text = "ASSISTED_IPXE_URL=http://h/x\n";
+  const consequence = "whoever can change it decides what this machine boots";
+  const cases: [string[], Record<string, string>, string][] = [
+    [["--config", "/c.env"], {}, "/c.env"],
+    [[], { ASSISTED_CONFIG: "/c.env" }, "/c.env"],
+    [[], {}, DEFAULT_CONFIG_FILE],
+  ];
+  for (const [argv, env, path] of cases) {
+    const s = sources({ [path]: text }, {
+      env,
+      cmdline: "",
+      ...untrusted({ [path]: OPEN_FILE(path) }),
+    });
+    assert.throws(
+      () => readConfig(argv, s),
+      usage(
+        `Config file ${path} is writable by other users (mode 0666): ${consequence} (chmod go-w ${path})`,
+      ),
+      path,
+    );
+    assert.deepEqual(s.reads, [], "not read");
+  }
+  const s = sources({ "/home/eve/c.env": text }, {
+    cmdline: "",
+    ...untrusted({ "/home/eve/c.env": THEIR_DIR }),
+  });
+  assert.throws(
+    () => readConfig(["--config", "/home/eve/c.env"], s),
+    usage(
+      `Config file /home/eve/c.env is reached through /home/eve, a directory of uid 1000 (not root, not this user): ${consequence}`,
+    ),
+  );
+  // A walk that cannot finish is a read that failed.
+  assert.throws(
+    () =>
+      readConfig(["--config", "/c.env"], {
+        ...sources({ "/c.env": text }, { cmdline: "" }),
+        untrustedPart: () => {
+          throw new Deno.errors.PermissionDenied("lstat /c.env");
+        },
+      }),
+    usage("Cannot read config file /c.env: permission denied"),
+  );
+  // A missing default config file is still none at all.
+  const none = sources({}, { cmdline: "", env: { ASSISTED_IPXE_URL: "h" } });
+  assert.deepEqual(readLayers(readFlags([]), none, () => {}).file, {});
+});
+
+Deno.test("config layers: an InfraEnv id file, token file or refresh token file another user can change is refused unread (exit 2), naming it", () => {
+  const api = ["--api-url", "https://api.example.test"];
+  const cases: [string[], string, string][] = [
+    [
+      ["--infra-env-id-file", "/id", "--token", "t0k3n"],
+      "/id",
+      "InfraEnv id file",
+    ],
+    [["--infra-env-id", ID, "--token-file", "/t"], "/t", "Token file"],
+    [
+      ["--infra-env-id", ID, "--refresh-token-file", "/r"],
+      "/r",
+      "Refresh token file",
+    ],
+  ];
+  for (const [argv, path, subject] of cases) {
+    const files = { "/id": ID, "/t": "t0k3n", "/r": "r3fr3sh" };
+    for (const part of [OPEN_FILE(path), THEIR_DIR]) {
+      const s = sources(files, { cmdline: "", ...untrusted({ [path]: part }) });
+      assert.throws(
+        () => readConfig([...api, ...argv], s),
+        usage(
+          `${subject} ${path} ${part.text}: whoever can change it decides what this machine boots${
+            part.fix ? ` (${part.fix})` : ""
+          }`,
+        ),
+        `${subject} ${part.kind}`,
+      );
+      assert.ok(!s.reads.includes(path), "not read");
+    }
+    // The same file, trusted, is read and used.
+    config([...api, ...argv], sources(files, { cmdline: "" }));
+  }
 });

@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import {
   bootloaderFiles,
+  bootloaderView,
   CONFIG_DIR,
   CONFIG_PATH,
   decodeDataUrl,
@@ -179,4 +180,26 @@ Deno.test("ignition: files read back are unknown when not inline, compressed, no
     }),
     undefined,
   );
+});
+
+Deno.test("ignition: the bootloader's view of the target judges a file there by the mode it is written with, not by this machine's files", () => {
+  const config = "ASSISTED_IPXE_URL=https://hub.example.test/boot.ipxe\n";
+  const view = (mode: number) =>
+    bootloaderView([{ path: CONFIG_PATH, mode, contents: config }], {
+      configPath: CONFIG_PATH,
+    });
+  assert.deepEqual(view(0o600).config.source, {
+    kind: "ipxe-url",
+    url: "https://hub.example.test/boot.ipxe",
+  });
+  view(0o644);
+  assert.throws(() => view(0o664), (err) => {
+    assert.ok(err instanceof BootError, String(err));
+    assert.equal(err.exitCode, ExitCode.Usage);
+    assert.equal(
+      err.message,
+      `The bootloader would refuse this config: Config file ${CONFIG_PATH} is writable by other users (mode 0664): whoever can change it decides what this machine boots (chmod go-w ${CONFIG_PATH})`,
+    );
+    return true;
+  });
 });
