@@ -13,6 +13,7 @@
  * @module
  */
 
+import { fileURLToPath } from "node:url";
 import { isNullDevice } from "./regular_file.ts";
 
 /** Symbolic links followed at most on the way (as the kernel's ELOOP). */
@@ -240,4 +241,38 @@ export function untrustedRefusal(
   return `${line}: whoever can change it decides what this machine boots${
     part.fix ? ` (${part.fix})` : ""
   }`;
+}
+
+/** A path another user can change, refused; its message has `it` for subject (`it is writable by other users…`). */
+export class UntrustedPathError extends Error {
+  /** What {@linkcode untrustedPart} found. */
+  readonly part: UntrustedPart;
+
+  /** Creates the error from what was found. */
+  constructor(part: UntrustedPart) {
+    super(untrustedRefusal("it", part));
+    this.name = "UntrustedPathError";
+    this.part = part;
+  }
+}
+
+/**
+ * Throws {@linkcode UntrustedPathError} when another user controls a part of
+ * `path` (a `file:` URL is taken as its path), as {@linkcode untrustedPart}
+ * judges it; a missing part is left to the open that follows to report.
+ *
+ * @example
+ * ```ts
+ * assertTrustedPath(new URL("file:///srv/boot.ipxe"));
+ * ```
+ */
+export function assertTrustedPath(
+  path: string | URL,
+  options: PathTrustOptions = {},
+): void {
+  const part = untrustedPart(
+    path instanceof URL ? fileURLToPath(path) : path,
+    options,
+  );
+  if (part) throw new UntrustedPathError(part);
 }

@@ -17,6 +17,11 @@ import { BootError, errorText, ExitCode } from "../errors.ts";
 import { fetchTransport } from "./fetch_transport.ts";
 import type { HttpClient } from "./request.ts";
 import { readRegularTextFileSync } from "../regular_file.ts";
+import {
+  type UntrustedPart,
+  untrustedPart,
+  untrustedRefusal,
+} from "../path_trust.ts";
 
 /** Options for {@linkcode createClient}. */
 export interface CreateClientOptions {
@@ -43,7 +48,8 @@ export interface CreateClientOptions {
  * and not `insecure` (the runtime's default client then does the same).
  * Certificates of the system store that the TLS stack cannot parse are left
  * out with a warning; a `--ca-cert` file that holds none, or one it cannot
- * parse, is a {@linkcode BootError} (Usage).
+ * parse, or one whose path another user can change (`path_trust.ts`: it is
+ * not read), is a {@linkcode BootError} (Usage).
  *
  * Deno has no run-time switch to skip certificate verification
  * (`Deno.createHttpClient` has none, the `--unsafely-ignore-certificate-errors`
@@ -61,13 +67,22 @@ export function createClient(
   const files = options.caCertFiles ?? [];
   const userCerts = files.flatMap((file) => {
     let text: string;
+    let untrusted: UntrustedPart | undefined;
     try {
-      text = readRegularTextFileSync(file);
+      // Whoever can change the file chooses whom TLS trusts: not read.
+      untrusted = untrustedPart(file);
+      text = untrusted ? "" : readRegularTextFileSync(file);
     } catch (err) {
       throw new BootError(
         `Cannot read CA certificate ${file}: ${errorText(err)}`,
         ExitCode.Usage,
         { cause: err },
+      );
+    }
+    if (untrusted) {
+      throw new BootError(
+        untrustedRefusal(`CA certificate ${file}`, untrusted),
+        ExitCode.Usage,
       );
     }
     const certs = splitPem(text);

@@ -19,6 +19,7 @@ import { fetchTransport } from "./fetch_transport.ts";
 import { log, redact, redactUrl } from "../log.ts";
 import { parseRetryAfter } from "./retry_after.ts";
 import { assertNotSpecialFile } from "../regular_file.ts";
+import { assertTrustedPath } from "../path_trust.ts";
 
 /** A non-success HTTP answer. */
 export class HttpStatusError extends Error {
@@ -69,7 +70,8 @@ export class NetworkError extends Error {
 
 /**
  * The request policy refused to go on: an URL that does not parse or whose
- * scheme is not fetched, more than 5 redirects, or a redirect to a scheme
+ * scheme is not fetched, a `file:` URL naming something other than a regular
+ * file or a file another user can change, more than 5 redirects, or a redirect to a scheme
  * other than http or https, from https down to http, with a malformed
  * `Location`, to an URL with a `user:password@`, or one that would send the
  * request body again; or an answer whose framing cannot be trusted
@@ -189,7 +191,9 @@ const defaultClient = fetchTransport();
  * 5 hops, each one to http or https only, never from https to
  * http unless the client is `--insecure`, never to an URL with a
  * `user:password@`, a 307/308 never sends the request body again, and the
- * `Authorization` header goes only to URLs in `authorizationScope`. Returns
+ * `Authorization` header goes only to URLs in `authorizationScope`; a `file:`
+ * URL is read only when it names a regular file whose path no other user can
+ * change (`path_trust.ts`). Returns
  * the final response whatever its status, its `url` the one that answered
  * (whatever the transport); the caller decides what a status means. A
  * refused hop or an answer with untrustworthy framing throws a
@@ -217,8 +221,10 @@ export async function request(
     );
   }
   if (first.protocol === "file:") {
+    // Whoever can change the file chooses what it says: not read. And
     // fetch would open a FIFO and wait for a writer, past every timeout.
     try {
+      assertTrustedPath(first);
       await assertNotSpecialFile(first);
     } catch (err) {
       throw new PolicyError(`${redactUrl(url)}: ${errorText(err)}`, url, {

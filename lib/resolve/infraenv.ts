@@ -41,6 +41,7 @@ import {
 } from "./mac_request.ts";
 import { withRetries } from "../http/retry.ts";
 import { assertNotSpecialFile } from "../regular_file.ts";
+import { assertTrustedPath } from "../path_trust.ts";
 
 /** How the API is authenticated. */
 export type ApiAuth =
@@ -456,7 +457,9 @@ export function createScriptClient(
           );
         }
         try {
-          // Never open a FIFO or a device: it would wait past every timeout.
+          // Never a file another user can change (they would choose the
+          // script), nor a FIFO or a device: it would wait past every timeout.
+          assertTrustedPath(parsed);
           await assertNotSpecialFile(parsed);
           const file = await Deno.open(parsed);
           return {

@@ -278,3 +278,30 @@ Deno.test("createClient: a --ca-cert file with a certificate the TLS stack canno
     );
   });
 });
+
+Deno.test("createClient: a --ca-cert file another user can change is refused unread (exit 2), however good its certificate; the same file 0644 is trusted", async () => {
+  await withTemp(async (tmp) => {
+    const dir = await Deno.realPath(tmp);
+    await makeTestCerts(dir);
+    const ca = `${dir}/ca.pem`;
+    for (const mode of [0o666, 0o664]) {
+      await Deno.chmod(ca, mode);
+      assert.throws(
+        () => createClient({ caCertFiles: [ca], systemCerts: [] }),
+        (err: unknown) => {
+          assert.ok(err instanceof BootError, String(err));
+          assert.equal(err.exitCode, ExitCode.Usage);
+          assert.equal(
+            err.message,
+            `CA certificate ${ca} is writable by other users (mode 0${
+              mode.toString(8)
+            }): whoever can change it decides what this machine boots (chmod go-w ${ca})`,
+          );
+          return true;
+        },
+      );
+    }
+    await Deno.chmod(ca, 0o644);
+    createClient({ caCertFiles: [ca], systemCerts: [] })!.close();
+  });
+});

@@ -648,6 +648,41 @@ Deno.test("infraenv client: a local first script is read up to maxBytes + 1", as
   });
 });
 
+Deno.test("infraenv client: a local script another user can change, first or chained, is refused unread (exit 4)", async () => {
+  await withTemp(async (tmp) => {
+    const dir = await Deno.realPath(tmp);
+    const first = `${dir}/boot.ipxe`;
+    const chained = `${dir}/next.ipxe`;
+    await Deno.writeTextFile(first, "#!ipxe\nchain next.ipxe\n");
+    await Deno.writeTextFile(chained, "#!ipxe\nexit\n");
+    await Deno.chmod(chained, 0o666);
+    const client = createScriptClient({
+      kind: "ipxe-url",
+      url: `file://${first}`,
+    }, fast);
+    const ok = await client.fetch(client.firstUrl, { maxBytes: 100 });
+    assert.equal(
+      new TextDecoder().decode(ok.body),
+      "#!ipxe\nchain next.ipxe\n",
+    );
+    await Deno.chmod(first, 0o664);
+    for (const [path, mode] of [[first, "0664"], [chained, "0666"]]) {
+      await assert.rejects(
+        client.fetch(`file://${path}`, { maxBytes: 100 }),
+        (err) => {
+          assert.ok(err instanceof BootError, String(err));
+          assert.equal(err.exitCode, ExitCode.Api);
+          assert.equal(
+            err.message,
+            `Cannot read file://${path}: it is writable by other users (mode ${mode}): whoever can change it decides what this machine boots (chmod go-w ${path})`,
+          );
+          return true;
+        },
+      );
+    }
+  });
+});
+
 Deno.test("infraenv client: a token provider reuses its token until invalidated; only an exchanged token can be renewed", async () => {
   await using sso = serve((_, n) =>
     tokenAnswer({ access_token: `access-reuse-000${n}`, expires_in: 60 })

@@ -12,8 +12,10 @@
 
 import assert from "node:assert/strict";
 import {
+  assertTrustedPath,
   MAX_LINKS,
   untrustedPart,
+  UntrustedPathError,
   untrustedRefusal,
 } from "../../lib/path_trust.ts";
 import { withTemp } from "../test_util.ts";
@@ -238,4 +240,26 @@ Deno.test("untrustedRefusal: the subject, what was found, why it matters and the
     }),
     "Token file /t is reached through more than 40 symbolic links",
   );
+});
+
+Deno.test("assertTrustedPath: throws what untrustedPart found, with 'it' for subject; a file: URL is taken as its (decoded) path", async () => {
+  await withTemp(async (tmp) => {
+    const dir = await Deno.realPath(tmp);
+    const path = await file(`${dir}/a script`, 0o666);
+    for (const given of [path, new URL(`file://${dir}/a%20script`)]) {
+      assert.throws(() => assertTrustedPath(given), (err) => {
+        assert.ok(err instanceof UntrustedPathError, String(err));
+        assert.equal(err.part.path, path);
+        assert.equal(
+          err.message,
+          `it is writable by other users (mode 0666): whoever can change it decides what this machine boots (chmod go-w ${path})`,
+        );
+        return true;
+      });
+    }
+    assertTrustedPath(path, { final: false });
+    await Deno.chmod(path, 0o644);
+    assertTrustedPath(new URL(`file://${dir}/a%20script`));
+    assertTrustedPath(`${dir}/missing`);
+  });
 });

@@ -20,6 +20,7 @@ import {
   request,
   type SendInit,
 } from "../../lib/http/request.ts";
+import { withTemp } from "../test_util.ts";
 
 interface Sent {
   url: string;
@@ -215,6 +216,37 @@ Deno.test("request: a file: URL naming a device is refused before anything opens
   const { client } = scripted(() => new Response("ok"));
   const response = await request("http://h/dev/null", { client });
   assert.equal(await response.text(), "ok");
+});
+
+Deno.test("request: a file: URL whose file another user can change is refused (never retried), the path decoded from the URL; the same file 0644 is read", async () => {
+  await withTemp(async (tmp) => {
+    const dir = await Deno.realPath(tmp);
+    const path = `${dir}/a kernel`;
+    const url = `file://${dir}/a%20kernel`;
+    await Deno.writeTextFile(path, "kernel bytes");
+    await Deno.chmod(path, 0o646);
+    await assert.rejects(request(url), (err) => {
+      assert.ok(err instanceof PolicyError, String(err));
+      assert.ok(!isTransient(err));
+      assert.equal(
+        err.message,
+        `${url}: it is writable by other users (mode 0646): whoever can change it decides what this machine boots (chmod go-w ${path})`,
+      );
+      return true;
+    });
+    await Deno.chmod(path, 0o644);
+    assert.equal(await (await request(url)).text(), "kernel bytes");
+    await Deno.chmod(dir, 0o777);
+    await assert.rejects(
+      request(url),
+      (err) =>
+        err instanceof PolicyError &&
+        err.message.startsWith(
+          `${url}: it is reached through ${dir}, writable by other users without the sticky bit (mode 0777)`,
+        ),
+    );
+    await Deno.chmod(dir, 0o700);
+  });
 });
 
 Deno.test("readAtMost: stops at the limit without waiting for more, cuts a longer chunk, gives back short bodies whole", async () => {
