@@ -101,6 +101,13 @@ export const MODULES: Record<string, string[]> = {
     "tests/unit/kexec_test.ts",
     "tests/integration/stage_test.ts",
   ],
+  "lib/path_trust.ts": [
+    "tests/unit/path_trust_test.ts",
+    "tests/unit/work_dir_test.ts",
+    "tests/unit/request_test.ts",
+    "tests/unit/infraenv_client_test.ts",
+    "tests/integration/file_options_test.ts",
+  ],
   "lib/stage/initrd.ts": [
     "tests/unit/initrd_test.ts",
     "tests/integration/stage_test.ts",

@@ -16,7 +16,10 @@ export const ExitCode = {
   Ok: 0,
   /** Unexpected internal error (a bug: please report it). */
   Internal: 1,
-  /** Bad command line, environment or configuration file. */
+  /**
+   * Bad command line, environment or configuration file, or a file an option names that cannot be
+   * read or that another user can change.
+   */
   Usage: 2,
   /** The iPXE script failed or booted nothing. */
   Script: 3,
