@@ -154,7 +154,9 @@ function finalProblem(
  * undefined when no other user can change what the path names, when a part
  * is missing (the walk ends there: opening it fails, or the caller creates
  * it), or where the runtime has no uids. An `lstat` or `readLink` that fails
- * otherwise (permission denied) throws the runtime's error.
+ * otherwise (permission denied) throws the runtime's error. Synchronous (a
+ * few `lstat` calls), so that the configuration, read synchronously, can use
+ * it too.
  *
  * @example
  * ```ts
