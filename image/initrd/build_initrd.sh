@@ -17,6 +17,9 @@
 # KEXEC_TOOLS=PATH of kexec-tools' kexec (default: this host's; none with SYSROOT) or none: the
 # fallback loader.
 set -euo pipefail
+# Whatever the build host's umask: the bootloader refuses a work directory or
+# a config file on a path that users other than root may write.
+umask 022
 out=$1 modules=$2 bootloader=$3 bundle=${4:-}
 compress=${COMPRESS:-gzip}
 target=${TARGET_ARCH:-$(uname -m)}
