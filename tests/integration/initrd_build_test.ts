@@ -2,7 +2,8 @@
  * What `image/initrd/build_initrd.sh` puts in the initramfs for trust and the
  * kexec fallback: a `CA_BUNDLE` becomes its system store, kexec-tools'
  * `kexec` comes with every library it loads (or stays out with
- * `KEXEC_TOOLS=none`), a `CA_BUNDLE` without a certificate is refused. Built
+ * `KEXEC_TOOLS=none`), a `CA_BUNDLE` without a certificate is refused, and
+ * nothing but /tmp is writable by others whatever the build host's umask. Built
  * uncompressed around a stand-in bootloader (static busybox) and a stand-in
  * module: a second or two, no kernel download.
  */
@@ -24,13 +25,17 @@ interface Built {
 async function build(
   dir: string,
   env: Record<string, string>,
+  options: { umask?: string } = {},
 ): Promise<Built> {
   await Deno.mkdir(`${dir}/modules`, { recursive: true });
   await Deno.writeTextFile(`${dir}/modules/dummy.ko`, "not a module");
   await Deno.writeTextFile(`${dir}/modules/load-order`, "dummy\n");
   const out = `${dir}/out/initrd.cpio`;
-  const run = await new Deno.Command(BUILD, {
-    args: [out, `${dir}/modules`, "/bin/busybox"],
+  const command = options.umask === undefined
+    ? [BUILD]
+    : ["sh", "-c", `umask ${options.umask} && exec "$0" "$@"`, BUILD];
+  const run = await new Deno.Command(command[0], {
+    args: [...command.slice(1), out, `${dir}/modules`, "/bin/busybox"],
     env: { COMPRESS: "none", INSTALL_PACKAGES: "0", ...env },
     stdout: "piped",
     stderr: "piped",
@@ -123,5 +128,23 @@ Deno.test("build_initrd: no CA_BUNDLE, no store; KEXEC_TOOLS=none leaves kexec o
       junk.stderr,
       /CA_BUNDLE=.*junk\.pem is not a readable PEM certificate file/,
     );
+  });
+});
+
+Deno.test("build_initrd: a build host's umask 002 gives no directory or file others may write (only /tmp, 1777)", async () => {
+  await withTemp(async (dir) => {
+    const built = await build(dir, { KEXEC_TOOLS: "none" }, { umask: "002" });
+    assert.equal(built.code, 0, built.stderr);
+    const list = await new Deno.Command("sh", {
+      args: ["-c", 'cpio -itv --quiet < "$0"', `${dir}/out/initrd.cpio`],
+      stdout: "piped",
+    }).output();
+    const writable = new TextDecoder().decode(list.stdout).trim().split("\n")
+      .map((line) => line.split(/\s+/))
+      .filter(([mode]) =>
+        !mode.startsWith("l") && /^.....w|^........w/.test(mode)
+      )
+      .map((fields) => `${fields[0]} ${fields.at(-1)}`);
+    assert.deepEqual(writable, ["drwxrwxrwt tmp"]);
   });
 });
