@@ -191,6 +191,16 @@ export const MODULES: Record<string, string[]> = {
     "tests/integration/trust_test.ts",
     "tests/integration/cli_test.ts",
   ],
+  "lib/resolve/sso.ts": [
+    "tests/unit/infraenv_client_test.ts",
+    "tests/integration/infraenv_test.ts",
+    "tests/integration/trust_test.ts",
+  ],
+  "lib/resolve/service_requests.ts": [
+    "tests/unit/infraenv_client_test.ts",
+    "tests/integration/infraenv_test.ts",
+    "tests/integration/trust_test.ts",
+  ],
   "lib/config/mod.ts": CONFIG_TESTS,
   "lib/config/layers.ts": CONFIG_TESTS,
   "lib/config/validate.ts": [...CONFIG_TESTS, "tests/integration/cli_test.ts"],

@@ -1,19 +1,17 @@
 /**
- * The InfraEnv client: builds the script URL, authenticates (Bearer access
- * token, or an offline token exchanged at the SSO), fetches scripts for the
+ * The InfraEnv client: builds the script URL, authenticates (sso.ts), fetches scripts for the
  * iPXE interpreter, and recognises the service's answers to a MAC-specific
  * script request: 404 "boot from local disk", thrown as a
  * {@linkcode LocalBootAnswer}, and 500 "more than one host has this MAC",
  * after which the script is fetched without the MAC, as iPXE given the plain
  * script URL would.
  *
- * The bearer token is sent only to the API's own origin and path (the
- * `--api-url` prefix, checked again on every redirect hop), never to a URL
- * that carries its own credential (`image_token`, `api_key`), and never to
- * image-service URLs: the artifact downloader sends no `Authorization` at all.
- * The offline token is posted to the SSO endpoint only: a redirect from it is
- * never followed. A token sent over plain http (bearer, offline token, a
- * script URL's `api_key`) is worth a warning, once per origin.
+ * The bearer token (from {@linkcode createTokenProvider}) is sent only to
+ * the API's own origin and path (the `--api-url` prefix, checked again on
+ * every redirect hop), never to a URL that carries its own credential
+ * (`image_token`, `api_key`), and never to image-service URLs: the artifact
+ * downloader sends no `Authorization` at all. A token sent over plain http
+ * (bearer, a script URL's `api_key`) is worth a warning, once per origin.
  *
  * @module
  */
@@ -22,9 +20,7 @@ import { BootError, errorText, ExitCode } from "../errors.ts";
 import { idleWatch } from "../http/idle.ts";
 import { parseRetryAfter } from "../http/retry_after.ts";
 import {
-  type HttpClient,
   HttpStatusError,
-  isHeaderToken,
   isTransient,
   NetworkError,
   readAtMost,
@@ -32,8 +28,7 @@ import {
   request,
 } from "../http/request.ts";
 import { hasCredential } from "../credentials.ts";
-import type { BusyBudget } from "../http/busy.ts";
-import { addSecret, log, redact, redactUrl } from "../log.ts";
+import { log, redact, redactUrl } from "../log.ts";
 import {
   isAmbiguousMacAnswer,
   isMacScriptRequest,
@@ -42,12 +37,13 @@ import {
 import { withRetries } from "../http/retry.ts";
 import { assertNotSpecialFile } from "../regular_file.ts";
 import { assertTrustedPath } from "../path_trust.ts";
-
-/** How the API is authenticated. */
-export type ApiAuth =
-  | { kind: "none" }
-  | { kind: "token"; token: string }
-  | { kind: "refresh"; refreshToken: string; ssoUrl: string };
+import { type ApiAuth, createTokenProvider } from "./sso.ts";
+import {
+  type ClientOptions,
+  describe,
+  errorBodyText,
+  warnPlainHttp,
+} from "./service_requests.ts";
 
 /** Where the first iPXE script comes from. */
 export type ScriptSource =
@@ -59,27 +55,6 @@ export type ScriptSource =
     auth: ApiAuth;
     scriptType?: string;
   };
-
-/** Options shared by the client's requests. */
-export interface ClientOptions {
-  /** Client with extra CA certificates. */
-  client?: HttpClient;
-  /** Retries on network errors and 5xx (busy answers aside). */
-  retries?: number;
-  /** How long busy servers may still be waited for (the run's budget). */
-  busy?: BusyBudget;
-  /** Per-request timeout in milliseconds. */
-  timeoutMs?: number;
-  /**
-   * A body (a script, an SSO answer) slower than this many bytes per second
-   * over `minSpeedTimeMs` is cut and retried (`--min-speed`; 0: never).
-   */
-  minSpeed?: number;
-  /** The window for `minSpeed`, in milliseconds (`--min-speed-time`). */
-  minSpeedTimeMs?: number;
-  /** Base backoff delay in milliseconds (tests shorten it). */
-  baseDelayMs?: number;
-}
 
 /** Options for {@linkcode createScriptClient}. */
 export interface ScriptClientOptions extends ClientOptions {
@@ -113,252 +88,6 @@ export function scriptUrl(
   }
   if (options.mac) url.searchParams.set("mac", options.mac);
   return url.href;
-}
-
-/**
- * Turns an error body of assisted-service (`{"code","reason"}` or
- * `{"code","message"}`), SSO (`error_description`) or the image service
- * (plain text) into one line.
- */
-export function errorBodyText(body: string): string {
-  const text = body.trim();
-  try {
-    const json = JSON.parse(text);
-    if (json && typeof json === "object") {
-      const parts = [
-        json.reason,
-        json.message,
-        json.error_description,
-        json.error,
-      ].filter((v) => typeof v === "string" && v !== "");
-      if (parts.length > 0) return redact(parts[0]).slice(0, 300);
-    }
-  } catch {
-    // Not JSON: plain text.
-  }
-  const line = text.split("\n")[0].replace(/<[^>]*>/g, " ").replace(/\s+/g, " ")
-    .trim();
-  return redact(line).slice(0, 300);
-}
-
-/** Largest SSO answer read, in bytes (a token answer is a few KiB). */
-export const MAX_SSO_BYTES = 256 * 1024;
-
-const REDIRECTS = new Set([301, 302, 303, 307, 308]);
-
-/** Origins already warned about, per kind of token. */
-const warnedPlainHttp = new Set<string>();
-
-/** Warns once per token kind and origin when `url` is plain http. */
-function warnPlainHttp(url: URL, what: string): void {
-  const key = `${what} ${url.origin}`;
-  if (url.protocol !== "http:" || warnedPlainHttp.has(key)) return;
-  warnedPlainHttp.add(key);
-  log.warn(
-    `${what} is sent over plain http to ${
-      redact(url.origin)
-    }: anyone on the network path can read it (use https)`,
-  );
-}
-
-/** An access token and when it stops being valid. */
-interface AccessToken {
-  token: string;
-  expiresAt: number;
-}
-
-/**
- * Exchanges an offline (refresh) token for an access token at the SSO token
- * endpoint (`grant_type=refresh_token`, `client_id=cloud-services`).
- */
-export async function exchangeRefreshToken(
-  ssoUrl: string,
-  refreshToken: string,
-  options: ClientOptions = {},
-): Promise<AccessToken> {
-  const started = Date.now();
-  warnPlainHttp(new URL(ssoUrl), "The offline token");
-  const { response, bytes } = await withRetries(async () => {
-    // --timeout: for the headers, then the longest silence of the answer.
-    const ms = options.timeoutMs ?? 30_000;
-    const idle = idleWatch(ssoUrl, ms, options);
-    const res = idle.watch(
-      await request(ssoUrl, {
-        // A redirect is never followed: a 307/308 would post the offline token
-        // to wherever it points.
-        redirect: "manual",
-        method: "POST",
-        headers: {
-          "content-type": "application/x-www-form-urlencoded",
-          accept: "application/json",
-        },
-        body: new URLSearchParams({
-          grant_type: "refresh_token",
-          client_id: "cloud-services",
-          refresh_token: refreshToken,
-        }).toString(),
-        client: options.client,
-        timeoutMs: ms,
-        timeoutScope: "headers",
-        signal: idle.signal,
-      }),
-    );
-    if (res.status >= 500 || res.status === 429) {
-      throw new HttpStatusError(
-        res.status,
-        ssoUrl,
-        await readErrorBody(res),
-        parseRetryAfter(res.headers.get("retry-after")),
-      );
-    }
-    if (REDIRECTS.has(res.status)) {
-      await res.body?.cancel();
-      return { response: res, bytes: new Uint8Array(0) };
-    }
-    try {
-      return {
-        response: res,
-        bytes: await readAtMost(res.body, MAX_SSO_BYTES + 1),
-      };
-    } catch (err) {
-      if (idle.signal.aborted) throw idle.signal.reason;
-      throw new NetworkError(
-        `${redactUrl(ssoUrl)}: connection lost while reading the answer: ${
-          errorText(err)
-        }`,
-        ssoUrl,
-        { cause: err },
-      );
-    }
-  }, {
-    retries: options.retries,
-    baseDelayMs: options.baseDelayMs,
-    busy: options.busy,
-    label: `SSO token exchange at ${redact(ssoUrl)}`,
-    onRetry: (err, n, ms) =>
-      log.warn(`SSO token exchange: ${errorText(err)}; retry ${n} in ${ms} ms`),
-  }).catch((err) => {
-    throw new BootError(
-      `SSO token exchange at ${redactUrl(ssoUrl)} failed: ${describe(err)}`,
-      ExitCode.Api,
-      { cause: err },
-    );
-  });
-  if (REDIRECTS.has(response.status)) {
-    const location = response.headers.get("location");
-    throw new BootError(
-      `SSO at ${
-        redactUrl(ssoUrl)
-      } answered HTTP ${response.status} (a redirect${
-        location ? ` to ${redact(location.slice(0, 200))}` : ""
-      }): not followed, the offline token goes to --sso-url only (give the final URL there)`,
-      ExitCode.Api,
-    );
-  }
-  if (bytes.length > MAX_SSO_BYTES) {
-    throw new BootError(
-      `SSO at ${
-        redactUrl(ssoUrl)
-      } answered more than ${MAX_SSO_BYTES} bytes, which is not a token answer`,
-      ExitCode.Api,
-    );
-  }
-  const text = new TextDecoder().decode(bytes);
-  if (!response.ok) {
-    throw new BootError(
-      `SSO refused the refresh token (HTTP ${response.status}): ${
-        errorBodyText(text)
-      }`,
-      ExitCode.Api,
-    );
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (err) {
-    throw new BootError(
-      `SSO at ${redactUrl(ssoUrl)} answered with something that is not JSON`,
-      ExitCode.Api,
-      { cause: err },
-    );
-  }
-  // Valid JSON need not be an object: null, a list, a string, a number.
-  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
-    throw new BootError(
-      `SSO at ${redactUrl(ssoUrl)} answered with JSON that is not an object (${
-        parsed === null
-          ? "null"
-          : Array.isArray(parsed)
-          ? "a list"
-          : `a ${typeof parsed}`
-      }), not a token answer`,
-      ExitCode.Api,
-    );
-  }
-  const json = parsed as { access_token?: unknown; expires_in?: unknown };
-  if (typeof json.access_token !== "string" || json.access_token === "") {
-    throw new BootError(
-      `SSO at ${redactUrl(ssoUrl)} answered without an access_token`,
-      ExitCode.Api,
-    );
-  }
-  addSecret(json.access_token);
-  if (!isHeaderToken(json.access_token)) {
-    throw new BootError(
-      `SSO at ${
-        redactUrl(ssoUrl)
-      } answered an access_token that cannot be sent in an HTTP header (it holds spaces, control or non-ASCII characters)`,
-      ExitCode.Api,
-    );
-  }
-  const ttl = typeof json.expires_in === "number" && json.expires_in > 0
-    ? json.expires_in
-    : 300;
-  log.info(`SSO: access token obtained, valid for ${ttl} s`);
-  return { token: json.access_token, expiresAt: started + ttl * 1000 };
-}
-
-function describe(err: unknown): string {
-  if (err instanceof HttpStatusError) {
-    return `HTTP ${err.status}: ${errorBodyText(err.body)}`;
-  }
-  // The line names the URL already.
-  if (err instanceof NetworkError) return redact(err.reason);
-  return errorText(err);
-}
-
-/** Supplies `Authorization` values, exchanging the offline token when needed. */
-export interface TokenProvider {
-  /** The header value, or undefined when the API needs none. */
-  authorization(): Promise<string | undefined>;
-  /** Forgets the cached access token; true when a new one can be obtained (refresh-token auth). */
-  invalidate(): boolean;
-}
-
-/** Creates the {@linkcode TokenProvider} for an auth mode. */
-export function createTokenProvider(
-  auth: ApiAuth,
-  options: ClientOptions = {},
-): TokenProvider {
-  let cached: AccessToken | undefined;
-  return {
-    authorization: async () => {
-      if (auth.kind === "none") return undefined;
-      if (auth.kind === "token") return `Bearer ${auth.token}`;
-      if (!cached || Date.now() > cached.expiresAt - 30_000) {
-        cached = await exchangeRefreshToken(
-          auth.ssoUrl,
-          auth.refreshToken,
-          options,
-        );
-      }
-      return `Bearer ${cached.token}`;
-    },
-    invalidate: () => {
-      cached = undefined;
-      return auth.kind === "refresh";
-    },
-  };
 }
 
 /**

@@ -2,12 +2,14 @@ import assert from "node:assert/strict";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import {
   createScriptClient,
-  createTokenProvider,
-  errorBodyText,
-  exchangeRefreshToken,
   LocalBootAnswer,
   scriptUrl,
 } from "../../lib/resolve/infraenv.ts";
+import {
+  createTokenProvider,
+  exchangeRefreshToken,
+} from "../../lib/resolve/sso.ts";
+import { errorBodyText } from "../../lib/resolve/service_requests.ts";
 import {
   isAmbiguousMacAnswer,
   isMacScriptRequest,

@@ -14,12 +14,9 @@ import { BootError, ExitCode } from "../../lib/errors.ts";
 import { PolicyError, request } from "../../lib/http/request.ts";
 import { createClient } from "../../lib/http/client.ts";
 import { withRetries } from "../../lib/http/retry.ts";
-import {
-  createScriptClient,
-  errorBodyText,
-  exchangeRefreshToken,
-  MAX_SSO_BYTES,
-} from "../../lib/resolve/infraenv.ts";
+import { createScriptClient } from "../../lib/resolve/infraenv.ts";
+import { exchangeRefreshToken, MAX_SSO_BYTES } from "../../lib/resolve/sso.ts";
+import { errorBodyText } from "../../lib/resolve/service_requests.ts";
 import { isAmbiguousMacAnswer } from "../../lib/resolve/mac_request.ts";
 import { stage } from "../../lib/stage/stage.ts";
 import type { KexecPlan } from "../../lib/plan.ts";

@@ -10,13 +10,15 @@ import { BootError, ExitCode } from "../../lib/errors.ts";
 import { BusyBudget } from "../../lib/http/busy.ts";
 import {
   createScriptClient,
-  createTokenProvider,
-  errorBodyText,
-  exchangeRefreshToken,
   LocalBootAnswer,
-  MAX_SSO_BYTES,
   scriptUrl,
 } from "../../lib/resolve/infraenv.ts";
+import {
+  createTokenProvider,
+  exchangeRefreshToken,
+  MAX_SSO_BYTES,
+} from "../../lib/resolve/sso.ts";
+import { errorBodyText } from "../../lib/resolve/service_requests.ts";
 import { captureLog, withTemp } from "../test_util.ts";
 
 /** No busy waiting: a 429 or 503 counts as a failed attempt, retried after `baseDelayMs`. */
