@@ -155,6 +155,7 @@ export const MODULES: Record<string, string[]> = {
     "tests/integration/ca_trust_test.ts",
   ],
   "lib/http/curl_transport.ts": [
+    "tests/unit/curl_transport_test.ts",
     "tests/unit/http_transport_test.ts",
     "tests/integration/insecure_test.ts",
     "tests/integration/proxy_test.ts",
