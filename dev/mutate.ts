@@ -136,6 +136,7 @@ export const MODULES: Record<string, string[]> = {
     "tests/unit/kexec_test.ts",
   ],
   "lib/http/request.ts": [
+    "tests/unit/request_test.ts",
     "tests/integration/http_test.ts",
     "tests/unit/redirect_test.ts",
     "tests/unit/http_transport_test.ts",
@@ -169,6 +170,7 @@ export const MODULES: Record<string, string[]> = {
     "tests/unit/busy_test.ts",
   ],
   "lib/stage/sha256_stream.ts": [
+    "tests/unit/sha256_stream_test.ts",
     "tests/unit/sha256_worker_failure_test.ts",
     "tests/integration/download_test.ts",
   ],
@@ -204,7 +206,11 @@ export const MODULES: Record<string, string[]> = {
   ],
   "lib/config/mod.ts": CONFIG_TESTS,
   "lib/config/layers.ts": CONFIG_TESTS,
-  "lib/config/validate.ts": [...CONFIG_TESTS, "tests/integration/cli_test.ts"],
+  "lib/config/validate.ts": [
+    "tests/unit/validate_test.ts",
+    ...CONFIG_TESTS,
+    "tests/integration/cli_test.ts",
+  ],
   "lib/config/options.ts": CONFIG_TESTS,
   "lib/config/env_file.ts": CONFIG_TESTS,
   "lib/config/option_table.ts": CONFIG_TESTS,
