@@ -97,9 +97,6 @@ export interface IdleWatch {
   stop(): void;
 }
 
-/** Statuses whose response has no body. */
-const NULL_BODY = new Set([101, 103, 204, 205, 304]);
-
 /** Options for {@linkcode idleWatch}. */
 export interface IdleOptions {
   /**
@@ -146,7 +143,8 @@ export function idleWatch(
   return {
     signal: abort.signal,
     watch(response) {
-      if (!response.body || NULL_BODY.has(response.status)) return response;
+      // A 204, 205 or 304 has no body (a Response cannot be made with one).
+      if (!response.body) return response;
       watchdog = watchBody(url, {
         timeoutMs: ms,
         minSpeed: options.minSpeed ?? DEFAULT_MIN_SPEED,

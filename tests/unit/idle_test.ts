@@ -224,3 +224,16 @@ Deno.test("idleWatch: a cut ends the watched body itself, even from a transport 
     clearTimeout(timer);
   }
 });
+
+Deno.test("idleWatch: a body read to its end stops the watch: nothing is cut afterwards, and no timer is left behind", async () => {
+  const idle = idleWatch("http://127.0.0.1:9/script.ipxe", 100, {
+    minSpeed: 1_000_000,
+    minSpeedTimeMs: 50,
+  });
+  const text = await idle.watch(new Response("#!ipxe\n")).text();
+  assert.equal(text, "#!ipxe\n");
+  // Silent and far below the rate for several windows: a watch still
+  // running would cut, and its timer would keep the process alive.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.equal(idle.signal.aborted, false);
+});
