@@ -173,12 +173,14 @@ export function untrustedPart(
   let pending = (path.startsWith("/") ? path : `${Deno.cwd()}/${path}`)
     .split("/");
   let resolved = "";
+  let resolvedInfo: Deno.FileInfo | undefined;
   let links = 0;
   while (pending.length > 0) {
     const name = pending.shift()!;
     if (name === "" || name === ".") continue;
     if (name === "..") {
       resolved = resolved.slice(0, resolved.lastIndexOf("/"));
+      resolvedInfo = undefined;
       continue;
     }
     const next = `${resolved}/${name}`;
@@ -195,6 +197,7 @@ export function untrustedPart(
         if (problem) return problem;
       }
       resolved = next;
+      resolvedInfo = info;
       continue;
     }
     if (isOther(info, uid)) {
@@ -212,18 +215,17 @@ export function untrustedPart(
     }
     const target = Deno.readLinkSync(next);
     if (target.startsWith("/")) resolved = "";
+    resolvedInfo = undefined;
     pending = [...target.split("/"), ...pending];
   }
   if (options.final === false) return undefined;
-  const last = resolved === "" ? "/" : resolved;
-  let info: Deno.FileInfo;
-  try {
-    info = Deno.lstatSync(last);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return undefined;
-    throw err;
-  }
-  return finalProblem(last, info, { uid, linked: links > 0 });
+  // Where the walk ended: its last part, or the root or a directory it went
+  // back up to (never missing: it was walked through).
+  const last = resolved || "/";
+  return finalProblem(last, resolvedInfo ?? Deno.lstatSync(last), {
+    uid,
+    linked: links > 0,
+  });
 }
 
 /**

@@ -212,3 +212,79 @@ export function filesLibc(): { libc: LibcSymbols; opened: Uint8Array[] } {
   };
   return { libc, opened };
 }
+
+/**
+ * True when tests may run code as another user: this process is root and
+ * `setpriv` (util-linux) is installed. See {@linkcode runLibAs}.
+ */
+export const CAN_RUN_AS_OTHER_USER: boolean = (() => {
+  if (Deno.uid() !== 0) return false;
+  try {
+    return new Deno.Command("setpriv", {
+      args: ["--version"],
+      stdout: "null",
+      stderr: "null",
+    }).outputSync().success;
+  } catch {
+    return false;
+  }
+})();
+
+/**
+ * Runs `code` (a module body for `deno eval`) as `uid` (and gid `uid`, no
+ * other groups), with a copy of `lib/` that any user can read: the tree the
+ * test runs from may be private (a mutation run's sandbox is 0700). `code`
+ * finds the copy's URL in `Deno.args[0]` (`await import(Deno.args[0] +
+ * "stage/work_dir.ts")`) and `args` after it, and prints one JSON value,
+ * which is returned. The environment is inherited. Root only: see
+ * {@linkcode CAN_RUN_AS_OTHER_USER}.
+ */
+export async function runLibAs(
+  uid: number,
+  code: string,
+  args: string[] = [],
+): Promise<unknown> {
+  return await withTemp(async (tmp) => {
+    await Deno.chmod(tmp, 0o755);
+    await copyReadable(
+      new URL("../lib/", import.meta.url).pathname,
+      `${tmp}/lib`,
+    );
+    await Deno.mkdir(`${tmp}/deno`);
+    await Deno.chown(`${tmp}/deno`, uid, uid);
+    const run = await new Deno.Command("setpriv", {
+      args: [
+        `--reuid=${uid}`,
+        `--regid=${uid}`,
+        "--clear-groups",
+        Deno.execPath(),
+        "eval",
+        code,
+        `file://${tmp}/lib/`,
+        ...args,
+      ],
+      env: { DENO_DIR: `${tmp}/deno`, NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(run.stderr);
+    if (!run.success) {
+      throw new Error(`the child as uid ${uid} failed: ${stderr}`);
+    }
+    return JSON.parse(new TextDecoder().decode(run.stdout));
+  }, "assisted_as_user_");
+}
+
+/** Copies a tree: directories 0755, files 0644 (no links: lib/ has none). */
+async function copyReadable(from: string, to: string): Promise<void> {
+  await Deno.mkdir(to, { mode: 0o755 });
+  await Deno.chmod(to, 0o755);
+  for await (const entry of Deno.readDir(from)) {
+    if (entry.isDirectory) {
+      await copyReadable(`${from}/${entry.name}`, `${to}/${entry.name}`);
+    } else if (entry.isFile) {
+      await Deno.copyFile(`${from}/${entry.name}`, `${to}/${entry.name}`);
+      await Deno.chmod(`${to}/${entry.name}`, 0o644);
+    }
+  }
+}

@@ -18,7 +18,7 @@ import {
   UntrustedPathError,
   untrustedRefusal,
 } from "../../lib/path_trust.ts";
-import { withTemp } from "../test_util.ts";
+import { CAN_RUN_AS_OTHER_USER, runLibAs, withTemp } from "../test_util.ts";
 
 const isRoot = Deno.uid() === 0;
 /** A uid that is not ours (nobody). */
@@ -249,6 +249,7 @@ Deno.test("assertTrustedPath: throws what untrustedPart found, with 'it' for sub
     for (const given of [path, new URL(`file://${dir}/a%20script`)]) {
       assert.throws(() => assertTrustedPath(given), (err) => {
         assert.ok(err instanceof UntrustedPathError, String(err));
+        assert.equal(err.name, "UntrustedPathError");
         assert.equal(err.part.path, path);
         assert.equal(
           err.message,
@@ -261,5 +262,91 @@ Deno.test("assertTrustedPath: throws what untrustedPart found, with 'it' for sub
     await Deno.chmod(path, 0o644);
     assertTrustedPath(new URL(`file://${dir}/a%20script`));
     assertTrustedPath(`${dir}/missing`);
+  });
+});
+
+Deno.test({
+  name:
+    "untrustedPart as a user other than root: root's parts and the user's own pass, a third user's file, directory or link is refused",
+  ignore: !CAN_RUN_AS_OTHER_USER,
+  async fn() {
+    const THIRD = OTHER - 1;
+    await withTemp(async (tmp) => {
+      const dir = await Deno.realPath(tmp);
+      await Deno.chmod(dir, 0o755);
+      const paths = {
+        rootFile: await file(`${dir}/root.env`, 0o644),
+        ownFile: await file(`${dir}/own.env`, 0o644),
+        thirdFile: await file(`${dir}/third.env`, 0o644),
+        thirdDir: `${dir}/third-dir/x.env`,
+        ownLink: `${dir}/own-link`,
+        thirdLink: `${dir}/third-link`,
+      };
+      await chownTo(paths.ownFile, OTHER);
+      await chownTo(paths.thirdFile, THIRD);
+      await Deno.mkdir(`${dir}/third-dir`);
+      await file(paths.thirdDir, 0o644);
+      await chownTo(`${dir}/third-dir`, THIRD);
+      await Deno.symlink(paths.rootFile, paths.ownLink);
+      await chownTo(paths.ownLink, OTHER);
+      await Deno.symlink(paths.rootFile, paths.thirdLink);
+      await chownTo(paths.thirdLink, THIRD);
+      const found = await runLibAs(
+        OTHER,
+        `
+        const { untrustedPart } = await import(Deno.args[0] + "path_trust.ts");
+        const paths = JSON.parse(Deno.args[1]);
+        const out = {};
+        for (const [name, path] of Object.entries(paths)) {
+          out[name] = untrustedPart(path)?.text ?? "ok";
+        }
+        console.log(JSON.stringify(out));
+      `,
+        [JSON.stringify(paths)],
+      );
+      assert.deepEqual(found, {
+        rootFile: "ok",
+        ownFile: "ok",
+        thirdFile: `is a file of uid ${THIRD} (not root, not this user)`,
+        thirdDir:
+          `is reached through ${dir}/third-dir, a directory of uid ${THIRD} (not root, not this user)`,
+        ownLink: "ok",
+        thirdLink:
+          `is reached through ${paths.thirdLink}, a symbolic link of uid ${THIRD} (not root, not this user)`,
+      });
+    });
+  },
+});
+
+Deno.test("untrustedPart: a walk that cannot go on other than at a missing part throws the runtime's error; the root and a walk back up to it are judged", async () => {
+  await withTemp(async (tmp) => {
+    const dir = await Deno.realPath(tmp);
+    const plain = await file(`${dir}/plain.env`, 0o644);
+    assert.throws(() => untrustedPart(`${plain}/x`), Deno.errors.NotADirectory);
+    assert.equal(untrustedPart(`${dir}/missing/x`), undefined);
+    // "/" is root's and not writable by others here; our own directory,
+    // reached back up through `..`, is judged as what the path leads to.
+    assert.equal(untrustedPart("/"), undefined);
+    await Deno.mkdir(`${dir}/sub`);
+    assert.equal(untrustedPart(`${dir}/sub/..`), undefined);
+    // Sticky: fine on the way, but not as what the path leads to.
+    await Deno.chmod(dir, 0o1777);
+    assert.equal(untrustedPart(`${dir}/sub/x`), undefined);
+    assert.equal(
+      untrustedPart(`${dir}/sub/..`)?.text,
+      "is writable by other users (mode 1777)",
+    );
+    await Deno.chmod(dir, 0o700);
+    // A directory the walk goes back up to is judged as what the path leads to.
+    await Deno.mkdir(`${dir}/open/sub`, { recursive: true });
+    await Deno.chmod(`${dir}/open`, 0o777);
+    assert.equal(
+      untrustedPart(`${dir}/open/sub/..`)?.text,
+      `is reached through ${dir}/open, writable by other users without the sticky bit (mode 0777)`,
+    );
+    assert.equal(
+      untrustedPart(`${dir}/open/sub/..`, { final: false })?.kind,
+      "directory",
+    );
   });
 });

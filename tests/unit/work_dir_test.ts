@@ -20,7 +20,7 @@ import {
   openOwnFile,
   prepareWorkDir,
 } from "../../lib/stage/work_dir.ts";
-import { withTemp } from "../test_util.ts";
+import { CAN_RUN_AS_OTHER_USER, runLibAs, withTemp } from "../test_util.ts";
 
 const isRoot = Deno.uid() === 0;
 /** A uid that is not ours (nobody). */
@@ -261,42 +261,15 @@ Deno.test({
   },
 });
 
-const WORK_DIR_MODULE = new URL("../../lib/stage/work_dir.ts", import.meta.url);
-
-/** Whether root can run a process as `uid` (`setpriv`) that reads `file`. */
-async function canReadAs(uid: number, file: URL): Promise<boolean> {
-  if (!isRoot) return false;
-  try {
-    const test = await new Deno.Command("setpriv", {
-      args: [
-        `--reuid=${uid}`,
-        `--regid=${uid}`,
-        "--clear-groups",
-        "test",
-        "-r",
-        file.pathname,
-      ],
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return test.success;
-  } catch {
-    return false; // no setpriv
-  }
-}
-
 /**
- * Runs `prepareWorkDir` on each of `paths` in a child process with uid and
- * gid `uid` (root only: `setpriv`); "ok" or the error's message for each.
+ * Runs `prepareWorkDir` on each of `paths` as `uid` (root only); "ok" or the
+ * error's message for each.
  */
-async function prepareAs(
-  uid: number,
-  paths: string[],
-  denoDir: string,
-): Promise<string[]> {
-  const module = WORK_DIR_MODULE.href;
-  const code = `
-    const { prepareWorkDir } = await import(Deno.args[0]);
+async function prepareAs(uid: number, paths: string[]): Promise<string[]> {
+  const result = await runLibAs(
+    uid,
+    `
+    const { prepareWorkDir } = await import(Deno.args[0] + "stage/work_dir.ts");
     const out = [];
     for (const path of Deno.args.slice(1)) {
       try {
@@ -307,25 +280,9 @@ async function prepareAs(
       }
     }
     console.log(JSON.stringify({ uid: Deno.uid(), out }));
-  `;
-  const run = await new Deno.Command("setpriv", {
-    args: [
-      `--reuid=${uid}`,
-      `--regid=${uid}`,
-      "--clear-groups",
-      Deno.execPath(),
-      "eval",
-      code,
-      module,
-      ...paths,
-    ],
-    env: { DENO_DIR: denoDir, NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const stderr = new TextDecoder().decode(run.stderr);
-  assert.ok(run.success, stderr);
-  const result = JSON.parse(new TextDecoder().decode(run.stdout));
+  `,
+    paths,
+  ) as { uid: number; out: string[] };
   assert.equal(result.uid, uid, "the child runs as that user");
   return result.out;
 }
@@ -333,8 +290,8 @@ async function prepareAs(
 Deno.test({
   name:
     "prepareWorkDir for a user other than root: root's links and the user's own are followed, a third user's is refused",
-  // Root only, and only where that user can read this tree (the child imports it).
-  ignore: !await canReadAs(OTHER, WORK_DIR_MODULE),
+  // Root only (the child runs as that user).
+  ignore: !CAN_RUN_AS_OTHER_USER,
   async fn() {
     const THIRD = OTHER - 1;
     await withTemp(async (tmp) => {
@@ -342,8 +299,7 @@ Deno.test({
       await Deno.chmod(dir, 0o755);
       const home = `${dir}/home`;
       await Deno.mkdir(`${home}/real`, { recursive: true, mode: 0o700 });
-      await Deno.mkdir(`${home}/deno`);
-      for (const path of [home, `${home}/real`, `${home}/deno`]) {
+      for (const path of [home, `${home}/real`]) {
         await Deno.chown(path, OTHER, OTHER);
       }
       await Deno.symlink(home, `${dir}/by-root`);
@@ -355,7 +311,7 @@ Deno.test({
         `${dir}/by-root/work`,
         `${home}/mine`,
         `${home}/third`,
-      ], `${home}/deno`);
+      ]);
       assert.deepEqual(out.slice(0, 2), ["ok", "ok"], out.join("\n"));
       assert.match(
         out[2],
