@@ -108,6 +108,12 @@ export const MODULES: Record<string, string[]> = {
     "tests/unit/infraenv_client_test.ts",
     "tests/integration/file_options_test.ts",
   ],
+  "lib/programs.ts": [
+    "tests/unit/programs_test.ts",
+    "tests/unit/kexec_test.ts",
+    "tests/unit/kexec_fallback_test.ts",
+    "tests/unit/curl_transport_test.ts",
+  ],
   "lib/stage/initrd.ts": [
     "tests/unit/initrd_test.ts",
     "tests/integration/stage_test.ts",

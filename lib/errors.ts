@@ -18,7 +18,8 @@ export const ExitCode = {
   Internal: 1,
   /**
    * Bad command line, environment or configuration file, or a file an option names that cannot be
-   * read or that another user can change.
+   * read or that another user can change; `--insecure` without a curl that runs, or with one
+   * another user can change.
    */
   Usage: 2,
   /** The iPXE script failed or booted nothing. */
@@ -60,7 +61,7 @@ export const ExitCode = {
   KexecSignature: 11,
   /**
    * kexec_file_load: ENOEXEC (not a kernel for this machine), and the kexec-tools fallback was not
-   * possible (not installed, lockdown) or failed too.
+   * possible (not installed, a `kexec` another user can change, lockdown) or failed too.
    */
   KexecFormat: 12,
   /** kexec_file_load: EBUSY (a kexec image is already loaded or in use). */
@@ -74,7 +75,10 @@ export const ExitCode = {
   KexecUnsupported: 15,
   /** kexec_file_load failed with another errno. */
   KexecOther: 16,
-  /** The hand-off (systemctl kexec, reboot) failed after a successful load. */
+  /**
+   * The hand-off failed after a successful load: `systemctl kexec` missing, one another user can
+   * change, failing or not shutting the system down; `reboot(2)` returning.
+   */
   Handoff: 17,
   /**
    * Refused before any download: this machine's memory cannot hold what is about to boot. The

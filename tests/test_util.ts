@@ -1,7 +1,8 @@
 /**
  * Helpers shared by the tests: a temporary directory that is always removed,
- * log capture, narrowing a boot plan to the kexec plan a test expects, and
- * a fake libc that loads real files.
+ * a fake program (a shell script), a `PATH` set for a while, log capture,
+ * narrowing a boot plan to the kexec plan a test expects, and a fake libc
+ * that loads real files.
  *
  * @module
  */
@@ -28,6 +29,43 @@ export async function withTemp<T>(
     return await fn(dir);
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Options for {@linkcode fakeProgram}. */
+export interface FakeProgramOptions {
+  /** The script's body after its `#!/bin/sh` line (default: `exit 0`). */
+  script?: string;
+  /** Its mode, set after writing it (the umask does not apply; default 0755). */
+  mode?: number;
+}
+
+/** Writes a shell script standing in for a program at `path`; returns `path`. */
+export async function fakeProgram(
+  path: string,
+  options: FakeProgramOptions = {},
+): Promise<string> {
+  await Deno.writeTextFile(path, `#!/bin/sh\n${options.script ?? "exit 0"}\n`);
+  await Deno.chmod(path, options.mode ?? 0o755);
+  return path;
+}
+
+/**
+ * Runs `fn` with this process's `PATH` set to `path` (removed for
+ * undefined), restored afterwards whatever happens.
+ */
+export async function withPath<T>(
+  path: string | undefined,
+  fn: () => Promise<T> | T,
+): Promise<T> {
+  const saved = Deno.env.get("PATH");
+  if (path === undefined) Deno.env.delete("PATH");
+  else Deno.env.set("PATH", path);
+  try {
+    return await fn();
+  } finally {
+    if (saved === undefined) Deno.env.delete("PATH");
+    else Deno.env.set("PATH", saved);
   }
 }
 

@@ -36,7 +36,10 @@ export interface CreateClientOptions {
   systemCerts?: string[];
   /** Skip TLS certificate verification (`--insecure`); every connection is logged as a warning. */
   insecure?: boolean;
-  /** The curl program used for `--insecure` (default `curl` from PATH). */
+  /**
+   * The curl program used for `--insecure`: a name looked up on `PATH`, or
+   * an absolute path (default `curl`; see `curl_transport.ts`).
+   */
   curl?: string;
 }
 
@@ -59,7 +62,8 @@ export interface CreateClientOptions {
  * `curl --insecure`, streaming its output through a pipe (flat memory), with
  * a warning on every connection; no certificate is checked then, whatever
  * store curl itself would use. Throws a {@linkcode BootError} (Usage) when a
- * CA file is unreadable or curl is missing.
+ * CA file is unreadable, or when curl is missing or is one another user can
+ * change (`programs.ts`: never run).
  */
 export function createClient(
   options: CreateClientOptions = {},

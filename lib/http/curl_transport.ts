@@ -18,37 +18,30 @@
 import { BootError, ExitCode } from "../errors.ts";
 import type { HttpClient, SendInit } from "./request.ts";
 import { log, redact } from "../log.ts";
+import { trustedProgram, UntrustedProgramError } from "../programs.ts";
 
 /** Options for {@linkcode curlTransport}. */
 export interface CurlTransportOptions {
-  /** The curl program (default `curl` from PATH). */
+  /**
+   * The curl program: a name looked up on `PATH`, or an absolute path;
+   * either way refused when another user can change it (`programs.ts`).
+   * Default `curl`.
+   */
   curl?: string;
   /** Builds the transport of every request that is not `https:` (plain http, `file:`). */
   plain: () => HttpClient;
 }
 
 /**
- * The `--insecure` transport: checks that curl runs (a {@linkcode BootError}
- * Usage otherwise: Deno cannot skip TLS verification by itself), warns once
+ * The `--insecure` transport: finds curl (`programs.ts`) and checks that
+ * it runs (a {@linkcode BootError} Usage otherwise, and for a curl another
+ * user can change: Deno cannot skip TLS verification by itself), warns once
  * that certificates are not verified, then sends `https:` requests through
- * `curl --insecure` (warning for each) and the others through `plain`.
+ * `curl --insecure`, run by the path that was checked (warning for each),
+ * and the others through `plain`.
  */
 export function curlTransport(options: CurlTransportOptions): HttpClient {
-  const curl = options.curl ?? "curl";
-  try {
-    new Deno.Command(curl, {
-      args: ["--version"],
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).outputSync();
-  } catch (err) {
-    throw new BootError(
-      `--insecure needs curl, and ${curl} cannot be run (Deno cannot skip TLS verification by itself)`,
-      ExitCode.Usage,
-      { cause: err },
-    );
-  }
+  const curl = runnableCurl(options.curl ?? "curl");
   const plain = options.plain();
   log.warn(
     "--insecure: TLS certificates are NOT verified; anyone on the path can serve you a kernel",
@@ -63,6 +56,31 @@ export function curlTransport(options: CurlTransportOptions): HttpClient {
     close,
     [Symbol.dispose]: close,
   };
+}
+
+/** The absolute path of a curl that runs and that no other user can change, or a usage error. */
+function runnableCurl(name: string): string {
+  try {
+    const curl = trustedProgram(name);
+    if (curl === undefined) throw new Error(`no ${name} on PATH`);
+    new Deno.Command(curl, {
+      args: ["--version"],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).outputSync();
+    return curl;
+  } catch (err) {
+    throw new BootError(
+      `--insecure needs curl, and ${
+        err instanceof UntrustedProgramError
+          ? err.message
+          : `${name} cannot be run (Deno cannot skip TLS verification by itself)`
+      }`,
+      ExitCode.Usage,
+      { cause: err },
+    );
+  }
 }
 
 /** Quotes a value for a curl config file (`--config`). */

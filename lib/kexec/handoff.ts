@@ -10,6 +10,7 @@
 
 import { BootError, errorText, ExitCode } from "../errors.ts";
 import { type LibcSymbols, openLibc, syncAndReboot } from "./libc.ts";
+import { trustedProgram } from "../programs.ts";
 
 /** How the loaded kernel is started. */
 export type HandoffMode = "none" | "systemctl" | "reboot";
@@ -58,8 +59,17 @@ export function handoffMode(options: HandoffOptions = {}): HandoffMode {
 export interface KexecExecuteOptions {
   /** libc symbols (default: the real libc; tests inject fakes). */
   libc?: LibcSymbols;
-  /** Runs a command and returns its exit code (default: `Deno.Command`). */
+  /**
+   * Runs a program (its absolute path) and returns its exit code (default:
+   * `Deno.Command`).
+   */
   run?: (command: string, args: string[]) => Promise<number>;
+  /**
+   * The `systemctl` program: a name looked up on `PATH`, or an absolute
+   * path; either way refused when another user can change it
+   * (`programs.ts`). Default `systemctl`.
+   */
+  systemctl?: string;
   /**
    * After `systemctl kexec` succeeded, how long to wait for systemd to stop
    * this process before calling the hand-off failed (default 10 minutes).
@@ -89,7 +99,9 @@ async function runCommand(command: string, args: string[]): Promise<number> {
  * for systemd to stop this process on its way down (never returns: a system
  * that does not go down is a Handoff failure); `reboot`: `sync`
  * then `reboot(LINUX_REBOOT_CMD_KEXEC)`, which does not return on success;
- * `none`: does nothing. Failures are {@linkcode BootError} Handoff (17).
+ * `none`: does nothing. Failures are {@linkcode BootError} Handoff (17),
+ * and so is a `systemctl` that is missing or that another user can change
+ * (`programs.ts`: never run).
  */
 export async function kexecExecute(
   mode: HandoffMode,
@@ -99,9 +111,12 @@ export async function kexecExecute(
   const verb = options.firmware ? "reboot" : "kexec";
   if (mode === "systemctl") {
     const run = options.run ?? runCommand;
+    const name = options.systemctl ?? "systemctl";
     let code: number;
     try {
-      code = await run("systemctl", [verb]);
+      const program = trustedProgram(name);
+      if (program === undefined) throw new Error(`no ${name} on PATH`);
+      code = await run(program, [verb]);
     } catch (err) {
       throw new BootError(
         `Cannot run systemctl ${verb}: ${errorText(err)}`,

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { BootError, ExitCode } from "../errors.ts";
+import { BootError, errorText, ExitCode } from "../errors.ts";
 import {
   Errno,
   KEXEC_FILE_LOAD,
@@ -21,17 +21,23 @@ import {
 } from "./libc.ts";
 import { kexecError, SIGNATURE_ERRNOS } from "./errors.ts";
 import {
-  findKexec,
+  KEXEC_DIRS,
   kexecToolsLoad,
   type Lockdown,
   lockdownState,
   type ProgramRunner,
 } from "./tools.ts";
 import { log } from "../log.ts";
+import { trustedProgram, UntrustedProgramError } from "../programs.ts";
 
 /** The kexec-tools fallback of {@linkcode kexecLoad} (tests inject every part). */
 export interface KexecFallback {
-  /** The `kexec` program, `null` when it is not installed (default: {@linkcode findKexec}). */
+  /**
+   * The `kexec` program: a name looked up on `PATH` then in
+   * {@linkcode KEXEC_DIRS}, or an absolute path; either way refused when
+   * another user can change it (`programs.ts`). `null`: not installed.
+   * Default `kexec`.
+   */
   program?: string | null;
   /** Runs it (default: `Deno.Command`, no shell). */
   run?: ProgramRunner;
@@ -59,10 +65,11 @@ export type KexecLoader = "kexec_file_load" | "kexec_load";
  * Loads the kernel, initrd and command line with `kexec_file_load`; when it
  * fails with ENOSYS or ENOEXEC, with kexec-tools' `kexec -l -c` (the
  * `kexec_load` call) on the same files and command line, if `kexec` is
- * installed and kernel lockdown is off. Logs and returns the loader that
- * took the kernel (start it with `handoff.ts`'s `kexecExecute`); throws a
- * {@linkcode BootError} with a Kexec* exit code otherwise (the code of the
- * `kexec_file_load` failure when the fallback fails too).
+ * installed, no other user can change it and kernel lockdown is off. Logs
+ * and returns the loader that took the kernel (start it with `handoff.ts`'s
+ * `kexecExecute`); throws a {@linkcode BootError} with a Kexec* exit code
+ * otherwise (the code of the `kexec_file_load` failure when the fallback
+ * fails too or is refused).
  *
  * The files are opened with `O_NOFOLLOW | O_NONBLOCK` (a symbolic link is
  * refused, a FIFO cannot block), and each descriptor is checked with `fstat`
@@ -150,9 +157,7 @@ function fallbackLoad(
       err.exitCode,
     );
   }
-  const program = fallback.program === undefined
-    ? findKexec()
-    : fallback.program;
+  const program = fallbackProgram(fallback.program, err);
   if (!program) {
     throw new BootError(
       `${err.message}; install kexec-tools for the kexec_load fallback`,
@@ -177,4 +182,31 @@ function fallbackLoad(
   }
   log.info(`kernel loaded with kexec-tools (${program} -l, kexec_load)`);
   return "kexec_load";
+}
+
+/**
+ * The absolute path of the fallback's `kexec` (`programs.ts`), undefined
+ * when it is not installed; one another user can change is refused, and a
+ * lookup that fails otherwise is the fallback failing, both with the exit
+ * code of the `kexec_file_load` error `err`.
+ */
+function fallbackProgram(
+  program: string | null | undefined,
+  err: BootError,
+): string | undefined {
+  if (program === null) return undefined;
+  const name = program ?? "kexec";
+  try {
+    return trustedProgram(name, { dirs: KEXEC_DIRS });
+  } catch (cause) {
+    throw new BootError(
+      cause instanceof UntrustedProgramError
+        ? `${err.message}; the fallback is refused: ${cause.message}`
+        : `${err.message}; the fallback failed too: cannot run ${name}: ${
+          errorText(cause)
+        }`,
+      err.exitCode,
+      { cause },
+    );
+  }
 }

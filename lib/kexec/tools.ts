@@ -11,7 +11,9 @@
  *
  * `kexecLoad` in `kexec_load.ts` calls it on the descriptors the binding
  * (`kexec.ts`, the one module that knows syscall numbers) verified; the program runner, the program lookup and the lockdown
- * state are injected by tests, which never run the real `kexec`.
+ * state are injected by tests, which never run the real `kexec`. The
+ * program is found on `PATH`, then in {@linkcode KEXEC_DIRS}, and refused
+ * when another user can change it (`programs.ts`).
  *
  * @module
  */
@@ -60,27 +62,11 @@ export function lockdownState(options: LockdownOptions = {}): Lockdown {
     : "unknown";
 }
 
-/** Finds an executable `kexec` on `PATH`, then in `/usr/sbin` and `/sbin`; `undefined` when none. */
-export function findKexec(
-  path = Deno.env.get("PATH") ?? "",
-  isExecutable: (file: string) => boolean = executable,
-): string | undefined {
-  const dirs = [
-    ...path.split(":").filter((d) => d !== ""),
-    "/usr/sbin",
-    "/sbin",
-  ];
-  return dirs.map((d) => `${d}/kexec`).find(isExecutable);
-}
-
-function executable(file: string): boolean {
-  try {
-    const info = Deno.statSync(file);
-    return info.isFile && ((info.mode ?? 0o111) & 0o111) !== 0;
-  } catch {
-    return false;
-  }
-}
+/**
+ * Where `kexec` is looked for after `PATH` (kexec-tools installs it in
+ * `sbin`, which a user's `PATH` may not hold).
+ */
+export const KEXEC_DIRS: readonly string[] = ["/usr/sbin", "/sbin"];
 
 /** The files and command line to load (the same shape as `KexecImage`). */
 export interface ToolsImage {
@@ -115,7 +101,7 @@ export interface RunResult {
   output: string;
 }
 
-/** Runs `program` with `args` (no shell) and waits for it. */
+/** Runs `program` (its absolute path) with `args` (no shell) and waits for it. */
 export type ProgramRunner = (program: string, args: string[]) => RunResult;
 
 /** Runs a program without a shell, collecting its output. */

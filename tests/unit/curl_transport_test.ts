@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { BootError, ExitCode } from "../../lib/errors.ts";
 import type { HttpClient, SendInit } from "../../lib/http/request.ts";
 import { curlTransport } from "../../lib/http/curl_transport.ts";
-import { captureLog, withTemp } from "../test_util.ts";
+import { captureLog, fakeProgram, withPath, withTemp } from "../test_util.ts";
 
 const URL_HTTPS = "https://images.example.test/boot/vmlinuz";
 
@@ -417,6 +417,96 @@ Deno.test("curl transport: a curl that cannot run is a usage error naming it", (
         err.message,
       ),
   );
+});
+
+/** A plain transport that must not be built. */
+function noPlain(): HttpClient {
+  throw new Error("not reached");
+}
+
+/** A plain transport that sends nothing. */
+function fakePlain(): HttpClient {
+  return {
+    insecure: false,
+    send: () => Promise.reject(new Error("not sent")),
+    close: () => {},
+    [Symbol.dispose]: () => {},
+  };
+}
+
+/** Asserts that `fn` throws a usage error whose message is `message`. */
+function usage(fn: () => unknown, message: string): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof BootError, String(err));
+    assert.equal(err.exitCode, ExitCode.Usage);
+    assert.equal(err.message, message);
+    return true;
+  });
+}
+
+Deno.test("curl transport: curl is found only in absolute PATH entries: one in the working directory or a relative entry is never run", async () => {
+  await withTemp(async (tmp) => {
+    const dir = await Deno.realPath(tmp);
+    const marker = `${dir}/ran`;
+    // Builtins only: PATH holds no cat (their stdin is read to its end).
+    const script = `while read -r _; do :; done; echo "$0" >> '${marker}'`;
+    await fakeProgram(`${dir}/curl`, { script });
+    await Deno.mkdir(`${dir}/bin`);
+    await fakeProgram(`${dir}/bin/curl`, { script });
+    await Deno.mkdir(`${dir}/abs`);
+    const abs = await fakeProgram(`${dir}/abs/curl`, { script });
+    const cwd = Deno.cwd();
+    Deno.chdir(dir);
+    try {
+      await withPath("::.:bin:./bin", () =>
+        usage(
+          () => curlTransport({ plain: noPlain }),
+          "--insecure needs curl, and curl cannot be run (Deno cannot skip TLS verification by itself)",
+        ));
+      await assert.rejects(Deno.stat(marker), Deno.errors.NotFound);
+      // An absolute entry after them: that curl, by its path, for its
+      // --version and for every request (this one gets no answer).
+      await withPath(`.:bin:${dir}/abs`, async () => {
+        const [client] = await captureLog(() =>
+          Promise.resolve(curlTransport({ plain: fakePlain }))
+        );
+        await captureLog(() =>
+          assert.rejects(
+            client.send(URL_HTTPS, init()),
+            /^Error: curl exited with code 0$/,
+          )
+        );
+        client.close();
+      });
+      assert.equal(await Deno.readTextFile(marker), `${abs}\n${abs}\n`);
+    } finally {
+      Deno.chdir(cwd);
+    }
+  });
+});
+
+Deno.test("curl transport: a curl another user can change is a usage error naming it and why, never run", async () => {
+  await withTemp(async (tmp) => {
+    const dir = await Deno.realPath(tmp);
+    const marker = `${dir}/ran`;
+    const script = `echo "$0" >> '${marker}'`;
+    await Deno.mkdir(`${dir}/open`);
+    await Deno.chmod(`${dir}/open`, 0o777);
+    await Deno.mkdir(`${dir}/good`);
+    await fakeProgram(`${dir}/open/curl`, { script });
+    await fakeProgram(`${dir}/good/curl`, { script });
+    const wide = await fakeProgram(`${dir}/good/wide`, { script, mode: 0o757 });
+    await withPath(`${dir}/open:${dir}/good`, () =>
+      usage(
+        () => curlTransport({ plain: noPlain }),
+        `--insecure needs curl, and curl (${dir}/open/curl) is reached through ${dir}/open, writable by other users without the sticky bit (mode 0777): whoever can change it decides what this machine boots (chmod go-w ${dir}/open)`,
+      ));
+    usage(
+      () => curlTransport({ curl: wide, plain: noPlain }),
+      `--insecure needs curl, and ${wide} is writable by other users (mode 0757): whoever can change it decides what this machine boots (chmod go-w ${wide})`,
+    );
+    await assert.rejects(Deno.stat(marker), Deno.errors.NotFound);
+  });
 });
 
 Deno.test("curl transport: blank lines before the head are skipped; a line that only contains a status line is not one", async () => {

@@ -2,7 +2,8 @@
  * The kexec-tools fallback of `kexecLoad` through injected fakes: when
  * `kexec_file_load` fails with ENOSYS or ENOEXEC, `kexec -l -c` runs on the
  * same files and command line (no shell), only where lockdown allows it; the
- * lockdown messages; the lockdown and program lookups.
+ * lockdown messages; the lockdown state and where `kexec` is found (a
+ * `kexec` another user can change is never run).
  *
  * SAFETY: every test injects libc and the program runner: nothing here calls
  * `kexec_file_load` or runs the real `kexec`.
@@ -17,7 +18,7 @@ import {
 } from "../../lib/kexec/libc.ts";
 import { type KexecFallback, kexecLoad } from "../../lib/kexec/load.ts";
 import {
-  findKexec,
+  KEXEC_DIRS,
   kexecToolsArgs,
   kexecToolsLoad,
   lockdownState,
@@ -25,7 +26,7 @@ import {
   type RunResult,
 } from "../../lib/kexec/tools.ts";
 import type { FileIdentity } from "../../lib/stage/work_dir.ts";
-import { captureLog } from "../test_util.ts";
+import { captureLog, fakeProgram, withPath, withTemp } from "../test_util.ts";
 
 /** What `load` verified: the identity statx reports for every file of the fake libc. */
 const IDENTITY: FileIdentity = {
@@ -286,14 +287,6 @@ Deno.test("lockdownState: the bracketed mode; no file under a mounted securityfs
   );
 });
 
-Deno.test("findKexec: PATH first, then /usr/sbin and /sbin; nothing when none is executable", () => {
-  const present = new Set(["/opt/bin/kexec", "/sbin/kexec"]);
-  const exec = (f: string) => present.has(f);
-  assert.equal(findKexec("/usr/bin:/opt/bin", exec), "/opt/bin/kexec");
-  assert.equal(findKexec("/usr/bin", exec), "/sbin/kexec");
-  assert.equal(findKexec("", () => false), undefined);
-});
-
 Deno.test("fallback: a file that is not the verified one never reaches kexec either", () => {
   const tools = fakeTools();
   const libc = libcFailing(Errno.ENOSYS);
@@ -308,53 +301,6 @@ Deno.test("fallback: a file that is not the verified one never reaches kexec eit
   );
   assert.equal(libc.syscalls, 0);
   assert.equal(tools.runs.length, 0);
-});
-
-Deno.test("findKexec: empty PATH entries are skipped; by default the process's PATH and only executable regular files", async () => {
-  const asked: string[] = [];
-  findKexec(":/a::/b:", (f) => {
-    asked.push(f);
-    return false;
-  });
-  assert.deepEqual(asked, [
-    "/a/kexec",
-    "/b/kexec",
-    "/usr/sbin/kexec",
-    "/sbin/kexec",
-  ]);
-  const dir = await Deno.makeTempDir({ prefix: "find_kexec_" });
-  const saved = Deno.env.get("PATH");
-  try {
-    for (const name of ["exec", "plain", "folder", "empty"]) {
-      await Deno.mkdir(`${dir}/${name}`);
-    }
-    await Deno.writeTextFile(`${dir}/exec/kexec`, "#!/bin/sh\n", {
-      mode: 0o755,
-    });
-    await Deno.writeTextFile(`${dir}/plain/kexec`, "#!/bin/sh\n", {
-      mode: 0o644,
-    });
-    await Deno.mkdir(`${dir}/folder/kexec`);
-    Deno.env.set("PATH", `${dir}/exec`);
-    assert.equal(findKexec(), `${dir}/exec/kexec`);
-    // No PATH at all: the two system directories alone.
-    Deno.env.delete("PATH");
-    const tried: string[] = [];
-    findKexec(undefined, (f) => {
-      tried.push(f);
-      return false;
-    });
-    assert.deepEqual(tried, ["/usr/sbin/kexec", "/sbin/kexec"]);
-    // Not executable, a directory, missing: never chosen.
-    for (const name of ["plain", "folder", "empty"]) {
-      Deno.env.set("PATH", `${dir}/${name}`);
-      assert.ok(!findKexec()?.startsWith(dir), name);
-    }
-  } finally {
-    if (saved === undefined) Deno.env.delete("PATH");
-    else Deno.env.set("PATH", saved);
-    await Deno.remove(dir, { recursive: true });
-  }
 });
 
 Deno.test("runProgram: no shell, stdin empty, the exit code and stderr then stdout", () => {
@@ -419,4 +365,110 @@ Deno.test("fallback: without an initrd only the kernel is passed; without a prog
     else Deno.env.set("PATH", saved);
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("fallback: kexec is looked for on PATH, then in /usr/sbin and /sbin", async () => {
+  assert.deepEqual(KEXEC_DIRS, ["/usr/sbin", "/sbin"]);
+  // With none on PATH: this host's kexec-tools there, if any (never run: the
+  // runner is the fake).
+  const installed = KEXEC_DIRS.map((dir) => `${dir}/kexec`).find((path) => {
+    try {
+      const info = Deno.statSync(path);
+      return info.isFile && (info.mode! & 0o111) !== 0;
+    } catch {
+      return false;
+    }
+  });
+  await withTemp(async (empty) => {
+    const tools = fakeTools(undefined, { program: undefined });
+    await withPath(empty, () => {
+      if (installed) {
+        return captureLog(() => Promise.resolve(load(Errno.ENOSYS, tools)));
+      }
+      fails(
+        () => load(Errno.ENOSYS, tools),
+        ExitCode.KexecUnsupported,
+        /; install kexec-tools for the kexec_load fallback$/,
+      );
+    });
+    assert.deepEqual(
+      tools.runs.map((r) => r.program),
+      installed ? [installed] : [],
+    );
+  });
+});
+
+Deno.test("fallback: a kexec another user can change is never run, found on PATH or given: the kexec_file_load exit code, naming it and why", async () => {
+  await withTemp(async (tmp) => {
+    const dir = await Deno.realPath(tmp);
+    const mkdir = async (name: string, mode: number) => {
+      await Deno.mkdir(`${dir}/${name}`);
+      await Deno.chmod(`${dir}/${name}`, mode);
+      return `${dir}/${name}`;
+    };
+    const good = await mkdir("good", 0o755);
+    const open = await mkdir("open", 0o777);
+    await fakeProgram(`${good}/kexec`);
+    await fakeProgram(`${open}/kexec`);
+    const wide = await fakeProgram(`${good}/wide`, { mode: 0o775 });
+    const openWhy =
+      `is reached through ${open}, writable by other users without the sticky bit (mode 0777): whoever can change it decides what this machine boots (chmod go-w ${open})`;
+    // Found first on PATH in a directory others may write: not the next one.
+    const found = fakeTools(undefined, { program: undefined });
+    await withPath(`${open}:${good}`, () =>
+      fails(
+        () => load(Errno.ENOSYS, found),
+        ExitCode.KexecUnsupported,
+        new RegExp(
+          `\\(Function not implemented\\); the fallback is refused: kexec \\(${open}/kexec\\) ${
+            RegExp.escape(openWhy)
+          }$`,
+        ),
+      ));
+    // Given by its path: walked all the same.
+    const given = fakeTools(undefined, { program: `${open}/kexec` });
+    fails(
+      () => load(Errno.ENOEXEC, given),
+      ExitCode.KexecFormat,
+      new RegExp(
+        `\\(Exec format error\\); the fallback is refused: ${
+          RegExp.escape(`${open}/kexec ${openWhy}`)
+        }$`,
+      ),
+    );
+    const writable = fakeTools(undefined, { program: wide });
+    fails(
+      () => load(Errno.ENOSYS, writable),
+      ExitCode.KexecUnsupported,
+      new RegExp(
+        `; the fallback is refused: ${
+          RegExp.escape(
+            `${wide} is writable by other users (mode 0775): whoever can change it decides what this machine boots (chmod go-w ${wide})`,
+          )
+        }$`,
+      ),
+    );
+    assert.deepEqual([found.runs, given.runs, writable.runs], [[], [], []]);
+    // A lookup that cannot go on otherwise: the fallback failed.
+    fails(
+      () =>
+        load(
+          Errno.ENOSYS,
+          fakeTools(undefined, { program: `${good}/kexec/kexec` }),
+        ),
+      ExitCode.KexecUnsupported,
+      new RegExp(
+        `; the fallback failed too: cannot run ${
+          RegExp.escape(good)
+        }/kexec/kexec: Not a directory`,
+      ),
+    );
+    // Ours in a 0755 directory: run, by the path checked.
+    const ok = fakeTools(undefined, { program: undefined });
+    await withPath(
+      `${good}:${open}`,
+      () => captureLog(() => Promise.resolve(load(Errno.ENOSYS, ok))),
+    );
+    assert.deepEqual(ok.runs.map((r) => r.program), [`${good}/kexec`]);
+  });
 });

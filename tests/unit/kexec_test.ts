@@ -28,7 +28,7 @@ import {
 import { kexecError } from "../../lib/kexec/errors.ts";
 import { kexecLoad } from "../../lib/kexec/load.ts";
 import type { FileIdentity } from "../../lib/stage/work_dir.ts";
-import { captureLog, withTemp } from "../test_util.ts";
+import { captureLog, fakeProgram, withPath, withTemp } from "../test_util.ts";
 import { configureLog } from "../../lib/log.ts";
 
 interface Call {
@@ -459,27 +459,43 @@ Deno.test("handoffMode: load-only, force-reboot, PID 1, systemd", () => {
   }
 });
 
+/**
+ * Runs `fn` with a fake systemctl of ours in a 0755 directory (the tests
+ * inject the runner: it is never run).
+ */
+async function withSystemctl<T>(
+  fn: (systemctl: string) => Promise<T>,
+): Promise<T> {
+  return await withTemp(async (tmp) => {
+    await Deno.chmod(tmp, 0o755);
+    return await fn(await fakeProgram(`${await Deno.realPath(tmp)}/systemctl`));
+  });
+}
+
 Deno.test("kexecExecute: systemctl kexec, its failure, and sync before reboot(KEXEC)", async () => {
   const runs: string[][] = [];
-  await assert.rejects(
-    kexecExecute("systemctl", {
-      run: (cmd, args) => {
-        runs.push([cmd, ...args]);
-        return Promise.resolve(0);
-      },
-      shutdownWaitMs: 20,
-    }),
-    (err: unknown) =>
-      err instanceof BootError && err.exitCode === ExitCode.Handoff &&
-      /did not shut down within 0 s/.test(err.message),
-    "an accepted systemctl kexec waits for the shutdown and never reports success itself",
-  );
-  assert.deepEqual(runs, [["systemctl", "kexec"]]);
-  await assert.rejects(
-    kexecExecute("systemctl", { run: () => Promise.resolve(1) }),
-    (err: unknown) =>
-      err instanceof BootError && err.exitCode === ExitCode.Handoff,
-  );
+  await withSystemctl(async (systemctl) => {
+    await assert.rejects(
+      kexecExecute("systemctl", {
+        systemctl,
+        run: (cmd, args) => {
+          runs.push([cmd, ...args]);
+          return Promise.resolve(0);
+        },
+        shutdownWaitMs: 20,
+      }),
+      (err: unknown) =>
+        err instanceof BootError && err.exitCode === ExitCode.Handoff &&
+        /did not shut down within 0 s/.test(err.message),
+      "an accepted systemctl kexec waits for the shutdown and never reports success itself",
+    );
+    assert.deepEqual(runs, [[systemctl, "kexec"]]);
+    await assert.rejects(
+      kexecExecute("systemctl", { systemctl, run: () => Promise.resolve(1) }),
+      (err: unknown) =>
+        err instanceof BootError && err.exitCode === ExitCode.Handoff,
+    );
+  });
   const libc = fakeLibc();
   await assert.rejects(
     kexecExecute("reboot", { libc }),
@@ -501,18 +517,21 @@ Deno.test("kexecExecute: systemctl kexec, its failure, and sync before reboot(KE
 
 Deno.test("kexecExecute with firmware: systemctl reboot, or sync and reboot(RESTART)", async () => {
   const runs: string[][] = [];
-  await assert.rejects(
-    kexecExecute("systemctl", {
-      firmware: true,
-      run: (cmd, args) => {
-        runs.push([cmd, ...args]);
-        return Promise.resolve(0);
-      },
-      shutdownWaitMs: 20,
-    }),
-    /systemctl reboot was accepted but the system did not shut down/,
-  );
-  assert.deepEqual(runs, [["systemctl", "reboot"]]);
+  await withSystemctl(async (systemctl) => {
+    await assert.rejects(
+      kexecExecute("systemctl", {
+        firmware: true,
+        systemctl,
+        run: (cmd, args) => {
+          runs.push([cmd, ...args]);
+          return Promise.resolve(0);
+        },
+        shutdownWaitMs: 20,
+      }),
+      /systemctl reboot was accepted but the system did not shut down/,
+    );
+    assert.deepEqual(runs, [[systemctl, "reboot"]]);
+  });
   const libc = fakeLibc();
   await assert.rejects(
     kexecExecute("reboot", { libc, firmware: true }),
@@ -741,16 +760,21 @@ Deno.test("kexecExecute: a systemctl that cannot start, a failing systemctl and 
     return true;
   };
   const notFound = new Error("systemctl: not found");
-  await assert.rejects(
-    kexecExecute("systemctl", { run: () => Promise.reject(notFound) }),
-    (err: unknown) =>
-      handoff(/^Cannot run systemctl kexec: systemctl: not found$/)(err) &&
-      (err as BootError).cause === notFound,
-  );
-  await assert.rejects(
-    kexecExecute("systemctl", { run: () => Promise.resolve(3) }),
-    handoff(/^systemctl kexec failed with exit code 3$/),
-  );
+  await withSystemctl(async (systemctl) => {
+    await assert.rejects(
+      kexecExecute("systemctl", {
+        systemctl,
+        run: () => Promise.reject(notFound),
+      }),
+      (err: unknown) =>
+        handoff(/^Cannot run systemctl kexec: systemctl: not found$/)(err) &&
+        (err as BootError).cause === notFound,
+    );
+    await assert.rejects(
+      kexecExecute("systemctl", { systemctl, run: () => Promise.resolve(3) }),
+      handoff(/^systemctl kexec failed with exit code 3$/),
+    );
+  });
   await assert.rejects(
     kexecExecute("reboot", { libc: fakeLibc() }),
     handoff(
@@ -759,6 +783,91 @@ Deno.test("kexecExecute: a systemctl that cannot start, a failing systemctl and 
       ),
     ),
   );
+});
+
+Deno.test("kexecExecute: systemctl is found on PATH and run by that path; none there, or one another user can change, is exit 17 and never run", async () => {
+  const handoff = (message: string) => (err: unknown) => {
+    assert.ok(err instanceof BootError, String(err));
+    assert.equal(err.exitCode, ExitCode.Handoff);
+    assert.equal(err.message, message);
+    return true;
+  };
+  await withTemp(async (tmp) => {
+    const dir = await Deno.realPath(tmp);
+    const mkdir = async (name: string, mode: number) => {
+      await Deno.mkdir(`${dir}/${name}`);
+      await Deno.chmod(`${dir}/${name}`, mode);
+      return `${dir}/${name}`;
+    };
+    const [good, open, empty] = [
+      await mkdir("good", 0o755),
+      await mkdir("open", 0o777),
+      await mkdir("empty", 0o755),
+    ];
+    // The fakes record that they ran (the real runner runs them).
+    const marker = `${dir}/ran`;
+    const script = `echo "$0 $*" >> '${marker}'`;
+    await fakeProgram(`${good}/systemctl`, { script });
+    await fakeProgram(`${open}/systemctl`, { script });
+    const wide = await fakeProgram(`${good}/wide`, { script, mode: 0o757 });
+    const ran = () => Deno.readTextFile(marker).catch(() => "");
+    // Ours, in a 0755 directory: run (by the default runner), by its path.
+    await withPath(`.:${good}:${open}`, () =>
+      assert.rejects(
+        kexecExecute("systemctl", { shutdownWaitMs: 20 }),
+        handoff(
+          "systemctl kexec was accepted but the system did not shut down within 0 s",
+        ),
+      ));
+    assert.equal(await ran(), `${good}/systemctl kexec\n`);
+    await Deno.remove(marker);
+    const runs: string[] = [];
+    const run = (cmd: string) => {
+      runs.push(cmd);
+      return Promise.resolve(0);
+    };
+    // Any runner gets the path found, never the name.
+    await withPath(`.:${good}`, () =>
+      assert.rejects(
+        kexecExecute("systemctl", { run, shutdownWaitMs: 20 }),
+        /did not shut down/,
+      ));
+    assert.deepEqual(runs.splice(0), [`${good}/systemctl`]);
+    // Found first in a directory others may write: refused, not the next one.
+    await withPath(`${open}:${good}`, () =>
+      assert.rejects(
+        kexecExecute("systemctl", { run, shutdownWaitMs: 20 }),
+        handoff(
+          `Cannot run systemctl kexec: systemctl (${open}/systemctl) is reached through ${open}, writable by other users without the sticky bit (mode 0777): whoever can change it decides what this machine boots (chmod go-w ${open})`,
+        ),
+      ));
+    // Given by its path: checked all the same.
+    await assert.rejects(
+      kexecExecute("systemctl", {
+        systemctl: wide,
+        run,
+        firmware: true,
+        shutdownWaitMs: 20,
+      }),
+      handoff(
+        `Cannot run systemctl reboot: ${wide} is writable by other users (mode 0757): whoever can change it decides what this machine boots (chmod go-w ${wide})`,
+      ),
+    );
+    // None on PATH (a relative entry holding one does not count).
+    const cwd = Deno.cwd();
+    Deno.chdir(good);
+    try {
+      await withPath(`.:systemctl:${empty}`, () =>
+        assert.rejects(
+          kexecExecute("systemctl", { run, shutdownWaitMs: 20 }),
+          handoff("Cannot run systemctl kexec: no systemctl on PATH"),
+        ));
+    } finally {
+      Deno.chdir(cwd);
+    }
+    assert.deepEqual(runs, []);
+    assert.equal(await ran(), "");
+  });
 });
 
 Deno.test("checkCanKexec: by default the process's uid and the running kernel's kexec_load_disabled decide; the refusal lists the known architectures", () => {
