@@ -87,6 +87,7 @@ Deno.test("findProgram: the first entry holding an executable regular file, PATH
     assert.equal(findProgram("prog", { path: "" }), undefined);
     // A trailing slash, and the root directory as an entry.
     assert.equal(findProgram("prog", { path: `${later}/` }), `${later}/prog`);
+    assert.equal(findProgram("prog", { path: `${later}//` }), `${later}/prog`);
     assert.equal(findProgram("bin", { path: "/" }), undefined, "a directory");
     // A link to a program is found by its own name (as execvp runs it).
     await Deno.symlink(`${later}/prog`, `${empty}/prog`);

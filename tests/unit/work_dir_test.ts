@@ -545,7 +545,7 @@ Deno.test("prepareWorkDir: a directory on the way that others may write without 
           new RegExp(
             `reached through ${dir}/open, writable by other users without the sticky bit \\(mode 0${
               mode.toString(8)
-            }\\)`,
+            }\\): use a path no other user controls \\(--work-dir\\)$`,
           ),
         ),
       );
