@@ -326,3 +326,14 @@ async function copyReadable(from: string, to: string): Promise<void> {
     }
   }
 }
+
+/**
+ * Gives `path` itself (a symbolic link too, not its target) to user and group
+ * `uid` (`chown -h`: Deno has no lchown). Root only.
+ */
+export async function chownLink(path: string, uid: number): Promise<void> {
+  const out = await new Deno.Command("chown", {
+    args: ["-h", `${uid}:${uid}`, path],
+  }).output();
+  if (!out.success) throw new Error(`chown -h ${path} failed`);
+}

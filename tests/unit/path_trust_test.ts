@@ -18,19 +18,16 @@ import {
   UntrustedPathError,
   untrustedRefusal,
 } from "../../lib/path_trust.ts";
-import { CAN_RUN_AS_OTHER_USER, runLibAs, withTemp } from "../test_util.ts";
+import {
+  CAN_RUN_AS_OTHER_USER,
+  chownLink,
+  runLibAs,
+  withTemp,
+} from "../test_util.ts";
 
 const isRoot = Deno.uid() === 0;
 /** A uid that is not ours (nobody). */
 const OTHER = 65534;
-
-/** Gives `path` itself (a symbolic link too, not its target) to `uid`. */
-async function chownTo(path: string, uid: number): Promise<void> {
-  const out = await new Deno.Command("chown", {
-    args: ["-h", `${uid}:${uid}`, path],
-  }).output();
-  assert.ok(out.success, `chown -h ${path}`);
-}
 
 /** A file of ours with `mode` (set after creation: the umask does not apply). */
 async function file(path: string, mode: number): Promise<string> {
@@ -171,7 +168,7 @@ Deno.test({
     await withTemp(async (tmp) => {
       const dir = await Deno.realPath(tmp);
       const theirs = await file(`${dir}/theirs.env`, 0o644);
-      await chownTo(theirs, OTHER);
+      await chownLink(theirs, OTHER);
       const other = `(not root, not this user)`;
       assert.deepEqual(untrustedPart(theirs), {
         kind: "file",
@@ -180,7 +177,7 @@ Deno.test({
         text: `is a file of uid ${OTHER} ${other}`,
       });
       await Deno.mkdir(`${dir}/home/sub`, { recursive: true });
-      await chownTo(`${dir}/home`, OTHER);
+      await chownLink(`${dir}/home`, OTHER);
       const inside = await file(`${dir}/home/sub/x.env`, 0o600);
       assert.deepEqual(untrustedPart(inside), {
         kind: "directory",
@@ -195,7 +192,7 @@ Deno.test({
       );
       const mine = await file(`${dir}/mine.env`, 0o600);
       await Deno.symlink(mine, `${dir}/their-link`);
-      await chownTo(`${dir}/their-link`, OTHER);
+      await chownLink(`${dir}/their-link`, OTHER);
       assert.deepEqual(untrustedPart(`${dir}/their-link`), {
         kind: "link",
         path: `${dir}/their-link`,
@@ -282,15 +279,15 @@ Deno.test({
         ownLink: `${dir}/own-link`,
         thirdLink: `${dir}/third-link`,
       };
-      await chownTo(paths.ownFile, OTHER);
-      await chownTo(paths.thirdFile, THIRD);
+      await chownLink(paths.ownFile, OTHER);
+      await chownLink(paths.thirdFile, THIRD);
       await Deno.mkdir(`${dir}/third-dir`);
       await file(paths.thirdDir, 0o644);
-      await chownTo(`${dir}/third-dir`, THIRD);
+      await chownLink(`${dir}/third-dir`, THIRD);
       await Deno.symlink(paths.rootFile, paths.ownLink);
-      await chownTo(paths.ownLink, OTHER);
+      await chownLink(paths.ownLink, OTHER);
       await Deno.symlink(paths.rootFile, paths.thirdLink);
-      await chownTo(paths.thirdLink, THIRD);
+      await chownLink(paths.thirdLink, THIRD);
       const found = await runLibAs(
         OTHER,
         `

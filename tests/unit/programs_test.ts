@@ -17,19 +17,11 @@ import {
   trustedProgram,
   UntrustedProgramError,
 } from "../../lib/programs.ts";
-import { fakeProgram, withPath, withTemp } from "../test_util.ts";
+import { chownLink, fakeProgram, withPath, withTemp } from "../test_util.ts";
 
 const isRoot = Deno.uid() === 0;
 /** A uid that is not ours (nobody). */
 const OTHER = 65534;
-
-/** Gives `path` itself (a symbolic link too, not its target) to `uid`. */
-async function chownTo(path: string, uid: number): Promise<void> {
-  const out = await new Deno.Command("chown", {
-    args: ["-h", `${uid}:${uid}`, path],
-  }).output();
-  assert.ok(out.success, `chown -h ${path}`);
-}
 
 /** Makes `dir` with `mode` (set after creation: the umask does not apply). */
 async function mkdir(dir: string, mode = 0o755): Promise<string> {
@@ -258,7 +250,7 @@ Deno.test({
       const other = "(not root, not this user)";
       const good = await mkdir(`${dir}/good`);
       const theirs = await fakeProgram(`${good}/theirs`);
-      await chownTo(theirs, OTHER);
+      await chownLink(theirs, OTHER);
       refused(() => trustedProgram("theirs", { path: good }), {
         program: "theirs",
         path: theirs,
@@ -267,7 +259,7 @@ Deno.test({
       });
       const home = await mkdir(`${dir}/home`);
       await fakeProgram(`${home}/prog`);
-      await chownTo(home, OTHER);
+      await chownLink(home, OTHER);
       refused(() => trustedProgram("prog", { path: `${home}:${good}` }), {
         program: "prog",
         path: `${home}/prog`,
@@ -276,7 +268,7 @@ Deno.test({
       });
       const mine = await fakeProgram(`${good}/mine`);
       await Deno.symlink(mine, `${good}/link`);
-      await chownTo(`${good}/link`, OTHER);
+      await chownLink(`${good}/link`, OTHER);
       assert.equal(
         (() => {
           try {

@@ -20,7 +20,12 @@ import {
   openOwnFile,
   prepareWorkDir,
 } from "../../lib/stage/work_dir.ts";
-import { CAN_RUN_AS_OTHER_USER, runLibAs, withTemp } from "../test_util.ts";
+import {
+  CAN_RUN_AS_OTHER_USER,
+  chownLink,
+  runLibAs,
+  withTemp,
+} from "../test_util.ts";
 
 const isRoot = Deno.uid() === 0;
 /** A uid that is not ours (nobody). */
@@ -34,14 +39,6 @@ function diskError(message: RegExp) {
     assert.doesNotMatch(err.message, /\n/);
     return true;
   };
-}
-
-/** Gives the symbolic link at `path` itself (not its target) to `uid`. */
-async function lchown(path: string, uid: number): Promise<void> {
-  const out = await new Deno.Command("chown", {
-    args: ["-h", String(uid), path],
-  }).output();
-  assert.ok(out.success, `chown -h ${path}`);
 }
 
 async function mkfifo(path: string): Promise<void> {
@@ -157,10 +154,10 @@ Deno.test({
       await Deno.writeTextFile(`${dir}/victim/initrd`, "theirs");
       // Theirs, as the work dir itself, as a parent, or behind a link of ours.
       await Deno.symlink(`${dir}/victim`, `${dir}/theirs`);
-      await lchown(`${dir}/theirs`, OTHER);
+      await chownLink(`${dir}/theirs`, OTHER);
       await Deno.mkdir(`${dir}/parent`);
       await Deno.symlink(dir, `${dir}/parent/up`);
-      await lchown(`${dir}/parent/up`, OTHER);
+      await chownLink(`${dir}/parent/up`, OTHER);
       await Deno.symlink(`${dir}/theirs`, `${dir}/ours`);
       for (
         const path of [
@@ -222,7 +219,7 @@ Deno.test({
       const dir = await Deno.realPath(tmp);
       await Deno.mkdir(`${dir}/victim`, { mode: 0o755 });
       await Deno.symlink(`${dir}/victim`, `${dir}/theirs`);
-      await lchown(`${dir}/theirs`, OTHER);
+      await chownLink(`${dir}/theirs`, OTHER);
       await Deno.mkdir(`${dir}/real/sub`, { recursive: true });
       // Ours: a relative target, and a link whose `..` is real, not dir.
       await Deno.symlink("theirs", `${dir}/relative`);
@@ -304,9 +301,9 @@ Deno.test({
       }
       await Deno.symlink(home, `${dir}/by-root`);
       await Deno.symlink(`${home}/real`, `${home}/mine`);
-      await lchown(`${home}/mine`, OTHER);
+      await chownLink(`${home}/mine`, OTHER);
       await Deno.symlink(`${home}/real`, `${home}/third`);
-      await lchown(`${home}/third`, THIRD);
+      await chownLink(`${home}/third`, THIRD);
       const out = await prepareAs(OTHER, [
         `${dir}/by-root/work`,
         `${home}/mine`,
