@@ -361,8 +361,8 @@ function fileText(files: NamedFiles, path: string, what: string): string {
     throw usageError(`Cannot read ${what} ${path}: ${read.error}`);
   }
   if ("untrusted" in read) {
-    const subject = `${what[0].toUpperCase()}${what.slice(1)} ${path}`;
-    throw usageError(untrustedRefusal(subject, read.untrusted));
+    // usageError starts the line with a capital.
+    throw usageError(untrustedRefusal(`${what} ${path}`, read.untrusted));
   }
   return read.text;
 }
