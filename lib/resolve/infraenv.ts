@@ -22,7 +22,6 @@ import { parseRetryAfter } from "../http/retry_after.ts";
 import {
   HttpStatusError,
   isTransient,
-  NetworkError,
   readAtMost,
   readErrorBody,
   request,
@@ -42,6 +41,7 @@ import {
   type ClientOptions,
   describe,
   errorBodyText,
+  readAnswer,
   warnPlainHttp,
 } from "./service_requests.ts";
 
@@ -258,18 +258,12 @@ export function createScriptClient(
             if (res.ok) {
               // A body cut mid-way (reset, or shorter than Content-Length) is
               // a network error like any other: retried, never half-run.
-              try {
-                body = await readAtMost(res.body, fetchOptions.maxBytes + 1);
-              } catch (err) {
-                if (idle.signal.aborted) throw idle.signal.reason;
-                throw new NetworkError(
-                  `${redactUrl(url)}: connection lost while reading the body: ${
-                    errorText(err)
-                  }`,
-                  url,
-                  { cause: err },
-                );
-              }
+              body = await readAnswer(res, {
+                url,
+                idle,
+                maxBytes: fetchOptions.maxBytes + 1,
+                what: "the body",
+              });
             }
             return res;
           }, {

@@ -8,9 +8,10 @@
 
 import { errorText } from "../errors.ts";
 import type { HttpClient } from "../http/request.ts";
-import { HttpStatusError, NetworkError } from "../http/request.ts";
+import { HttpStatusError, NetworkError, readAtMost } from "../http/request.ts";
 import type { BusyBudget } from "../http/busy.ts";
-import { log, redact } from "../log.ts";
+import type { IdleWatch } from "../http/idle.ts";
+import { log, redact, redactUrl } from "../log.ts";
 
 /** Options shared by the client's requests. */
 export interface ClientOptions {
@@ -82,4 +83,40 @@ export function describe(err: unknown): string {
   // The line names the URL already.
   if (err instanceof NetworkError) return redact(err.reason);
   return errorText(err);
+}
+
+/** Options for {@linkcode readAnswer}. */
+export interface ReadAnswerOptions {
+  /** The URL that answered, for the message. */
+  url: string;
+  /** The watch the body came through. */
+  idle: IdleWatch;
+  /** Bytes read at most (read one more to see that an answer is too long). */
+  maxBytes: number;
+  /** What the body is, for the message (`the answer`, `the body`). */
+  what: string;
+}
+
+/**
+ * Reads at most `maxBytes` of a watched body. A cut by the watch is its own
+ * error; any other failure (a reset, a body shorter than its
+ * `Content-Length`) is a {@linkcode NetworkError}, retried like any other:
+ * `…: connection lost while reading the body: …`.
+ */
+export async function readAnswer(
+  response: Response,
+  options: ReadAnswerOptions,
+): Promise<Uint8Array> {
+  try {
+    return await readAtMost(response.body, options.maxBytes);
+  } catch (err) {
+    if (options.idle.signal.aborted) throw options.idle.signal.reason;
+    throw new NetworkError(
+      `${
+        redactUrl(options.url)
+      }: connection lost while reading ${options.what}: ${errorText(err)}`,
+      options.url,
+      { cause: err },
+    );
+  }
 }

@@ -13,8 +13,6 @@ import { parseRetryAfter } from "../http/retry_after.ts";
 import {
   HttpStatusError,
   isHeaderToken,
-  NetworkError,
-  readAtMost,
   readErrorBody,
   request,
 } from "../http/request.ts";
@@ -24,6 +22,7 @@ import {
   type ClientOptions,
   describe,
   errorBodyText,
+  readAnswer,
   warnPlainHttp,
 } from "./service_requests.ts";
 
@@ -92,21 +91,15 @@ export async function exchangeRefreshToken(
       await res.body?.cancel();
       return { response: res, bytes: new Uint8Array(0) };
     }
-    try {
-      return {
-        response: res,
-        bytes: await readAtMost(res.body, MAX_SSO_BYTES + 1),
-      };
-    } catch (err) {
-      if (idle.signal.aborted) throw idle.signal.reason;
-      throw new NetworkError(
-        `${redactUrl(ssoUrl)}: connection lost while reading the answer: ${
-          errorText(err)
-        }`,
-        ssoUrl,
-        { cause: err },
-      );
-    }
+    return {
+      response: res,
+      bytes: await readAnswer(res, {
+        url: ssoUrl,
+        idle,
+        maxBytes: MAX_SSO_BYTES + 1,
+        what: "the answer",
+      }),
+    };
   }, {
     retries: options.retries,
     baseDelayMs: options.baseDelayMs,
