@@ -137,6 +137,46 @@ Deno.test("download: the result says what it knows and no more; the tracker gets
   });
 });
 
+Deno.test("download: a new file is never truncated; a restart from byte 0 after a partial attempt truncates what came", async () => {
+  // On ext4 a file truncated to zero and then written is flushed on close.
+  const truncated: (number | undefined)[] = [];
+  const original = Deno.FsFile.prototype.truncate;
+  Deno.FsFile.prototype.truncate = function (len?: number) {
+    truncated.push(len);
+    return original.call(this, len);
+  };
+  try {
+    await withTemp(async (dir) => {
+      const clean = scripted(() => new Response(body(BODY)));
+      const r = await download("http://h/k", `${dir}/k`, {
+        ...fast,
+        client: clean.client,
+      });
+      assert.equal(r.sha256, sha(BODY));
+      assert.deepEqual(truncated, []);
+      // Cut after 128 KiB, no ranges: the retry starts over on the same file,
+      // whose next body is shorter than what the first attempt wrote.
+      const short = BODY.subarray(0, 100_000);
+      const cut = scripted((n) =>
+        new Response(
+          n === 0
+            ? body(BODY.subarray(0, 131072), (c) => c.error(new Error("reset")))
+            : body(short),
+        )
+      );
+      const [again] = await captureLog(() =>
+        download("http://h/j", `${dir}/j`, { ...fast, client: cut.client })
+      );
+      assert.deepEqual(cut.ranges, [null, null]);
+      assert.deepEqual(truncated, [0]);
+      assert.equal(again.sha256, sha(short));
+      assert.deepEqual(await Deno.readFile(`${dir}/j`), short);
+    });
+  } finally {
+    Deno.FsFile.prototype.truncate = original;
+  }
+});
+
 Deno.test("download: a status without a body says the status alone; a pin mismatch is a DigestMismatchError", async () => {
   const { client } = scripted(() => new Response(null, { status: 404 }));
   await withTemp(async (dir) => {
