@@ -28,11 +28,12 @@
  * Memory is made the same for every process: a virtual machine whose kernel
  * reports free pages to its hypervisor (`page_reporting`) gives freed memory
  * back, and the first write to it is then several times dearer (the host
- * faults it in again). So, unless `--cold`, each process starts right after
- * a scratch file of the test file's size was written and deleted: the page
- * cache it fills is memory the guest still holds, as on a machine without a
- * hypervisor. The MiB reported to the hypervisor during each process are
- * printed either way.
+ * faults it in again). So each process starts once the kernel has stopped
+ * giving memory back (nothing reported for 2.5 s), and, unless `--cold`,
+ * right after a scratch file of the test file's size was written and
+ * deleted: the page cache it fills is memory the guest still holds, as on a
+ * machine without a hypervisor. The MiB reported to the hypervisor during
+ * each process are printed either way.
  *
  * ```sh
  * deno run -A dev/bench.ts [--size-mib 1024] [--repeat 3] [--dir /tmp/assisted-bootloader-bench] [--no-breakdown] [--cold]
@@ -119,6 +120,28 @@ function reportedOf(): number {
 }
 
 /**
+ * Waits until the kernel has given back what it is going to (no page
+ * reported for 2.5 s, at most 20 s): memory freed just before, by the
+ * process before or by its output's removal, is otherwise reported while the
+ * next process runs, and the pages it takes then are the hypervisor's again.
+ */
+async function settle(): Promise<void> {
+  const started = performance.now();
+  let last = reportedOf();
+  let still = performance.now();
+  while (
+    performance.now() - still < 2500 && performance.now() - started < 20_000
+  ) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const now = reportedOf();
+    if (now !== last) {
+      last = now;
+      still = performance.now();
+    }
+  }
+}
+
+/**
  * Writes and deletes a scratch file of the test file's size: the memory the
  * next process's page cache takes is then memory the guest holds (see the
  * module comment), not memory the hypervisor must fault in again.
@@ -161,6 +184,7 @@ async function run(
   // Every process starts with no dirty pages of the one before: otherwise the
   // writeback of an earlier 1 GiB write lands on whichever process runs next.
   await new Deno.Command("sync", { stdout: "null", stderr: "null" }).output();
+  await settle();
   if (options.idleMs !== undefined) {
     // Long enough for the kernel to give freed memory back to the hypervisor.
     await new Promise((resolve) => setTimeout(resolve, options.idleMs));
