@@ -429,7 +429,6 @@ async function attempt(
   state.have = start;
   state.hash?.close();
   state.hash = start === 0 ? openSha256Stream() : undefined;
-  let used = 0;
   const pipeline = new WritePipeline({
     write: async (bytes) => {
       try {
@@ -447,9 +446,7 @@ async function attempt(
       options.tracker?.update(state.have, state.total);
     },
   });
-  let block: ArrayBuffer | undefined;
   let received = start;
-
   const watch = watchBody(url, {
     timeoutMs,
     minSpeed: options.minSpeed ?? DEFAULT_MIN_SPEED,
@@ -459,42 +456,28 @@ async function attempt(
   });
   try {
     const read = bodyReader(response.body);
-    while (read) {
-      let chunk: ReadableStreamReadResult<Uint8Array>;
-      try {
-        chunk = await read();
-      } catch (err) {
-        if (idle.signal.aborted) throw idle.signal.reason;
-        if (options.signal?.aborted) throw err;
-        throw new NetworkError(
-          `${redactUrl(url)}: connection lost after ${received} bytes: ${
-            errorText(err)
-          }`,
-          url,
-          { cause: err },
-        );
-      }
-      if (chunk.done) break;
-      let value = chunk.value;
-      watch.received(value.length);
-      received += value.length;
-      while (value.length > 0) {
-        block ??= await pipeline.take();
-        const n = Math.min(value.length, block.byteLength - used);
-        new Uint8Array(block, used, n).set(value.subarray(0, n));
-        used += n;
-        value = value.subarray(n);
-        if (used === block.byteLength) {
-          pipeline.push(block, used);
-          block = undefined;
-          used = 0;
+    if (read) {
+      await pipeline.fill(async () => {
+        try {
+          return await read();
+        } catch (err) {
+          if (idle.signal.aborted) throw idle.signal.reason;
+          if (options.signal?.aborted) throw err;
+          throw new NetworkError(
+            `${redactUrl(url)}: connection lost after ${received} bytes: ${
+              errorText(err)
+            }`,
+            url,
+            { cause: err },
+          );
         }
-      }
+      }, (bytes) => {
+        watch.received(bytes);
+        received += bytes;
+      });
     }
   } finally {
     watch.stop();
-    if (block && used > 0) pipeline.push(block, used);
-    used = 0;
     await pipeline.drain();
   }
   if (state.total !== undefined && state.have !== state.total) {

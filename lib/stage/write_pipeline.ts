@@ -25,7 +25,8 @@ export interface WritePipelineOptions {
 
 /**
  * Blocks written in order, then hashed in order, while the caller fills the
- * next: `take` a block, fill it, `push` it, and `drain` at the end.
+ * next: `fill` them from a reader (or `take` a block, fill it, `push` it),
+ * and `drain` at the end.
  */
 export class WritePipeline {
   #options: WritePipelineOptions;
@@ -72,6 +73,43 @@ export class WritePipeline {
     // Observed by `take` or `drain`; never an unhandled rejection meanwhile.
     done.catch(() => {});
     this.#inflight.push(done);
+  }
+
+  /**
+   * Reads `read` to its end into blocks of this pipeline, pushing each full
+   * one; `onChunk` is told each chunk's length as it comes. However the
+   * reading ends, the block being filled is pushed too: what came before a
+   * failed read is written (a resume starts after it). A failed read is
+   * thrown as it is; `drain` waits for the writes and hashes.
+   */
+  async fill(
+    read: () => Promise<ReadableStreamReadResult<Uint8Array>>,
+    onChunk?: (bytes: number) => void,
+  ): Promise<void> {
+    let block: ArrayBuffer | undefined;
+    let used = 0;
+    try {
+      for (;;) {
+        const chunk = await read();
+        if (chunk.done) return;
+        let value = chunk.value;
+        onChunk?.(value.length);
+        while (value.length > 0) {
+          block ??= await this.take();
+          const n = Math.min(value.length, block.byteLength - used);
+          new Uint8Array(block, used, n).set(value.subarray(0, n));
+          used += n;
+          value = value.subarray(n);
+          if (used === block.byteLength) {
+            this.push(block, used);
+            block = undefined;
+            used = 0;
+          }
+        }
+      }
+    } finally {
+      if (block && used > 0) this.push(block, used);
+    }
   }
 
   /**

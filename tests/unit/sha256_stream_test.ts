@@ -256,3 +256,58 @@ Deno.test("write pipeline: drain throws the first failure in block order, a hash
   await assert.rejects(pipeline.drain(), /sha256 worker failed: first/);
   assert.equal(writes, 2, "nothing is written after a failed write");
 });
+
+Deno.test("write pipeline fill: chunks across block edges land whole and in order; onChunk sees each chunk", async () => {
+  const written: number[][] = [];
+  const pipeline = new WritePipeline({
+    blockSize: 8,
+    depth: 2,
+    write: (bytes) => {
+      written.push([...bytes]);
+      return Promise.resolve();
+    },
+  });
+  // 3 + 13 + 0 + 8 bytes: a chunk that spans two blocks and ends mid-block,
+  // an empty one, one that fills the block's rest and spills.
+  const chunks = [3, 13, 0, 8].map((n, c) =>
+    Uint8Array.from({ length: n }, (_, i) => c * 50 + i)
+  );
+  let next = 0;
+  const seen: number[] = [];
+  await pipeline.fill(
+    () =>
+      Promise.resolve(
+        next < chunks.length
+          ? { done: false, value: chunks[next++] }
+          : { done: true, value: undefined },
+      ),
+    (bytes) => seen.push(bytes),
+  );
+  await pipeline.drain();
+  assert.deepEqual(seen, [3, 13, 0, 8]);
+  assert.deepEqual(written.map((w) => w.length), [8, 8, 8]);
+  assert.deepEqual(written.flat(), chunks.flatMap((c) => [...c]));
+});
+
+Deno.test("write pipeline fill: a failed read is thrown as it is, after the bytes before it, a partial block too, are pushed", async () => {
+  const written: number[] = [];
+  const pipeline = new WritePipeline({
+    blockSize: 8,
+    write: (bytes) => {
+      written.push(...bytes);
+      return Promise.resolve();
+    },
+  });
+  const reset = new Error("connection reset");
+  let reads = 0;
+  await assert.rejects(
+    pipeline.fill(() =>
+      ++reads === 1
+        ? Promise.resolve({ done: false, value: new Uint8Array(11).fill(7) })
+        : Promise.reject(reset)
+    ),
+    (err) => err === reset,
+  );
+  await pipeline.drain();
+  assert.deepEqual(written, new Array(11).fill(7));
+});
