@@ -253,7 +253,11 @@ async function stageInitrds(
   }
   made.push(`${dir}/initrd`);
   const assembled = await assembleInitrd(
-    parts.map((p) => ({ path: p.path, identity: p.identity })),
+    parts.map((p) => ({
+      path: p.path,
+      identity: p.identity,
+      sha256: p.sha256,
+    })),
     `${dir}/initrd`,
   );
   for (const part of parts) await discard(part.path);

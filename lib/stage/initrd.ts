@@ -112,6 +112,12 @@ export interface InitrdPart {
   cpio?: CpioWrap;
   /** The verified file `path` must be (device, inode, size, modification time); anything else is refused (Disk). */
   identity?: FileIdentity;
+  /**
+   * The sha256 `path` was verified with, hex. With `identity`, a region of
+   * this one image without cpio wrapping is the image itself: the file is
+   * moved to the destination instead of copied.
+   */
+  sha256?: string;
 }
 
 /** Where one image landed in the assembled file. */
@@ -152,21 +158,27 @@ export interface AssembleOptions {
  * Each part is read only when it is a regular file of ours (and the very file
  * its `identity` names, when given). The bytes go to `dest + ".part"`,
  * created exclusively, renamed to `dest` only when the optional pin matches.
+ * One image without cpio wrapping whose `sha256` and `identity` are known is
+ * renamed to `dest` instead (the region is that image; no second copy on a
+ * disk that may be RAM), once it is checked the same way.
  */
 export async function assembleInitrd(
   parts: InitrdPart[],
   dest: string,
   options: AssembleOptions = {},
 ): Promise<AssembledInitrd> {
+  const [only] = parts;
+  if (parts.length === 1 && !only.cpio && only.sha256 && only.identity) {
+    return await moveInto(
+      { path: only.path, sha256: only.sha256, identity: only.identity },
+      dest,
+      options,
+    );
+  }
   const part = `${dest}.part`;
   try {
     const result = await assembleTo(parts, part);
-    if (options.sha256 && result.sha256 !== options.sha256.toLowerCase()) {
-      throw new BootError(
-        `sha256 mismatch for the assembled initrd: expected ${options.sha256.toLowerCase()}, got ${result.sha256}`,
-        ExitCode.Verify,
-      );
-    }
+    checkPin(result.sha256, options);
     await clearName(dest);
     try {
       await Deno.rename(part, dest);
@@ -184,6 +196,55 @@ export async function assembleInitrd(
     await discard(part);
     throw err;
   }
+}
+
+function checkPin(sha256: string, options: AssembleOptions): void {
+  if (options.sha256 && sha256 !== options.sha256.toLowerCase()) {
+    throw new BootError(
+      `sha256 mismatch for the assembled initrd: expected ${options.sha256.toLowerCase()}, got ${sha256}`,
+      ExitCode.Verify,
+    );
+  }
+}
+
+/** The region of one verified, unwrapped image: that file, renamed to `dest`. */
+async function moveInto(
+  part: { path: string; sha256: string; identity: FileIdentity },
+  dest: string,
+  options: AssembleOptions,
+): Promise<AssembledInitrd> {
+  const sha256 = part.sha256.toLowerCase();
+  const { identity } = part;
+  checkPin(sha256, options);
+  // A regular file of ours, the very one that was verified.
+  (await openOwnFile(part.path, identity)).close();
+  await clearName(dest);
+  try {
+    await Deno.rename(part.path, dest);
+  } catch (err) {
+    throw diskError(err, dest);
+  }
+  let moved = false;
+  try {
+    moved = isSameFile(await Deno.lstat(dest), identity);
+  } catch (err) {
+    throw diskError(err, dest);
+  } finally {
+    if (!moved) await discard(dest);
+  }
+  if (!moved) {
+    throw new BootError(
+      `${dest} was replaced while the bootloader put it in place`,
+      ExitCode.Disk,
+    );
+  }
+  return {
+    path: dest,
+    size: identity.size,
+    sha256,
+    identity,
+    layout: [{ offset: 0, headerSize: 0, dataOffset: 0, size: identity.size }],
+  };
 }
 
 async function assembleTo(

@@ -426,12 +426,13 @@ async function stageOnce(
       path: initrdResults[i].path,
       cpio: initrd.cpio,
       identity: initrdResults[i].identity,
+      sha256: initrdResults[i].sha256,
     })),
     `${dir}/initrd`,
     { sha256: options.initrdSha256 },
   );
-  // The parts are inside the assembled file now: free the space (the work
-  // directory may be in RAM) and forget them.
+  // The parts are inside the assembled file now (or are it, moved): free the
+  // space (the work directory may be in RAM) and forget them.
   for (const r of initrdResults) {
     await discard(r.path);
     done.delete(r.url);

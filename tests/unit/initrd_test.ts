@@ -278,6 +278,78 @@ Deno.test("assembled initrd: a single raw image is copied unchanged", async () =
   }
 });
 
+Deno.test("assembled initrd: one verified raw image is moved into place, not copied; the pin and its identity are checked first", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "initrd_test_" });
+  try {
+    const data = new Uint8Array(3 * 1024 * 1024 + 17).map((_, i) => i % 251);
+    const sha256 = createHash("sha256").update(data).digest("hex");
+    const write = async (name: string) => {
+      await Deno.writeFile(`${dir}/${name}`, data);
+      const { dev, ino, size, mtime } = await Deno.lstat(`${dir}/${name}`);
+      return { dev, ino: ino!, size, mtimeMs: mtime!.getTime() };
+    };
+    const names = () => [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+    // A pin that does not match: Verify, nothing moved.
+    const identity = await write("a");
+    await assert.rejects(
+      assembleInitrd(
+        [{ path: `${dir}/a`, sha256: sha256.toUpperCase(), identity }],
+        `${dir}/initrd`,
+        { sha256: "0".repeat(64) },
+      ),
+      (err) =>
+        err instanceof BootError && err.exitCode === ExitCode.Verify &&
+        err.message ===
+          `sha256 mismatch for the assembled initrd: expected ${
+            "0".repeat(64)
+          }, got ${sha256}`,
+    );
+    assert.deepEqual(names(), ["a"]);
+    // Not the file that was verified: Disk, nothing moved.
+    await assert.rejects(
+      assembleInitrd(
+        [{ path: `${dir}/a`, sha256, identity: { ...identity, ino: 1 } }],
+        `${dir}/initrd`,
+      ),
+      (err) =>
+        err instanceof BootError && err.exitCode === ExitCode.Disk &&
+        /a is not the file that was verified/.test(err.message),
+    );
+    assert.deepEqual(names(), ["a"]);
+    const r = await assembleInitrd(
+      [{ path: `${dir}/a`, sha256: sha256.toUpperCase(), identity }],
+      `${dir}/initrd`,
+      { sha256 },
+    );
+    assert.deepEqual(r, {
+      path: `${dir}/initrd`,
+      size: data.length,
+      sha256,
+      identity,
+      layout: [{ offset: 0, headerSize: 0, dataOffset: 0, size: data.length }],
+    });
+    // The same file, under its new name; the old name is gone.
+    assert.equal((await Deno.lstat(`${dir}/initrd`)).ino, identity.ino);
+    assert.deepEqual(names(), ["initrd"]);
+    assert.deepEqual(await Deno.readFile(`${dir}/initrd`), data);
+    // Wrapped in cpio, or one of two: assembled (a new file) as before.
+    const b = await write("b");
+    const wrapped = await assembleInitrd(
+      [{
+        path: `${dir}/b`,
+        sha256,
+        identity: b,
+        cpio: { path: "x", mode: 0o644, mkdir: 0 },
+      }],
+      `${dir}/initrd2`,
+    );
+    assert.notEqual(wrapped.identity.ino, b.ino);
+    assert.ok(wrapped.size > data.length);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("assembled initrd: a part that is a link, or not the verified file, is refused (Disk) and nothing is left", async () => {
   const dir = await Deno.makeTempDir({ prefix: "initrd_test_" });
   try {
