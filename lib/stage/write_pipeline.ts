@@ -108,7 +108,8 @@ export class WritePipeline {
         }
       }
     } finally {
-      if (block && used > 0) this.push(block, used);
+      // A block taken holds at least one byte: nothing empty is pushed.
+      if (block) this.push(block, used);
     }
   }
 
