@@ -177,6 +177,19 @@ Deno.test("download: a new file is never truncated; a restart from byte 0 after 
   }
 });
 
+Deno.test("download: a 200 without a body is an empty file (Verify), not a lost connection retried", async () => {
+  const { client, ranges } = scripted(() => new Response(null));
+  await withTemp(async (dir) => {
+    await assert.rejects(
+      download("http://h/k", `${dir}/k`, { ...fast, client }),
+      (err) =>
+        err instanceof BootError && err.exitCode === ExitCode.Verify &&
+        err.message === "http://h/k is empty",
+    );
+    assert.deepEqual(ranges, [null]);
+  });
+});
+
 Deno.test("download: a status without a body says the status alone; a pin mismatch is a DigestMismatchError", async () => {
   const { client } = scripted(() => new Response(null, { status: 404 }));
   await withTemp(async (dir) => {
