@@ -44,12 +44,12 @@ import {
   watchBody,
 } from "../http/idle.ts";
 import {
-  clearName,
   createFile,
   diskError,
   type FileIdentity,
   identityOf,
   isSameFile,
+  renameVerified,
 } from "./work_dir.ts";
 
 /** Options for {@linkcode download}. */
@@ -196,18 +196,7 @@ export async function download(
     }
     file.close();
     file = undefined;
-    await clearName(dest);
-    try {
-      await Deno.rename(part, dest);
-      if (!isSameFile(await Deno.lstat(dest), identity)) {
-        throw new BootError(
-          `${dest} was replaced while the bootloader put it in place`,
-          ExitCode.Disk,
-        );
-      }
-    } catch (err) {
-      throw diskError(err, dest);
-    }
+    await renameVerified(part, dest, identity);
     options.tracker?.finish({ size: result.size, sha256: result.sha256 });
     return {
       ...result,

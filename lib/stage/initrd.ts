@@ -10,14 +10,13 @@
 import { createHash } from "node:crypto";
 import type { CpioWrap } from "../plan.ts";
 import {
-  clearName,
   createFile,
   discard,
   diskError,
   type FileIdentity,
   identityOf,
-  isSameFile,
   openOwnFile,
+  renameVerified,
 } from "./work_dir.ts";
 import { BootError, ExitCode } from "../errors.ts";
 
@@ -179,18 +178,7 @@ export async function assembleInitrd(
   try {
     const result = await assembleTo(parts, part);
     checkPin(result.sha256, options);
-    await clearName(dest);
-    try {
-      await Deno.rename(part, dest);
-      if (!isSameFile(await Deno.lstat(dest), result.identity)) {
-        throw new BootError(
-          `${dest} was replaced while the bootloader put it in place`,
-          ExitCode.Disk,
-        );
-      }
-    } catch (err) {
-      throw diskError(err, dest);
-    }
+    await renameVerified(part, dest, result.identity);
     return { ...result, path: dest };
   } catch (err) {
     await discard(part);
@@ -218,26 +206,7 @@ async function moveInto(
   checkPin(sha256, options);
   // A regular file of ours, the very one that was verified.
   (await openOwnFile(part.path, identity)).close();
-  await clearName(dest);
-  try {
-    await Deno.rename(part.path, dest);
-  } catch (err) {
-    throw diskError(err, dest);
-  }
-  let moved = false;
-  try {
-    moved = isSameFile(await Deno.lstat(dest), identity);
-  } catch (err) {
-    throw diskError(err, dest);
-  } finally {
-    if (!moved) await discard(dest);
-  }
-  if (!moved) {
-    throw new BootError(
-      `${dest} was replaced while the bootloader put it in place`,
-      ExitCode.Disk,
-    );
-  }
+  await renameVerified(part.path, dest, identity);
   return {
     path: dest,
     size: identity.size,

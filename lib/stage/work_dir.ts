@@ -214,6 +214,30 @@ export async function clearName(path: string): Promise<void> {
   }
 }
 
+/**
+ * Puts the verified file `from` at `dest`: clears the name, renames, and
+ * checks that `dest` then leads to `identity` (not to a file swapped in
+ * meanwhile). Throws a {@linkcode BootError} (Disk) otherwise.
+ */
+export async function renameVerified(
+  from: string,
+  dest: string,
+  identity: FileIdentity,
+): Promise<void> {
+  await clearName(dest);
+  try {
+    await Deno.rename(from, dest);
+    if (!isSameFile(await Deno.lstat(dest), identity)) {
+      throw new BootError(
+        `${dest} was replaced while the bootloader put it in place`,
+        ExitCode.Disk,
+      );
+    }
+  } catch (err) {
+    throw diskError(err, dest);
+  }
+}
+
 /** Removes what is at `path` unless it is a directory; never fails (cleanup after an error). */
 export async function discard(path: string): Promise<void> {
   try {
