@@ -196,7 +196,7 @@ export async function download(
     }
     file.close();
     file = undefined;
-    await renameVerified(part, dest, identity);
+    await renameVerified(part, dest, { identity });
     options.tracker?.finish({ size: result.size, sha256: result.sha256 });
     return {
       ...result,

@@ -178,7 +178,7 @@ export async function assembleInitrd(
   try {
     const result = await assembleTo(parts, part);
     checkPin(result.sha256, options);
-    await renameVerified(part, dest, result.identity);
+    await renameVerified(part, dest, { identity: result.identity });
     return { ...result, path: dest };
   } catch (err) {
     await discard(part);
@@ -206,7 +206,7 @@ async function moveInto(
   checkPin(sha256, options);
   // A regular file of ours, the very one that was verified.
   (await openOwnFile(part.path, identity)).close();
-  await renameVerified(part.path, dest, identity);
+  await renameVerified(part.path, dest, { identity });
   return {
     path: dest,
     size: identity.size,

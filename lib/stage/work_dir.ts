@@ -214,16 +214,23 @@ export async function clearName(path: string): Promise<void> {
   }
 }
 
+/** Options for {@linkcode renameVerified}. */
+export interface RenameVerifiedOptions {
+  /** The verified file `from` is, and `dest` must lead to once renamed. */
+  identity: FileIdentity;
+}
+
 /**
  * Puts the verified file `from` at `dest`: clears the name, renames, and
- * checks that `dest` then leads to `identity` (not to a file swapped in
- * meanwhile). Throws a {@linkcode BootError} (Disk) otherwise.
+ * checks that `dest` then leads to `options.identity` (not to a file swapped
+ * in meanwhile). Throws a {@linkcode BootError} (Disk) otherwise.
  */
 export async function renameVerified(
   from: string,
   dest: string,
-  identity: FileIdentity,
+  options: RenameVerifiedOptions,
 ): Promise<void> {
+  const { identity } = options;
   await clearName(dest);
   try {
     await Deno.rename(from, dest);
