@@ -337,3 +337,10 @@ export async function chownLink(path: string, uid: number): Promise<void> {
   }).output();
   if (!out.success) throw new Error(`chown -h ${path} failed`);
 }
+
+/** Makes directory `dir` (and its parents) with `mode`, set after creation so the umask does not apply. */
+export async function mkdirMode(dir: string, mode = 0o755): Promise<string> {
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.chmod(dir, mode);
+  return dir;
+}

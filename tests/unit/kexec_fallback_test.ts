@@ -26,7 +26,13 @@ import {
   type RunResult,
 } from "../../lib/kexec/tools.ts";
 import type { FileIdentity } from "../../lib/stage/work_dir.ts";
-import { captureLog, fakeProgram, withPath, withTemp } from "../test_util.ts";
+import {
+  captureLog,
+  fakeProgram,
+  mkdirMode,
+  withPath,
+  withTemp,
+} from "../test_util.ts";
 
 /** What `load` verified: the identity statx reports for every file of the fake libc. */
 const IDENTITY: FileIdentity = {
@@ -401,11 +407,8 @@ Deno.test("fallback: kexec is looked for on PATH, then in /usr/sbin and /sbin", 
 Deno.test("fallback: a kexec another user can change is never run, found on PATH or given: the kexec_file_load exit code, naming it and why", async () => {
   await withTemp(async (tmp) => {
     const dir = await Deno.realPath(tmp);
-    const mkdir = async (name: string, mode: number) => {
-      await Deno.mkdir(`${dir}/${name}`);
-      await Deno.chmod(`${dir}/${name}`, mode);
-      return `${dir}/${name}`;
-    };
+    const mkdir = (name: string, mode: number) =>
+      mkdirMode(`${dir}/${name}`, mode);
     const good = await mkdir("good", 0o755);
     const open = await mkdir("open", 0o777);
     await fakeProgram(`${good}/kexec`);

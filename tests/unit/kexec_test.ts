@@ -28,7 +28,13 @@ import {
 import { kexecError } from "../../lib/kexec/errors.ts";
 import { kexecLoad } from "../../lib/kexec/load.ts";
 import type { FileIdentity } from "../../lib/stage/work_dir.ts";
-import { captureLog, fakeProgram, withPath, withTemp } from "../test_util.ts";
+import {
+  captureLog,
+  fakeProgram,
+  mkdirMode,
+  withPath,
+  withTemp,
+} from "../test_util.ts";
 import { configureLog } from "../../lib/log.ts";
 
 interface Call {
@@ -794,11 +800,8 @@ Deno.test("kexecExecute: systemctl is found on PATH and run by that path; none t
   };
   await withTemp(async (tmp) => {
     const dir = await Deno.realPath(tmp);
-    const mkdir = async (name: string, mode: number) => {
-      await Deno.mkdir(`${dir}/${name}`);
-      await Deno.chmod(`${dir}/${name}`, mode);
-      return `${dir}/${name}`;
-    };
+    const mkdir = (name: string, mode: number) =>
+      mkdirMode(`${dir}/${name}`, mode);
     const [good, open, empty] = [
       await mkdir("good", 0o755),
       await mkdir("open", 0o777),

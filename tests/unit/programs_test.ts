@@ -17,18 +17,17 @@ import {
   trustedProgram,
   UntrustedProgramError,
 } from "../../lib/programs.ts";
-import { chownLink, fakeProgram, withPath, withTemp } from "../test_util.ts";
+import {
+  chownLink,
+  fakeProgram,
+  mkdirMode,
+  withPath,
+  withTemp,
+} from "../test_util.ts";
 
 const isRoot = Deno.uid() === 0;
 /** A uid that is not ours (nobody). */
 const OTHER = 65534;
-
-/** Makes `dir` with `mode` (set after creation: the umask does not apply). */
-async function mkdir(dir: string, mode = 0o755): Promise<string> {
-  await Deno.mkdir(dir, { recursive: true });
-  await Deno.chmod(dir, mode);
-  return dir;
-}
 
 /** Asserts that `fn` throws the refusal of `program`, found at `path`, with `message`. */
 function refused(
@@ -50,7 +49,7 @@ Deno.test("findProgram: the first entry holding an executable regular file, PATH
     const dir = await Deno.realPath(tmp);
     const [plain, folder, dangling, empty, exec, later] = await Promise.all(
       ["plain", "folder", "dangling", "empty", "exec", "later"].map((name) =>
-        mkdir(`${dir}/${name}`)
+        mkdirMode(`${dir}/${name}`)
       ),
     );
     await fakeProgram(`${plain}/prog`, { mode: 0o644 });
@@ -94,8 +93,8 @@ Deno.test("findProgram: empty and relative PATH entries are skipped, even when t
   await withTemp(async (tmp) => {
     const dir = await Deno.realPath(tmp);
     await fakeProgram(`${dir}/prog`);
-    await fakeProgram(`${await mkdir(`${dir}/bin`)}/prog`);
-    const abs = await mkdir(`${dir}/abs`);
+    await fakeProgram(`${await mkdirMode(`${dir}/bin`)}/prog`);
+    const abs = await mkdirMode(`${dir}/abs`);
     await fakeProgram(`${abs}/prog`);
     const cwd = Deno.cwd();
     Deno.chdir(dir);
@@ -154,7 +153,7 @@ Deno.test("findProgram: the process's PATH by default, /bin:/usr/bin when it is 
 Deno.test("trustedProgram: our own program in a 0755 directory (or a sticky 1777 one) is its path; none found is undefined; a missing absolute path is itself", async () => {
   await withTemp(async (tmp) => {
     const dir = await Deno.realPath(tmp);
-    const good = await mkdir(`${dir}/good`, 0o755);
+    const good = await mkdirMode(`${dir}/good`, 0o755);
     await fakeProgram(`${good}/prog`);
     assert.equal(trustedProgram("prog", { path: good }), `${good}/prog`);
     assert.equal(trustedProgram(`${good}/prog`), `${good}/prog`);
@@ -166,7 +165,7 @@ Deno.test("trustedProgram: our own program in a 0755 directory (or a sticky 1777
         mode.toString(8),
       );
     }
-    const sticky = await mkdir(`${dir}/sticky`, 0o1777);
+    const sticky = await mkdirMode(`${dir}/sticky`, 0o1777);
     await fakeProgram(`${sticky}/prog`);
     assert.equal(trustedProgram("prog", { path: sticky }), `${sticky}/prog`);
     assert.equal(trustedProgram("other", { path: good }), undefined);
@@ -177,10 +176,10 @@ Deno.test("trustedProgram: our own program in a 0755 directory (or a sticky 1777
 Deno.test("trustedProgram: a program reached through a directory others may write without the sticky bit is refused, naming it, its path and why; a later entry is never tried", async () => {
   await withTemp(async (tmp) => {
     const dir = await Deno.realPath(tmp);
-    const good = await mkdir(`${dir}/good`);
+    const good = await mkdirMode(`${dir}/good`);
     await fakeProgram(`${good}/prog`);
     for (const mode of [0o777, 0o775, 0o757]) {
-      const open = await mkdir(`${dir}/open${mode.toString(8)}`, mode);
+      const open = await mkdirMode(`${dir}/open${mode.toString(8)}`, mode);
       await fakeProgram(`${open}/prog`);
       const why =
         `is reached through ${open}, writable by other users without the sticky bit (mode ${
@@ -198,7 +197,7 @@ Deno.test("trustedProgram: a program reached through a directory others may writ
         message: `${open}/prog ${why}`,
       });
       // A directory further up counts as much.
-      await mkdir(`${open}/sub`);
+      await mkdirMode(`${open}/sub`);
       await fakeProgram(`${open}/sub/prog`);
       assert.throws(
         () => trustedProgram("prog", { path: `${open}/sub`, dirs: [good] }),
@@ -224,8 +223,8 @@ Deno.test("trustedProgram: a program reached through a directory others may writ
 Deno.test("trustedProgram: a program file its group or others may write (0757, 0775, 0777, 0722) is refused, naming its mode and the fix", async () => {
   await withTemp(async (tmp) => {
     const dir = await Deno.realPath(tmp);
-    const good = await mkdir(`${dir}/good`);
-    const later = await mkdir(`${dir}/later`);
+    const good = await mkdirMode(`${dir}/good`);
+    const later = await mkdirMode(`${dir}/later`);
     await fakeProgram(`${later}/prog`);
     for (const mode of [0o757, 0o775, 0o777, 0o722]) {
       await fakeProgram(`${good}/prog`, { mode });
@@ -248,7 +247,7 @@ Deno.test({
     await withTemp(async (tmp) => {
       const dir = await Deno.realPath(tmp);
       const other = "(not root, not this user)";
-      const good = await mkdir(`${dir}/good`);
+      const good = await mkdirMode(`${dir}/good`);
       const theirs = await fakeProgram(`${good}/theirs`);
       await chownLink(theirs, OTHER);
       refused(() => trustedProgram("theirs", { path: good }), {
@@ -257,7 +256,7 @@ Deno.test({
         message:
           `theirs (${theirs}) is a file of uid ${OTHER} ${other}: whoever can change it decides what this machine boots`,
       });
-      const home = await mkdir(`${dir}/home`);
+      const home = await mkdirMode(`${dir}/home`);
       await fakeProgram(`${home}/prog`);
       await chownLink(home, OTHER);
       refused(() => trustedProgram("prog", { path: `${home}:${good}` }), {
