@@ -302,13 +302,20 @@ async function mutateModule(
   const dir = `${OUT}/${slug(module)}`;
   await Deno.mkdir(dir, { recursive: true });
   const deno = Deno.execPath();
+  // The tests' temporary directories go in one of the run's own, removed
+  // afterwards: a timed-out test is killed before it removes its own, and a
+  // mutant that disables a size limit writes until then.
+  const tmp = await Deno.makeTempDir({ prefix: "assisted_mutate_" });
+  await Deno.chmod(tmp, 0o1777); // like /tmp: the other-user tests make theirs here too
   const config = {
     mutate: [module],
     testRunner: "command",
     commandRunner: {
       // `exec`: the test process replaces the shell, so the kill of a
       // timed-out run reaches it (a shell's child outlived the kill).
-      command: `exec ${deno} test -A --no-check --fail-fast ${tests.join(" ")}`,
+      command: `TMPDIR=${tmp} exec ${deno} test -A --no-check --fail-fast ${
+        tests.join(" ")
+      }`,
     },
     coverageAnalysis: "off",
     concurrency,
@@ -325,8 +332,14 @@ async function mutateModule(
   );
   console.error(`${module}: ${tests.join(", ")}`);
   const started = performance.now();
-  if (!await run("node", [STRYKER_BIN, "run", `${dir}/stryker.config.json`])) {
-    throw new Error(`stryker failed on ${module} (see its output above)`);
+  try {
+    if (
+      !await run("node", [STRYKER_BIN, "run", `${dir}/stryker.config.json`])
+    ) {
+      throw new Error(`stryker failed on ${module} (see its output above)`);
+    }
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
   }
   const report = JSON.parse(
     await Deno.readTextFile(`${dir}/stryker.json`),
