@@ -469,21 +469,21 @@ Deno.test({
     ]);
     assert.equal(r.resolv, "nameserver 10.0.2.3\n");
     // The env file, as init-bootloader reads it.
-    const sourced = await new Deno.Command(busybox!, {
-      args: [
-        "sh",
-        "-c",
-        '. "$1"; env | grep -E "^(NET_|HTTPS?_PROXY|https?_proxy|NO_PROXY|no_proxy)" | sort',
-        "sh",
-        await Deno.makeTempFile().then(async (f) => {
-          await Deno.writeTextFile(f, r.env);
-          return f;
-        }),
-      ],
-      env: { PATH: "/usr/bin:/bin" },
-      clearEnv: true,
-      stdout: "piped",
-    }).output();
+    const sourced = await withTemp(async (dir) => {
+      await Deno.writeTextFile(`${dir}/env`, r.env);
+      return await new Deno.Command(busybox!, {
+        args: [
+          "sh",
+          "-c",
+          '. "$1"; env | grep -E "^(NET_|HTTPS?_PROXY|https?_proxy|NO_PROXY|no_proxy)" | sort',
+          "sh",
+          `${dir}/env`,
+        ],
+        env: { PATH: "/usr/bin:/bin" },
+        clearEnv: true,
+        stdout: "piped",
+      }).output();
+    });
     const proxy = "http://user:secret@10.0.2.101:3128";
     assert.deepEqual(
       new TextDecoder().decode(sourced.stdout).trim().split("\n"),
