@@ -54,7 +54,26 @@ export async function exchangeRefreshToken(
 ): Promise<AccessToken> {
   const started = Date.now();
   warnPlainHttp(new URL(ssoUrl), "The offline token");
-  const { response, bytes } = await withRetries(async () => {
+  const answer = await postRefreshToken(ssoUrl, refreshToken, options);
+  return accessTokenOf(answer, ssoUrl, started);
+}
+
+/** What the SSO answered: its response and, unless it redirected, its body. */
+interface SsoAnswer {
+  response: Response;
+  bytes: Uint8Array;
+}
+
+/**
+ * Posts the offline token to the SSO, retrying what is worth retrying (5xx,
+ * 429, transport failures); a redirect is returned, never followed.
+ */
+async function postRefreshToken(
+  ssoUrl: string,
+  refreshToken: string,
+  options: ClientOptions,
+): Promise<SsoAnswer> {
+  return await withRetries(async () => {
     // --timeout: for the headers, then the longest silence of the answer.
     const ms = options.timeoutMs ?? 30_000;
     const idle = idleWatch(ssoUrl, ms, options);
@@ -114,6 +133,14 @@ export async function exchangeRefreshToken(
       { cause: err },
     );
   });
+}
+
+/** The access token of the SSO's answer, or why the answer is not one. */
+function accessTokenOf(
+  { response, bytes }: SsoAnswer,
+  ssoUrl: string,
+  started: number,
+): AccessToken {
   if (REDIRECTS.has(response.status)) {
     const location = response.headers.get("location");
     throw new BootError(
