@@ -185,24 +185,7 @@ export function createScriptClient(
             ExitCode.Api,
           );
         }
-        try {
-          // Never a file another user can change (they would choose the
-          // script), nor a FIFO or a device: it would wait past every timeout.
-          assertTrustedPath(parsed);
-          await assertNotSpecialFile(parsed);
-          const file = await Deno.open(parsed);
-          return {
-            url,
-            body: await readAtMost(file.readable, fetchOptions.maxBytes + 1),
-          };
-        } catch (err) {
-          const why = err instanceof Deno.errors.NotFound
-            ? "no such file"
-            : errorText(err);
-          throw new BootError(`Cannot read ${url}: ${why}`, ExitCode.Api, {
-            cause: err,
-          });
-        }
+        return await readLocalScript(url, fetchOptions.maxBytes);
       }
       if (scheme !== "http" && scheme !== "https") {
         throw new BootError(
@@ -220,78 +203,21 @@ export function createScriptClient(
         warnPlainHttp(parsed, "The api_key or image_token of a script URL");
       }
       let reauthenticated = false;
-      const macRequest = isMacScriptRequest(url);
       for (;;) {
-        const authorization = bearer ? await tokens.authorization() : undefined;
-        let response: Response;
-        let body: Uint8Array | undefined;
-        let ambiguous: string | undefined;
-        try {
-          response = await withRetries(async () => {
-            // --timeout: for the headers, then the longest silence of the body.
-            const ms = fetchOptions.timeoutMs ?? options.timeoutMs ?? 30_000;
-            const idle = idleWatch(url, ms, options);
-            const res = idle.watch(
-              await request(url, {
-                authorization,
-                authorizationScope: wantsBearer,
-                client: options.client,
-                timeoutMs: ms,
-                timeoutScope: "headers",
-                signal: idle.signal,
-              }),
-            );
-            if (res.status >= 500 || res.status === 429) {
-              const errorBody = await readErrorBody(res);
-              // Not transient: the same MAC finds the same hosts every time.
-              if (macRequest && isAmbiguousMacAnswer(res.status, errorBody)) {
-                ambiguous = errorBodyText(errorBody);
-                return res;
-              }
-              throw new HttpStatusError(
-                res.status,
-                url,
-                errorBody,
-                parseRetryAfter(res.headers.get("retry-after")),
-              );
-            }
-            if (res.ok) {
-              // A body cut mid-way (reset, or shorter than Content-Length) is
-              // a network error like any other: retried, never half-run.
-              body = await readAnswer(res, {
-                url,
-                idle,
-                maxBytes: fetchOptions.maxBytes + 1,
-                what: "the body",
-              });
-            }
-            return res;
-          }, {
-            retries: options.retries,
-            baseDelayMs: options.baseDelayMs,
-            busy: options.busy,
-            label: `script ${redact(url)}`,
-            retryable: isTransient,
-            onRetry: (err, n, ms) =>
-              log.warn(
-                `script ${redactUrl(url)}: ${
-                  describe(err)
-                }; retry ${n} in ${ms} ms`,
-              ),
-          });
-        } catch (err) {
-          throw new BootError(
-            `Cannot fetch ${redactUrl(url)}: ${describe(err)}`,
-            ExitCode.Api,
-            { cause: err },
-          );
-        }
-        if (ambiguous !== undefined) {
+        const answer = await getScript(url, {
+          ...options,
+          authorization: bearer ? await tokens.authorization() : undefined,
+          authorizationScope: wantsBearer,
+          maxBytes: fetchOptions.maxBytes,
+          timeoutMs: fetchOptions.timeoutMs ?? options.timeoutMs,
+        });
+        if (answer.ambiguous !== undefined) {
           log.warn(
-            `the service cannot tell which host has this MAC (HTTP 500: ${ambiguous}): fetching the script without mac=, as iPXE given the plain script URL would`,
+            `the service cannot tell which host has this MAC (HTTP 500: ${answer.ambiguous}): fetching the script without mac=, as iPXE given the plain script URL would`,
           );
           return await scripts.fetch(withoutMac(url), fetchOptions);
         }
+        const { response, body } = answer;
         if (
           response.status === 401 && bearer && !reauthenticated &&
           tokens.invalidate()
@@ -302,32 +228,160 @@ export function createScriptClient(
           continue;
         }
         if (!response.ok) {
-          const text = errorBodyText(await readErrorBody(response));
-          // "IPXE booting skipped…" is the service's "boot from local disk";
-          // any other 404 (an unknown InfraEnv, no access), or this one from
-          // another server, is an error.
-          if (
-            response.status === 404 && isMacScriptRequest(url) &&
-            fromService(url, response.url) &&
-            /IPXE booting skipped/i.test(text)
-          ) {
-            throw new LocalBootAnswer(url, text);
-          }
-          const hint = response.status === 401 || response.status === 403
-            ? bearer
-              ? " (check the token)"
-              : " (the URL's credential was refused or has expired)"
-            : "";
-          throw new BootError(
-            `${redactUrl(url)} answered HTTP ${response.status}: ${
-              text || response.statusText
-            }${hint}`,
-            ExitCode.Api,
-          );
+          throw await refusal(url, response, {
+            bearer,
+            fromService: fromService(url, response.url),
+          });
         }
         return { url: response.url || url, body: body ?? new Uint8Array(0) };
       }
     },
   };
   return scripts;
+}
+
+/**
+ * A script in a local file: never one another user can change (they would
+ * choose the script), nor a FIFO or a device (it would wait past every
+ * timeout).
+ */
+async function readLocalScript(
+  url: string,
+  maxBytes: number,
+): Promise<{ url: string; body: Uint8Array }> {
+  try {
+    const parsed = new URL(url);
+    assertTrustedPath(parsed);
+    await assertNotSpecialFile(parsed);
+    const file = await Deno.open(parsed);
+    return {
+      url,
+      body: await readAtMost(file.readable, maxBytes + 1),
+    };
+  } catch (err) {
+    const why = err instanceof Deno.errors.NotFound
+      ? "no such file"
+      : errorText(err);
+    throw new BootError(`Cannot read ${url}: ${why}`, ExitCode.Api, {
+      cause: err,
+    });
+  }
+}
+
+/** Options for {@linkcode getScript}. */
+interface GetScriptOptions extends ClientOptions {
+  /** The `Authorization` value, if this URL gets the bearer. */
+  authorization?: string;
+  /** Which redirect hops keep it. */
+  authorizationScope: (url: URL) => boolean;
+  /** The largest script read. */
+  maxBytes: number;
+}
+
+/** What a script URL answered, after the retries. */
+interface ScriptAnswer {
+  response: Response;
+  /** The body of a 2xx answer. */
+  body?: Uint8Array;
+  /** The service's "more than one host has this MAC", when it said so. */
+  ambiguous?: string;
+}
+
+/**
+ * One script request, retried on what is transient (5xx, 429, a body cut
+ * mid-way): never half a script.
+ */
+async function getScript(
+  url: string,
+  options: GetScriptOptions,
+): Promise<ScriptAnswer> {
+  const macRequest = isMacScriptRequest(url);
+  try {
+    return await withRetries(async () => {
+      // --timeout: for the headers, then the longest silence of the body.
+      const ms = options.timeoutMs ?? 30_000;
+      const idle = idleWatch(url, ms, options);
+      const res = idle.watch(
+        await request(url, {
+          authorization: options.authorization,
+          authorizationScope: options.authorizationScope,
+          client: options.client,
+          timeoutMs: ms,
+          timeoutScope: "headers",
+          signal: idle.signal,
+        }),
+      );
+      if (res.status >= 500 || res.status === 429) {
+        const errorBody = await readErrorBody(res);
+        // Not transient: the same MAC finds the same hosts every time.
+        if (macRequest && isAmbiguousMacAnswer(res.status, errorBody)) {
+          return { response: res, ambiguous: errorBodyText(errorBody) };
+        }
+        throw new HttpStatusError(
+          res.status,
+          url,
+          errorBody,
+          parseRetryAfter(res.headers.get("retry-after")),
+        );
+      }
+      if (!res.ok) return { response: res };
+      // A body cut mid-way (reset, or shorter than Content-Length) is a
+      // network error like any other: retried, never half-run.
+      const body = await readAnswer(res, {
+        url,
+        idle,
+        maxBytes: options.maxBytes + 1,
+        what: "the body",
+      });
+      return { response: res, body };
+    }, {
+      retries: options.retries,
+      baseDelayMs: options.baseDelayMs,
+      busy: options.busy,
+      label: `script ${redact(url)}`,
+      retryable: isTransient,
+      onRetry: (err, n, ms) =>
+        log.warn(
+          `script ${redactUrl(url)}: ${describe(err)}; retry ${n} in ${ms} ms`,
+        ),
+    });
+  } catch (err) {
+    throw new BootError(
+      `Cannot fetch ${redactUrl(url)}: ${describe(err)}`,
+      ExitCode.Api,
+      { cause: err },
+    );
+  }
+}
+
+/**
+ * The error for a script URL's non-2xx answer: the service's "boot from the
+ * local disk", or a refusal with a hint about the credential.
+ */
+async function refusal(
+  url: string,
+  response: Response,
+  context: { bearer: boolean; fromService: boolean },
+): Promise<BootError> {
+  const text = errorBodyText(await readErrorBody(response));
+  // "IPXE booting skipped…" is the service's "boot from local disk"; any
+  // other 404 (an unknown InfraEnv, no access), or this one from another
+  // server, is an error.
+  if (
+    response.status === 404 && isMacScriptRequest(url) &&
+    context.fromService && /IPXE booting skipped/i.test(text)
+  ) {
+    return new LocalBootAnswer(url, text);
+  }
+  const hint = response.status === 401 || response.status === 403
+    ? context.bearer
+      ? " (check the token)"
+      : " (the URL's credential was refused or has expired)"
+    : "";
+  return new BootError(
+    `${redactUrl(url)} answered HTTP ${response.status}: ${
+      text || response.statusText
+    }${hint}`,
+    ExitCode.Api,
+  );
 }
