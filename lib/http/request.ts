@@ -204,34 +204,7 @@ export async function request(
   options: RequestOptions = {},
 ): Promise<Response> {
   const maxRedirects = MAX_REDIRECTS;
-  let first: URL;
-  try {
-    first = new URL(url);
-  } catch (err) {
-    throw new PolicyError(`${redactUrl(url)}: not a valid URL`, url, {
-      cause: err,
-    });
-  }
-  if (!REQUEST_SCHEMES.has(first.protocol)) {
-    throw new PolicyError(
-      `${redactUrl(url)}: the scheme "${
-        first.protocol.slice(0, -1)
-      }" is not fetched (http, https or file only)`,
-      url,
-    );
-  }
-  if (first.protocol === "file:") {
-    // Whoever can change the file chooses what it says: not read. And
-    // fetch would open a FIFO and wait for a writer, past every timeout.
-    try {
-      assertTrustedPath(first);
-      await assertNotSpecialFile(first);
-    } catch (err) {
-      throw new PolicyError(`${redactUrl(url)}: ${errorText(err)}`, url, {
-        cause: err,
-      });
-    }
-  }
+  const first = await firstUrl(url);
   const authOrigin = first.origin;
   const inScope = options.authorizationScope ??
     ((u: URL) => u.origin === authOrigin);
@@ -244,35 +217,14 @@ export async function request(
     if (options.authorization && inScope(new URL(current))) {
       headers.set("Authorization", options.authorization);
     }
-    // A fetch signal also aborts the body. "total": one unref'd timeout for
-    // the whole exchange. "headers": a timer cleared once the headers are
-    // in, so a long body is not cut (the caller watches it).
-    const ms = options.timeoutMs ?? 30_000;
-    const headersOnly = options.timeoutScope === "headers";
-    const timeout = headersOnly
-      ? new AbortController()
-      : { signal: AbortSignal.timeout(ms) };
-    const timer = headersOnly
-      ? setTimeout(() => (timeout as AbortController).abort(), ms)
-      : undefined;
-    const signal = options.signal
-      ? AbortSignal.any([options.signal, timeout.signal])
-      : timeout.signal;
-    let response: Response;
-    try {
-      response = await client.send(current, { method, headers, body, signal });
-    } catch (err) {
-      if (options.signal?.aborted) throw err;
-      const why = timeout.signal.aborted
-        ? `no answer within ${(options.timeoutMs ?? 30_000) / 1000} s`
-        : networkReason(err);
-      throw new NoAnswerError(`${redactUrl(current)}: ${why}`, current, {
-        cause: err,
-        timedOut: timeout.signal.aborted,
-      });
-    } finally {
-      clearTimeout(timer);
-    }
+    const response = await send(client, current, {
+      method,
+      headers,
+      body,
+      timeoutMs: options.timeoutMs,
+      timeoutScope: options.timeoutScope,
+      signal: options.signal,
+    });
     log.debug(`${method} ${redactUrl(current)}: HTTP ${response.status}`);
     const framing = framingProblem(response.headers);
     if (framing) {
@@ -320,6 +272,91 @@ export async function request(
       method = "GET";
       body = undefined;
     }
+  }
+}
+
+/** The URL a request starts from: valid, and a scheme that is fetched; a `file:` one trusted. */
+async function firstUrl(url: string): Promise<URL> {
+  let first: URL;
+  try {
+    first = new URL(url);
+  } catch (err) {
+    throw new PolicyError(`${redactUrl(url)}: not a valid URL`, url, {
+      cause: err,
+    });
+  }
+  if (!REQUEST_SCHEMES.has(first.protocol)) {
+    throw new PolicyError(
+      `${redactUrl(url)}: the scheme "${
+        first.protocol.slice(0, -1)
+      }" is not fetched (http, https or file only)`,
+      url,
+    );
+  }
+  if (first.protocol === "file:") {
+    // Whoever can change the file chooses what it says: not read. And
+    // fetch would open a FIFO and wait for a writer, past every timeout.
+    try {
+      assertTrustedPath(first);
+      await assertNotSpecialFile(first);
+    } catch (err) {
+      throw new PolicyError(`${redactUrl(url)}: ${errorText(err)}`, url, {
+        cause: err,
+      });
+    }
+  }
+  return first;
+}
+
+/** One hop's request: what it sends, and the timeout and abort of the whole request. */
+interface HopOptions
+  extends Pick<RequestOptions, "timeoutMs" | "timeoutScope" | "signal"> {
+  method: string;
+  headers: Headers;
+  body?: BodyInit;
+}
+
+/**
+ * Sends one hop within `--timeout`: a failed connection or no answer in time
+ * is a {@linkcode NoAnswerError}; the caller's own abort passes unchanged.
+ */
+async function send(
+  client: HttpClient,
+  url: string,
+  hop: HopOptions,
+): Promise<Response> {
+  // A fetch signal also aborts the body. "total": one unref'd timeout for
+  // the whole exchange. "headers": a timer cleared once the headers are
+  // in, so a long body is not cut (the caller watches it).
+  const ms = hop.timeoutMs ?? 30_000;
+  const headersOnly = hop.timeoutScope === "headers";
+  const timeout = headersOnly
+    ? new AbortController()
+    : { signal: AbortSignal.timeout(ms) };
+  const timer = headersOnly
+    ? setTimeout(() => (timeout as AbortController).abort(), ms)
+    : undefined;
+  const signal = hop.signal
+    ? AbortSignal.any([hop.signal, timeout.signal])
+    : timeout.signal;
+  try {
+    return await client.send(url, {
+      method: hop.method,
+      headers: hop.headers,
+      body: hop.body,
+      signal,
+    });
+  } catch (err) {
+    if (hop.signal?.aborted) throw err;
+    const why = timeout.signal.aborted
+      ? `no answer within ${ms / 1000} s`
+      : networkReason(err);
+    throw new NoAnswerError(`${redactUrl(url)}: ${why}`, url, {
+      cause: err,
+      timedOut: timeout.signal.aborted,
+    });
+  } finally {
+    clearTimeout(timer);
   }
 }
 
