@@ -26,16 +26,21 @@ import {
   handoffMode,
   kexecExecute,
 } from "./lib/kexec/handoff.ts";
+import type { KexecImage } from "./lib/kexec/libc.ts";
 import { kexecLoad } from "./lib/kexec/load.ts";
 import { type DiskPaths, findLocalBoot } from "./lib/local_boot/find.ts";
 import { stageLocalBoot } from "./lib/local_boot/stage.ts";
 import { configureLog, log, redactUrl, safeJson } from "./lib/log.ts";
 import { checkPins } from "./lib/stage/pins.ts";
-import type { BootPlan, LocalBootPlan } from "./lib/plan.ts";
+import type { BootPlan, KexecPlan, LocalBootPlan } from "./lib/plan.ts";
 import { preflight } from "./lib/stage/preflight.ts";
 import { resolvePlan } from "./lib/resolve/resolve_plan.ts";
 import { sleep } from "./lib/http/retry.ts";
-import { discardStagedSync, stage } from "./lib/stage/stage.ts";
+import {
+  discardStagedSync,
+  stage,
+  type StagedImage,
+} from "./lib/stage/stage.ts";
 import { lockWorkDir, type WorkDirLock } from "./lib/stage/work_dir.ts";
 import { type StopWatch, watchStopSignals } from "./lib/stop.ts";
 
@@ -81,6 +86,17 @@ async function boot(config: Config): Promise<number> {
   }
 }
 
+/** What the steps of one run share. */
+interface Run {
+  config: Config;
+  /** One budget for the whole run: every request waits for busy servers from it. */
+  busy: BusyBudget;
+  client?: HttpClient;
+  /** The iPXE settings the scripts see (`net0/mac`, the host's, `--set`). */
+  settings: Record<string, string>;
+  stop: StopWatch;
+}
+
 /** The boot sequence proper: refuse early, resolve, stage, load, execute. */
 async function bootSteps(
   config: Config,
@@ -102,50 +118,16 @@ async function bootSteps(
     ? undefined
     : await lockWorkDir(config.workDir, { cache: !config.noCache });
   if (lock) context.onLock(lock);
-  // One budget for the whole run: every request waits for busy servers from it.
   const busy = new BusyBudget(config.busyTimeoutMs);
-  const client = await httpClient(config, busy);
-  const settings = {
-    ...(config.hostSettings
-      ? readHostSettings(config.mac)
-      : config.mac
-      ? { "net0/mac": config.mac }
-      : {}),
-    ...config.settings,
-  };
-  const platform = config.hostSettings ? hostPlatform() : undefined;
-  const resolve = async (): Promise<BootPlan> => {
-    const scripts = createScriptClient(config.source, {
-      mac: settings["net0/mac"],
-      client,
-      retries: config.retries,
-      busy,
-      timeoutMs: config.timeoutMs,
-      minSpeed: config.minSpeed,
-      minSpeedTimeMs: config.minSpeedTimeMs,
-    });
-    log.info(`fetching the iPXE script ${redactUrl(scripts.firstUrl)}`);
-    const plan = await resolvePlan(scripts, {
-      settings,
-      appendKargs: config.appendKargs,
-      deleteKargs: config.deleteKargs,
-      console: { mode: config.console, hostCmdline: config.hostCmdline },
-      platform,
-      sleep: config.mode === "print-plan" ? undefined : (ms) => sleep(ms),
-      print: (line) => log.info(`script: ${line}`),
-    });
-    if (plan.action === "local-boot") return plan;
-    // A pin that names nothing the script boots is a mistake, in every mode.
-    checkPins(plan, config);
-    log.info(
-      `plan: kernel ${
-        redactUrl(plan.kernel.url)
-      }, ${plan.initrds.length} initrd(s)`,
-    );
-    return plan;
+  const run: Run = {
+    config,
+    busy,
+    client: await httpClient(config, busy),
+    settings: scriptSettings(config),
+    stop,
   };
 
-  const plan = await resolve();
+  const plan = await resolve(run);
   if (plan.action === "local-boot") {
     return await bootLocal(plan, config, { handoff, lock, stop });
   }
@@ -157,20 +139,85 @@ async function bootSteps(
   if (config.preflight) {
     await preflight(plan, {
       workDir: config.workDir,
-      client,
+      client: run.client,
       timeoutMs: config.timeoutMs,
       busy,
       meminfoFile: config.meminfoFile,
     });
   }
+  const image = await stageKexec(plan, { run, lock });
+  if (config.mode === "no-kexec") {
+    printJson({
+      ...image.plan,
+      kernel: { ...image.plan.kernel, ...image.kernel },
+      initrd: image.initrd,
+    });
+    return ExitCode.Ok;
+  }
+  return await loadAndExecute(image, { handoff, stop });
+}
 
-  const image = await stage(plan, {
-    workDir: config.workDir,
-    lock,
-    cache: !config.noCache,
-    client,
+/** The settings a script sees: the host's (or only `--mac`), then `--set`. */
+function scriptSettings(config: Config): Record<string, string> {
+  return {
+    ...(config.hostSettings
+      ? readHostSettings(config.mac)
+      : config.mac
+      ? { "net0/mac": config.mac }
+      : {}),
+    ...config.settings,
+  };
+}
+
+/** Fetches and runs the iPXE script: the plan, pins checked against it. */
+async function resolve(run: Run): Promise<BootPlan> {
+  const { config } = run;
+  const scripts = createScriptClient(config.source, {
+    mac: run.settings["net0/mac"],
+    client: run.client,
     retries: config.retries,
-    busy,
+    busy: run.busy,
+    timeoutMs: config.timeoutMs,
+    minSpeed: config.minSpeed,
+    minSpeedTimeMs: config.minSpeedTimeMs,
+  });
+  log.info(`fetching the iPXE script ${redactUrl(scripts.firstUrl)}`);
+  const plan = await resolvePlan(scripts, {
+    settings: run.settings,
+    appendKargs: config.appendKargs,
+    deleteKargs: config.deleteKargs,
+    console: { mode: config.console, hostCmdline: config.hostCmdline },
+    platform: config.hostSettings ? hostPlatform() : undefined,
+    sleep: config.mode === "print-plan" ? undefined : (ms) => sleep(ms),
+    print: (line) => log.info(`script: ${line}`),
+  });
+  if (plan.action === "local-boot") return plan;
+  // A pin that names nothing the script boots is a mistake, in every mode.
+  checkPins(plan, config);
+  log.info(
+    `plan: kernel ${
+      redactUrl(plan.kernel.url)
+    }, ${plan.initrds.length} initrd(s)`,
+  );
+  return plan;
+}
+
+/**
+ * Downloads, verifies and assembles the plan's files; the script is fetched
+ * again when its signed URLs have expired.
+ */
+async function stageKexec(
+  plan: KexecPlan,
+  context: { run: Run; lock?: WorkDirLock },
+): Promise<StagedImage> {
+  const { run, run: { config } } = context;
+  return await stage(plan, {
+    workDir: config.workDir,
+    lock: context.lock,
+    cache: !config.noCache,
+    client: run.client,
+    retries: config.retries,
+    busy: run.busy,
     timeoutMs: config.timeoutMs,
     minSpeed: config.minSpeed,
     minSpeedTimeMs: config.minSpeedTimeMs,
@@ -180,9 +227,9 @@ async function bootSteps(
     localFiles: config.source.kind === "ipxe-url" &&
       new URL(config.source.url).protocol === "file:",
     progress: config.progress,
-    signal: stop.signal,
+    signal: run.stop.signal,
     refetchPlan: async () => {
-      const again = await resolve();
+      const again = await resolve(run);
       if (again.action === "kexec") return again;
       // The signed URLs expired while the host was being installed?
       throw new BootError(
@@ -191,25 +238,26 @@ async function bootSteps(
       );
     },
   });
-  if (config.mode === "no-kexec") {
-    printJson({
-      ...image.plan,
-      kernel: { ...image.plan.kernel, ...image.kernel },
-      initrd: image.initrd,
-    });
-    return ExitCode.Ok;
-  }
+}
 
+/**
+ * Loads the verified kernel and initrd, then starts it as `handoff` says
+ * (or leaves it loaded for `systemctl kexec`).
+ */
+async function loadAndExecute(
+  image: KexecImage,
+  context: { handoff: HandoffMode; stop: StopWatch },
+): Promise<number> {
   kexecLoad(image);
-  if (handoff === "none") {
+  if (context.handoff === "none") {
     log.info(
       "kernel loaded; run `systemctl kexec` (or reboot with kexec) to start it",
     );
     return ExitCode.Ok;
   }
   // From here on the system stops us: a signal no longer undoes the run.
-  stop[Symbol.dispose]();
-  await kexecExecute(handoff);
+  context.stop[Symbol.dispose]();
+  await kexecExecute(context.handoff);
   return ExitCode.Ok;
 }
 
@@ -310,16 +358,7 @@ async function bootLocal(
     printJson({ ...found, staged: files });
     return ExitCode.Ok;
   }
-  kexecLoad(staged);
-  if (context.handoff === "none") {
-    log.info(
-      "kernel loaded; run `systemctl kexec` (or reboot with kexec) to start it",
-    );
-    return ExitCode.Ok;
-  }
-  context.stop[Symbol.dispose]();
-  await kexecExecute(context.handoff);
-  return ExitCode.Ok;
+  return await loadAndExecute(staged, context);
 }
 
 if (import.meta.main) {
