@@ -9,7 +9,7 @@
 import { parseInteger } from "./bytes.ts";
 import { type CommandSpec, parseOptions } from "./getopt.ts";
 import { type Command, CommandFailure, type Engine } from "./interpreter.ts";
-import { SettingParseError } from "./settings.ts";
+import { SettingParseError } from "./setting_types.ts";
 
 /** Commands by name: each entry's names all run its command. */
 export type CommandTable = readonly (readonly [string[], Command])[];

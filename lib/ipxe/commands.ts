@@ -20,12 +20,8 @@ import { parseOptions } from "./getopt.ts";
 import { IMAGE_COMMANDS } from "./image_commands.ts";
 import { type Command, CommandFailure } from "./interpreter.ts";
 import { MENU_COMMANDS } from "./menu_commands.ts";
-import {
-  denumerate,
-  numerate,
-  parseSettingName,
-  type SettingType,
-} from "./settings.ts";
+import { denumerate, numerate, type SettingType } from "./setting_types.ts";
+import { parseSettingName } from "./settings.ts";
 
 /**
  * The longest `sleep` a script may ask for, in seconds (an hour): an

@@ -24,11 +24,10 @@ import { IpxeError } from "./error.ts";
 import { UsageError } from "./getopt.ts";
 import {
   denumerate,
-  ExpansionLimitError,
   SettingParseError,
-  Settings,
   type StoredSetting,
-} from "./settings.ts";
+} from "./setting_types.ts";
+import { ExpansionLimitError, Settings } from "./settings.ts";
 import {
   hasScriptMagic,
   lineNumberAt,

@@ -3,8 +3,8 @@ import { IpxeError, runScriptSource } from "../../lib/ipxe/mod.ts";
 import {
   formatSettingValue,
   parseSettingValue,
-  Settings,
-} from "../../lib/ipxe/settings.ts";
+} from "../../lib/ipxe/setting_types.ts";
+import { Settings } from "../../lib/ipxe/settings.ts";
 
 /** Runs a script body (after the magic line) and returns what it echoed and how it ended. */
 async function echoes(body: string, settings: Record<string, string> = {}) {
