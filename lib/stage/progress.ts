@@ -71,127 +71,159 @@ interface Bar {
   start: number;
 }
 
+/** Where progress goes, and the clock it is timed by. */
+interface Output {
+  now: () => number;
+  line: (text: string) => void;
+  write: (text: string) => void;
+}
+
 /** Creates the progress display for `mode`. */
 export function createProgress(
   mode: ProgressMode = "auto",
   options: ProgressOptions = {},
 ): Progress {
-  const now = options.now ?? (() => performance.now());
-  const line = options.line ?? ((text: string) => log.info(text));
   const encoder = new TextEncoder();
-  const write = options.write ??
-    ((text: string) => Deno.stderr.writeSync(encoder.encode(text)));
+  const out: Output = {
+    now: options.now ?? (() => performance.now()),
+    line: options.line ?? ((text: string) => log.info(text)),
+    write: options.write ??
+      ((text: string) => Deno.stderr.writeSync(encoder.encode(text))),
+  };
   const terminal = options.isTerminal ?? safeIsTerminal();
   const effective = mode === "auto" ? (terminal ? "tty" : "lines") : mode;
+  if (effective === "none") {
+    return { track: () => ({ update() {}, finish() {}, fail() {} }) };
+  }
+  if (effective === "lines") {
+    return { track: (label) => lineTracker(label, out) };
+  }
+  const bars = new TerminalBars(out);
+  return { track: (label) => bars.track(label) };
+}
 
-  const bars: Bar[] = [];
-  let drawn = 0;
-  let lastDraw = -Infinity;
+function summary(
+  bar: Bar,
+  done: { size: number; sha256: string; now: number },
+): string {
+  const seconds = Math.max((done.now - bar.start) / 1000, 0.001);
+  return `${bar.label}: ${formatBytes(done.size)} in ${seconds.toFixed(1)} s (${
+    formatBytes(done.size / seconds)
+  }/s), sha256 ${done.sha256}`;
+}
 
-  function render(force: boolean): void {
-    const t = now();
-    if (!force && t - lastDraw < 100) return;
-    lastDraw = t;
+/** One journal-friendly line per 10 % (or per 10 s), then the summary. */
+function lineTracker(label: string, out: Output): ProgressTracker {
+  const bar: Bar = { label: escapeControls(label), bytes: 0, start: out.now() };
+  let lastLine = bar.start;
+  let lastDecile = 0;
+  out.line(`${label}: downloading`);
+  return {
+    update(bytes, total) {
+      const t = out.now();
+      const decile = total ? Math.floor(bytes * 10 / total) : 0;
+      // The summary line follows a complete download: no "100%" line.
+      if (total && bytes >= total) return;
+      if ((total && decile > lastDecile) || t - lastLine >= 10_000) {
+        lastDecile = Math.max(lastDecile, decile);
+        lastLine = t;
+        const seconds = Math.max((t - bar.start) / 1000, 0.001);
+        const pct = total ? ` (${Math.floor(bytes * 100 / total)}%)` : "";
+        const of = total ? ` of ${formatBytes(total)}` : "";
+        out.line(
+          `${label}: ${formatBytes(bytes)}${of}${pct}, ${
+            formatBytes(bytes / seconds)
+          }/s`,
+        );
+      }
+    },
+    finish({ size, sha256 }) {
+      out.line(summary(bar, { size, sha256, now: out.now() }));
+    },
+    fail() {},
+  };
+}
+
+/**
+ * A live bar per running download, redrawn in place at most every 100 ms;
+ * log lines written meanwhile go above the bars, not through them.
+ */
+class TerminalBars {
+  readonly #out: Output;
+  readonly #bars: Bar[] = [];
+  #drawn = 0;
+  #lastDraw = -Infinity;
+
+  constructor(out: Output) {
+    this.#out = out;
+  }
+
+  track(label: string): ProgressTracker {
+    // The label may carry a name from the script: the bars are written to
+    // the terminal directly, so no escape sequence may reach it raw.
+    const bar: Bar = {
+      label: escapeControls(label),
+      bytes: 0,
+      start: this.#out.now(),
+    };
+    this.#bars.push(bar);
+    setLineWrapper((emit) => this.#wrapLogLine(emit));
+    this.#render(true);
+    return {
+      update: (bytes, total) => {
+        bar.bytes = bytes;
+        bar.total = total;
+        this.#render(false);
+      },
+      finish: ({ size, sha256 }) => {
+        // The summary goes above the bars still running.
+        this.#retire(bar);
+        this.#out.line(summary(bar, { size, sha256, now: this.#out.now() }));
+        if (this.#bars.length) this.#render(true);
+      },
+      fail: () => {
+        this.#retire(bar);
+        if (this.#bars.length) this.#render(true);
+      },
+    };
+  }
+
+  #render(force: boolean): void {
+    const t = this.#out.now();
+    if (!force && t - this.#lastDraw < 100) return;
+    this.#lastDraw = t;
     const columns = safeColumns();
-    let text = drawn > 0 ? `\x1b[${drawn}A` : "";
+    let text = this.#drawn > 0 ? `\x1b[${this.#drawn}A` : "";
     const width = Math.min(
       24,
-      Math.max(...bars.map((bar) => bar.label.length)),
+      Math.max(...this.#bars.map((bar) => bar.label.length)),
     );
-    for (const bar of bars) {
+    for (const bar of this.#bars) {
       text += "\r\x1b[2K" + barLine(bar, t, columns, width) + "\n";
     }
-    drawn = bars.length;
-    write(text);
+    this.#drawn = this.#bars.length;
+    this.#out.write(text);
   }
 
   /** Erases the drawn block (the cursor ends where it began). */
-  function erase(): void {
-    if (drawn > 0) write(`\x1b[${drawn}A\r\x1b[J`);
-    drawn = 0;
+  #erase(): void {
+    if (this.#drawn > 0) this.#out.write(`\x1b[${this.#drawn}A\r\x1b[J`);
+    this.#drawn = 0;
   }
 
   /** Removes a bar and erases the drawn block. */
-  function retire(bar: Bar): void {
-    const index = bars.indexOf(bar);
-    if (index >= 0) bars.splice(index, 1);
-    erase();
-    if (bars.length === 0) setLineWrapper(undefined);
+  #retire(bar: Bar): void {
+    const index = this.#bars.indexOf(bar);
+    if (index >= 0) this.#bars.splice(index, 1);
+    this.#erase();
+    if (this.#bars.length === 0) setLineWrapper(undefined);
   }
 
-  /** Log lines written while bars are shown go above them, not through them. */
-  function wrapLogLines(emit: () => void): void {
-    erase();
+  #wrapLogLine(emit: () => void): void {
+    this.#erase();
     emit();
-    if (bars.length) render(true);
+    if (this.#bars.length) this.#render(true);
   }
-
-  function summary(bar: Bar, size: number, sha256: string): string {
-    const seconds = Math.max((now() - bar.start) / 1000, 0.001);
-    return `${bar.label}: ${formatBytes(size)} in ${seconds.toFixed(1)} s (${
-      formatBytes(size / seconds)
-    }/s), sha256 ${sha256}`;
-  }
-
-  return {
-    track(label: string): ProgressTracker {
-      // The label may carry a name from the script: the bars are written to
-      // the terminal directly, so no escape sequence may reach it raw.
-      const bar: Bar = { label: escapeControls(label), bytes: 0, start: now() };
-      if (effective === "none") {
-        return { update() {}, finish() {}, fail() {} };
-      }
-      if (effective === "tty") {
-        bars.push(bar);
-        setLineWrapper(wrapLogLines);
-        render(true);
-        return {
-          update(bytes, total) {
-            bar.bytes = bytes;
-            bar.total = total;
-            render(false);
-          },
-          finish({ size, sha256 }) {
-            // The summary goes above the bars still running.
-            retire(bar);
-            line(summary(bar, size, sha256));
-            if (bars.length) render(true);
-          },
-          fail() {
-            retire(bar);
-            if (bars.length) render(true);
-          },
-        };
-      }
-      let lastLine = bar.start;
-      let lastDecile = 0;
-      line(`${label}: downloading`);
-      return {
-        update(bytes, total) {
-          const t = now();
-          const decile = total ? Math.floor(bytes * 10 / total) : 0;
-          // The summary line follows a complete download: no "100%" line.
-          if (total && bytes >= total) return;
-          if ((total && decile > lastDecile) || t - lastLine >= 10_000) {
-            lastDecile = Math.max(lastDecile, decile);
-            lastLine = t;
-            const seconds = Math.max((t - bar.start) / 1000, 0.001);
-            const pct = total ? ` (${Math.floor(bytes * 100 / total)}%)` : "";
-            const of = total ? ` of ${formatBytes(total)}` : "";
-            line(
-              `${label}: ${formatBytes(bytes)}${of}${pct}, ${
-                formatBytes(bytes / seconds)
-              }/s`,
-            );
-          }
-        },
-        finish({ size, sha256 }) {
-          line(summary(bar, size, sha256));
-        },
-        fail() {},
-      };
-    },
-  };
 }
 
 function barLine(
