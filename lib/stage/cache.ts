@@ -234,55 +234,21 @@ export async function lookup(
     await dropEntry(paths);
     return skip(errorText(err));
   }
-  let identity: FileIdentity;
-  let format: Format;
+  let checked: Reusable | NotReused;
   try {
-    identity = identityOf(await file.stat());
-    if (identity.size !== manifest.size) {
-      await dropEntry(paths);
-      return skip("its size on disk is wrong");
-    }
-    let head;
-    try {
-      head = await probe(url, {
-        client: options.client,
-        timeoutMs: options.timeoutMs,
-        busy: options.busy,
-        signal: options.signal,
-      });
-    } catch (err) {
-      if (options.signal.aborted) throw err;
-      return skip(`HEAD failed: ${errorText(err)}`);
-    }
-    const stale = staleReason(manifest, head);
-    if (stale) {
-      // The server says the file changed: the copy can never be reused.
-      if (head.status === 200) await dropEntry(paths);
-      return skip(stale);
-    }
-    let sha256: string;
-    try {
-      sha256 = await sha256Of(file);
-    } catch (err) {
-      await dropEntry(paths);
-      return skip(`cannot read it: ${errorText(err)}`);
-    }
-    if (sha256 !== manifest.sha256) {
-      await dropEntry(paths);
-      log.warn(
-        `${label}: cached copy is corrupt (sha256 ${sha256}, expected ${manifest.sha256}), downloading`,
-      );
-      return undefined;
-    }
-    try {
-      format = options.check(await readHeadOf(file), identity.size);
-    } catch (err) {
-      await dropEntry(paths);
-      return skip(errorText(err));
-    }
+    checked = await checkCopy(file, { url, manifest, options });
   } finally {
     file.close();
   }
+  if ("skip" in checked) {
+    if (checked.drop) await dropEntry(paths);
+    if (checked.corrupt) {
+      log.warn(`${label}: ${checked.skip}, downloading`);
+      return undefined;
+    }
+    return skip(checked.skip);
+  }
+  const { identity, format } = checked;
   try {
     await clearName(dest);
     await Deno.link(paths.file, dest);
@@ -307,6 +273,73 @@ export async function lookup(
     attempts: 0,
     cached: true,
   };
+}
+
+/** A cached copy that may be reused: the file checked, and its format. */
+interface Reusable {
+  identity: FileIdentity;
+  format: Format;
+}
+
+/** Why a cached copy is not reused, and whether its entry is dropped for good. */
+interface NotReused {
+  skip: string;
+  drop: boolean;
+  /** The copy is corrupt: worth a warning, not a note. */
+  corrupt?: boolean;
+}
+
+/**
+ * Checks the open cached copy against its manifest: its size, the server's
+ * answer to a HEAD (the file has not changed there), its sha256, and the
+ * format the artifact must have.
+ */
+async function checkCopy(
+  file: Deno.FsFile,
+  context: { url: string; manifest: Manifest; options: LookupOptions },
+): Promise<Reusable | NotReused> {
+  const { url, manifest, options } = context;
+  const identity = identityOf(await file.stat());
+  if (identity.size !== manifest.size) {
+    return { skip: "its size on disk is wrong", drop: true };
+  }
+  let head;
+  try {
+    head = await probe(url, {
+      client: options.client,
+      timeoutMs: options.timeoutMs,
+      busy: options.busy,
+      signal: options.signal,
+    });
+  } catch (err) {
+    if (options.signal.aborted) throw err;
+    return { skip: `HEAD failed: ${errorText(err)}`, drop: false };
+  }
+  const stale = staleReason(manifest, head);
+  // The server says the file changed: the copy can never be reused.
+  if (stale) return { skip: stale, drop: head.status === 200 };
+  let sha256: string;
+  try {
+    sha256 = await sha256Of(file);
+  } catch (err) {
+    return { skip: `cannot read it: ${errorText(err)}`, drop: true };
+  }
+  if (sha256 !== manifest.sha256) {
+    return {
+      skip:
+        `cached copy is corrupt (sha256 ${sha256}, expected ${manifest.sha256})`,
+      drop: true,
+      corrupt: true,
+    };
+  }
+  try {
+    return {
+      identity,
+      format: options.check(await readHeadOf(file), identity.size),
+    };
+  } catch (err) {
+    return { skip: errorText(err), drop: true };
+  }
 }
 
 /**
