@@ -389,35 +389,73 @@ export async function unpackArm64Kernel(
   }
   const where = redactUrl(options.url);
   let input: ReadableStream<Uint8Array>;
-  if (format === "zboot") {
-    const z = zbootHeader(head);
-    const { size } = await file.stat();
-    if (z.compression !== "gzip") {
-      file.close();
-      throw new BootError(
-        `Kernel ${where} is a zboot image compressed with ${z.compression}; only gzip can be unpacked`,
-        ExitCode.Verify,
-      );
-    }
-    if (z.payloadOffset + z.payloadSize > size || z.payloadSize === 0) {
-      file.close();
-      throw new BootError(
-        `Kernel ${where} has a zboot header pointing outside the file`,
-        ExitCode.Verify,
-      );
-    }
-    input = sliceStream(file, z.payloadOffset, z.payloadSize);
-  } else if (format === "gzip") {
-    input = file.readable;
-  } else {
+  try {
+    input = await gzipStreamOf(file, { head, format, where });
+  } catch (err) {
     file.close();
+    throw err;
+  }
+  const part = `${dest}.part`;
+  try {
+    await gunzipTo(input, part, {
+      where,
+      maxBytes: options.maxBytes ?? MAX_ARM64_IMAGE_BYTES,
+    });
+    await clearName(dest);
+    await Deno.rename(part, dest);
+  } catch (err) {
+    await discard(part);
+    throw diskError(err, dest);
+  }
+  return dest;
+}
+
+/**
+ * The gzip stream of a kernel file: all of it (a gzip'd `Image`), or the
+ * payload its zboot header points at, which must be gzip and inside the
+ * file.
+ */
+async function gzipStreamOf(
+  file: Deno.FsFile,
+  kernel: { head: Uint8Array; format: Format; where: string },
+): Promise<ReadableStream<Uint8Array>> {
+  const { format, where } = kernel;
+  if (format === "gzip") return file.readable;
+  if (format !== "zboot") {
     throw new BootError(
       `Kernel ${where} is ${describe(format)}, not an arm64 kernel`,
       ExitCode.Verify,
     );
   }
-  const part = `${dest}.part`;
-  const maxBytes = options.maxBytes ?? MAX_ARM64_IMAGE_BYTES;
+  const z = zbootHeader(kernel.head);
+  if (z.compression !== "gzip") {
+    throw new BootError(
+      `Kernel ${where} is a zboot image compressed with ${z.compression}; only gzip can be unpacked`,
+      ExitCode.Verify,
+    );
+  }
+  const { size } = await file.stat();
+  if (z.payloadOffset + z.payloadSize > size || z.payloadSize === 0) {
+    throw new BootError(
+      `Kernel ${where} has a zboot header pointing outside the file`,
+      ExitCode.Verify,
+    );
+  }
+  return sliceStream(file, z.payloadOffset, z.payloadSize);
+}
+
+/**
+ * Gunzips `input` into a new file at `part`: refused past `maxBytes`, for
+ * bytes after the gzip stream or corrupt data, and when the result is not an
+ * arm64 `Image` as long as its header says. `input` is cancelled (its file
+ * closed) on a failure.
+ */
+async function gunzipTo(
+  input: ReadableStream<Uint8Array>,
+  part: string,
+  limits: { where: string; maxBytes: number },
+): Promise<void> {
+  const { where, maxBytes } = limits;
   let written = 0;
   let out: Deno.FsFile | undefined;
   try {
@@ -473,14 +511,12 @@ export async function unpackArm64Kernel(
         ExitCode.Verify,
       );
     }
-    await clearName(dest);
-    await Deno.rename(part, dest);
   } catch (err) {
     out?.close();
-    await discard(part);
-    throw diskError(err, dest);
+    // Not read yet (the output could not be created): its file is closed too.
+    if (!input.locked) await input.cancel().catch(() => {});
+    throw err;
   }
-  return dest;
 }
 
 /** The first `length` bytes of an open file (fewer when it is shorter). */

@@ -50,6 +50,11 @@ function fakeArm64Image(size = 70_000): Uint8Array {
   return b;
 }
 
+/** How many file descriptors this process has open. */
+function openFds(): number {
+  return [...Deno.readDirSync("/proc/self/fd")].length;
+}
+
 const bootError = (code: number, message: RegExp) => (err: unknown) => {
   assert.ok(err instanceof BootError, String(err));
   assert.equal(err.exitCode, code);
@@ -256,6 +261,19 @@ Deno.test("unpackArm64Kernel: gzip'd Image and gzip zboot become the plain Image
       ),
     );
     await assert.rejects(Deno.lstat(`${dir}/out6.part`));
+    // An output that cannot be created (a directory at the .part name): a
+    // Disk error saying what to do, and the kernel file is closed.
+    await Deno.mkdir(`${dir}/out7.part`);
+    const fds = openFds();
+    await assert.rejects(
+      unpackArm64Kernel(`${dir}/gz`, `${dir}/out7`, opts),
+      bootError(
+        ExitCode.Disk,
+        /\/out7\.part is a directory where the bootloader writes a file: remove it$/,
+      ),
+    );
+    assert.equal(openFds(), fds, "a file descriptor was left open");
+    await assert.rejects(Deno.lstat(`${dir}/out7`));
     assert.equal(MAX_ARM64_IMAGE_BYTES, 256 << 20);
   } finally {
     await Deno.remove(dir, { recursive: true });
