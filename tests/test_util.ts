@@ -344,3 +344,36 @@ export async function mkdirMode(dir: string, mode = 0o755): Promise<string> {
   await Deno.chmod(dir, mode);
   return dir;
 }
+
+/** Options for {@linkcode settleWithin}. */
+export interface SettleWithinOptions {
+  /** How long `promise` may take, in milliseconds. */
+  ms: number;
+  /** The failure's message when it takes longer. */
+  failure: string;
+}
+
+/**
+ * `promise`'s outcome, or a failure when it has not settled within
+ * `options.ms`; the timer is cleared either way (the test's op check fails
+ * on one left running).
+ */
+export async function settleWithin<T>(
+  promise: Promise<T>,
+  options: SettleWithinOptions,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(options.failure)),
+          options.ms,
+        );
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -16,7 +16,12 @@ import { resolvePlan } from "../../lib/resolve/resolve_plan.ts";
 import { fakeKernel, startMock } from "../../dev/mock_infraenv.ts";
 import { createClient } from "../../lib/http/client.ts";
 import { staleReason } from "../../lib/stage/cache.ts";
-import { captureLog, makeTestCerts, withTemp } from "../test_util.ts";
+import {
+  captureLog,
+  makeTestCerts,
+  settleWithin,
+  withTemp,
+} from "../test_util.ts";
 
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
 const GZIP = new Uint8Array([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
@@ -502,12 +507,10 @@ Deno.test("cache: entries that are not regular files of ours are dropped, never 
         await swap();
         srv.reset();
         const [image, lines] = await captureLog(() =>
-          Promise.race([
-            stage(p, opts(work)),
-            new Promise<never>((_, reject) =>
-              setTimeout(() => reject(new Error(`${what}: hangs`)), 10_000)
-            ),
-          ])
+          settleWithin(stage(p, opts(work)), {
+            ms: 10_000,
+            failure: `${what}: hangs`,
+          })
         );
         assert.equal(srv.count("GET", "/vmlinuz"), 1, what);
         assert.equal(image.kernel.cached, undefined, what);

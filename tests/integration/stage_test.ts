@@ -18,7 +18,7 @@ import {
   type MockInfraEnv,
   startMock,
 } from "../../dev/mock_infraenv.ts";
-import { captureLog, filesLibc, withTemp } from "../test_util.ts";
+import { captureLog, filesLibc, settleWithin, withTemp } from "../test_util.ts";
 import { createFaults } from "../../dev/faults.ts";
 import { kexecLoad } from "../../lib/kexec/load.ts";
 
@@ -262,13 +262,10 @@ Deno.test("stage: kernel and initrds download concurrently", async () => {
       if (path === "/initrd.img") initrdAsked.resolve();
       if (path === "/vmlinuz") {
         // Sequential downloads would never get here: fail instead of hanging.
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        await Promise.race([
-          initrdAsked.promise,
-          new Promise((_, reject) => {
-            timer = setTimeout(() => reject(new Error("not concurrent")), 5000);
-          }),
-        ]).finally(() => clearTimeout(timer));
+        await settleWithin(initrdAsked.promise, {
+          ms: 5000,
+          failure: "not concurrent",
+        });
       }
     },
   );
@@ -790,12 +787,10 @@ Deno.test("stage: leftovers at our names (links, FIFOs) are removed, never writt
         cache: false,
       };
       const [image] = await captureLog(() =>
-        Promise.race([
-          stage(plan(srv.base, ["/a.gz"]), base),
-          new Promise<never>((_, reject) =>
-            setTimeout(() => reject(new Error("stage hangs on a FIFO")), 10_000)
-          ),
-        ])
+        settleWithin(stage(plan(srv.base, ["/a.gz"]), base), {
+          ms: 10_000,
+          failure: "stage hangs on a FIFO",
+        })
       );
       assert.equal(await Deno.readTextFile(`${dir}/victim`), "precious");
       assert.deepEqual(await Deno.readFile(`${work}/kernel`), kernel);

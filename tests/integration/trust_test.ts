@@ -179,6 +179,7 @@ Deno.test("request: a 307/308 never sends a POST body again; a 303 turns it into
     const manual = await request(`${srv.base}/307`, { redirect: "manual" });
     assert.equal(manual.status, 307);
     assert.equal(manual.headers.get("location"), `${sink.base}/got`);
+    await manual.body?.cancel();
   } finally {
     await srv.close();
     await sink.close();

@@ -24,8 +24,12 @@ import {
   CAN_RUN_AS_OTHER_USER,
   chownLink,
   runLibAs,
+  settleWithin,
   withTemp,
 } from "../test_util.ts";
+
+/** How long an open or a lock may take before the test fails instead of hanging. */
+const HANG = { ms: 5000, failure: "still pending after 5000 ms" };
 
 const isRoot = Deno.uid() === 0;
 /** A uid that is not ours (nobody). */
@@ -44,22 +48,6 @@ function diskError(message: RegExp) {
 async function mkfifo(path: string): Promise<void> {
   const out = await new Deno.Command("mkfifo", { args: [path] }).output();
   assert.ok(out.success, `mkfifo ${path}`);
-}
-
-/** Fails the test instead of hanging when `promise` does not settle in time. */
-async function within<T>(ms: number, promise: Promise<T>): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new Error(`still pending after ${ms} ms`)),
-      ms,
-    );
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 Deno.test("prepareWorkDir: a directory writable by group or others is refused (0770, 0775, 0777, 1777), existing or not; 0700 and 0755 pass and keep their mode", async () => {
@@ -345,7 +333,7 @@ Deno.test("createFile: a leftover link is removed, never written through; its ta
 Deno.test("createFile: a FIFO, a socket-like leftover or an old file is replaced without blocking; a directory is a Disk error", async () => {
   await withTemp(async (dir) => {
     await mkfifo(`${dir}/kernel.part`);
-    const file = await within(5000, createFile(`${dir}/kernel.part`));
+    const file = await settleWithin(createFile(`${dir}/kernel.part`), HANG);
     file.close();
     assert.ok((await Deno.lstat(`${dir}/kernel.part`)).isFile);
 
@@ -382,7 +370,7 @@ Deno.test("openOwnFile: only our regular file, and only the one that was verifie
     );
     await mkfifo(`${dir}/fifo`);
     await assert.rejects(
-      within(5000, openOwnFile(`${dir}/fifo`)),
+      settleWithin(openOwnFile(`${dir}/fifo`), HANG),
       diskError(/fifo is not a regular file/),
     );
     await Deno.writeTextFile(`${dir}/other`, "verified bytes");
@@ -408,7 +396,7 @@ Deno.test("lockWorkDir: a second holder is refused at once (exit 9) until the fi
     const first = await lockWorkDir(work);
     try {
       await assert.rejects(
-        within(5000, lockWorkDir(work)),
+        settleWithin(lockWorkDir(work), HANG),
         (err: unknown) => {
           assert.ok(err instanceof BootError);
           assert.equal(err.exitCode, ExitCode.Locked);
@@ -443,7 +431,7 @@ Deno.test("lockWorkDir: a link, FIFO or directory at the lock file's name", asyn
     assert.equal(await Deno.readTextFile(`${dir}/victim`), "precious");
     await Deno.remove(`${dir}/${LOCK_FILE}`);
     await mkfifo(`${dir}/${LOCK_FILE}`);
-    (await within(5000, lockWorkDir(dir))).release();
+    (await settleWithin(lockWorkDir(dir), HANG)).release();
     assert.ok((await Deno.lstat(`${dir}/${LOCK_FILE}`)).isFile);
     await Deno.remove(`${dir}/${LOCK_FILE}`);
     await Deno.mkdir(`${dir}/${LOCK_FILE}`);
