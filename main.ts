@@ -169,17 +169,25 @@ function scriptSettings(config: Config): Record<string, string> {
   };
 }
 
-/** Fetches and runs the iPXE script: the plan, pins checked against it. */
-async function resolve(run: Run): Promise<BootPlan> {
+/** How every script and artifact of the run is fetched: client, retries, timeouts. */
+function transfers(run: Run) {
   const { config } = run;
-  const scripts = createScriptClient(config.source, {
-    mac: run.settings["net0/mac"],
+  return {
     client: run.client,
     retries: config.retries,
     busy: run.busy,
     timeoutMs: config.timeoutMs,
     minSpeed: config.minSpeed,
     minSpeedTimeMs: config.minSpeedTimeMs,
+  };
+}
+
+/** Fetches and runs the iPXE script: the plan, pins checked against it. */
+async function resolve(run: Run): Promise<BootPlan> {
+  const { config } = run;
+  const scripts = createScriptClient(config.source, {
+    mac: run.settings["net0/mac"],
+    ...transfers(run),
   });
   log.info(`fetching the iPXE script ${redactUrl(scripts.firstUrl)}`);
   const plan = await resolvePlan(scripts, {
@@ -215,12 +223,7 @@ async function stageKexec(
     workDir: config.workDir,
     lock: context.lock,
     cache: !config.noCache,
-    client: run.client,
-    retries: config.retries,
-    busy: run.busy,
-    timeoutMs: config.timeoutMs,
-    minSpeed: config.minSpeed,
-    minSpeedTimeMs: config.minSpeedTimeMs,
+    ...transfers(run),
     kernelSha256: config.kernelSha256,
     initrdSha256: config.initrdSha256,
     artifactSha256: config.artifactSha256,
