@@ -313,9 +313,10 @@ async function mutateModule(
     commandRunner: {
       // `exec`: the test process replaces the shell, so the kill of a
       // timed-out run reaches it (a shell's child outlived the kill).
-      command: `TMPDIR=${tmp} exec ${deno} test -A --no-check --fail-fast ${
-        tests.join(" ")
-      }`,
+      command:
+        `TMPDIR=${tmp} exec ${deno} test -A --no-check --sanitize-resources --sanitize-ops --fail-fast ${
+          tests.join(" ")
+        }`,
     },
     coverageAnalysis: "off",
     concurrency,

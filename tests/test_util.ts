@@ -1,8 +1,8 @@
 /**
  * Helpers shared by the tests: a temporary directory that is always removed,
  * a fake program (a shell script), a `PATH` set for a while, log capture,
- * narrowing a boot plan to the kexec plan a test expects, and a fake libc
- * that loads real files.
+ * narrowing a boot plan to the kexec plan a test expects, a fake libc that
+ * loads real files, and a deadline for a promise that must not hang.
  *
  * @module
  */

@@ -247,9 +247,6 @@ async function assertFailed(
   }
 }
 
-/** Test options shared by every CLI test: servers and children are cleaned up explicitly. */
-const cli = { sanitizeOps: false, sanitizeResources: false };
-
 // ---- the fault layer itself (no CLI) ----
 
 Deno.test("fault layer: reset, short and stall cut the body; served records what was sent", async () => {
@@ -367,7 +364,6 @@ Deno.test("fault layer: edit drops request headers, rewrites answer headers, end
 
 Deno.test(
   "fault: kernel connection reset mid-body resumes and verifies",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       env.faults.add({
@@ -393,7 +389,6 @@ Deno.test(
 
 Deno.test(
   "fault: pxe-initrd connection reset mid-body restarts from 0 and verifies",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       env.faults.add({
@@ -417,7 +412,6 @@ Deno.test(
 
 Deno.test(
   "fault: script connection reset mid-body is retried to a verified success",
-  cli,
   async () => {
     const script = "#!ipxe\n" + "echo padding padding padding\n".repeat(4000);
     await withMock({}, async (env) => {
@@ -454,7 +448,6 @@ function kernelGets(env: Env) {
 
 Deno.test(
   "fault: the kernel changes between a cut and the resume: If-Range gets the new one whole",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       const v2 = bigKernel();
@@ -480,7 +473,6 @@ Deno.test(
 
 Deno.test(
   "fault: a server ignoring If-Range answers the resume from another version: never spliced",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       const v2 = bigKernel();
@@ -508,7 +500,6 @@ Deno.test(
 
 Deno.test(
   "fault: a file replaced within the same second (same Last-Modified, no ETag) by a longer one: never spliced",
-  cli,
   async () => {
     await withMock({ etags: false }, async (env) => {
       const v2 = bigKernel((2 << 20) + 300_000);
@@ -537,7 +528,6 @@ Deno.test(
 
 Deno.test(
   "fault: a kernel body without Content-Length that ends early is refused as truncated (exit 6)",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       env.faults.add({
@@ -563,7 +553,6 @@ Deno.test(
 
 Deno.test(
   "fault: a trickle (1 byte/s) is cut by --min-speed and fails with exit 5, not a hang",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       env.faults.add({
@@ -591,7 +580,6 @@ Deno.test(
 
 Deno.test(
   "fault: a second instance on the same work directory exits 9 at once, touching nothing",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       const held = await lockWorkDir(env.work);
@@ -617,7 +605,6 @@ Deno.test(
 
 Deno.test(
   "fault: a work dir of another user, or one its group can write, exits 8",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       await Deno.mkdir(env.work);
@@ -643,7 +630,6 @@ Deno.test(
 
 Deno.test(
   "fault: a FIFO named kernel.part and a link named initrd do not hang or redirect the run",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       await Deno.mkdir(env.work, { mode: 0o700 });
@@ -670,7 +656,6 @@ Deno.test(
 
 Deno.test(
   "fault: kernel body shorter than Content-Length is never accepted",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       env.faults.add({
@@ -685,7 +670,6 @@ Deno.test(
 
 Deno.test(
   "fault: script body shorter than Content-Length is never run",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       const real = await realScript(env.mock);
@@ -705,7 +689,6 @@ Deno.test(
 
 Deno.test(
   "fault: 500/502/503 burst on the kernel is retried to success",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       for (const status of [500, 502, 503]) {
@@ -728,7 +711,6 @@ Deno.test(
 
 Deno.test(
   "fault: 503 burst on the script API is retried to success",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       env.faults.add({
@@ -743,7 +725,6 @@ Deno.test(
 
 Deno.test(
   "fault: a kernel that stays 503 fails with exit 5 after the retries (--busy-timeout 0)",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       env.faults.add({
@@ -758,7 +739,6 @@ Deno.test(
 
 Deno.test(
   "fault: 429 with Retry-After waits as told and succeeds",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       env.faults.add({
@@ -782,7 +762,6 @@ Deno.test(
 
 Deno.test(
   "fault: a stalled kernel body times out and the retry succeeds",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       env.faults.add({
@@ -799,7 +778,6 @@ Deno.test(
 
 Deno.test(
   "fault: a server that never answers fails with exit 5",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       env.faults.add({ match: { path: KERNEL_PATH }, fault: { kind: "hang" } });
@@ -814,7 +792,7 @@ Deno.test(
   },
 );
 
-Deno.test("fault: a slow server completes", cli, async () => {
+Deno.test("fault: a slow server completes", async () => {
   await withMock({}, async (env) => {
     env.faults.add({
       match: { path: KERNEL_PATH },
@@ -833,7 +811,6 @@ Deno.test("fault: a slow server completes", cli, async () => {
 
 Deno.test(
   "fault: 401 after the access token expires re-exchanges the offline token",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       env.faults.add({
@@ -859,7 +836,6 @@ Deno.test(
 
 Deno.test(
   "fault: an expired signed initrd URL makes the bootloader fetch the script again",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       env.faults.add({
@@ -884,7 +860,6 @@ Deno.test(
 
 Deno.test(
   "fault: the host is installed while its signed URLs expire: the script fetched again boots nothing, exit 3",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       env.faults.add({
@@ -913,7 +888,6 @@ Deno.test(
 
 Deno.test(
   "fault: an HTML error page with status 200 as the kernel is rejected",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       env.faults.add({
@@ -937,7 +911,7 @@ Deno.test(
   },
 );
 
-Deno.test("fault: a wrong pinned kernel digest is fatal", cli, async () => {
+Deno.test("fault: a wrong pinned kernel digest is fatal", async () => {
   await withMock({}, async (env) => {
     const r = await env.run(["--kernel-sha256", "ab".repeat(32)]);
     await assertFailed(env, r, ExitCode.Verify, /sha256 mismatch.*kernel/i);
@@ -946,7 +920,6 @@ Deno.test("fault: a wrong pinned kernel digest is fatal", cli, async () => {
 
 Deno.test(
   "fault: a redirect loop is a refusal: exit 5 after 6 requests, never retried",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       env.faults.add({
@@ -976,7 +949,6 @@ Deno.test(
 
 Deno.test(
   "fault: a cross-origin redirect of the script does not forward the token",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       const real = await realScript(env.mock);
@@ -1022,7 +994,6 @@ Deno.test(
 
 Deno.test(
   "fault: a script larger than the limit fails with a clear error",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       env.mock.update({
@@ -1042,7 +1013,6 @@ Deno.test(
 
 Deno.test(
   "fault: binary garbage as the script fails with a clear error",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       env.faults.add({
@@ -1063,7 +1033,6 @@ Deno.test(
 
 Deno.test(
   "fault: disk full in the work dir fails with exit 8",
-  cli,
   async () => {
     await withMock({}, async (env) => {
       await Deno.mkdir(env.work);

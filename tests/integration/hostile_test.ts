@@ -166,13 +166,10 @@ function serveScript(env: Env, text: string): string {
   return `${env.mock.baseUrl}/s.ipxe`;
 }
 
-const cli = { sanitizeOps: false, sanitizeResources: false };
-
 // ---- 3. local files only when the user asked for them ----
 
 Deno.test(
   "hostile: a remote script cannot pack local files into the initrd",
-  cli,
   async () => {
     await withEnv(SCRIPTED, async (env) => {
       for (
@@ -211,7 +208,6 @@ Deno.test(
 
 Deno.test(
   "hostile: redirects to file: or data: are refused for artifacts (5), the first script and chains (4)",
-  cli,
   async () => {
     await withEnv(SCRIPTED, async (env) => {
       const base = env.mock.baseUrl;
@@ -283,7 +279,6 @@ Deno.test(
 
 Deno.test(
   "hostile: a file: first script may name local files; its remote chain may not",
-  cli,
   async () => {
     await withEnv(SCRIPTED, async (env) => {
       await Deno.writeFile(`${env.tmp}/vmlinuz`, fakeKernel());
@@ -324,7 +319,6 @@ Deno.test(
 
 Deno.test(
   "hostile: https → http redirects are refused (scripts 4, artifacts 5) unless --insecure",
-  cli,
   async () => {
     await withEnv(SCRIPTED, async (env) => {
       await makeTestCerts(env.tmp);
@@ -396,7 +390,6 @@ Deno.test(
 
 Deno.test(
   "hostile: an SSO that redirects never gets the offline token re-posted; an endless answer is cut",
-  cli,
   async () => {
     await withEnv({}, async (env) => {
       env.faults.add({
@@ -458,7 +451,6 @@ Deno.test(
 
 Deno.test(
   "hostile: a pin spelled differently still binds; one that names nothing is exit 2, also after a refetch",
-  cli,
   async () => {
     const extra = enc.encode("extra initrd bytes");
     await withEnv({
@@ -528,7 +520,6 @@ Deno.test(
 
 Deno.test(
   "hostile: --timeout beyond a timer, a malformed Location, a token no header can carry",
-  cli,
   async () => {
     await withEnv({}, async (env) => {
       for (
@@ -592,7 +583,6 @@ Deno.test(
 
 Deno.test(
   "hostile: escape sequences from scripts and error bodies are neutralised; user:password@ is redacted",
-  cli,
   async () => {
     await withEnv(SCRIPTED, async (env) => {
       const url = serveScript(
@@ -640,7 +630,6 @@ Deno.test(
 
 Deno.test(
   "hostile: credentials in any spelling never reach a log line, URLs with one are never cached, and a log line cannot name another host",
-  cli,
   async () => {
     await withEnv(SCRIPTED, async (env) => {
       const base = env.mock.baseUrl;
@@ -702,7 +691,6 @@ Deno.test(
 
 Deno.test(
   "hostile: a token file others can read is warned about by name",
-  cli,
   async () => {
     await withEnv({}, async (env) => {
       const file = `${env.tmp}/token`;
@@ -730,7 +718,6 @@ Deno.test(
 
 Deno.test(
   "hostile: the bearer token stays on the API path: a same-origin redirect off it gets none",
-  cli,
   async () => {
     await withEnv({}, async (env) => {
       const real = await fetch(

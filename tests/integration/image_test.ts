@@ -265,7 +265,6 @@ function options(
 
 Deno.test({
   name: "make image pipeline on a synthetic FCOS disk served on 127.0.0.1",
-  sanitizeResources: false,
   fn: async (t) => {
     const f = await setup();
     try {
