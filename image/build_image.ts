@@ -32,6 +32,7 @@ import {
 import { sha256File, sha256Hex } from "../lib/stage/sha256.ts";
 import {
   download,
+  type MetalArtifact,
   resolveMetal,
   streamUrl,
   verifySignature,
@@ -117,13 +118,20 @@ export function parseSize(text: string): number {
   return Number(m[1]) * 1024 ** power;
 }
 
+/** A file the pipeline made, as its manifest records it. */
+interface FileRecord {
+  sha256: string;
+  size: number;
+  mtime: number;
+}
+
 interface Manifest {
   key: string;
   release: string;
   baseSize: number;
   diskGuid: string;
-  raw?: { sha256: string; size: number; mtime: number };
-  compressed?: { sha256: string; size: number; mtime: number };
+  raw?: FileRecord;
+  compressed?: FileRecord;
 }
 
 async function fileStamp(
@@ -237,7 +245,10 @@ function checkKargs(
   }
 }
 
-function loudWarning(say: (l: string) => void): void {
+/** Where the pipeline's progress and status lines go. */
+type Say = (line: string) => void;
+
+function loudWarning(say: Say): void {
   const bar = "image: " + "!".repeat(72);
   say(bar);
   say(
@@ -265,78 +276,7 @@ export async function buildImage(
   say(`image: stream metadata ${options.streamUrl} (${options.arch})`);
   const art = await resolveMetal(options.streamUrl, options.arch);
   say(`image: Fedora CoreOS ${art.release} metal raw.xz`);
-  const xzName = basename(new URL(art.location, "file:///").pathname);
-  if (!xzName.endsWith(".xz")) {
-    throw new BootError(`Unexpected image name ${xzName}`, ExitCode.Usage);
-  }
-  const xzPath = `${cache}/${xzName}`;
-  await download(art.location, xzPath, { sha256: art.sha256, log: say });
-
-  if (options.verifySignature) {
-    if (!art.signature) {
-      throw new BootError(
-        "The stream metadata has no signature URL for the image",
-        ExitCode.Verify,
-      );
-    }
-    let keys = options.fedoraKeys;
-    if (!keys) {
-      keys = `${cache}/fedora.gpg`;
-      await download(options.fedoraKeysUrl, keys, { log: say });
-    }
-    const sig = `${xzPath}.sig`;
-    await download(art.signature, sig, { log: say });
-    try {
-      const fpr = await verifySignature(xzPath, sig, { keys });
-      say(`image: ${xzName}: good signature from key ${fpr}`);
-    } catch (err) {
-      await Deno.remove(sig).catch(() => {}); // fetched again next time
-      throw err;
-    }
-  } else {
-    loudWarning(say);
-  }
-
-  // Decompress (sparse), check uncompressed-sha256; cached with a stamp.
-  const base = `${cache}/${xzName.slice(0, -3)}`;
-  const stampPath = `${base}.verified`;
-  const stamp = await readJson<{ sha256: string; size: number; mtime: number }>(
-    stampPath,
-  );
-  if (stamp?.sha256 === art.uncompressedSha256 && await sameFile(base, stamp)) {
-    say(`image: ${basename(base)}: cached`);
-  } else {
-    say(`image: decompressing ${xzName}`);
-    const r = await runTool("bash", [
-      "-c",
-      'xz -dc -- "$1" > "$2"',
-      "xz",
-      xzPath,
-      `${base}.part`,
-    ]);
-    if (r.code !== 0) {
-      throw new BootError(
-        `xz cannot decompress ${xzName}: ${r.stderr.trim()}`,
-        ExitCode.Verify,
-      );
-    }
-    const got = await sha256File(`${base}.part`);
-    if (got !== art.uncompressedSha256) {
-      await Deno.remove(`${base}.part`);
-      throw new BootError(
-        `uncompressed-sha256 mismatch for ${
-          basename(base)
-        }: expected ${art.uncompressedSha256}, got ${got}`,
-        ExitCode.Verify,
-      );
-    }
-    await Deno.rename(`${base}.part`, base);
-    await writeText(
-      stampPath,
-      JSON.stringify({ sha256: got, ...(await fileStamp(base))! }),
-    );
-    say(`image: ${basename(base)}: uncompressed-sha256 ${got} verified`);
-  }
+  const base = await fetchBase(art, { cache, options, say });
   const baseSize = (await Deno.stat(base)).size;
 
   const key = sha256Hex(JSON.stringify({
@@ -362,37 +302,155 @@ export async function buildImage(
     await writeText(manifestPath, JSON.stringify(manifest, null, 2) + "\n");
   }
   const m = manifest!;
-  const layout: Segment[] = grownLayout(m.baseSize, m.raw!.size);
-  let cached = rawDone;
-  if (m.compressed && await sameFile(xzOut, m.compressed)) {
-    say(`image: ${basename(xzOut)}: cached`);
-  } else {
-    cached = false;
-    say(`image: compressing ${basename(output)} to ${basename(xzOut)}`);
-    await compressSegments(output, `${xzOut}.part`, {
-      segments: layout,
-      level: options.compressLevel,
-      cacheDir: cache,
-    });
-    const sha = await sha256File(`${xzOut}.part`);
-    await Deno.rename(`${xzOut}.part`, xzOut);
-    await writeText(`${xzOut}.sha256`, `${sha}  ${basename(xzOut)}\n`);
-    m.compressed = { sha256: sha, ...(await fileStamp(xzOut))! };
-    await writeText(manifestPath, JSON.stringify(m, null, 2) + "\n");
-  }
+  const xz = await compressImage(output, {
+    manifest: m,
+    manifestPath,
+    cache,
+    options,
+    say,
+  });
   say(`image: ${output} sha256 ${m.raw!.sha256}`);
-  say(`image: ${xzOut} sha256 ${m.compressed.sha256}`);
+  say(`image: ${xzOut} sha256 ${xz.stamp.sha256}`);
   return {
     release: m.release,
     raw: { path: output, sha256: m.raw!.sha256, size: m.raw!.size },
-    compressed: {
-      path: xzOut,
-      sha256: m.compressed.sha256,
-      size: m.compressed.size,
-    },
+    compressed: { path: xzOut, sha256: xz.stamp.sha256, size: xz.stamp.size },
     diskGuid: m.diskGuid,
-    cached,
+    cached: rawDone && xz.cached,
   };
+}
+
+/**
+ * The FCOS base image, checked: the `raw.xz` downloaded (its sha256, and its
+ * GPG signature unless that was turned off), then decompressed and checked
+ * against `uncompressed-sha256`. Both are cached; returns the raw image's
+ * path.
+ */
+async function fetchBase(
+  art: MetalArtifact,
+  context: { cache: string; options: BuildImageOptions; say: Say },
+): Promise<string> {
+  const { cache, options, say } = context;
+  const xzName = basename(new URL(art.location, "file:///").pathname);
+  if (!xzName.endsWith(".xz")) {
+    throw new BootError(`Unexpected image name ${xzName}`, ExitCode.Usage);
+  }
+  const xzPath = `${cache}/${xzName}`;
+  await download(art.location, xzPath, { sha256: art.sha256, log: say });
+  if (options.verifySignature) {
+    await checkSignature(art, { xzPath, cache, options, say });
+  } else {
+    loudWarning(say);
+  }
+  // Decompress (sparse), check uncompressed-sha256; cached with a stamp.
+  const base = `${cache}/${xzName.slice(0, -3)}`;
+  const stampPath = `${base}.verified`;
+  const stamp = await readJson<{ sha256: string; size: number; mtime: number }>(
+    stampPath,
+  );
+  if (stamp?.sha256 === art.uncompressedSha256 && await sameFile(base, stamp)) {
+    say(`image: ${basename(base)}: cached`);
+    return base;
+  }
+  say(`image: decompressing ${xzName}`);
+  const r = await runTool("bash", [
+    "-c",
+    'xz -dc -- "$1" > "$2"',
+    "xz",
+    xzPath,
+    `${base}.part`,
+  ]);
+  if (r.code !== 0) {
+    throw new BootError(
+      `xz cannot decompress ${xzName}: ${r.stderr.trim()}`,
+      ExitCode.Verify,
+    );
+  }
+  const got = await sha256File(`${base}.part`);
+  if (got !== art.uncompressedSha256) {
+    await Deno.remove(`${base}.part`);
+    throw new BootError(
+      `uncompressed-sha256 mismatch for ${
+        basename(base)
+      }: expected ${art.uncompressedSha256}, got ${got}`,
+      ExitCode.Verify,
+    );
+  }
+  await Deno.rename(`${base}.part`, base);
+  await writeText(
+    stampPath,
+    JSON.stringify({ sha256: got, ...(await fileStamp(base))! }),
+  );
+  say(`image: ${basename(base)}: uncompressed-sha256 ${got} verified`);
+  return base;
+}
+
+/** Checks the `raw.xz`'s GPG signature against the Fedora keys. */
+async function checkSignature(
+  art: MetalArtifact,
+  context: {
+    xzPath: string;
+    cache: string;
+    options: BuildImageOptions;
+    say: Say;
+  },
+): Promise<void> {
+  const { xzPath, cache, options, say } = context;
+  if (!art.signature) {
+    throw new BootError(
+      "The stream metadata has no signature URL for the image",
+      ExitCode.Verify,
+    );
+  }
+  let keys = options.fedoraKeys;
+  if (!keys) {
+    keys = `${cache}/fedora.gpg`;
+    await download(options.fedoraKeysUrl, keys, { log: say });
+  }
+  const sig = `${xzPath}.sig`;
+  await download(art.signature, sig, { log: say });
+  try {
+    const fpr = await verifySignature(xzPath, sig, { keys });
+    say(`image: ${basename(xzPath)}: good signature from key ${fpr}`);
+  } catch (err) {
+    await Deno.remove(sig).catch(() => {}); // fetched again next time
+    throw err;
+  }
+}
+
+/**
+ * The xz copy of the image (only its grown segments' data), its sha256 file,
+ * and the manifest's record of it; `cached` when the earlier copy was kept.
+ */
+async function compressImage(
+  output: string,
+  context: {
+    manifest: Manifest;
+    manifestPath: string;
+    cache: string;
+    options: BuildImageOptions;
+    say: Say;
+  },
+): Promise<{ stamp: FileRecord; cached: boolean }> {
+  const { manifest: m, say } = context;
+  const xzOut = `${output}.xz`;
+  if (m.compressed && await sameFile(xzOut, m.compressed)) {
+    say(`image: ${basename(xzOut)}: cached`);
+    return { stamp: m.compressed, cached: true };
+  }
+  const layout: Segment[] = grownLayout(m.baseSize, m.raw!.size);
+  say(`image: compressing ${basename(output)} to ${basename(xzOut)}`);
+  await compressSegments(output, `${xzOut}.part`, {
+    segments: layout,
+    level: context.options.compressLevel,
+    cacheDir: context.cache,
+  });
+  const sha = await sha256File(`${xzOut}.part`);
+  await Deno.rename(`${xzOut}.part`, xzOut);
+  await writeText(`${xzOut}.sha256`, `${sha}  ${basename(xzOut)}\n`);
+  m.compressed = { sha256: sha, ...(await fileStamp(xzOut))! };
+  await writeText(context.manifestPath, JSON.stringify(m, null, 2) + "\n");
+  return { stamp: m.compressed, cached: false };
 }
 
 async function customize(
