@@ -231,6 +231,43 @@ export async function targetFiles(
   }
   const url = checkBootloaderUrl(options.bootloaderUrl);
   const sha = normalizeSha(options.bootloaderSha256);
+  const { config, files } = bootloaderConfig(options);
+  files.unshift(
+    { path: CONFIG_PATH, mode: 0o600, contents: config.text() },
+    {
+      path: DOWNLOAD_ENV_PATH,
+      mode: 0o600,
+      contents: "# Read by assisted-bootloader.service\n" +
+        formatEnvLine("BOOTLOADER_URL", url) +
+        formatEnvLine("BOOTLOADER_SHA256", sha) +
+        proxyEnvLines(options.proxy ?? {}, PROXY_PARAMETERS),
+    },
+    ...nmConnectionFiles(options.nmConnections ?? [], "NM_CONNECTIONS"),
+  );
+  // The whole of it, as the bootloader will read it: the settings, and what
+  // only shows in combination.
+  bootloaderView(files, { configPath: CONFIG_PATH });
+  files.push({
+    path: RUN_SCRIPT_PATH,
+    mode: 0o755,
+    contents: await asset("assisted-bootloader-run.sh"),
+  });
+  files.push({
+    path: ZINCATI_PATH,
+    mode: 0o644,
+    contents: await asset("zincati-no-updates.toml"),
+  });
+  return files;
+}
+
+/**
+ * The bootloader's `config.env` for `options` (the source, the credentials
+ * and CA, kernel arguments and `ASSISTED_*` settings, each checked as the
+ * bootloader will check it), and the files it names (secrets, CA).
+ */
+function bootloaderConfig(
+  options: IgnitionOptions,
+): { config: ConfigEnv; files: TargetFile[] } {
   if (!options.infraEnvId && !options.ipxeUrl) {
     throw usage("Either INFRA_ENV_ID (with API_URL) or IPXE_URL is required");
   }
@@ -305,32 +342,7 @@ export async function targetFiles(
     }
     config.add(key, value, what);
   }
-  files.unshift(
-    { path: CONFIG_PATH, mode: 0o600, contents: config.text() },
-    {
-      path: DOWNLOAD_ENV_PATH,
-      mode: 0o600,
-      contents: "# Read by assisted-bootloader.service\n" +
-        formatEnvLine("BOOTLOADER_URL", url) +
-        formatEnvLine("BOOTLOADER_SHA256", sha) +
-        proxyEnvLines(options.proxy ?? {}, PROXY_PARAMETERS),
-    },
-    ...nmConnectionFiles(options.nmConnections ?? [], "NM_CONNECTIONS"),
-  );
-  // The whole of it, as the bootloader will read it: the settings, and what
-  // only shows in combination.
-  bootloaderView(files, { configPath: CONFIG_PATH });
-  files.push({
-    path: RUN_SCRIPT_PATH,
-    mode: 0o755,
-    contents: await asset("assisted-bootloader-run.sh"),
-  });
-  files.push({
-    path: ZINCATI_PATH,
-    mode: 0o644,
-    contents: await asset("zincati-no-updates.toml"),
-  });
-  return files;
+  return { config, files };
 }
 
 function checkUser(options: IgnitionOptions): IgnitionConfig["passwd"] {
