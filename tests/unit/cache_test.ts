@@ -1,17 +1,22 @@
 /**
  * The artifact cache's parts that need no server: the reasons a kept copy is
- * stale, the removal of half-written entries when a run is stopped, and
+ * stale, one entry written once when the same file is recorded twice at
+ * once, the removal of half-written entries when a run is stopped, and
  * `--no-cache` emptying only a cache of ours. The reuse rule end to end is
  * tests/integration/cache_test.ts.
  */
 
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import {
   clear,
   discardPartialSync,
+  record,
   staleReason,
 } from "../../lib/stage/cache.ts";
-import { withTemp } from "../test_util.ts";
+import type { DownloadResult } from "../../lib/stage/download.ts";
+import { identityOf } from "../../lib/stage/work_dir.ts";
+import { captureLog, withTemp } from "../test_util.ts";
 
 const isRoot = Deno.uid() === 0;
 /** A uid that is not ours (nobody). */
@@ -63,6 +68,33 @@ Deno.test("staleReason: a validator on one side only is a change, the missing si
     }),
     `Last-Modified changed (${LM1} → none)`,
   );
+});
+
+Deno.test("record: the same file recorded three times at once is written once, without a clash", async () => {
+  await withTemp(async (dir) => {
+    const bytes = new TextEncoder().encode("an initrd named three times");
+    await Deno.writeFile(`${dir}/initrd-part-0`, bytes);
+    const result: DownloadResult = {
+      url: "http://h/a.gz",
+      path: `${dir}/initrd-part-0`,
+      size: bytes.length,
+      sha256: createHash("sha256").update(bytes).digest("hex"),
+      identity: identityOf(await Deno.lstat(`${dir}/initrd-part-0`)),
+      resumed: false,
+      attempts: 1,
+      etag: '"a1"',
+    };
+    // Concurrent writers of one entry would clash on its names: the later
+    // ones wait for the first instead.
+    const [, lines] = await captureLog(() =>
+      Promise.all([0, 1, 2].map(() => record(dir, result)))
+    );
+    assert.deepEqual(lines, []);
+    const names = namesIn(`${dir}/cache`);
+    assert.equal(names.length, 2, names.join(" "));
+    const file = names.find((n) => !n.endsWith(".json"))!;
+    assert.deepEqual(await Deno.readFile(`${dir}/cache/${file}`), bytes);
+  });
 });
 
 Deno.test("discardPartialSync: removes the .part files of cache entries and nothing else (other names, finished entries, a directory); no cache/ is no error", async () => {
