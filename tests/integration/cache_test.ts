@@ -949,10 +949,11 @@ Deno.test("cache: a cached file of the wrong size is dropped without a HEAD", as
   );
 });
 
-Deno.test("cache: a HEAD that gets no answer in time means download", async () => {
+Deno.test("cache: a HEAD that gets no answer in time means download, and the entry is kept for a later run", async () => {
   const kernel = fakeKernel(20_000);
   const { promise: stop, resolve: release } = Promise.withResolvers<void>();
   let gets = 0;
+  let missing = false;
   const server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen() {} },
     async (req) => {
@@ -964,6 +965,7 @@ Deno.test("cache: a HEAD that gets no answer in time means download", async () =
         await stop;
         return new Response(null, { headers });
       }
+      if (missing) return new Response("gone for now", { status: 404 });
       gets++;
       return new Response(kernel.slice(), { headers });
     },
@@ -985,6 +987,22 @@ Deno.test("cache: a HEAD that gets no answer in time means download", async () =
         ),
         lines.join("\n"),
       );
+      // No answer to the HEAD and a failed download: the boot fails, and the
+      // entry stays for the next run, which reuses it once the server
+      // answers again.
+      missing = true;
+      const [failed] = await captureLog(() =>
+        stage(p, opts(dir, { timeoutMs: 300 })).then(
+          () => undefined,
+          (err: unknown) => err,
+        )
+      );
+      assert.ok(failed instanceof BootError, String(failed));
+      missing = false;
+      release();
+      const [again, after] = await captureLog(() => stage(p, opts(dir)));
+      assert.equal(again.kernel.cached, true, after.join("\n"));
+      assert.equal(gets, 2);
     });
   } finally {
     release();
