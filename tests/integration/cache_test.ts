@@ -39,6 +39,8 @@ interface Served {
   etag?: string;
   /** Headers a HEAD leaves out (`content-length`, `last-modified`, `etag`). */
   headDrops?: string[];
+  /** Headers a GET leaves out: without a validator, a download is not recorded. */
+  getDrops?: string[];
 }
 
 /** A loopback server whose files, dates and HEAD behaviour tests change. */
@@ -70,6 +72,7 @@ function serve(files: Record<string, Served>) {
           { status: f.headStatus ?? 200, headers },
         );
       }
+      for (const name of f.getDrops ?? []) delete headers[name];
       const body = f.chunked
         ? new ReadableStream<Uint8Array>({
           start(c) {
@@ -349,6 +352,43 @@ Deno.test("cache: a HEAD answered with an error status keeps the cached copy for
       srv.reset();
       await captureLog(() => stage(p, opts(dir)));
       assert.equal(srv.count("GET", "/vmlinuz"), 0, "reused");
+    });
+  } finally {
+    await srv.close();
+  }
+});
+
+Deno.test("cache: a copy refused for what it holds (size, sha256, format) is dropped at once, even when nothing new is recorded over it", async () => {
+  const kernel = fakeKernel(20_000);
+  const file: Served = { body: kernel, lastModified: LM1 };
+  const srv = serve({ "/vmlinuz": file });
+  const flip = async (path: string) => {
+    const bytes = await Deno.readFile(path);
+    bytes[5000] ^= 0xff;
+    await Deno.writeFile(path, bytes);
+  };
+  const cases: [string, (path: string) => Promise<void>, string][] = [
+    ["size", (path) => Deno.truncate(path, 100), "x86_64"],
+    ["sha256", flip, "x86_64"],
+    ["format", () => Promise.resolve(), "aarch64"],
+  ];
+  try {
+    await withTemp(async (dir) => {
+      const p = plan(srv.base, "/vmlinuz", []);
+      for (const [what, spoil, arch] of cases) {
+        file.getDrops = undefined;
+        await captureLog(() => stage(p, opts(dir)));
+        const names = await cacheNames(dir);
+        assert.equal(names.length, 2, what);
+        await spoil(`${dir}/cache/${names.find((n) => !n.endsWith(".json"))}`);
+        // The download that follows has no validator: it records nothing
+        // over the refused entry, which must be gone by itself.
+        file.getDrops = ["last-modified"];
+        await captureLog(() =>
+          stage(p, opts(dir, { arch })).catch(() => undefined)
+        );
+        assert.deepEqual(await cacheNames(dir), [], what);
+      }
     });
   } finally {
     await srv.close();
