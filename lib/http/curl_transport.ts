@@ -341,6 +341,69 @@ function curlMessage(text: string): string {
     lines.find((l) => l !== "" && !l.startsWith(WRITE_OUT_MARK)) ?? "";
 }
 
+/** A running curl, as {@linkcode curlBody} streams the answer's body from it. */
+interface RunningCurl {
+  child: Deno.ChildProcess;
+  /** Its stdout: the body. */
+  reader: ReadableStreamDefaultReader<Uint8Array>;
+  /** Its stderr, past the head. */
+  lines: LineReader;
+  head: Head;
+  /** What curl writes after the head: trailers, its error, the write-out line. */
+  tail: Promise<string>;
+  init: SendInit;
+  kill: () => void;
+  /** The error curl's own words (or its exit code) make. */
+  failure: (text: string) => Promise<Error>;
+}
+
+/**
+ * The body exactly as curl wrote it to stdout, checked at its end against
+ * the head's `Content-Length` and against curl's own account of the
+ * transfer (status and size): anything else errors the stream.
+ */
+function curlBody(curl: RunningCurl): ReadableStream<Uint8Array> {
+  const { child, reader, lines, head, init, kill, failure } = curl;
+  const { status } = head;
+  let received = 0;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await reader.read();
+      } catch (err) {
+        controller.error(init.signal.aborted ? init.signal.reason : err);
+        return;
+      }
+      if (!chunk.done) {
+        received += chunk.value.length;
+        return controller.enqueue(chunk.value);
+      }
+      const { code } = await child.status;
+      const text = await curl.tail;
+      init.signal.removeEventListener("abort", kill);
+      if (init.signal.aborted) return controller.error(init.signal.reason);
+      if (code !== 0) return controller.error(await failure(text));
+      const done = writeOut(text);
+      const problem = head.length !== undefined && received !== head.length
+        ? `the body ended after ${received} of ${head.length} bytes`
+        : !done || done.status !== status || done.size !== received
+        ? `curl's account of the transfer (${
+          done ? `HTTP ${done.status}, ${done.size} bytes` : "none"
+        }) is not the answer read (HTTP ${status}, ${received} bytes)`
+        : undefined;
+      if (problem) controller.error(new Error(problem));
+      else controller.close();
+    },
+    async cancel() {
+      kill();
+      await reader.cancel().catch(() => {});
+      await lines.cancel();
+      await child.status;
+    },
+  }, { highWaterMark: 0 });
+}
+
 /**
  * One HTTPS request through `curl --insecure`, answered as a fetch `Response`
  * (its `url` the request's) whose body streams from curl's stdout. The URL,
@@ -408,43 +471,16 @@ async function curlFetch(
   const tail = lines.rest(HEADER_LIMIT);
   const noBody = init.method === "HEAD" || status === 204 || status === 304;
 
-  let received = 0;
-  const body = new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      let chunk: ReadableStreamReadResult<Uint8Array>;
-      try {
-        chunk = await reader.read();
-      } catch (err) {
-        controller.error(init.signal.aborted ? init.signal.reason : err);
-        return;
-      }
-      if (!chunk.done) {
-        received += chunk.value.length;
-        return controller.enqueue(chunk.value);
-      }
-      const { code } = await child.status;
-      const text = await tail;
-      init.signal.removeEventListener("abort", kill);
-      if (init.signal.aborted) return controller.error(init.signal.reason);
-      if (code !== 0) return controller.error(await failure(text));
-      const done = writeOut(text);
-      const problem = head.length !== undefined && received !== head.length
-        ? `the body ended after ${received} of ${head.length} bytes`
-        : !done || done.status !== status || done.size !== received
-        ? `curl's account of the transfer (${
-          done ? `HTTP ${done.status}, ${done.size} bytes` : "none"
-        }) is not the answer read (HTTP ${status}, ${received} bytes)`
-        : undefined;
-      if (problem) controller.error(new Error(problem));
-      else controller.close();
-    },
-    async cancel() {
-      kill();
-      await reader.cancel().catch(() => {});
-      await lines.cancel();
-      await child.status;
-    },
-  }, { highWaterMark: 0 });
+  const body = curlBody({
+    child,
+    reader,
+    lines,
+    head,
+    tail,
+    init,
+    kill,
+    failure,
+  });
   if (noBody) await body.cancel();
   const response = new Response(noBody ? null : body, {
     status,
