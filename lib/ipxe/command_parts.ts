@@ -1,7 +1,7 @@
 /**
  * What the iPXE commands are built from: a command table, a command that
- * parses its options first, the `--timeout` value, a refusal, and storing a
- * setting the way `set` does.
+ * parses its options first, the `--timeout` value, and storing a setting the
+ * way `set` does.
  *
  * @module
  */
@@ -40,13 +40,6 @@ export function timeoutOf(
     throw new CommandFailure(`"${t}": invalid timeout value`);
   }
   return ms;
-}
-
-/** A command that cannot work in this loader and says why. */
-export function refuse(reason: string): Command {
-  return (argv) => {
-    throw new CommandFailure(`${argv[0]}: ${reason}`);
-  };
 }
 
 /** A setting to store, and the command that stores it (for its errors). */

@@ -12,7 +12,6 @@ import { parseInteger } from "./bytes.ts";
 import {
   type CommandTable,
   optionCommand,
-  refuse,
   setValue,
   timeoutOf,
 } from "./command_parts.ts";
@@ -29,6 +28,13 @@ import { parseSettingName } from "./settings.ts";
  * overflow a timer. A longer one fails, like an invalid value.
  */
 export const MAX_SLEEP_SECONDS = 3600;
+
+/** A command that cannot work in this loader and says why. */
+function refuse(reason: string): Command {
+  return (argv) => {
+    throw new CommandFailure(`${argv[0]}: ${reason}`);
+  };
+}
 
 /**
  * `sanboot` without a root path boots a local drive (`--drive`, 0x80 by
